@@ -1,0 +1,47 @@
+// What relinkd knows about one host interface, and how the table of them changes.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "util/mac.h"
+
+namespace relink::netlink {
+
+struct LinkInfo {
+  int ifindex = 0;
+  std::string name;
+  // IFLA_INFO_KIND ("veth", "bridge", "vlan", "macvlan", "macvtap", "bond",
+  // "tun", ...), or "physical" when the kernel reports no link info.
+  std::string kind;
+  int parent_ifindex = 0;  // IFLA_LINK (lower device), 0 if none
+  int master_ifindex = 0;  // IFLA_MASTER (bridge/bond port), 0 if none
+  std::optional<MacAddress> mac;  // IFLA_ADDRESS when it is 6 bytes
+  unsigned flags = 0;             // ifi_flags (IFF_UP, IFF_RUNNING, ...)
+  uint8_t operstate = 0;          // IFLA_OPERSTATE (IF_OPER_*)
+  std::string macvlan_mode;       // macvtap/macvlan: "vepa" | "bridge" | "private" | "passthru" | "source"
+
+  bool operator==(const LinkInfo&) const = default;
+};
+
+// One RTM_NEWLINK / RTM_DELLINK message, decoded.
+struct LinkMessage {
+  bool deleted = false;  // RTM_DELLINK
+  LinkInfo link;
+};
+
+enum class LinkEventType {
+  Added,    // ifindex not in the table before
+  Removed,  // ifindex gone
+  Changed,  // same ifindex, some attribute changed (a rename sets old_name)
+};
+
+struct LinkEvent {
+  LinkEventType type = LinkEventType::Added;
+  LinkInfo link;         // for Removed: the last known state
+  std::string old_name;  // Changed: the previous name when it was a rename, else empty
+};
+
+}  // namespace relink::netlink

@@ -1,0 +1,34 @@
+// Host interfaces keyed by ifindex, with a name index. A same-named interface
+// with a new ifindex is a new interface; a rename is a change of name.
+#pragma once
+
+#include <map>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "netlink/link.h"
+
+namespace relink::netlink {
+
+class LinkTable {
+ public:
+  // Applies one message; returns the events it caused (none if nothing changed).
+  std::vector<LinkEvent> apply(const LinkMessage& msg);
+  // Replaces the whole table with a fresh dump (after ENOBUFS) and returns the
+  // events that turn the old table into the new one: removals first, then
+  // changes, then additions. A name that moved to a new ifindex shows up as a
+  // removal and an addition, never lost.
+  std::vector<LinkEvent> replace_all(const std::vector<LinkInfo>& links);
+
+  const LinkInfo* find(int ifindex) const;
+  const LinkInfo* find_by_name(const std::string& name) const;
+  size_t size() const { return by_index_.size(); }
+  std::vector<LinkInfo> all() const;
+
+ private:
+  std::map<int, LinkInfo> by_index_;
+  std::unordered_map<std::string, int> by_name_;
+};
+
+}  // namespace relink::netlink

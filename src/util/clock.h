@@ -1,0 +1,15 @@
+#pragma once
+
+#include <cstdint>
+#include <ctime>
+
+namespace relink {
+
+// CLOCK_MONOTONIC in microseconds (the clock sd-event timers use).
+inline uint64_t monotonic_us() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000u + static_cast<uint64_t>(ts.tv_nsec) / 1000u;
+}
+
+}  // namespace relink

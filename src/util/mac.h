@@ -1,0 +1,16 @@
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace relink {
+
+using MacAddress = std::array<uint8_t, 6>;
+
+std::optional<MacAddress> parse_mac(std::string_view text);
+std::string format_mac(const MacAddress& mac);
+
+}  // namespace relink
