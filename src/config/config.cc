@@ -1,0 +1,228 @@
+#include "config/config.h"
+
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+namespace relink::config {
+namespace {
+
+class Loader {
+ public:
+  explicit Loader(std::string path) : path_(std::move(path)) {}
+
+  [[noreturn]] void fail(const toml::source_region& where, const std::string& msg) const {
+    throw ConfigError(path_ + ":" + std::to_string(where.begin.line) + ":" +
+                      std::to_string(where.begin.column) + ": " + msg);
+  }
+  [[noreturn]] void fail(const toml::node& n, const std::string& msg) const { fail(n.source(), msg); }
+
+  // Rejects keys this version does not know: a typo must not be silently ignored.
+  void only_keys(const toml::table& t, std::initializer_list<std::string_view> known,
+                 const std::string& where) const {
+    for (auto&& [k, v] : t) {
+      bool found = false;
+      for (auto kk : known) found = found || kk == k.str();
+      if (!found) fail(v, "unknown key '" + std::string(k.str()) + "' in " + where);
+    }
+  }
+
+  std::string get_string(const toml::table& t, std::string_view key, const toml::node& owner,
+                         const std::string& where, std::optional<std::string> def = {}) const {
+    const toml::node* n = t.get(key);
+    if (!n) {
+      if (def) return *def;
+      fail(owner, where + ": missing required key '" + std::string(key) + "'");
+    }
+    auto s = n->value<std::string>();
+    if (!n->is_string() || !s) fail(*n, "'" + std::string(key) + "' must be a string");
+    return *s;
+  }
+
+  int64_t get_int(const toml::table& t, std::string_view key, int64_t def, int64_t lo, int64_t hi) const {
+    const toml::node* n = t.get(key);
+    if (!n) return def;
+    if (!n->is_integer()) fail(*n, "'" + std::string(key) + "' must be an integer");
+    int64_t v = *n->value<int64_t>();
+    if (v < lo || v > hi)
+      fail(*n, "'" + std::string(key) + "' must be between " + std::to_string(lo) + " and " +
+                   std::to_string(hi) + ", not " + std::to_string(v));
+    return v;
+  }
+
+  void need_absolute(const toml::table& t, std::string_view key, const std::string& value) const {
+    if (value.empty() || value[0] != '/')
+      fail(*t.get(key), "'" + std::string(key) + "' must be an absolute path, not \"" + value + "\"");
+    if (value.size() >= 108 && key != "state_dir")
+      fail(*t.get(key), "'" + std::string(key) + "' is too long for a unix socket path (max 107 bytes)");
+  }
+
+  Config load(const toml::table& root) {
+    Config cfg;
+    cfg.path = path_;
+    only_keys(root, {"daemon", "vm"}, "the top level");
+    if (const toml::node* d = root.get("daemon")) {
+      const toml::table* t = d->as_table();
+      if (!t) fail(*d, "'daemon' must be a table ([daemon])");
+      only_keys(*t, {"control_socket", "state_dir", "log_level", "control_group"}, "[daemon]");
+      cfg.daemon.control_socket = get_string(*t, "control_socket", *d, "[daemon]", cfg.daemon.control_socket);
+      if (t->get("control_socket")) need_absolute(*t, "control_socket", cfg.daemon.control_socket);
+      cfg.daemon.state_dir = get_string(*t, "state_dir", *d, "[daemon]", cfg.daemon.state_dir);
+      if (t->get("state_dir")) need_absolute(*t, "state_dir", cfg.daemon.state_dir);
+      cfg.daemon.log_level = get_string(*t, "log_level", *d, "[daemon]", cfg.daemon.log_level);
+      static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error"};
+      if (!levels.count(cfg.daemon.log_level))
+        fail(*t->get("log_level"), "'log_level' must be one of trace, debug, info, warn, error");
+      cfg.daemon.control_group = get_string(*t, "control_group", *d, "[daemon]", "");
+    }
+    if (const toml::node* v = root.get("vm")) {
+      const toml::array* arr = v->as_array();
+      if (!arr) fail(*v, "'vm' must be an array of tables ([[vm]])");
+      std::set<std::string> vm_names, macvtap_names, qmp_paths;
+      std::set<MacAddress> macs;
+      for (const toml::node& vn : *arr) {
+        const toml::table* vt = vn.as_table();
+        if (!vt) fail(vn, "each [[vm]] entry must be a table");
+        cfg.vms.push_back(load_vm(vn, *vt));
+        Vm& vm = cfg.vms.back();
+        if (!vm_names.insert(vm.name).second) fail(*vt->get("name"), "duplicate VM name '" + vm.name + "'");
+        if (!qmp_paths.insert(vm.qmp).second)
+          fail(*vt->get("qmp"), "QMP socket '" + vm.qmp + "' is already used by another VM");
+        const toml::array* bindings = (*vt)["macvtap"].as_array();
+        for (size_t i = 0; i < vm.macvtaps.size(); ++i) {
+          const toml::node& bn = *bindings->get(i);
+          auto& b = vm.macvtaps[i];
+          if (!macvtap_names.insert(b.macvtap).second)
+            fail(bn, "macvtap name '" + b.macvtap + "' is used by two bindings");
+          if (!macs.insert(b.mac).second)
+            fail(bn, "MAC " + format_mac(b.mac) + " is used by two bindings");
+        }
+      }
+    }
+    return cfg;
+  }
+
+  Vm load_vm(const toml::node& vn, const toml::table& t) {
+    only_keys(t, {"name", "qmp", "macvtap", "passt"}, "[[vm]]");
+    Vm vm;
+    vm.name = get_string(t, "name", vn, "[[vm]]");
+    if (vm.name.empty() || vm.name.size() > 64 ||
+        vm.name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+            std::string::npos)
+      fail(*t.get("name"), "VM name '" + vm.name + "' must be 1-64 characters of letters, digits, '_', '.', '-'");
+    vm.qmp = get_string(t, "qmp", vn, "[[vm]] '" + vm.name + "'");
+    need_absolute(t, "qmp", vm.qmp);
+    if (const toml::node* p = t.get("passt"))
+      fail(*p, "[[vm.passt]] bindings are not supported by this version of relinkd");
+    if (const toml::node* m = t.get("macvtap")) {
+      const toml::array* arr = m->as_array();
+      if (!arr) fail(*m, "'macvtap' must be an array of tables ([[vm.macvtap]])");
+      std::set<std::string> nics;
+      for (const toml::node& bn : *arr) {
+        const toml::table* bt = bn.as_table();
+        if (!bt) fail(bn, "each [[vm.macvtap]] entry must be a table");
+        vm.macvtaps.push_back(load_macvtap(vm, bn, *bt));
+        if (!nics.insert(vm.macvtaps.back().nic).second)
+          fail(*bt->get("nic"), "NIC '" + vm.macvtaps.back().nic + "' is bound twice in VM '" + vm.name + "'");
+      }
+    }
+    return vm;
+  }
+
+  MacvtapBinding load_macvtap(const Vm& vm, const toml::node& bn, const toml::table& t) {
+    only_keys(t, {"nic", "parent", "mode", "mac", "queues", "attach", "hub", "macvtap"}, "[[vm.macvtap]]");
+    const std::string where = "[[vm.macvtap]] of VM '" + vm.name + "'";
+    MacvtapBinding b;
+    b.nic = get_string(t, "nic", bn, where);
+    // Ids of the netdevs relinkd adds are "<nic>.tap<generation>"; QEMU ids
+    // must start with a letter and use letters, digits, '-', '.', '_'.
+    if (!valid_qemu_id(b.nic) || b.nic.size() > 100)
+      fail(*t.get("nic"), "'nic' must be a QEMU device id: a letter, then letters, digits, '-', '.', '_'");
+    b.parent = get_string(t, "parent", bn, where);
+    if (!valid_ifname(b.parent))
+      fail(*t.get("parent"), "'parent' must be an interface name (1-15 characters, no '/', ':' or spaces)");
+    std::string mode = get_string(t, "mode", bn, where, "bridge");
+    auto m = macvtap::parse_mode(mode);
+    if (!m) fail(*t.get("mode"), "'mode' must be one of vepa, bridge, private, passthru, not \"" + mode + "\"");
+    b.mode = *m;
+    std::string mac = get_string(t, "mac", bn, where);
+    auto parsed = parse_mac(mac);
+    if (!parsed) fail(*t.get("mac"), "'mac' must look like 52:54:00:12:34:56, not \"" + mac + "\"");
+    if ((*parsed)[0] & 1) fail(*t.get("mac"), "'mac' " + mac + " is a multicast address");
+    if (*parsed == MacAddress{}) fail(*t.get("mac"), "'mac' must not be all zero");
+    b.mac = *parsed;
+    b.queues = static_cast<unsigned>(get_int(t, "queues", 1, 1, 256));
+    std::string attach = get_string(t, "attach", bn, where, "hub");
+    if (attach == "replug")
+      fail(*t.get("attach"), "attach = \"replug\" is not supported by this version of relinkd; use \"hub\"");
+    if (attach != "hub") fail(*t.get("attach"), "'attach' must be \"hub\", not \"" + attach + "\"");
+    b.attach = AttachMode::Hub;
+    // A hubport carries one queue: the tap behind it can have only one.
+    if (b.queues != 1) fail(*t.get("queues"), "attach = \"hub\" supports only queues = 1");
+    b.hub = static_cast<unsigned>(get_int(t, "hub", 0, 0, 2147483647));
+    b.macvtap = get_string(t, "macvtap", bn, where, default_macvtap_name(vm.name, b.nic));
+    if (!valid_ifname(b.macvtap))
+      fail(*t.get("macvtap"), "'macvtap' must be an interface name (1-15 characters, no '/', ':' or spaces)");
+    return b;
+  }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace
+
+const Vm* Config::find_vm(const std::string& name) const {
+  for (const auto& vm : vms)
+    if (vm.name == name) return &vm;
+  return nullptr;
+}
+
+bool valid_qemu_id(const std::string& id) {
+  if (id.empty() || !std::isalpha(static_cast<unsigned char>(id[0]))) return false;
+  for (char c : id)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') return false;
+  return true;
+}
+
+bool valid_ifname(const std::string& name) {
+  if (name.empty() || name.size() > 15 || name == "." || name == "..") return false;
+  for (char c : name)
+    if (c == '/' || c == ':' || std::isspace(static_cast<unsigned char>(c)) || !std::isprint(static_cast<unsigned char>(c)))
+      return false;
+  return true;
+}
+
+std::string default_macvtap_name(const std::string& vm, const std::string& nic) {
+  uint32_t h = 2166136261u;  // FNV-1a
+  for (char c : vm + "/" + nic) {
+    h ^= static_cast<uint8_t>(c);
+    h *= 16777619u;
+  }
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "rl%08x", h);
+  return buf;
+}
+
+Config load_string(const std::string& text, const std::string& path) {
+  toml::table root;
+  try {
+    root = toml::parse(text, path);
+  } catch (const toml::parse_error& e) {
+    throw ConfigError(path + ":" + std::to_string(e.source().begin.line) + ":" +
+                      std::to_string(e.source().begin.column) + ": " + std::string(e.description()));
+  }
+  return Loader(path).load(root);
+}
+
+Config load_file(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw ConfigError(path + ":0:0: cannot read the file: " + std::strerror(errno));
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return load_string(ss.str(), path);
+}
+
+}  // namespace relink::config

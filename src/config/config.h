@@ -1,0 +1,72 @@
+// relinkd's configuration (TOML). Loading validates everything a binding
+// needs, so the daemon never starts half-configured.
+#pragma once
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "macvtap/macvtap_factory.h"
+#include "util/mac.h"
+
+namespace relink::config {
+
+enum class AttachMode {
+  Hub,  // tap on a second hubport of the NIC's hub: no guest involvement
+};
+
+struct MacvtapBinding {
+  std::string nic;      // the guest NIC's QEMU device id
+  std::string parent;   // host interface name to follow
+  macvtap::Mode mode = macvtap::Mode::Bridge;
+  MacAddress mac{};
+  unsigned queues = 1;
+  AttachMode attach = AttachMode::Hub;
+  unsigned hub = 0;     // hub id of the NIC's hubport
+  std::string macvtap;  // name of the macvtap relinkd creates
+};
+
+struct Vm {
+  std::string name;
+  std::string qmp;  // QMP socket path
+  std::vector<MacvtapBinding> macvtaps;
+};
+
+struct Daemon {
+  std::string control_socket = "/run/relinkd/control.sock";
+  std::string state_dir = "/run/relinkd";
+  std::string log_level = "info";  // trace | debug | info | warn | error
+  // Group (name) whose members may also use the control socket; root always may.
+  std::string control_group;
+};
+
+struct Config {
+  std::string path;
+  Daemon daemon;
+  std::vector<Vm> vms;
+
+  const Vm* find_vm(const std::string& name) const;
+};
+
+// A configuration error, already formatted "FILE:LINE:COL: message".
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+inline constexpr const char* kDefaultPath = "/etc/relinkd/relinkd.toml";
+
+// Loads and validates a configuration file. Throws ConfigError.
+Config load_file(const std::string& path);
+// Same, from text (path is used in messages only).
+Config load_string(const std::string& text, const std::string& path);
+
+// The default macvtap name for a binding: "rl" + 8 hex digits of a hash of
+// "vm/nic" (stable across restarts, fits IFNAMSIZ).
+std::string default_macvtap_name(const std::string& vm, const std::string& nic);
+
+bool valid_qemu_id(const std::string& id);
+bool valid_ifname(const std::string& name);
+
+}  // namespace relink::config

@@ -1,0 +1,109 @@
+// The reconnect engine: a pure state machine per binding. Events in, actions
+// out; no syscalls, no clock. Executors carry the actions out and report back
+// with AttachSucceeded / AttachFailed / TimerExpired.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace relink::engine {
+
+enum class State {
+  VmOffline,      // QEMU's QMP socket is not connected: nothing can be handed over
+  WaitingParent,  // no interface has the parent's name: nothing to attach to
+  Attaching,      // a macvtap is being created and handed to QEMU
+  Attached,       // the NIC is connected to a live macvtap on the parent
+  Backoff,        // the last attach failed; the next try waits for a timer
+  Failed,         // too many failures in a row; waits for a new parent, reattach or reload
+};
+
+const char* state_name(State s);
+
+// --- Events -----------------------------------------------------------------
+
+// The parent name now resolves to `ifindex` (0: no interface has that name).
+// Sent whenever the resolution may have changed; repeats are harmless.
+struct ParentChanged { int ifindex = 0; };
+// An interface disappeared; the binding checks whether it was its macvtap.
+struct LinkRemoved { int ifindex = 0; };
+// The VM's QMP session is up and relinkd has looked at what QEMU has.
+struct VmConnected {
+  // QEMU already uses a live macvtap of this binding (relinkd restarted).
+  struct Adopt {
+    uint64_t generation = 0;
+    int macvtap_ifindex = 0;
+    int parent_ifindex = 0;
+  };
+  std::optional<Adopt> adopt;
+  uint64_t max_generation_seen = 0;  // highest generation of ours found in QEMU
+};
+// The QMP session is gone. vm_exited: the QEMU process no longer exists.
+struct VmDisconnected { bool vm_exited = false; };
+struct AttachSucceeded { uint64_t generation = 0; int macvtap_ifindex = 0; };
+struct AttachFailed { uint64_t generation = 0; std::string error; };
+struct TimerExpired {};
+// relinkctl reattach, or a reload that resets a failed binding.
+struct ReattachRequested {};
+
+using Event = std::variant<ParentChanged, LinkRemoved, VmConnected, VmDisconnected, AttachSucceeded,
+                           AttachFailed, TimerExpired, ReattachRequested>;
+
+// --- Actions ----------------------------------------------------------------
+
+// Create a macvtap on the parent and hand it to QEMU as `generation`.
+struct Attach { uint64_t generation = 0; int parent_ifindex = 0; };
+// Take generation's tap side out of QEMU (if connected) and delete its
+// macvtap (0: already gone or unknown). Missing pieces are not errors.
+struct Detach { uint64_t generation = 0; int macvtap_ifindex = 0; };
+struct StartTimer { uint64_t delay_ms = 0; };
+struct CancelTimer {};
+
+using Action = std::variant<Attach, Detach, StartTimer, CancelTimer>;
+
+struct RetryPolicy {
+  uint64_t initial_delay_ms = 100;
+  uint64_t max_delay_ms = 30'000;
+  unsigned max_failures = 8;  // consecutive failures before Failed
+
+  // Delay after the n-th consecutive failure (n >= 1): doubles from initial to max.
+  uint64_t delay_after(unsigned failures) const;
+};
+
+class Binding {
+ public:
+  explicit Binding(std::string name, RetryPolicy policy = {});
+
+  // Feeds one event; returns the actions to carry out, in order.
+  [[nodiscard]] std::vector<Action> handle(const Event& ev);
+
+  State state() const { return state_; }
+  uint64_t generation() const { return generation_; }
+  int parent_ifindex() const { return parent_ifindex_; }
+  int attached_parent_ifindex() const { return attached_parent_; }
+  int macvtap_ifindex() const { return macvtap_ifindex_; }
+  unsigned failures() const { return failures_; }
+  const std::string& last_error() const { return last_error_; }
+  const std::string& name() const { return name_; }
+
+ private:
+  void set_state(State s);
+  void start_attach(std::vector<Action>& out);
+  void detach_current(std::vector<Action>& out);
+  void on_parent(int ifindex, std::vector<Action>& out);
+
+  std::string name_;
+  RetryPolicy policy_;
+  State state_ = State::VmOffline;
+  uint64_t generation_ = 0;   // generation of the current/last attach attempt
+  int parent_ifindex_ = 0;    // what the parent name resolves to now
+  int attaching_parent_ = 0;  // parent of the attempt in flight
+  int attached_parent_ = 0;   // parent the live macvtap sits on
+  int macvtap_ifindex_ = 0;   // live macvtap (Attached only)
+  unsigned failures_ = 0;
+  std::string last_error_;
+};
+
+}  // namespace relink::engine
