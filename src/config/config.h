@@ -25,6 +25,8 @@ struct MacvtapBinding {
   AttachMode attach = AttachMode::Hub;
   unsigned hub = 0;     // hub id of the NIC's hubport
   std::string macvtap;  // name of the macvtap relinkd creates
+
+  bool operator==(const MacvtapBinding&) const = default;
 };
 
 struct Vm {

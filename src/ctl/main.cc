@@ -1,1 +1,102 @@
-int main() { return 0; }
+// relinkctl: talks to relinkd over its control socket.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "config/config.h"
+#include "daemon/control_server.h"
+
+namespace {
+
+using nlohmann::json;
+
+std::string socket_from_config(const std::string& path) {
+  try {
+    return relink::config::load_file(path).daemon.control_socket;
+  } catch (const relink::config::ConfigError&) {
+    return relink::config::Daemon{}.control_socket;
+  }
+}
+
+std::string cell(const json& j, const char* key) {
+  if (!j.contains(key) || j[key].is_null()) return "-";
+  if (j[key].is_string()) return j[key].get<std::string>().empty() ? "-" : j[key].get<std::string>();
+  return j[key].dump();
+}
+
+void print_status(const json& st) {
+  std::printf("%-12s %-12s %-8s %-10s %-15s %5s %-15s %-15s %10s  %s\n", "VM", "QMP", "KIND", "NIC/NETDEV",
+              "STATE", "GEN", "PARENT", "MACVTAP", "REATTACH", "LAST ERROR");
+  for (const auto& vm : st.value("vms", json::array())) {
+    const auto& bindings = vm.value("bindings", json::array());
+    if (bindings.empty())
+      std::printf("%-12s %-12s (no bindings)\n", cell(vm, "name").c_str(), cell(vm, "qmp").c_str());
+    for (const auto& b : bindings) {
+      std::string reattach = "-";
+      if (b.contains("last_reattach_ms") && b["last_reattach_ms"].is_number()) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.2f ms", b["last_reattach_ms"].get<double>());
+        reattach = buf;
+      }
+      std::printf("%-12s %-12s %-8s %-10s %-15s %5s %-15s %-15s %10s  %s\n", cell(vm, "name").c_str(),
+                  cell(vm, "qmp").c_str(), cell(b, "kind").c_str(),
+                  cell(b, b.contains("nic") ? "nic" : "netdev").c_str(), cell(b, "state").c_str(),
+                  cell(b, "generation").c_str(), cell(b, "parent").c_str(), cell(b, "macvtap").c_str(),
+                  reattach.c_str(), cell(b, "last_error").c_str());
+    }
+  }
+}
+
+int request(const std::string& sock, const json& req, json* result) {
+  auto reply = relink::daemon::control_request(sock, req);
+  if (!reply) {
+    std::cerr << "relinkctl: " << reply.error().message << "\n";
+    return 2;
+  }
+  if (!reply->value("ok", false)) {
+    std::cerr << "relinkctl: " << reply->value("error", std::string("request failed")) << "\n";
+    return 1;
+  }
+  if (result) *result = reply->value("result", json::object());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"relinkctl: status and control of relinkd", "relinkctl"};
+  app.require_subcommand(1);
+  std::string sock, config_path = relink::config::kDefaultPath;
+  app.add_option("-s,--socket", sock, "control socket (default: from the config file, else /run/relinkd/control.sock)");
+  app.add_option("-c,--config", config_path, "relinkd configuration file to read the socket path from")
+      ->capture_default_str();
+
+  auto* status = app.add_subcommand("status", "show every VM and binding");
+  bool as_json = false;
+  status->add_flag("--json", as_json, "print one JSON object");
+
+  auto* reattach = app.add_subcommand("reattach", "reattach a VM's bindings now (all, or one NIC)");
+  std::string vm, nic;
+  reattach->add_option("VM", vm, "VM name")->required();
+  reattach->add_option("NIC", nic, "NIC id (default: all of the VM's bindings)");
+
+  app.add_subcommand("reload", "make relinkd re-read its configuration");
+  CLI11_PARSE(app, argc, argv);
+
+  if (sock.empty()) sock = socket_from_config(config_path);
+  if (status->parsed()) {
+    json result;
+    if (int rc = request(sock, {{"command", "status"}}, &result)) return rc;
+    if (as_json) std::cout << result.dump(2) << "\n";
+    else print_status(result);
+    return 0;
+  }
+  if (reattach->parsed()) {
+    json req = {{"command", "reattach"}, {"vm", vm}};
+    if (!nic.empty()) req["nic"] = nic;
+    return request(sock, req, nullptr);
+  }
+  return request(sock, {{"command", "reload"}}, nullptr);
+}

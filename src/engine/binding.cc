@@ -41,9 +41,9 @@ void Binding::start_attach(std::vector<Action>& out) {
 
 // Takes the current generation out of QEMU: the live one when attached, the
 // one in flight when attaching (its late result is then ignored).
-void Binding::detach_current(std::vector<Action>& out) {
+void Binding::detach_current(std::vector<Action>& out, bool link_down) {
   if (state_ == State::Attached || state_ == State::Attaching)
-    out.push_back(Detach{generation_, state_ == State::Attached ? macvtap_ifindex_ : 0});
+    out.push_back(Detach{generation_, state_ == State::Attached ? macvtap_ifindex_ : 0, link_down});
   macvtap_ifindex_ = 0;
   attached_parent_ = 0;
   attaching_parent_ = 0;
@@ -63,12 +63,12 @@ void Binding::on_parent(int ifindex, std::vector<Action>& out) {
       // sits on a live device and keeps passing traffic. If the parent was
       // deleted, the kernel deletes the macvtap too and LinkRemoved follows.
       if (ifindex == 0 || ifindex == attached_parent_) return;
-      detach_current(out);  // the name now belongs to a new interface: move to it
+      detach_current(out, false);  // the name now belongs to a new interface: move to it
       start_attach(out);
       return;
     case State::Attaching:
       if (ifindex == attaching_parent_) return;
-      detach_current(out);
+      detach_current(out, ifindex == 0);
       if (ifindex) start_attach(out);
       else set_state(State::WaitingParent);
       return;
@@ -94,7 +94,7 @@ std::vector<Action> Binding::handle(const Event& ev) {
         } else if constexpr (std::is_same_v<T, LinkRemoved>) {
           if (state_ != State::Attached || e.ifindex != macvtap_ifindex_) return;
           macvtap_ifindex_ = 0;  // the kernel deleted it already
-          detach_current(out);
+          detach_current(out, parent_ifindex_ == 0);
           if (parent_ifindex_) start_attach(out);
           else set_state(State::WaitingParent);
         } else if constexpr (std::is_same_v<T, VmConnected>) {
@@ -153,7 +153,7 @@ std::vector<Action> Binding::handle(const Event& ev) {
           if (state_ == State::VmOffline) return;
           if (state_ == State::Backoff) out.push_back(CancelTimer{});
           failures_ = 0;
-          detach_current(out);
+          detach_current(out, parent_ifindex_ == 0);
           if (parent_ifindex_) start_attach(out);
           else set_state(State::WaitingParent);
         }

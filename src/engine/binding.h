@@ -57,7 +57,9 @@ using Event = std::variant<ParentChanged, LinkRemoved, VmConnected, VmDisconnect
 struct Attach { uint64_t generation = 0; int parent_ifindex = 0; };
 // Take generation's tap side out of QEMU (if connected) and delete its
 // macvtap (0: already gone or unknown). Missing pieces are not errors.
-struct Detach { uint64_t generation = 0; int macvtap_ifindex = 0; };
+// link_down: also set the NIC's link off (the NIC is left with no uplink); an
+// undo of a stale generation must not touch the link of the live one.
+struct Detach { uint64_t generation = 0; int macvtap_ifindex = 0; bool link_down = false; };
 struct StartTimer { uint64_t delay_ms = 0; };
 struct CancelTimer {};
 
@@ -91,7 +93,7 @@ class Binding {
  private:
   void set_state(State s);
   void start_attach(std::vector<Action>& out);
-  void detach_current(std::vector<Action>& out);
+  void detach_current(std::vector<Action>& out, bool link_down);
   void on_parent(int ifindex, std::vector<Action>& out);
 
   std::string name_;

@@ -167,6 +167,7 @@ TEST_F(Fixture, AttachingUndoesStaleSuccess) {
   ASSERT_NE(nth<Detach>(a, 0), nullptr);
   EXPECT_EQ(nth<Detach>(a, 0)->generation, 1u);
   EXPECT_EQ(nth<Detach>(a, 0)->macvtap_ifindex, 30);
+  EXPECT_FALSE(nth<Detach>(a, 0)->link_down);  // generation 2 owns the link now
   EXPECT_EQ(b.state(), State::Attaching);
   EXPECT_EQ(b.generation(), 2u);
 }
@@ -230,6 +231,7 @@ TEST_F(Fixture, AttachedParentDeletedThenBack) {
   ASSERT_EQ(a.size(), 1u);
   EXPECT_EQ(nth<Detach>(a, 0)->generation, gen);
   EXPECT_EQ(nth<Detach>(a, 0)->macvtap_ifindex, 0);
+  EXPECT_TRUE(nth<Detach>(a, 0)->link_down);  // no uplink until the parent returns
   EXPECT_EQ(b.state(), State::WaitingParent);
   a = b.handle(ParentChanged{15});
   EXPECT_EQ(nth<Attach>(a, 0)->generation, gen + 1);
@@ -259,6 +261,7 @@ TEST_F(Fixture, AttachedNameMovesToNewInterface) {
   ASSERT_EQ(a.size(), 2u);
   EXPECT_EQ(nth<Detach>(a, 0)->generation, gen);
   EXPECT_EQ(nth<Detach>(a, 0)->macvtap_ifindex, 20);
+  EXPECT_FALSE(nth<Detach>(a, 0)->link_down);  // the next attach follows at once
   EXPECT_EQ(nth<Attach>(a, 1)->parent_ifindex, 33);
 }
 

@@ -1,0 +1,375 @@
+#include "daemon/daemon.h"
+
+#include <net/if.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+
+#include "util/clock.h"
+#include "util/log.h"
+
+namespace relink::daemon {
+namespace {
+
+auto logger() { return log::get("daemon"); }
+
+Result<void> make_dir(const std::string& path, mode_t mode) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) return Error{ec.value(), "create " + path + ": " + ec.message()};
+  if (chmod(path.c_str(), mode) < 0) return Error::last("chmod " + path);
+  return ok();
+}
+
+}  // namespace
+
+Daemon::Daemon(config::Config cfg) : cfg_(std::move(cfg)) {}
+
+Daemon::~Daemon() {
+  // QMP sessions first: their callbacks refer to bindings and the attacher.
+  vms_.clear();
+  control_.reset();
+  links_.reset();
+}
+
+Result<void> Daemon::setup() {
+  sd_event* e = nullptr;
+  if (int r = sd_event_new(&e); r < 0) return Error::from_errno(-r, "sd_event_new");
+  loop_.reset(e);
+  defer_ = std::make_unique<DeferQueue>(loop_.get());
+  started_us_ = monotonic_us();
+
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, sig);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
+    sd_event_source* s = nullptr;
+    if (int r = sd_event_add_signal(loop_.get(), &s, sig, &Daemon::on_signal, this); r < 0)
+      return Error::from_errno(-r, "sd_event_add_signal");
+    signals_.emplace_back(s);
+  }
+  sd_event_set_watchdog(loop_.get(), true);
+
+  if (auto r = make_dir(cfg_.daemon.state_dir, 0755); !r) return r;
+  const std::string node_dir = cfg_.daemon.state_dir + "/dev";
+  if (auto r = make_dir(node_dir, 0700); !r) return r;
+  factory_ = std::make_unique<macvtap::RtnlMacvtapFactory>(node_dir);
+
+  links_ = std::make_unique<netlink::LinkWatcher>(
+      loop_.get(), [this](const std::vector<netlink::LinkEvent>& ev) { on_links(ev); });
+  if (auto r = links_->start(); !r) return Error{r.error().code, "rtnetlink: " + r.error().message};
+
+  const std::string sock_dir = std::filesystem::path(cfg_.daemon.control_socket).parent_path();
+  if (auto r = make_dir(sock_dir, 0755); !r) return r;
+  control_ = std::make_unique<ControlServer>(
+      loop_.get(), [this](const nlohmann::json& req, const Peer&) { return handle_control(req); });
+  if (auto r = control_->listen(cfg_.daemon.control_socket, cfg_.daemon.control_group); !r) return r;
+
+  for (const auto& vm : cfg_.vms) start_vm(vm);
+  return ok();
+}
+
+void Daemon::start_vm(const config::Vm& vmcfg) {
+  auto vm = std::make_unique<VmRt>();
+  vm->cfg = vmcfg;
+  VmRt* raw = vm.get();
+  const std::string name = vmcfg.name;
+  qemu::QmpClient::Callbacks cbs;
+  cbs.on_connected = [this, name] {
+    VmRt* v = find_vm(name);
+    if (!v) return;
+    v->qemu_pid = v->qmp->peer_pid();
+    const uint64_t session = ++v->session;
+    logger()->info("{}: QMP connected (QEMU pid {})", name, v->qemu_pid);
+    v->attacher->probe(v->cfg.macvtaps, [this, name, session](std::vector<engine::VmConnected> found) {
+      VmRt* vv = find_vm(name);
+      if (!vv || vv->session != session || !vv->qmp->connected()) return;
+      for (size_t i = 0; i < vv->bindings.size() && i < found.size(); ++i)
+        feed(*vv, *vv->bindings[i], found[i]);
+    });
+  };
+  cbs.on_disconnected = [this, name](const Error& why) {
+    VmRt* v = find_vm(name);
+    if (!v) return;
+    const bool exited = !process_alive(v->qemu_pid);
+    logger()->info("{}: QMP disconnected ({}){}", name, why.message, exited ? ", QEMU has exited" : "");
+    ++v->session;
+    for (auto& b : v->bindings) feed(*v, *b, engine::VmDisconnected{exited});
+  };
+  cbs.on_event = [name](const std::string& event, const nlohmann::json& data) {
+    logger()->debug("{}: QMP event {} {}", name, event, data.dump());
+  };
+  vm->qmp = std::make_unique<qemu::QmpClient>(loop_.get(), vmcfg.qmp, std::move(cbs));
+  vm->attacher = std::make_unique<HubAttacher>(*factory_, *vm->qmp, *defer_);
+  for (const auto& b : vmcfg.macvtaps) {
+    auto rt = std::make_unique<BindingRt>(vmcfg.name, b);
+    rt->daemon = this;
+    rt->owner = raw;
+    (void)rt->engine.handle(engine::ParentChanged{resolve_parent(b)});
+    vm->bindings.push_back(std::move(rt));
+  }
+  vms_.push_back(std::move(vm));
+  raw->qmp->start();
+}
+
+int Daemon::resolve_parent(const config::MacvtapBinding& b) const {
+  const netlink::LinkInfo* l = links_->table().find_by_name(b.parent);
+  return l ? l->ifindex : 0;
+}
+
+void Daemon::on_links(const std::vector<netlink::LinkEvent>& events) {
+  const uint64_t now = monotonic_us();
+  // Parents first: a name may have moved to a new ifindex within the batch.
+  for (auto& vm : vms_)
+    for (auto& b : vm->bindings) {
+      const int parent = resolve_parent(b->cfg);
+      if (parent != b->engine.parent_ifindex()) feed(*vm, *b, engine::ParentChanged{parent}, now);
+    }
+  for (const auto& ev : events) {
+    if (ev.type != netlink::LinkEventType::Removed) continue;
+    for (auto& vm : vms_)
+      for (auto& b : vm->bindings) {
+        if (b->engine.macvtap_ifindex() != ev.link.ifindex) continue;
+        // The kernel unlists a parent before it deletes the macvtaps on it,
+        // and only then reports the parent gone: ask the kernel now, so the
+        // binding waits for the parent instead of trying the dying one.
+        char name[IF_NAMESIZE];
+        const int parent = b->engine.attached_parent_ifindex();
+        if (parent && !if_indextoname(static_cast<unsigned>(parent), name) && b->engine.parent_ifindex() == parent)
+          feed(*vm, *b, engine::ParentChanged{0}, now);
+        feed(*vm, *b, engine::LinkRemoved{ev.link.ifindex}, now);
+      }
+  }
+}
+
+Daemon::VmRt* Daemon::find_vm(const std::string& name) {
+  for (auto& vm : vms_)
+    if (vm->cfg.name == name) return vm.get();
+  return nullptr;
+}
+
+Daemon::BindingRt* Daemon::find_binding(VmRt& vm, const std::string& nic) {
+  for (auto& b : vm.bindings)
+    if (b->cfg.nic == nic) return b.get();
+  return nullptr;
+}
+
+void Daemon::feed(VmRt& vm, BindingRt& b, const engine::Event& ev, uint64_t trigger_us) {
+  const engine::State before = b.engine.state();
+  auto actions = b.engine.handle(ev);
+  if (b.engine.state() != before)
+    logger()->info("{}/{}: {} -> {}{}", vm.cfg.name, b.cfg.nic, engine::state_name(before),
+                   engine::state_name(b.engine.state()),
+                   b.engine.state() == engine::State::Backoff || b.engine.state() == engine::State::Failed
+                       ? " (" + b.engine.last_error() + ")"
+                       : "");
+  for (const auto& a : actions) execute(vm, b, a, trigger_us ? trigger_us : monotonic_us());
+}
+
+void Daemon::execute(VmRt& vm, BindingRt& b, const engine::Action& action, uint64_t trigger_us) {
+  std::visit(
+      [&](const auto& a) {
+        using T = std::decay_t<decltype(a)>;
+        if constexpr (std::is_same_v<T, engine::Attach>) {
+          b.trigger_us = trigger_us;
+          logger()->debug("{}/{}: attaching generation {} on ifindex {}", vm.cfg.name, b.cfg.nic, a.generation,
+                          a.parent_ifindex);
+          const std::string vm_name = vm.cfg.name, nic = b.cfg.nic;
+          const uint64_t gen = a.generation;
+          vm.attacher->attach(b.cfg, gen, a.parent_ifindex, [this, vm_name, nic, gen](AttachResult r) {
+            VmRt* v = find_vm(vm_name);
+            BindingRt* bb = v ? find_binding(*v, nic) : nullptr;
+            if (!bb) return;
+            if (!r.ok) {
+              feed(*v, *bb, engine::AttachFailed{gen, r.error});
+              return;
+            }
+            if (gen == bb->engine.generation()) {
+              bb->last_reattach_ms = static_cast<double>(monotonic_us() - bb->trigger_us) / 1000.0;
+              ++bb->attaches;
+            }
+            feed(*v, *bb, engine::AttachSucceeded{gen, r.macvtap_ifindex});
+            if (bb->engine.state() == engine::State::Attached)
+              logger()->info("{}/{}: attached generation {} on {} in {:.2f} ms", vm_name, nic, gen, bb->cfg.parent,
+                             bb->last_reattach_ms);
+            // The macvtap may have vanished while QEMU was being told about
+            // it, before the link watcher saw it appear at all.
+            char name[IF_NAMESIZE];
+            if (bb->engine.macvtap_ifindex() == r.macvtap_ifindex &&
+                !if_indextoname(static_cast<unsigned>(r.macvtap_ifindex), name))
+              feed(*v, *bb, engine::LinkRemoved{r.macvtap_ifindex});
+          });
+        } else if constexpr (std::is_same_v<T, engine::Detach>) {
+          vm.attacher->detach(b.cfg, a.generation, a.macvtap_ifindex, a.link_down);
+        } else if constexpr (std::is_same_v<T, engine::StartTimer>) {
+          sd_event_source* s = nullptr;
+          if (int r = sd_event_add_time_relative(loop_.get(), &s, CLOCK_MONOTONIC, a.delay_ms * 1000, 1000,
+                                                 &Daemon::on_timer, &b);
+              r < 0) {
+            logger()->error("{}/{}: cannot arm retry timer: {}", vm.cfg.name, b.cfg.nic, std::strerror(-r));
+            return;
+          }
+          b.timer.reset(s);
+          logger()->info("{}/{}: retrying in {} ms", vm.cfg.name, b.cfg.nic, a.delay_ms);
+        } else if constexpr (std::is_same_v<T, engine::CancelTimer>) {
+          b.timer.reset();
+        }
+      },
+      action);
+}
+
+int Daemon::on_timer(sd_event_source*, uint64_t, void* userdata) {
+  auto* b = static_cast<BindingRt*>(userdata);
+  b->timer.reset();  // sd-event keeps the source alive until this callback returns
+  b->daemon->feed(*b->owner, *b, engine::TimerExpired{});
+  return 0;
+}
+
+int Daemon::on_signal(sd_event_source* s, const signalfd_siginfo* si, void* userdata) {
+  auto* self = static_cast<Daemon*>(userdata);
+  if (si->ssi_signo == SIGHUP) {
+    if (auto r = self->reload(); !r) logger()->error("reload failed, keeping the running configuration: {}", r.error().message);
+    return 0;
+  }
+  logger()->info("received {}, exiting", strsignal(static_cast<int>(si->ssi_signo)));
+  sd_notify(0, "STOPPING=1");
+  return sd_event_exit(sd_event_source_get_event(s), 0);
+}
+
+Result<void> Daemon::reload() {
+  sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", static_cast<unsigned long long>(monotonic_us()));
+  config::Config next;
+  try {
+    next = config::load_file(cfg_.path);
+  } catch (const config::ConfigError& e) {
+    sd_notify(0, "READY=1");
+    return Error{EINVAL, e.what()};
+  }
+  if (next.daemon.control_socket != cfg_.daemon.control_socket ||
+      next.daemon.control_group != cfg_.daemon.control_group) {
+    auto server = std::make_unique<ControlServer>(
+        loop_.get(), [this](const nlohmann::json& req, const Peer&) { return handle_control(req); });
+    if (auto r = server->listen(next.daemon.control_socket, next.daemon.control_group); !r) {
+      sd_notify(0, "READY=1");
+      return r;
+    }
+    // This may run inside the old server's callback: free it from the loop.
+    std::shared_ptr<ControlServer> previous(std::move(control_));
+    defer_->post([previous] {});
+    control_ = std::move(server);
+  }
+  log::setup(spdlog::level::from_str(next.daemon.log_level), getenv("JOURNAL_STREAM") != nullptr);
+  // A VM whose configuration is unchanged keeps its session and state (a
+  // failed binding gets a fresh start); any other is started anew and adopts
+  // what QEMU already has. A VM that left the configuration is no longer
+  // managed; its QEMU keeps whatever network it has.
+  std::vector<std::unique_ptr<VmRt>> old = std::move(vms_);
+  vms_.clear();
+  for (const auto& vmcfg : next.vms) {
+    auto it = std::find_if(old.begin(), old.end(), [&](const auto& v) { return v && v->cfg.name == vmcfg.name; });
+    if (it != old.end() && (*it)->cfg.qmp == vmcfg.qmp && (*it)->cfg.macvtaps == vmcfg.macvtaps) {
+      vms_.push_back(std::move(*it));
+      for (auto& b : vms_.back()->bindings)
+        if (b->engine.state() == engine::State::Failed) feed(*vms_.back(), *b, engine::ReattachRequested{});
+      continue;
+    }
+    if (it != old.end()) it->reset();
+    start_vm(vmcfg);
+  }
+  for (auto& v : old)
+    if (v) logger()->info("{}: no longer in the configuration, no longer managed", v->cfg.name);
+  old.clear();
+  cfg_ = std::move(next);
+  logger()->info("configuration reloaded from {} ({} VMs)", cfg_.path, cfg_.vms.size());
+  sd_notify(0, "READY=1");
+  return ok();
+}
+
+nlohmann::json Daemon::status() const {
+  nlohmann::json vms = nlohmann::json::array();
+  for (const auto& vm : vms_) {
+    nlohmann::json bindings = nlohmann::json::array();
+    for (const auto& b : vm->bindings) {
+      const auto& e = b->engine;
+      nlohmann::json j = {
+          {"kind", "macvtap"},
+          {"nic", b->cfg.nic},
+          {"state", engine::state_name(e.state())},
+          {"generation", e.generation()},
+          {"parent", b->cfg.parent},
+          {"parent_ifindex", e.parent_ifindex()},
+          {"macvtap", b->cfg.macvtap},
+          {"macvtap_ifindex", e.macvtap_ifindex()},
+          {"mode", macvtap::mode_name(b->cfg.mode)},
+          {"mac", format_mac(b->cfg.mac)},
+          {"attach", "hub"},
+          {"hub", b->cfg.hub},
+          {"attaches", b->attaches},
+          {"failures", e.failures()},
+          {"last_error", e.last_error()},
+      };
+      j["last_reattach_ms"] = b->last_reattach_ms >= 0 ? nlohmann::json(b->last_reattach_ms) : nlohmann::json(nullptr);
+      bindings.push_back(std::move(j));
+    }
+    nlohmann::json v = {{"name", vm->cfg.name},
+                        {"qmp", vm->qmp->connected() ? "connected" : "disconnected"},
+                        {"qmp_socket", vm->cfg.qmp},
+                        {"bindings", std::move(bindings)}};
+    if (vm->qmp->connected()) v["qemu_pid"] = vm->qemu_pid;
+    vms.push_back(std::move(v));
+  }
+  return {{"vms", std::move(vms)},
+          {"daemon",
+           {{"version", RELINK_VERSION},
+            {"config", cfg_.path},
+            {"uptime_s", static_cast<double>(monotonic_us() - started_us_) / 1e6},
+            {"netlink_overruns", links_ ? links_->overruns() : 0}}}};
+}
+
+nlohmann::json Daemon::handle_control(const nlohmann::json& req) {
+  const std::string cmd = req.value("command", "");
+  if (cmd == "status") return {{"ok", true}, {"result", status()}};
+  if (cmd == "reload") {
+    if (auto r = reload(); !r) return {{"ok", false}, {"error", r.error().message}};
+    return {{"ok", true}};
+  }
+  if (cmd == "reattach") {
+    const std::string vm_name = req.value("vm", ""), nic = req.value("nic", "");
+    VmRt* vm = find_vm(vm_name);
+    if (!vm) return {{"ok", false}, {"error", "no VM named '" + vm_name + "'"}};
+    if (!vm->qmp->connected()) return {{"ok", false}, {"error", "VM '" + vm_name + "' is offline (QMP not connected)"}};
+    int n = 0;
+    for (auto& b : vm->bindings)
+      if (nic.empty() || b->cfg.nic == nic) {
+        feed(*vm, *b, engine::ReattachRequested{});
+        ++n;
+      }
+    if (!n) return {{"ok", false}, {"error", "VM '" + vm_name + "' has no binding for NIC '" + nic + "'"}};
+    return {{"ok", true}, {"result", {{"bindings", n}}}};
+  }
+  return {{"ok", false}, {"error", "unknown command '" + cmd + "'"}};
+}
+
+int Daemon::run() {
+  if (auto r = setup(); !r) {
+    logger()->critical("cannot start: {}", r.error().message);
+    return 1;
+  }
+  logger()->info("relinkd {} running: {} VMs, control socket {}", RELINK_VERSION, vms_.size(),
+                 cfg_.daemon.control_socket);
+  sd_notify(0, "READY=1");
+  int r = sd_event_loop(loop_.get());
+  // VMs keep their network: relinkd leaves every attachment as it is, and a
+  // later relinkd adopts them.
+  vms_.clear();
+  control_.reset();
+  return r < 0 ? 1 : 0;
+}
+
+}  // namespace relink::daemon

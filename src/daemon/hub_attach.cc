@@ -1,0 +1,181 @@
+#include "daemon/hub_attach.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <memory>
+
+#include "daemon/qemu_names.h"
+#include "util/log.h"
+
+namespace relink::daemon {
+namespace {
+
+using nlohmann::json;
+
+auto logger() { return log::get("attach"); }
+
+bool is_not_found(const Error& e) { return e.message.rfind("DeviceNotFound", 0) == 0; }
+
+}  // namespace
+
+void HubAttacher::del_netdev(const std::string& id) {
+  qmp_.execute("netdev_del", {{"id", id}}, [id](qemu::QmpReply r) {
+    if (!r && !is_not_found(r.error())) logger()->warn("netdev_del {}: {}, ignoring", id, r.error().message);
+  });
+}
+
+void HubAttacher::remove_macvtap_if_ours(const config::MacvtapBinding& b, int ifindex) {
+  // Delete by ifindex only while that ifindex still carries the binding's
+  // name: an ifindex freed by the kernel may belong to someone else by now.
+  auto found = factory_.find(b.macvtap);
+  if (!found) {
+    logger()->warn("{}: looking up macvtap {}: {}", b.nic, b.macvtap, found.error().message);
+    return;
+  }
+  if (!*found || (ifindex && (*found)->ifindex != ifindex)) return;
+  if (auto r = factory_.remove((*found)->ifindex); !r)
+    logger()->warn("{}: deleting macvtap {}: {}", b.nic, b.macvtap, r.error().message);
+}
+
+void HubAttacher::attach(const config::MacvtapBinding& b, uint64_t generation, int parent_ifindex,
+                         std::function<void(AttachResult)> done) {
+  macvtap::MacvtapSpec spec{b.macvtap, parent_ifindex, b.mode, b.mac, b.queues};
+  auto created = factory_.create(spec);
+  if (!created && created.error().code == EEXIST) {
+    // A macvtap of ours survived (a detach that could not delete it, or a
+    // crash): it is not in use, since only the attached generation is.
+    remove_macvtap_if_ours(b, 0);
+    created = factory_.create(spec);
+  }
+  if (!created) {
+    defer_.post([done, err = created.error().message] { done(AttachResult{false, 0, err}); });
+    return;
+  }
+
+  struct Op {
+    macvtap::Macvtap mvt;
+    bool getfd = false, tap = false, uplink = false, link = false;
+    std::string error;
+    void fail(const std::string& step, const qemu::QmpReply& r) {
+      if (error.empty()) error = step + ": " + r.error().message;
+    }
+  };
+  auto op = std::make_shared<Op>();
+  op->mvt = std::move(created.value());
+  const std::string fdn = fd_name(b.nic, generation), tap = tap_id(b.nic, generation),
+                    up = uplink_id(b.nic, generation);
+
+  qmp_.execute("getfd", {{"fdname", fdn}}, [op](qemu::QmpReply r) {
+    if (r) op->getfd = true;
+    else op->fail("getfd", r);
+  }, op->mvt.fds.at(0).get());
+  qmp_.execute("netdev_add", {{"type", "tap"}, {"id", tap}, {"fd", fdn}}, [op](qemu::QmpReply r) {
+    if (r) op->tap = true;
+    else op->fail("netdev_add tap", r);
+  });
+  qmp_.execute("netdev_add", {{"type", "hubport"}, {"id", up}, {"hubid", b.hub}, {"netdev", tap}},
+               [op](qemu::QmpReply r) {
+                 if (r) op->uplink = true;
+                 else op->fail("netdev_add hubport", r);
+               });
+  // QMP runs commands in order: when this reply arrives, all four have run.
+  qmp_.execute("set_link", {{"name", b.nic}, {"up", true}},
+               [this, op, done, fdn, tap, up, &b](qemu::QmpReply r) {
+                 if (r) op->link = true;
+                 else op->fail("set_link", r);
+                 const int ifindex = op->mvt.ifindex;
+                 op->mvt.fds.clear();  // QEMU has its own copy now (or none)
+                 if (op->getfd && op->tap && op->uplink && op->link) {
+                   done(AttachResult{true, ifindex, {}});
+                   return;
+                 }
+                 // Undo in reverse order; an fd that no netdev took is closed.
+                 if (op->uplink) del_netdev(up);
+                 if (op->tap) del_netdev(tap);
+                 else if (op->getfd) qmp_.execute("closefd", {{"fdname", fdn}}, [](qemu::QmpReply) {});
+                 if (auto rm = factory_.remove(ifindex); !rm)
+                   logger()->warn("{}: rollback: deleting macvtap: {}", b.nic, rm.error().message);
+                 done(AttachResult{false, 0, op->error});
+               });
+}
+
+void HubAttacher::detach(const config::MacvtapBinding& b, uint64_t generation, int macvtap_ifindex,
+                         bool link_down) {
+  if (qmp_.connected()) {
+    if (link_down) qmp_.execute("set_link", {{"name", b.nic}, {"up", false}}, [](qemu::QmpReply) {});
+    del_netdev(uplink_id(b.nic, generation));
+    del_netdev(tap_id(b.nic, generation));
+  }
+  if (macvtap_ifindex) remove_macvtap_if_ours(b, macvtap_ifindex);
+}
+
+void HubAttacher::probe(const std::vector<config::MacvtapBinding>& bindings,
+                        std::function<void(std::vector<engine::VmConnected>)> done) {
+  qmp_.execute("human-monitor-command", {{"command-line", "info network"}},
+               [this, &bindings, done](qemu::QmpReply r) {
+    std::vector<NetClient> clients;
+    if (r && r->is_string()) clients = parse_info_network(r->get<std::string>());
+    else logger()->warn("info network: {}; not adopting", r ? "not a string" : r.error().message);
+    std::vector<engine::VmConnected> out;
+    for (const auto& b : bindings) {
+      engine::VmConnected vc;
+      auto gens = find_generations(clients, b.nic);
+      if (!gens.empty()) vc.max_generation_seen = gens.rbegin()->first;
+      auto existing = factory_.find(b.macvtap);
+      std::optional<uint64_t> keep;
+      if (existing && *existing) {
+        const auto& m = **existing;
+        for (auto it = gens.rbegin(); it != gens.rend(); ++it) {
+          const auto& p = it->second;
+          if (p.tap && p.uplink && p.uplink_peers_tap && p.uplink_hub == static_cast<int>(b.hub) &&
+              m.mac == b.mac && process_holds_device(qmp_.peer_pid(), m.dev)) {
+            keep = it->first;
+            vc.adopt = engine::VmConnected::Adopt{it->first, m.ifindex, m.parent_ifindex};
+            logger()->info("{}: adopting generation {} on macvtap {} (ifindex {})", b.nic, it->first,
+                           b.macvtap, m.ifindex);
+            break;
+          }
+        }
+      }
+      for (const auto& [gen, pieces] : gens) {
+        if (keep && gen == *keep) continue;
+        if (pieces.uplink) del_netdev(uplink_id(b.nic, gen));
+        if (pieces.tap) del_netdev(tap_id(b.nic, gen));
+      }
+      if (keep) qmp_.execute("set_link", {{"name", b.nic}, {"up", true}}, [](qemu::QmpReply) {});
+      else if (existing && *existing) remove_macvtap_if_ours(b, (*existing)->ifindex);
+      out.push_back(vc);
+    }
+    done(std::move(out));
+  });
+}
+
+bool process_holds_device(pid_t pid, dev_t dev) {
+  if (pid <= 0) return false;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  std::unique_ptr<DIR, int (*)(DIR*)> d(opendir(dir.c_str()), closedir);
+  if (!d) return false;
+  while (dirent* e = readdir(d.get())) {
+    struct stat st {};
+    if (e->d_name[0] == '.') continue;
+    if (stat((dir + "/" + e->d_name).c_str(), &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == dev)
+      return true;
+  }
+  return false;
+}
+
+bool process_alive(pid_t pid) {
+  if (pid <= 0) return false;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(f, line)) return false;
+  // "pid (comm) S ...": the state follows the last ')'.
+  auto close = line.rfind(')');
+  if (close == std::string::npos || close + 2 >= line.size()) return false;
+  char state = line[close + 2];
+  return state != 'Z' && state != 'X';
+}
+
+}  // namespace relink::daemon
