@@ -25,7 +25,7 @@ class Loader {
     for (auto&& [k, v] : t) {
       bool found = false;
       for (auto kk : known) found = found || kk == k.str();
-      if (!found) fail(v, "unknown key '" + std::string(k.str()) + "' in " + where);
+      if (!found) fail(k.source(), "unknown key '" + std::string(k.str()) + "' in " + where);
     }
   }
 

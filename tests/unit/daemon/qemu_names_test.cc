@@ -1,0 +1,77 @@
+#include "daemon/qemu_names.h"
+
+#include <gtest/gtest.h>
+
+#include "support/harness.h"
+
+namespace relink::daemon {
+namespace {
+
+TEST(QemuNames, PerGenerationIds) {
+  EXPECT_EQ(tap_id("nic0", 3), "nic0.tap3");
+  EXPECT_EQ(uplink_id("nic0", 3), "nic0.uplink3");
+  EXPECT_EQ(fd_name("nic0", 3), "relink-nic0-3");
+}
+
+// Captured from QEMU 7.2 (human-monitor-command "info network") with a hub 0
+// holding nic0's port and relinkd's uplink3 (peer nic0.tap3), and a hub 1.
+TEST(InfoNetwork, ParsesCapturedHubOutput) {
+  auto text = test::read_file(std::string(RELINK_FIXTURE_DIR) + "/qemu/info_network_hub.txt");
+  ASSERT_FALSE(text.empty());
+  auto clients = parse_info_network(text);
+  auto find = [&](const std::string& n) -> const NetClient* {
+    for (const auto& c : clients)
+      if (c.name == n) return &c;
+    return nullptr;
+  };
+  ASSERT_NE(find("nic0.uplink3"), nullptr);
+  EXPECT_EQ(find("nic0.uplink3")->hub, 0);
+  EXPECT_EQ(find("nic0.uplink3")->peer, "nic0.tap3");
+  ASSERT_NE(find("nic0.tap3"), nullptr);
+  EXPECT_EQ(find("nic0.tap3")->hub, -1);
+  ASSERT_NE(find("nic0.port"), nullptr);
+  EXPECT_EQ(find("nic0.port")->peer, "nic0");
+  ASSERT_NE(find("other.port"), nullptr);
+  EXPECT_EQ(find("other.port")->hub, 1);
+
+  auto gens = find_generations(clients, "nic0");
+  ASSERT_EQ(gens.size(), 1u);
+  const auto& g = gens.at(3);
+  EXPECT_TRUE(g.tap);
+  EXPECT_TRUE(g.uplink);
+  EXPECT_TRUE(g.uplink_peers_tap);
+  EXPECT_EQ(g.uplink_hub, 0);
+  EXPECT_TRUE(find_generations(clients, "other").empty());
+}
+
+TEST(InfoNetwork, StrayAndPartialGenerations) {
+  std::string text =
+      "hub 2\r\n"
+      " \\ nic1.uplink7: nic1.tap7: index=0,type=tap,fd=30\r\n"
+      " \\ nic1.uplink9: index=0,type=hubport,hub=2\r\n"
+      " \\ nic1.port: nic1: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:00:00:01\r\n"
+      "nic1.tap8: index=0,type=tap,fd=31\r\n"
+      "nic1.tap08: index=0,type=tap,fd=32\r\n"
+      "nic1.tapx: index=0,type=tap,fd=33\r\n"
+      "garbage line\r\n"
+      " - filter: type=filter-dump\r\n";
+  auto gens = find_generations(parse_info_network(text), "nic1");
+  ASSERT_EQ(gens.size(), 3u);
+  EXPECT_TRUE(gens.at(7).tap && gens.at(7).uplink && gens.at(7).uplink_peers_tap);
+  EXPECT_EQ(gens.at(7).uplink_hub, 2);
+  EXPECT_TRUE(gens.at(8).tap);
+  EXPECT_FALSE(gens.at(8).uplink);
+  EXPECT_TRUE(gens.at(9).uplink);
+  EXPECT_FALSE(gens.at(9).tap);
+  EXPECT_FALSE(gens.at(9).uplink_peers_tap);
+}
+
+TEST(InfoNetwork, GarbageNeverCrashes) {
+  for (const char* t : {"", "\n\n", "hub\n", "hub x\n \\ : index=", ": : : index=0", "\\ a: b: c: index=0"})
+    (void)parse_info_network(t);
+  auto c = parse_info_network("\\ a: b: c: index=0");
+  EXPECT_FALSE(c.empty());
+}
+
+}  // namespace
+}  // namespace relink::daemon
