@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <optional>
 #include <vector>
 
 #include "util/log.h"
@@ -193,8 +194,11 @@ Result<nlohmann::json> control_request(const std::string& path, const nlohmann::
   if (connect(fd.get(), reinterpret_cast<sockaddr*>(&*addr), sizeof *addr) < 0)
     return Error::last("cannot connect to " + path + " (is relinkd running?)");
   std::string msg = request.dump() + "\n";
+  // A refused peer is told why and closed at once, possibly before our send:
+  // read what the server said even when the send failed.
+  std::optional<Error> send_error;
   if (send(fd.get(), msg.data(), msg.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(msg.size()))
-    return Error::last("send to " + path);
+    send_error = Error::last("send to " + path);
   std::string in;
   while (in.find('\n') == std::string::npos) {
     pollfd p{fd.get(), POLLIN, 0};
@@ -204,7 +208,10 @@ Result<nlohmann::json> control_request(const std::string& path, const nlohmann::
     char buf[65536];
     ssize_t n = recv(fd.get(), buf, sizeof buf, 0);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return Error{ECONNRESET, "relinkd closed the connection without an answer"};
+    if (n <= 0) {
+      if (send_error) return *send_error;
+      return Error{ECONNRESET, "relinkd closed the connection without an answer"};
+    }
     in.append(buf, static_cast<size_t>(n));
   }
   auto reply = nlohmann::json::parse(in.substr(0, in.find('\n')), nullptr, false);

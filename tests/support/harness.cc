@@ -111,15 +111,12 @@ ScopedNetnsEnter::~ScopedNetnsEnter() {
   }
 }
 
-Child::Child(const std::vector<std::string>& argv, const Options& opts) {
-  int nsfd = -1;
-  if (!opts.netns.empty()) {
-    nsfd = open(("/run/netns/" + opts.netns).c_str(), O_RDONLY | O_CLOEXEC);
-    if (nsfd < 0) {
-      ADD_FAILURE() << "no netns " << opts.netns;
-      return;
-    }
-  }
+Child::Child(const std::vector<std::string>& argv_in, const Options& opts) {
+  // `ip netns exec` (which execs, it does not fork) also remounts /sys for the
+  // namespace, so the child sees its own interfaces in sysfs.
+  std::vector<std::string> argv;
+  if (!opts.netns.empty()) argv = {"ip", "netns", "exec", opts.netns};
+  argv.insert(argv.end(), argv_in.begin(), argv_in.end());
   int logfd = open(opts.log_path.empty() ? "/dev/null" : opts.log_path.c_str(),
                    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   std::vector<char*> cargv;
@@ -131,7 +128,6 @@ Child::Child(const std::vector<std::string>& argv, const Options& opts) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127);
     setpgid(0, 0);
-    if (nsfd >= 0 && setns(nsfd, CLONE_NEWNET) != 0) _exit(126);
     int devnull = open("/dev/null", O_RDONLY);
     dup2(devnull, 0);
     if (logfd >= 0) {
@@ -148,7 +144,6 @@ Child::Child(const std::vector<std::string>& argv, const Options& opts) {
     execvp(cargv[0], cargv.data());
     _exit(127);
   }
-  if (nsfd >= 0) close(nsfd);
   if (logfd >= 0) close(logfd);
 }
 

@@ -72,7 +72,7 @@ class ScopedNetnsEnter {
 class Child {
  public:
   struct Options {
-    std::string netns;     // empty: the test's own namespace
+    std::string netns;     // run under `ip netns exec NETNS` (empty: the test's own namespace)
     std::string log_path;  // empty: /dev/null
     std::vector<int> keep_fds;  // fds to inherit (others are closed)
   };

@@ -1,0 +1,186 @@
+// A sandbox for relinkd integration tests: a throwaway network namespace for
+// the host side, a real QEMU (-S: QMP only, no guest) wired for hub attach,
+// and a real relinkd running in the namespace. Everything is removed on
+// destruction, whatever the test did.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "daemon/hub_attach.h"
+#include "daemon/qemu_names.h"
+#include "support/harness.h"
+#include "support/qmp_sync.h"
+
+namespace relink::test {
+
+inline std::string relinkd_bin() { return binary_dir() + "/relinkd"; }
+inline std::string relinkctl_bin() { return binary_dir() + "/relinkctl"; }
+
+struct VmSpec {
+  std::string name = "vm1";
+  std::string nic = "nic0";
+  std::string parent = "p0";
+  std::string mac = "52:54:00:12:34:56";
+  int hub = 0;
+};
+
+class DaemonEnv {
+ public:
+  DaemonEnv() : dir_("/tmp/relink-it-" + random_suffix()) {
+    std::filesystem::create_directories(dir_);
+    // Parent directories of sockets must not be world-writable paths we share.
+    chmod(dir_.c_str(), 0700);
+  }
+  ~DaemonEnv() {
+    relinkd_.kill_now();
+    qemus_.clear();
+    std::error_code ec;
+    if (!::testing::Test::HasFailure() || getenv("RELINK_KEEP_LOGS") == nullptr)
+      std::filesystem::remove_all(dir_, ec);
+  }
+
+  Netns& ns() { return ns_; }
+  const std::string& dir() const { return dir_; }
+  std::string qmp_path(const std::string& vm) const { return dir_ + "/" + vm + ".qmp"; }
+  std::string test_qmp_path(const std::string& vm) const { return dir_ + "/" + vm + ".test.qmp"; }
+  std::string control() const { return dir_ + "/control.sock"; }
+  std::string config_path() const { return dir_ + "/relinkd.toml"; }
+  std::string log_path() const { return dir_ + "/relinkd.log"; }
+
+  std::string config_text(const std::vector<VmSpec>& vms) const {
+    std::string t = "[daemon]\ncontrol_socket = \"" + control() + "\"\nstate_dir = \"" + dir_ +
+                    "/state\"\nlog_level = \"debug\"\n";
+    for (const auto& vm : vms) {
+      t += "\n[[vm]]\nname = \"" + vm.name + "\"\nqmp = \"" + qmp_path(vm.name) + "\"\n";
+      t += "[[vm.macvtap]]\nnic = \"" + vm.nic + "\"\nparent = \"" + vm.parent + "\"\nmode = \"bridge\"\nmac = \"" +
+           vm.mac + "\"\nhub = " + std::to_string(vm.hub) + "\n";
+    }
+    return t;
+  }
+  void write_config(const std::vector<VmSpec>& vms) { write_file(config_path(), config_text(vms)); }
+  static void write_file(const std::string& path, const std::string& text) {
+    std::ofstream(path) << text;
+  }
+
+  // A QEMU with no guest (-S) whose NIC hangs off hub `hub` through "<nic>.port".
+  void start_qemu(const VmSpec& vm) {
+    std::filesystem::remove(qmp_path(vm.name));
+    std::filesystem::remove(test_qmp_path(vm.name));
+    std::vector<std::string> argv = {
+        "qemu-system-x86_64", "-S", "-nodefaults", "-display", "none", "-machine", "q35", "-accel", "tcg",
+        "-m", "64", "-qmp", "unix:" + qmp_path(vm.name) + ",server=on,wait=off", "-qmp",
+        "unix:" + test_qmp_path(vm.name) + ",server=on,wait=off", "-netdev",
+        "hubport,id=" + vm.nic + ".port,hubid=" + std::to_string(vm.hub), "-device",
+        "virtio-net-pci,netdev=" + vm.nic + ".port,id=" + vm.nic + ",mac=" + vm.mac};
+    qemus_[vm.name] = std::make_unique<Child>(argv, Child::Options{"", dir_ + "/" + vm.name + ".qemu.log", {}});
+    auto q = std::make_unique<QmpSync>();
+    ASSERT_TRUE(q->connect(test_qmp_path(vm.name))) << read_file(dir_ + "/" + vm.name + ".qemu.log");
+    test_qmp_[vm.name] = std::move(q);
+  }
+  void kill_qemu(const std::string& vm) {
+    test_qmp_.erase(vm);
+    qemus_.erase(vm);
+  }
+  Child* qemu(const std::string& vm) { return qemus_.count(vm) ? qemus_[vm].get() : nullptr; }
+  QmpSync& test_qmp(const std::string& vm) { return *test_qmp_.at(vm); }
+
+  void start_relinkd() {
+    relinkd_ = Child({relinkd_bin(), "--config", config_path()}, Child::Options{ns_.name(), log_path(), {}});
+    ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(control()); }, std::chrono::seconds(10)))
+        << "relinkd did not create its control socket\n"
+        << read_file(log_path());
+  }
+  Child& relinkd() { return relinkd_; }
+
+  // `relinkctl status --json`, parsed (null on failure).
+  nlohmann::json status() {
+    auto r = sh(relinkctl_bin() + " --socket " + control() + " status --json 2>/dev/null");
+    if (r.status != 0) return nullptr;
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    return j.is_discarded() ? nlohmann::json(nullptr) : j;
+  }
+  nlohmann::json binding(const std::string& vm, const std::string& nic = "nic0") {
+    auto st = status();
+    if (!st.is_object()) return nullptr;
+    for (const auto& v : st["vms"])
+      if (v["name"] == vm)
+        for (const auto& b : v["bindings"])
+          if (b.value("nic", "") == nic) return b;
+    return nullptr;
+  }
+  std::string state(const std::string& vm = "vm1") {
+    auto b = binding(vm);
+    return b.is_object() ? b.value("state", "") : "";
+  }
+  // Waits until the binding is in `want` (and, if gen > 0, at that generation).
+  bool wait_state(const std::string& want, uint64_t gen = 0, const std::string& vm = "vm1",
+                  std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    return wait_until(
+        [&] {
+          auto b = binding(vm);
+          return b.is_object() && b.value("state", "") == want && (gen == 0 || b.value("generation", 0ull) == gen);
+        },
+        timeout, std::chrono::milliseconds(10));
+  }
+  std::string explain() {
+    return "status: " + status().dump() + "\nrelinkd log (tail):\n" + tail(read_file(log_path()), 3000);
+  }
+  static std::string tail(const std::string& s, size_t n) { return s.size() > n ? s.substr(s.size() - n) : s; }
+
+  // What QEMU holds for the binding, as seen through the test's own QMP.
+  std::map<uint64_t, daemon::GenerationPieces> generations(const std::string& vm = "vm1",
+                                                           const std::string& nic = "nic0") {
+    return daemon::find_generations(daemon::parse_info_network(test_qmp(vm).info_network()), nic);
+  }
+
+  // Asserts the binding is attached at `gen`: QEMU's hub has exactly that
+  // generation's uplink peering its tap, the macvtap exists on the parent
+  // with the guest's MAC, and QEMU holds that very macvtap's device open.
+  void expect_attached(uint64_t gen, const VmSpec& vm = VmSpec{}) {
+    auto gens = generations(vm.name, vm.nic);
+    ASSERT_EQ(gens.size(), 1u) << test_qmp(vm.name).info_network();
+    ASSERT_TRUE(gens.count(gen)) << test_qmp(vm.name).info_network();
+    const auto& p = gens.at(gen);
+    EXPECT_TRUE(p.tap && p.uplink && p.uplink_peers_tap) << test_qmp(vm.name).info_network();
+    EXPECT_EQ(p.uplink_hub, vm.hub);
+    auto b = binding(vm.name, vm.nic);
+    const std::string mvt = b.value("macvtap", "");
+    auto link = ns_.run("ip -d link show " + mvt);
+    ASSERT_EQ(link.status, 0) << "macvtap " << mvt << " missing";
+    EXPECT_NE(link.out.find("macvtap mode bridge"), std::string::npos) << link.out;
+    EXPECT_NE(link.out.find(vm.mac), std::string::npos) << link.out;
+    EXPECT_NE(link.out.find("@" + vm.parent), std::string::npos) << link.out;
+    EXPECT_EQ(b.value("macvtap_ifindex", 0), ns_.ifindex(mvt));
+    const int ifindex = ns_.ifindex(mvt);
+    auto dev = ns_.run("cat /sys/class/net/" + mvt + "/macvtap/tap" + std::to_string(ifindex) + "/dev");
+    unsigned maj = 0, min = 0;
+    ASSERT_EQ(sscanf(dev.out.c_str(), "%u:%u", &maj, &min), 2) << dev.out;
+    EXPECT_TRUE(daemon::process_holds_device(qemu(vm.name)->pid(), makedev(maj, min)))
+        << "QEMU does not hold macvtap " << mvt << "'s device " << dev.out;
+  }
+
+  // A veth pair NAME / NAME-<random>, both up: NAME is the parent.
+  void add_veth_parent(const std::string& name = "p0") {
+    const std::string peer = "pr" + random_suffix(8);
+    ns_.ip("link add " + name + " type veth peer name " + peer);
+    ns_.ip("link set " + name + " up");
+    ns_.ip("link set " + peer + " up");
+  }
+
+ private:
+  Netns ns_{"it"};
+  std::string dir_;
+  std::map<std::string, std::unique_ptr<Child>> qemus_;
+  std::map<std::string, std::unique_ptr<QmpSync>> test_qmp_;
+  Child relinkd_;
+};
+
+}  // namespace relink::test

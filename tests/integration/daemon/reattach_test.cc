@@ -1,0 +1,313 @@
+// relinkd end to end against the real kernel and a real QEMU 7.2 (-S).
+#include <signal.h>
+#include <sys/wait.h>
+
+#include "daemon_env.h"
+
+namespace relink::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+class Reattach : public ::testing::Test {
+ protected:
+  void SetUp() override { RELINK_REQUIRE_ROOT(); }
+  // Starts QEMU and relinkd for one VM on parent p0 (created unless told not to).
+  void start(bool with_parent = true) {
+    if (with_parent) env.add_veth_parent("p0");
+    env.write_config({vm});
+    env.start_qemu(vm);
+    env.start_relinkd();
+  }
+  uint64_t generation() { return env.binding("vm1").value("generation", 0ull); }
+
+  DaemonEnv env;
+  VmSpec vm;
+};
+
+TEST_F(Reattach, AttachesAtStartAndAfterTwentyParentFlaps) {
+  start();
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  env.expect_attached(1);
+  for (uint64_t i = 0; i < 20; ++i) {
+    SCOPED_TRACE("flap " + std::to_string(i));
+    const uint64_t gen = generation();
+    env.ns().ip("link del p0");
+    ASSERT_TRUE(env.wait_state("waiting-parent")) << env.explain();
+    // The dead tap side is gone from QEMU while the parent is missing.
+    ASSERT_TRUE(wait_until([&] { return env.generations().empty(); }, 5s)) << env.test_qmp("vm1").info_network();
+    env.add_veth_parent("p0");
+    ASSERT_TRUE(env.wait_state("attached", gen + 1)) << env.explain();
+    env.expect_attached(gen + 1);
+  }
+  auto b = env.binding("vm1");
+  EXPECT_EQ(b.value("generation", 0ull), 21u);
+  EXPECT_EQ(b.value("attaches", 0ull), 21u);
+  EXPECT_TRUE(b["last_reattach_ms"].is_number());
+  EXPECT_TRUE(env.relinkd().running());
+}
+
+TEST_F(Reattach, BridgeParent) {
+  vm.parent = "br0";
+  env.ns().ip("link add br0 type bridge");
+  env.ns().ip("link set br0 up");
+  start(false);
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  env.expect_attached(1, vm);
+  for (uint64_t gen = 1; gen <= 3; ++gen) {
+    env.ns().ip("link del br0");
+    ASSERT_TRUE(env.wait_state("waiting-parent")) << env.explain();
+    env.ns().ip("link add br0 type bridge");
+    env.ns().ip("link set br0 up");
+    ASSERT_TRUE(env.wait_state("attached", gen + 1)) << env.explain();
+    env.expect_attached(gen + 1, vm);
+  }
+}
+
+TEST_F(Reattach, VlanParent) {
+  if (!kernel_supports_link_kind("vlan"))
+    GTEST_SKIP() << "this kernel cannot create VLAN devices (no 8021q): VLAN parents untested here";
+  vm.parent = "p0.100";
+  env.add_veth_parent("p0");
+  env.ns().ip("link add link p0 name p0.100 type vlan id 100");
+  env.ns().ip("link set p0.100 up");
+  start(false);
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  env.expect_attached(1, vm);
+  env.ns().ip("link del p0.100");
+  ASSERT_TRUE(env.wait_state("waiting-parent")) << env.explain();
+  env.ns().ip("link add link p0 name p0.100 type vlan id 100");
+  env.ns().ip("link set p0.100 up");
+  ASSERT_TRUE(env.wait_state("attached", 2)) << env.explain();
+  env.expect_attached(2, vm);
+}
+
+TEST_F(Reattach, ParentRecreatedAsAnotherKind) {
+  start();
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  // veth -> bridge
+  env.ns().ip("link del p0");
+  ASSERT_TRUE(env.wait_state("waiting-parent")) << env.explain();
+  env.ns().ip("link add p0 type bridge");
+  env.ns().ip("link set p0 up");
+  ASSERT_TRUE(env.wait_state("attached", 2)) << env.explain();
+  env.expect_attached(2);
+  // bridge -> macvlan on another veth
+  env.add_veth_parent("q0");
+  env.ns().ip("link del p0");
+  ASSERT_TRUE(env.wait_state("waiting-parent")) << env.explain();
+  env.ns().ip("link add link q0 name p0 type macvlan mode bridge");
+  env.ns().ip("link set p0 up");
+  ASSERT_TRUE(env.wait_state("attached", 3)) << env.explain();
+  env.expect_attached(3);
+}
+
+TEST_F(Reattach, ParentRenamedAwayAndBackKeepsTheAttachment) {
+  start();
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  const int mvt = env.binding("vm1").value("macvtap_ifindex", 0);
+  env.ns().ip("link set p0 down");
+  env.ns().ip("link set p0 name p0x");
+  env.ns().ip("link set p0x up");
+  std::this_thread::sleep_for(300ms);  // give relinkd time to (wrongly) react
+  EXPECT_EQ(env.state(), "attached") << env.explain();
+  EXPECT_EQ(generation(), 1u);
+  env.ns().ip("link set p0x down");
+  env.ns().ip("link set p0x name p0");
+  env.ns().ip("link set p0 up");
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(env.state(), "attached") << env.explain();
+  EXPECT_EQ(generation(), 1u);
+  EXPECT_EQ(env.binding("vm1").value("macvtap_ifindex", 0), mvt);
+  env.expect_attached(1);
+  // Renamed away and a new interface takes the name: relinkd follows the name.
+  env.ns().ip("link set p0 down");
+  env.ns().ip("link set p0 name p0x");
+  env.add_veth_parent("p0");
+  ASSERT_TRUE(env.wait_state("attached", 2)) << env.explain();
+  env.expect_attached(2);
+  EXPECT_EQ(env.ns().run("ip link show " + env.binding("vm1").value("macvtap", "") + " | grep -c @p0:").out, "1\n");
+}
+
+TEST_F(Reattach, StartsWhileParentIsMissing) {
+  start(false);
+  ASSERT_TRUE(env.wait_state("waiting-parent")) << env.explain();
+  EXPECT_TRUE(env.generations().empty());
+  env.add_veth_parent("p0");
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  env.expect_attached(1);
+}
+
+TEST_F(Reattach, MacvtapDeletedByHandIsReplaced) {
+  start();
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  env.ns().ip("link del " + env.binding("vm1").value("macvtap", ""));
+  ASSERT_TRUE(env.wait_state("attached", 2)) << env.explain();
+  env.expect_attached(2);
+}
+
+TEST_F(Reattach, RestartedRelinkdAdoptsInsteadOfReattaching) {
+  start();
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  env.ns().ip("link del p0");
+  env.add_veth_parent("p0");
+  ASSERT_TRUE(env.wait_state("attached", 2)) << env.explain();
+  const int mvt = env.binding("vm1").value("macvtap_ifindex", 0);
+  env.relinkd().stop(SIGKILL, 5s);
+  std::filesystem::remove(env.control());
+  env.start_relinkd();
+  ASSERT_TRUE(env.wait_state("attached")) << env.explain();
+  auto b = env.binding("vm1");
+  EXPECT_EQ(b.value("generation", 0ull), 2u) << "adopted generation expected, not a new attach";
+  EXPECT_EQ(b.value("macvtap_ifindex", 0), mvt);
+  EXPECT_EQ(b.value("attaches", 0ull), 0u);
+  env.expect_attached(2);
+  // And it still follows the parent afterwards.
+  env.ns().ip("link del p0");
+  env.add_veth_parent("p0");
+  ASSERT_TRUE(env.wait_state("attached", 3)) << env.explain();
+  env.expect_attached(3);
+}
+
+TEST_F(Reattach, RestartedRelinkdCleansUpWhatQemuNoLongerHolds) {
+  start();
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  env.relinkd().stop(SIGKILL, 5s);
+  // While relinkd is down, someone removes the tap side from QEMU.
+  auto& q = env.test_qmp("vm1");
+  ASSERT_TRUE(q.execute("netdev_del", {{"id", "nic0.uplink1"}}).contains("return"));
+  std::filesystem::remove(env.control());
+  env.start_relinkd();
+  ASSERT_TRUE(env.wait_state("attached", 2)) << env.explain();
+  env.expect_attached(2);  // exactly one generation left: the stale tap1 was removed
+}
+
+TEST_F(Reattach, QemuExitAndReturn) {
+  start();
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  const std::string mvt = env.binding("vm1").value("macvtap", "");
+  env.kill_qemu("vm1");
+  ASSERT_TRUE(env.wait_state("vm-offline")) << env.explain();
+  // QEMU is gone: its macvtap is deleted, not leaked.
+  ASSERT_TRUE(wait_until([&] { return env.ns().run("ip link show " + mvt).status != 0; }, 5s)) << env.explain();
+  env.start_qemu(vm);
+  ASSERT_TRUE(env.wait_state("attached")) << env.explain();
+  env.expect_attached(env.binding("vm1").value("generation", 0ull));
+}
+
+TEST_F(Reattach, ManualReattachBumpsGeneration) {
+  start();
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  auto r = sh(relinkctl_bin() + " --socket " + env.control() + " reattach vm1 nic0");
+  ASSERT_EQ(r.status, 0) << r.out;
+  ASSERT_TRUE(env.wait_state("attached", 2)) << env.explain();
+  env.expect_attached(2);
+  r = sh(relinkctl_bin() + " --socket " + env.control() + " reattach vm1 nosuchnic");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("no binding for NIC 'nosuchnic'"), std::string::npos) << r.out;
+  r = sh(relinkctl_bin() + " --socket " + env.control() + " reattach nosuchvm");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("no VM named 'nosuchvm'"), std::string::npos) << r.out;
+}
+
+TEST_F(Reattach, WrongNicIdFailsCleanlyAndKeepsRunning) {
+  vm.nic = "nic0";
+  env.add_veth_parent("p0");
+  // The config names a NIC QEMU does not have: every attach must roll back.
+  VmSpec wrong = vm;
+  wrong.nic = "nosuch";
+  env.write_config({wrong});
+  env.start_qemu(vm);
+  env.start_relinkd();
+  ASSERT_TRUE(wait_until([&] { return env.binding("vm1", "nosuch").value("failures", 0) >= 2; }, 10s))
+      << env.explain();
+  auto b = env.binding("vm1", "nosuch");
+  EXPECT_EQ(b.value("state", ""), "backoff");
+  EXPECT_NE(b.value("last_error", "").find("nosuch"), std::string::npos) << b.dump();
+  // Rolled back: no tap, no hubport, no macvtap left behind.
+  EXPECT_TRUE(env.generations("vm1", "nosuch").empty()) << env.test_qmp("vm1").info_network();
+  EXPECT_NE(env.ns().run("ip link show " + b.value("macvtap", "")).status, 0);
+  EXPECT_TRUE(env.relinkd().running());
+}
+
+TEST_F(Reattach, QmpSocketAbsentKeepsDaemonRunning) {
+  env.add_veth_parent("p0");
+  env.write_config({vm});  // no QEMU started
+  env.start_relinkd();
+  ASSERT_TRUE(env.wait_state("vm-offline")) << env.explain();
+  auto st = env.status();
+  EXPECT_EQ(st["vms"][0]["qmp"], "disconnected");
+  // QEMU appears later: relinkd connects on its own.
+  env.start_qemu(vm);
+  ASSERT_TRUE(env.wait_state("attached", 1, "vm1", 15s)) << env.explain();
+  env.expect_attached(1);
+}
+
+TEST_F(Reattach, ReloadKeepsOldConfigWhenNewIsInvalidAndAppliesValidOne) {
+  start();
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  DaemonEnv::write_file(env.config_path(), "[[vm]]\nname = \"broken\"\n");
+  kill(env.relinkd().pid(), SIGHUP);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_TRUE(env.relinkd().running());
+  EXPECT_EQ(env.state(), "attached");
+  EXPECT_NE(read_file(env.log_path()).find("keeping the running configuration"), std::string::npos);
+  auto r = sh(relinkctl_bin() + " --socket " + env.control() + " reload");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("relinkd.toml:"), std::string::npos) << r.out;
+  // A valid config with a second VM: the first keeps its attachment.
+  VmSpec vm2{"vm2", "nic0", "p0", "52:54:00:12:34:57", 0};
+  env.write_config({vm, vm2});
+  env.start_qemu(vm2);
+  kill(env.relinkd().pid(), SIGHUP);
+  ASSERT_TRUE(env.wait_state("attached", 1, "vm2")) << env.explain();
+  EXPECT_EQ(env.binding("vm1").value("generation", 0ull), 1u);
+  env.expect_attached(1, vm2);
+  env.expect_attached(1, vm);
+}
+
+TEST_F(Reattach, SigtermExitsCleanlyAndLeavesVmConnected) {
+  start();
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  const std::string mvt = env.binding("vm1").value("macvtap", "");
+  int st = env.relinkd().stop(SIGTERM, 5s);
+  ASSERT_NE(st, -1) << "relinkd did not exit on SIGTERM";
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+  EXPECT_FALSE(std::filesystem::exists(env.control()));
+  EXPECT_EQ(env.ns().run("ip link show " + mvt).status, 0) << "the VM must keep its network";
+  EXPECT_EQ(env.generations().count(1), 1u);
+}
+
+TEST_F(Reattach, ControlSocketRefusesUnprivilegedPeers) {
+  start();
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  struct stat st {};
+  ASSERT_EQ(stat(env.control().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // Make the socket reachable for nobody, so only the peer check stands in the way.
+  chmod(env.dir().c_str(), 0755);
+  chmod(env.control().c_str(), 0666);
+  auto r = sh("setpriv --reuid=65534 --regid=65534 --clear-groups " + relinkctl_bin() + " --socket " +
+              env.control() + " status");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("permission denied"), std::string::npos) << r.out;
+}
+
+TEST(Cli, CheckConfigReportsFileLineColumn) {
+  const std::string dir = "/tmp/relink-cli-" + random_suffix();
+  std::filesystem::create_directories(dir);
+  DaemonEnv::write_file(dir + "/bad.toml", "[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"zz\"\n");
+  DaemonEnv::write_file(dir + "/good.toml", "[[vm]]\nname = \"a\"\nqmp = \"/q\"\n");
+  auto bad = sh(relinkd_bin() + " --check-config " + dir + "/bad.toml");
+  auto good = sh(relinkd_bin() + " --check-config " + dir + "/good.toml");
+  auto run_bad = sh(relinkd_bin() + " --config " + dir + "/bad.toml");
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_EQ(bad.out, dir + "/bad.toml:7:7: 'mac' must look like 52:54:00:12:34:56, not \"zz\"\n");
+  EXPECT_EQ(good.status, 0) << good.out;
+  EXPECT_EQ(run_bad.status, 1);
+  EXPECT_EQ(run_bad.out, bad.out);
+}
+
+}  // namespace
+}  // namespace relink::test
