@@ -70,16 +70,20 @@ class DaemonEnv {
     std::ofstream(path) << text;
   }
 
-  // A QEMU with no guest (-S) whose NIC hangs off hub `hub` through "<nic>.port".
-  void start_qemu(const VmSpec& vm) {
+  // A QEMU whose NIC hangs off hub `hub` through "<nic>.port". With no
+  // `guest` arguments it runs no guest (-S: QMP only); otherwise they are
+  // appended (kernel, initrd, serial, ...).
+  void start_qemu(const VmSpec& vm, const std::vector<std::string>& guest = {}) {
     std::filesystem::remove(qmp_path(vm.name));
     std::filesystem::remove(test_qmp_path(vm.name));
     std::vector<std::string> argv = {
-        "qemu-system-x86_64", "-S", "-nodefaults", "-display", "none", "-machine", "q35", "-accel", "tcg",
-        "-m", "64", "-qmp", "unix:" + qmp_path(vm.name) + ",server=on,wait=off", "-qmp",
+        "qemu-system-x86_64", "-nodefaults", "-display", "none", "-machine", "q35", "-accel", "tcg",
+        "-m", guest.empty() ? "64" : "256", "-qmp", "unix:" + qmp_path(vm.name) + ",server=on,wait=off", "-qmp",
         "unix:" + test_qmp_path(vm.name) + ",server=on,wait=off", "-netdev",
         "hubport,id=" + vm.nic + ".port,hubid=" + std::to_string(vm.hub), "-device",
         "virtio-net-pci,netdev=" + vm.nic + ".port,id=" + vm.nic + ",mac=" + vm.mac};
+    if (guest.empty()) argv.push_back("-S");
+    argv.insert(argv.end(), guest.begin(), guest.end());
     qemus_[vm.name] = std::make_unique<Child>(argv, Child::Options{"", dir_ + "/" + vm.name + ".qemu.log", {}});
     auto q = std::make_unique<QmpSync>();
     ASSERT_TRUE(q->connect(test_qmp_path(vm.name))) << read_file(dir_ + "/" + vm.name + ".qemu.log");

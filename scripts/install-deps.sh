@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what relink needs to build, test and run its demo on Debian 12.
+# Idempotent: installs only what is missing, and runs `apt-get update` only then.
+set -euo pipefail
+
+packages=(
+  # build
+  cmake g++ make pkg-config
+  libmnl-dev libnl-3-dev libnl-route-3-dev libsystemd-dev
+  libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
+  libgtest-dev libgmock-dev
+  # tests and demo: namespaces, a real QEMU, a real guest (kernel + busybox initramfs)
+  iproute2 procps util-linux kmod qemu-system-x86 busybox-static cpio gzip xz-utils zstd
+  passt
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: run as root (it uses apt-get)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"
