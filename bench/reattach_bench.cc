@@ -1,0 +1,337 @@
+// Reattach latency of relinkd against a floor, both measured in this run.
+//
+// Latency = the parent's RTM_NEWLINK received -> QEMU acknowledged `set_link
+// on` for the new tap. relinkd reports it per binding (last_reattach_ms); the
+// floor is a minimal process that does only the unavoidable work on the same
+// event: create + open the macvtap, then getfd, netdev_add tap, netdev_add
+// hubport, set_link pipelined on one QMP socket. Same flapper, same QEMU.
+//
+// Usage (root): reattach_bench [--flaps N] [--vms M] [--fleet-flaps K]
+#include <libmnl/libmnl.h>
+#include <linux/rtnetlink.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "daemon/control_server.h"
+#include "daemon/qemu_names.h"
+#include "macvtap/macvtap_factory.h"
+#include "netlink/link_parser.h"
+#include "support/harness.h"
+#include "support/qmp_sync.h"
+#include "util/clock.h"
+
+using namespace relink;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+double pct(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(p / 100.0 * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+void die(const std::string& msg) {
+  std::cerr << "reattach_bench: " << msg << "\n";
+  std::exit(1);
+}
+
+// ---------------------------------------------------------------- floor child
+
+// A QMP session that writes commands and reads replies synchronously.
+struct RawQmp {
+  int fd = -1;
+  std::string buf;
+  void connect(const std::string& path) {
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) die("floor: connect " + path);
+    line();
+    send("{\"execute\":\"qmp_capabilities\"}\n", -1);
+    reply();
+  }
+  std::string line() {
+    while (true) {
+      size_t nl = buf.find('\n');
+      if (nl != std::string::npos) {
+        std::string l = buf.substr(0, nl);
+        buf.erase(0, nl + 1);
+        return l;
+      }
+      char tmp[8192];
+      ssize_t n = read(fd, tmp, sizeof tmp);
+      if (n <= 0) die("floor: QMP closed");
+      buf.append(tmp, static_cast<size_t>(n));
+    }
+  }
+  json reply() {
+    while (true) {
+      auto j = json::parse(line());
+      if (!j.contains("event")) return j;
+    }
+  }
+  void send(const std::string& bytes, int pass_fd) {
+    iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
+    if (pass_fd >= 0) {
+      m.msg_control = ctl;
+      m.msg_controllen = sizeof ctl;
+      cmsghdr* c = CMSG_FIRSTHDR(&m);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int));
+      std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+    }
+    if (sendmsg(fd, &m, MSG_NOSIGNAL) != static_cast<ssize_t>(bytes.size())) die("floor: sendmsg");
+  }
+};
+
+// Waits on rtnetlink for `name` to appear with a new ifindex (or disappear).
+int wait_link(mnl_socket* nl, const std::string& name, bool want_present, int last_ifindex, uint64_t* t0) {
+  std::vector<uint8_t> buf(1 << 16);
+  while (true) {
+    ssize_t n = mnl_socket_recvfrom(nl, buf.data(), buf.size());
+    if (n < 0) die("floor: netlink recv");
+    *t0 = monotonic_us();
+    auto batch = netlink::parse_link_messages(std::span<const uint8_t>(buf.data(), static_cast<size_t>(n)));
+    if (!batch) continue;
+    for (const auto& m : batch->links) {
+      if (m.link.name != name) continue;
+      if (want_present && !m.deleted && m.link.ifindex != last_ifindex) return m.link.ifindex;
+      if (!want_present && m.deleted) return 0;
+    }
+  }
+}
+
+int floor_child(const std::string& qmp_path, const std::string& parent, const std::string& node_dir) {
+  mnl_socket* nl = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
+  if (!nl || mnl_socket_bind(nl, RTMGRP_LINK, MNL_SOCKET_AUTOPID) < 0) die("floor: netlink");
+  int rcv = 8 << 20;
+  setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof rcv);
+  macvtap::RtnlMacvtapFactory factory(node_dir);
+  RawQmp q;
+  q.connect(qmp_path);
+  std::cout << "ready" << std::endl;
+  int last = 0;
+  for (uint64_t gen = 1;; ++gen) {
+    uint64_t t0 = 0, t1 = 0;
+    last = wait_link(nl, parent, true, last, &t0);
+    macvtap::MacvtapSpec spec{"floormvt", last, macvtap::Mode::Bridge, {0x52, 0x54, 0, 0x12, 0x34, 0x56}, 1};
+    auto m = factory.create(spec);
+    if (!m) die("floor: " + m.error().message);
+    const std::string fdn = daemon::fd_name("nic0", gen), tap = daemon::tap_id("nic0", gen),
+                      up = daemon::uplink_id("nic0", gen);
+    // The fd rides on the getfd command's own sendmsg; the rest follows at once.
+    q.send(json{{"execute", "getfd"}, {"arguments", {{"fdname", fdn}}}}.dump() + "\n", m->fds[0].get());
+    q.send(json{{"execute", "netdev_add"}, {"arguments", {{"type", "tap"}, {"id", tap}, {"fd", fdn}}}}.dump() + "\n" +
+               json{{"execute", "netdev_add"},
+                    {"arguments", {{"type", "hubport"}, {"id", up}, {"hubid", 0}, {"netdev", tap}}}}
+                   .dump() +
+               "\n" + json{{"execute", "set_link"}, {"arguments", {{"name", "nic0"}, {"up", true}}}}.dump() + "\n",
+           -1);
+    for (int i = 0; i < 4; ++i)
+      if (!q.reply().contains("return")) die("floor: QMP command failed");
+    t1 = monotonic_us();
+    m->fds.clear();
+    std::cout << "latency " << static_cast<double>(t1 - t0) / 1000.0 << std::endl;
+    uint64_t ignored;
+    wait_link(nl, parent, false, 0, &ignored);
+    q.send(json{{"execute", "netdev_del"}, {"arguments", {{"id", up}}}}.dump() + "\n" +
+               json{{"execute", "netdev_del"}, {"arguments", {{"id", tap}}}}.dump() + "\n",
+           -1);
+    q.reply();
+    q.reply();
+    std::cout << "clean" << std::endl;
+  }
+}
+
+// ---------------------------------------------------------------- bench driver
+
+struct Sandbox {
+  test::Netns ns{"bench"};
+  std::string dir = "/tmp/relink-bench-" + test::random_suffix();
+  std::vector<std::unique_ptr<test::Child>> qemus;
+  Sandbox() {
+    std::filesystem::create_directories(dir);
+  }
+  ~Sandbox() {
+    qemus.clear();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  std::string qmp(int i) const { return dir + "/vm" + std::to_string(i) + ".qmp"; }
+  void start_qemu(int i) {
+    char mac[32];
+    std::snprintf(mac, sizeof mac, "52:54:00:12:%02x:%02x", (i >> 8) & 0xff, i & 0xff);
+    qemus.push_back(std::make_unique<test::Child>(
+        std::vector<std::string>{"qemu-system-x86_64", "-S", "-nodefaults", "-display", "none", "-machine", "q35",
+                                 "-accel", "tcg", "-m", "32", "-qmp", "unix:" + qmp(i) + ",server=on,wait=off",
+                                 "-netdev", "hubport,id=nic0.port,hubid=0", "-device",
+                                 std::string("virtio-net-pci,netdev=nic0.port,id=nic0,mac=") + mac},
+        test::Child::Options{}));
+    if (!test::wait_until([&] { return std::filesystem::exists(qmp(i)); }, 20s)) die("QEMU did not start");
+  }
+  void parent_up() {
+    ns.ip("link add p0 type veth peer name p0peer");
+    ns.ip("link set p0 up");
+  }
+  void parent_down() { ns.ip("link del p0"); }
+};
+
+json daemon_status(const std::string& sock) {
+  auto r = daemon::control_request(sock, {{"command", "status"}});
+  if (!r || !r->value("ok", false)) return nullptr;
+  return (*r)["result"];
+}
+
+// Every binding at generation >= gen and attached; returns their latencies.
+bool all_attached(const json& st, uint64_t gen, std::vector<double>* lat) {
+  if (!st.is_object()) return false;
+  std::vector<double> l;
+  for (const auto& vm : st["vms"])
+    for (const auto& b : vm["bindings"]) {
+      if (b["state"] != "attached" || b["generation"].get<uint64_t>() < gen) return false;
+      l.push_back(b["last_reattach_ms"].get<double>());
+    }
+  if (lat) *lat = l;
+  return true;
+}
+bool all_waiting(const json& st) {
+  if (!st.is_object()) return false;
+  for (const auto& vm : st["vms"])
+    for (const auto& b : vm["bindings"])
+      if (b["state"] != "waiting-parent") return false;
+  return true;
+}
+
+// Runs relinkd for `vms` VMs on parent p0 and flaps it; returns, per flap,
+// every binding's latency.
+std::vector<std::vector<double>> run_daemon(int vms, int flaps) {
+  Sandbox sb;
+  for (int i = 0; i < vms; ++i) sb.start_qemu(i);
+  const std::string sock = sb.dir + "/control.sock";
+  std::string cfg = "[daemon]\ncontrol_socket = \"" + sock + "\"\nstate_dir = \"" + sb.dir +
+                    "/state\"\nlog_level = \"warn\"\n";
+  for (int i = 0; i < vms; ++i) {
+    char mac[32];
+    std::snprintf(mac, sizeof mac, "52:54:00:12:%02x:%02x", (i >> 8) & 0xff, i & 0xff);
+    cfg += "[[vm]]\nname = \"vm" + std::to_string(i) + "\"\nqmp = \"" + sb.qmp(i) +
+           "\"\n[[vm.macvtap]]\nnic = \"nic0\"\nparent = \"p0\"\nmac = \"" + mac + "\"\n";
+  }
+  std::ofstream(sb.dir + "/relinkd.toml") << cfg;
+  test::Child relinkd({test::binary_dir() + "/relinkd", "--config", sb.dir + "/relinkd.toml"},
+                      test::Child::Options{sb.ns.name(), sb.dir + "/relinkd.log", {}});
+  if (!test::wait_until([&] { return all_waiting(daemon_status(sock)) ; }, 30s))
+    die("relinkd did not come up:\n" + test::read_file(sb.dir + "/relinkd.log"));
+  std::vector<std::vector<double>> out;
+  for (int i = 1; i <= flaps; ++i) {
+    sb.parent_up();
+    std::vector<double> lat;
+    if (!test::wait_until([&] { return all_attached(daemon_status(sock), static_cast<uint64_t>(i), &lat); }, 10s,
+                          2ms))
+      die("relinkd did not reattach:\n" + test::read_file(sb.dir + "/relinkd.log"));
+    out.push_back(lat);
+    sb.parent_down();
+    if (!test::wait_until([&] { return all_waiting(daemon_status(sock)); }, 10s, 2ms)) die("relinkd did not detach");
+  }
+  return out;
+}
+
+std::vector<double> run_floor(const char* self, int flaps) {
+  Sandbox sb;
+  sb.start_qemu(0);
+  int pipefd[2];
+  if (pipe2(pipefd, O_CLOEXEC) < 0) die("pipe");
+  std::vector<double> lat;
+  {
+    // The floor child writes its lines into the pipe (its stdout).
+    const std::string out_path = "/proc/self/fd/" + std::to_string(pipefd[1]);
+    test::Child child({self, "--floor-child", sb.qmp(0), "p0", sb.dir + "/dev"},
+                      test::Child::Options{sb.ns.name(), out_path, {}});
+    close(pipefd[1]);
+    FILE* in = fdopen(pipefd[0], "r");
+    char line[256];
+    auto expect = [&](const char* what) -> std::string {
+      if (!fgets(line, sizeof line, in)) die(std::string("floor child died waiting for ") + what);
+      if (std::strncmp(line, what, std::strlen(what)) != 0) die(std::string("floor child: ") + line);
+      return line;
+    };
+    expect("ready");
+    for (int i = 0; i < flaps; ++i) {
+      sb.parent_up();
+      lat.push_back(std::stod(expect("latency").substr(8)));
+      sb.parent_down();
+      expect("clean");
+    }
+    fclose(in);
+  }
+  return lat;
+}
+
+void row(const char* name, const std::vector<double>& v) {
+  std::printf("  %-34s n=%-4zu p50 %7.3f ms   p99 %7.3f ms   max %7.3f ms\n", name, v.size(), pct(v, 50), pct(v, 99),
+              v.empty() ? 0 : *std::max_element(v.begin(), v.end()));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc == 5 && std::string(argv[1]) == "--floor-child") return floor_child(argv[2], argv[3], argv[4]);
+  int flaps = 200, vms = 32, fleet_flaps = 20;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--flaps") flaps = std::atoi(argv[i + 1]);
+    else if (a == "--vms") vms = std::atoi(argv[i + 1]);
+    else if (a == "--fleet-flaps") fleet_flaps = std::atoi(argv[i + 1]);
+    else die("usage: reattach_bench [--flaps N] [--vms M] [--fleet-flaps K]");
+  }
+  if (!test::is_root()) die("needs root (namespaces, macvtap, QEMU)");
+
+  std::printf("reattach_bench: %d flaps of one VM's parent, then %d flaps with %d VMs on one parent\n", flaps,
+              fleet_flaps, vms);
+  std::fflush(stdout);
+  auto floor = run_floor(argv[0], flaps);
+  std::vector<double> one;
+  for (auto& f : run_daemon(1, flaps)) one.insert(one.end(), f.begin(), f.end());
+  std::vector<double> fleet_all, fleet_last;
+  for (auto& f : run_daemon(vms, fleet_flaps)) {
+    fleet_all.insert(fleet_all.end(), f.begin(), f.end());
+    fleet_last.push_back(*std::max_element(f.begin(), f.end()));
+  }
+
+  std::printf("\nparent RTM_NEWLINK received -> set_link on acknowledged by QEMU 7.2\n");
+  row("floor (create+open+4 QMP, no logic)", floor);
+  row("relinkd, 1 VM", one);
+  row(("relinkd, " + std::to_string(vms) + " VMs: each binding").c_str(), fleet_all);
+  row(("relinkd, " + std::to_string(vms) + " VMs: last of each flap").c_str(), fleet_last);
+  const double ratio = pct(one, 50) / pct(floor, 50);
+  std::printf("\nratios and goals\n");
+  std::printf("  p50 relinkd / p50 floor       %5.2fx   (goal <= 1.25x)  %s\n", ratio, ratio <= 1.25 ? "ok" : "MISSED");
+  std::printf("  p99 relinkd, 1 VM           %7.3f ms (goal <= 10 ms)   %s\n", pct(one, 99),
+              pct(one, 99) <= 10 ? "ok" : "MISSED");
+  const double worst = fleet_last.empty() ? 0 : *std::max_element(fleet_last.begin(), fleet_last.end());
+  std::printf("  %d VMs all attached, worst  %7.3f ms (goal <= 100 ms)  %s\n", vms, worst,
+              worst <= 100 ? "ok" : "MISSED");
+  return 0;
+}
