@@ -27,6 +27,11 @@ class LinkTable {
   std::vector<LinkInfo> all() const;
 
  private:
+  // Drops name -> ifindex unless a newer claim took the name over, then hands
+  // the name to any other entry still holding it (possible only while stale
+  // messages are being applied).
+  void unindex_name(const std::string& name, int ifindex);
+
   std::map<int, LinkInfo> by_index_;
   std::unordered_map<std::string, int> by_name_;
 };

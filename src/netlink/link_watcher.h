@@ -1,8 +1,13 @@
-// Follows host links over rtnetlink (libmnl) on an sd-event loop.
+// Follows host links over rtnetlink (libmnl) on an sd-event loop. When the
+// kernel drops notifications (ENOBUFS) or sends something undecodable, the
+// watcher re-dumps all links and reports the difference; a failed re-dump is
+// retried on a timer.
 #pragma once
 
 #include <systemd/sd-event.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -21,7 +26,12 @@ class LinkWatcher {
   // Called with the events of one receive batch (or of one re-dump), in order.
   using Callback = std::function<void(const std::vector<LinkEvent>&)>;
 
-  LinkWatcher(sd_event* loop, Callback cb);
+  // rcvbuf: receive buffer of the event socket (SO_RCVBUFFORCE, else
+  // SO_RCVBUF capped by net.core.rmem_max). Large, so that storms rarely
+  // overrun it; tests shrink it to force overruns.
+  static constexpr size_t kDefaultRcvbuf = size_t{8} << 20;
+
+  LinkWatcher(sd_event* loop, Callback cb, size_t rcvbuf = kDefaultRcvbuf);
   ~LinkWatcher();
   LinkWatcher(const LinkWatcher&) = delete;
   LinkWatcher& operator=(const LinkWatcher&) = delete;
@@ -36,16 +46,26 @@ class LinkWatcher {
   uint64_t overruns() const { return overruns_; }
 
  private:
+  struct MnlDeleter {
+    void operator()(mnl_socket* s) const;
+  };
+  using MnlSocketPtr = std::unique_ptr<mnl_socket, MnlDeleter>;
+
   static int on_io(sd_event_source* s, int fd, uint32_t revents, void* userdata);
+  static int on_retry(sd_event_source* s, uint64_t usec, void* userdata);
   void read_all();
   Result<std::vector<LinkInfo>> dump();
+  Result<std::vector<LinkInfo>> dump_once();
   void resync();
 
   sd_event* loop_;
   Callback cb_;
-  struct MnlDeleter { void operator()(mnl_socket* s) const; };
-  std::unique_ptr<mnl_socket, MnlDeleter> sock_;  // subscribed to RTNLGRP_LINK
+  size_t rcvbuf_;
+  MnlSocketPtr sock_;       // subscribed to RTNLGRP_LINK
+  MnlSocketPtr dump_sock_;  // no groups: only answers to our dump requests
   SdEventSourcePtr io_;
+  SdEventSourcePtr retry_;    // one-shot timer re-trying a failed resync
+  std::vector<uint8_t> buf_;  // one recv() worth of messages
   LinkTable table_;
   uint64_t overruns_ = 0;
   unsigned seq_ = 1;

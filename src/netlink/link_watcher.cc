@@ -1,0 +1,282 @@
+#include "netlink/link_watcher.h"
+
+#include <libmnl/libmnl.h>
+#include <linux/if_link.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <span>
+#include <utility>
+
+#include "netlink/link_parser.h"
+#include "util/log.h"
+
+namespace relink::netlink {
+namespace {
+
+// The kernel sizes dump chunks by the reader's buffer, up to 32 KiB
+// (netlink_recvmsg caps max_recvmsg_len there); single notifications are far
+// smaller. A larger datagram would come back MSG_TRUNC.
+constexpr size_t kRecvBufSize = 32768;
+// Under a storm a link dump can be interrupted (NLM_F_DUMP_INTR) repeatedly.
+constexpr int kMaxDumpAttempts = 16;
+// A dump chunk is produced synchronously by sendmsg()/recvmsg(); waiting
+// longer than this means the dump is stuck.
+constexpr int kDumpRecvTimeoutMs = 1000;
+constexpr uint64_t kResyncRetryUsec = 200'000;
+
+spdlog::logger& logger() {
+  static auto l = log::get("netlink");
+  return *l;
+}
+
+// Receives one datagram into buf. Returns 0 and its length, or a positive
+// errno (EMSGSIZE when the datagram did not fit). Datagrams not sent by the
+// kernel come back with length 0: any local process may unicast to our
+// portid, and relinkd must not act on forged link messages.
+int recv_from_kernel(int fd, std::vector<uint8_t>& buf, size_t& len) {
+  sockaddr_nl from{};
+  iovec iov{buf.data(), buf.size()};
+  msghdr msg{};
+  msg.msg_name = &from;
+  msg.msg_namelen = sizeof from;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  ssize_t n = recvmsg(fd, &msg, 0);
+  if (n < 0) return errno;
+  if (msg.msg_flags & MSG_TRUNC) return EMSGSIZE;
+  len = from.nl_pid == 0 ? static_cast<size_t>(n) : 0;
+  return 0;
+}
+
+// Reads and drops everything queued on fd.
+void drain(int fd, std::vector<uint8_t>& buf) {
+  while (true) {
+    size_t len = 0;
+    int err = recv_from_kernel(fd, buf, len);
+    // ENOBUFS/EMSGSIZE: more was lost, which is what draining means anyway.
+    if (err != 0 && err != EINTR && err != ENOBUFS && err != EMSGSIZE) return;
+  }
+}
+
+struct DumpHeaders {
+  bool ours = false;         // answers the request with this seq on this socket
+  bool interrupted = false;  // NLM_F_DUMP_INTR: links changed while dumping
+};
+
+// A dump datagram holds replies to one request only, so its first header
+// says whose it is. buf must have passed parse_link_messages() (framing).
+DumpHeaders check_dump_headers(std::span<const uint8_t> buf, unsigned seq, unsigned portid) {
+  DumpHeaders h;
+  int len = static_cast<int>(buf.size());
+  auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data());
+  if (!mnl_nlmsg_ok(nlh, len)) return h;
+  h.ours = mnl_nlmsg_seq_ok(nlh, seq) && mnl_nlmsg_portid_ok(nlh, portid);
+  for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
+    if (nlh->nlmsg_flags & NLM_F_DUMP_INTR) h.interrupted = true;
+  }
+  return h;
+}
+
+}  // namespace
+
+void LinkWatcher::MnlDeleter::operator()(mnl_socket* s) const {
+  if (s) mnl_socket_close(s);
+}
+
+LinkWatcher::LinkWatcher(sd_event* loop, Callback cb, size_t rcvbuf)
+    : loop_(loop), cb_(std::move(cb)), rcvbuf_(rcvbuf), buf_(kRecvBufSize) {}
+
+LinkWatcher::~LinkWatcher() = default;
+
+Result<void> LinkWatcher::start() {
+  if (sock_) return Error{EALREADY, "link watcher already started"};
+  auto fail = [this](Error e) -> Result<void> {
+    io_.reset();
+    retry_.reset();
+    sock_.reset();
+    dump_sock_.reset();
+    return e;
+  };
+
+  sock_.reset(mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC | SOCK_NONBLOCK));
+  if (!sock_) return fail(Error::last("opening NETLINK_ROUTE socket"));
+  if (mnl_socket_bind(sock_.get(), 0, MNL_SOCKET_AUTOPID) < 0)
+    return fail(Error::last("binding netlink socket"));
+  int fd = mnl_socket_get_fd(sock_.get());
+  int size = static_cast<int>(std::min<size_t>(rcvbuf_, INT_MAX));
+  // SO_RCVBUFFORCE needs CAP_NET_ADMIN; SO_RCVBUF is capped by rmem_max.
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) < 0 &&
+      setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size) < 0) {
+    return fail(Error::last("setting netlink receive buffer"));
+  }
+  // Join before dumping: a change during the dump then shows up as a queued
+  // notification, and applying one already reflected in the dump is a no-op.
+  int group = RTNLGRP_LINK;
+  if (mnl_socket_setsockopt(sock_.get(), NETLINK_ADD_MEMBERSHIP, &group, sizeof group) < 0) {
+    return fail(Error::last("joining RTNLGRP_LINK"));
+  }
+
+  dump_sock_.reset(mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC | SOCK_NONBLOCK));
+  if (!dump_sock_) return fail(Error::last("opening NETLINK_ROUTE dump socket"));
+  if (mnl_socket_bind(dump_sock_.get(), 0, MNL_SOCKET_AUTOPID) < 0) {
+    return fail(Error::last("binding netlink dump socket"));
+  }
+
+  sd_event_source* raw = nullptr;
+  int r =
+      sd_event_add_time_relative(loop_, &raw, CLOCK_MONOTONIC, kResyncRetryUsec, 0, on_retry, this);
+  if (r < 0) return fail(Error::from_errno(-r, "adding netlink resync timer"));
+  retry_.reset(raw);
+  r = sd_event_source_set_enabled(retry_.get(), SD_EVENT_OFF);
+  if (r < 0) return fail(Error::from_errno(-r, "disabling netlink resync timer"));
+
+  auto links = dump();
+  if (!links) return fail(links.error());
+  (void)table_.replace_all(*links);  // the initial state is not news
+  logger().debug("initial link dump: {} links", table_.size());
+
+  r = sd_event_add_io(loop_, &raw, fd, EPOLLIN, on_io, this);
+  if (r < 0) return fail(Error::from_errno(-r, "watching netlink socket"));
+  io_.reset(raw);
+  return ok();
+}
+
+int LinkWatcher::on_io(sd_event_source*, int, uint32_t, void* userdata) {
+  static_cast<LinkWatcher*>(userdata)->read_all();
+  return 0;
+}
+
+int LinkWatcher::on_retry(sd_event_source*, uint64_t, void* userdata) {
+  static_cast<LinkWatcher*>(userdata)->resync();
+  return 0;
+}
+
+void LinkWatcher::read_all() {
+  int fd = mnl_socket_get_fd(sock_.get());
+  while (true) {
+    size_t len = 0;
+    int err = recv_from_kernel(fd, buf_, len);
+    if (err == EINTR) continue;
+    if (err == EAGAIN) return;
+    if (err == ENOBUFS) {
+      // The kernel dropped notifications for us: only a re-dump tells what we missed.
+      ++overruns_;
+      logger().debug("netlink receive queue overrun ({}), re-dumping links", overruns_);
+      resync();
+      continue;
+    }
+    if (err == EMSGSIZE) {
+      logger().debug("oversized netlink datagram truncated, re-dumping links");
+      resync();
+      continue;
+    }
+    if (err != 0) {
+      logger().debug("receiving link notifications: {}, ignoring", std::strerror(err));
+      return;
+    }
+    if (len == 0) continue;
+
+    auto batch = parse_link_messages({buf_.data(), len});
+    if (!batch) {
+      logger().debug("{}, re-dumping links", batch.error().message);
+      resync();
+      continue;
+    }
+    std::vector<LinkEvent> events;
+    for (const auto& msg : batch->links) {
+      auto evs = table_.apply(msg);
+      events.insert(events.end(), std::make_move_iterator(evs.begin()),
+                    std::make_move_iterator(evs.end()));
+    }
+    if (!events.empty()) cb_(events);
+  }
+}
+
+void LinkWatcher::resync() {
+  // Everything queued now predates the dump below, which supersedes it;
+  // replaying it after the dump would only flap links through old states.
+  drain(mnl_socket_get_fd(sock_.get()), buf_);
+  auto links = dump();
+  if (!links) {
+    logger().debug("link re-dump failed: {}, retrying in {}ms", links.error().message,
+                   kResyncRetryUsec / 1000);
+    if (sd_event_source_set_time_relative(retry_.get(), kResyncRetryUsec) < 0 ||
+        sd_event_source_set_enabled(retry_.get(), SD_EVENT_ONESHOT) < 0) {
+      logger().debug("cannot arm the link resync timer, waiting for the next overrun");
+    }
+    return;
+  }
+  (void)sd_event_source_set_enabled(retry_.get(), SD_EVENT_OFF);
+  auto events = table_.replace_all(*links);
+  logger().debug("link re-dump: {} links, {} events", table_.size(), events.size());
+  if (!events.empty()) cb_(events);
+}
+
+Result<std::vector<LinkInfo>> LinkWatcher::dump() {
+  Result<std::vector<LinkInfo>> links = Error{EINTR, "link dump not attempted"};
+  for (int attempt = 0; attempt < kMaxDumpAttempts; ++attempt) {
+    links = dump_once();
+    // EINTR: NLM_F_DUMP_INTR. ENOBUFS: the kernel could not allocate a chunk.
+    if (links || (links.error().code != EINTR && links.error().code != ENOBUFS)) return links;
+  }
+  return links;
+}
+
+Result<std::vector<LinkInfo>> LinkWatcher::dump_once() {
+  int fd = mnl_socket_get_fd(dump_sock_.get());
+  // Drain what an abandoned dump left behind. Each recvmsg() makes the kernel
+  // produce the next chunk, so this also runs such a dump to its end; a new
+  // dump request on a socket with a running dump fails with EBUSY.
+  drain(fd, buf_);
+
+  alignas(nlmsghdr) char req[NLMSG_SPACE(sizeof(ifinfomsg)) + MNL_ATTR_HDRLEN + sizeof(uint32_t)];
+  nlmsghdr* nlh = mnl_nlmsg_put_header(req);
+  nlh->nlmsg_type = RTM_GETLINK;
+  nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  nlh->nlmsg_seq = ++seq_;
+  auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
+  ifi->ifi_family = AF_UNSPEC;
+  // Counters are of no use here and are most of each message's size.
+  mnl_attr_put_u32(nlh, IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+  if (mnl_socket_sendto(dump_sock_.get(), nlh, nlh->nlmsg_len) < 0)
+    return Error::last("requesting link dump");
+
+  unsigned portid = mnl_socket_get_portid(dump_sock_.get());
+  std::vector<LinkInfo> links;
+  bool interrupted = false;
+  while (true) {
+    size_t len = 0;
+    int err = recv_from_kernel(fd, buf_, len);
+    if (err == EINTR) continue;
+    if (err == EAGAIN) {
+      pollfd pfd{fd, POLLIN, 0};
+      int r = poll(&pfd, 1, kDumpRecvTimeoutMs);
+      if (r == 0) return Error{ETIMEDOUT, "link dump: no reply from the kernel"};
+      if (r < 0 && errno != EINTR) return Error::last("waiting for link dump");
+      continue;
+    }
+    if (err != 0) return Error::from_errno(err, "receiving link dump");
+    std::span<const uint8_t> data(buf_.data(), len);
+    auto batch = parse_link_messages(data);
+    if (!batch) return batch.error();
+    auto headers = check_dump_headers(data, nlh->nlmsg_seq, portid);
+    if (!headers.ours) continue;
+    interrupted |= headers.interrupted;
+    if (batch->error != 0) return Error::from_errno(batch->error, "link dump");
+    for (auto& msg : batch->links) {
+      if (!msg.deleted) links.push_back(std::move(msg.link));
+    }
+    if (batch->done) break;
+  }
+  if (interrupted) return Error{EINTR, "link dump interrupted by concurrent changes"};
+  return links;
+}
+
+}  // namespace relink::netlink
