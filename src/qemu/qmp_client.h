@@ -1,5 +1,14 @@
 // Asynchronous QMP client on an sd-event loop. Never blocks, never crashes on
 // what QEMU (or whatever is on the socket) sends.
+//
+// Callback rules:
+// - Everything runs on the loop's thread; callbacks are never invoked from
+//   inside start(), stop() or execute().
+// - A callback may call any method, including stop(), start() and execute(),
+//   and may destroy the QmpClient: the client notices and touches nothing
+//   afterwards. Once the client is destroyed, no callback fires again
+//   (commands still pending are dropped without their callback).
+// - Callbacks must not throw.
 #pragma once
 
 #include <sys/types.h>
@@ -9,9 +18,14 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <spdlog/logger.h>
 #include <string>
+#include <string_view>
 
+#include "qemu/qmp_framer.h"
+#include "util/defer_queue.h"
 #include "util/result.h"
 #include "util/sd_event.h"
 #include "util/unique_fd.h"
@@ -19,8 +33,9 @@
 namespace relink::qemu {
 
 // A command's outcome: its "return" value, or an Error whose message is
-// "ErrorClass: desc" for QMP errors, ETIMEDOUT for a timeout, ECONNRESET
-// (or the socket error) when the session ended before the reply.
+// "ErrorClass: desc" for QMP errors (code EREMOTEIO), ETIMEDOUT for a
+// timeout, ECONNRESET (or the socket error) when the session ended before the
+// reply, ENOTCONN when there was no session, ECANCELED after stop().
 using QmpReply = Result<nlohmann::json>;
 
 struct QmpOptions {
@@ -35,10 +50,17 @@ class QmpClient {
  public:
   struct Callbacks {
     std::function<void()> on_connected;                    // after qmp_capabilities succeeded
-    std::function<void(const Error&)> on_disconnected;     // session lost (called once per session)
+    // The session lost (called once per session that reached on_connected;
+    // not for failed connection attempts, not for stop()). Commands still
+    // pending complete with `why` afterwards.
+    std::function<void(const Error&)> on_disconnected;
+    // Events in the order QEMU sent them, interleaved with replies as on the
+    // wire. `data` is an empty object for events that carry none.
     std::function<void(const std::string& event, const nlohmann::json& data)> on_event;
   };
 
+  // May throw std::bad_alloc only. Create it on `loop`'s thread; destroy it
+  // before the loop.
   QmpClient(sd_event* loop, std::string socket_path, Callbacks cbs, QmpOptions opts = {});
   ~QmpClient();
   QmpClient(const QmpClient&) = delete;
@@ -57,12 +79,23 @@ class QmpClient {
   // so callers may pipeline). `cb` is called exactly once, never from inside
   // execute(). If `fd` >= 0 it is sent with SCM_RIGHTS on the same sendmsg as
   // this command's bytes (for getfd); the client does not take ownership.
+  // `arguments` must be an object or null (no arguments).
   void execute(const std::string& command, nlohmann::json arguments,
                std::function<void(QmpReply)> cb, int fd = -1);
 
  private:
-  enum class State { Idle, Connecting, Greeting, Negotiating, Ready, Backoff };
+  enum class State {
+    Idle,         // not started, or stopped
+    Connecting,   // non-blocking connect() in progress
+    Greeting,     // connected, waiting for {"QMP": ...}
+    Negotiating,  // qmp_capabilities sent, waiting for its reply
+    Ready,        // commands accepted
+    Backoff,      // waiting before the next connection attempt
+  };
   struct Pending {
+    QmpClient* self;
+    uint64_t id;
+    std::string command;  // for messages
     std::function<void(QmpReply)> cb;
     SdEventSourcePtr timer;
   };
@@ -70,39 +103,56 @@ class QmpClient {
     std::string bytes;
     UniqueFd fd;  // dup'ed fd to send with the first byte of this chunk
   };
+
   static int on_io(sd_event_source*, int, uint32_t, void*);
   static int on_timer(sd_event_source*, uint64_t, void*);
   static int on_cmd_timeout(sd_event_source*, uint64_t, void*);
-  static int on_deferred(sd_event_source*, void*);
+
+  static const char* state_name(State s);
+  void set_state(State s);
   void try_connect();
+  void connection_established();
   void handle_readable();
   void handle_writable();
   void handle_line(std::string_view line);
-  void reset(const Error& why);
-  void schedule_reconnect();
+  void handle_reply(const nlohmann::json& msg);
+  // Ends the session or connection attempt and schedules the next one.
+  void end_session(const Error& why);
+  void close_socket();
+  void fail_all_pending(const Error& why);
+  void schedule_reconnect(const Error& why);
+  Result<void> arm_timer(uint64_t usec);
   void update_io_events();
-  void send_raw(const std::string& command, const nlohmann::json& arguments, uint64_t id, int fd);
+  void queue_line(std::string line, UniqueFd fd);
+  [[nodiscard]] Result<void> flush();
   void complete(uint64_t id, QmpReply reply);
+  void complete_later(std::function<void(QmpReply)> cb, Error error);
 
   sd_event* loop_;
   std::string path_;
   Callbacks cbs_;
   QmpOptions opts_;
+  std::shared_ptr<spdlog::logger> log_;
   State state_ = State::Idle;
+  bool started_ = false;
   UniqueFd sock_;
-  SdEventSourcePtr io_;
+  SdEventSourcePtr io_;     // declared after sock_: unregistered before the fd closes
   SdEventSourcePtr timer_;  // connect timeout / reconnect backoff
   uint64_t backoff_us_ = 0;
   pid_t peer_pid_ = 0;
-  std::string inbuf_;
+  QmpFramer framer_;
   std::deque<OutChunk> outq_;
-  size_t out_off_ = 0;
+  size_t out_off_ = 0;  // bytes of outq_.front() already sent
   uint64_t next_id_ = 1;
+  uint64_t caps_id_ = 0;
+  // Bumped whenever the socket closes, so a handler that ran user code can
+  // tell the session it was reading is gone.
+  uint64_t session_ = 0;
   std::map<uint64_t, Pending> pending_;
-  // Completions are delivered from a deferred source, never re-entrantly.
-  std::deque<std::pair<std::function<void(QmpReply)>, QmpReply>> done_;
-  SdEventSourcePtr defer_;
-  bool started_ = false;
+  DeferQueue defer_;
+  // Expires when the client is destroyed; handlers that run user code hold a
+  // weak_ptr to it to notice a callback deleting the client.
+  std::shared_ptr<char> alive_ = std::make_shared<char>();
 };
 
 }  // namespace relink::qemu
