@@ -48,7 +48,8 @@ class MacvtapFactory {
   // proven to be this device's (st_rdev == sysfs major:minor). On any failure
   // the new link is deleted again.
   virtual Result<Macvtap> create(const MacvtapSpec& spec) = 0;
-  // Deletes a link by ifindex; a link that is already gone is success.
+  // Deletes a macvtap by ifindex; a link that is already gone is success, a
+  // link of another kind is an error and is left alone.
   virtual Result<void> remove(int ifindex) = 0;
   // Looks up an existing macvtap by name (for adoption and stale cleanup).
   virtual Result<std::optional<ExistingMacvtap>> find(const std::string& name) = 0;
@@ -56,24 +57,63 @@ class MacvtapFactory {
 
 // The real factory. node_dir is a root-only directory (0700) where private
 // device nodes are made when /dev/tap<ifindex> is missing, stale or belongs to
-// another network namespace's macvtap.
+// another network namespace's macvtap. It is created (leaf only) on first use
+// and must not be on a nodev mount: /run usually is, /dev is not.
+//
+// Network namespace: the factory acts in the namespace of the thread that
+// constructs it. Its rtnetlink socket is bound to that namespace, and so is
+// its view of sysfs: /sys/class/net lists the devices of the namespace that
+// *mounted* /sys, not of the calling thread, so a thread that entered another
+// namespace with setns() would read another namespace's major:minor there (or
+// a same-named device's). The factory therefore makes its own detached sysfs
+// mount (fsopen/fsmount, never attached to any mount tree) at construction;
+// the kernel tags it with the constructing thread's namespace. Without
+// CAP_SYS_ADMIN that fails and the factory falls back to /sys/class/net, which
+// is right for the normal deployment (relinkd in the namespace that mounted
+// /sys, including under `ip netns exec`, which remounts /sys). A wrong view
+// then makes create() fail rather than open another device, unless the other
+// namespace has a macvtap with the same name *and* ifindex: the sysfs path
+// names both (NAME/macvtap/tapIFINDEX).
+//
+// Rollback goes by ifindex. If the new link cannot be identified (its lookup
+// by name fails, or another link has taken the name meanwhile) nothing is
+// deleted, since deleting by name could hit someone else's link; find() and
+// remove() are there for such leftovers.
+//
+// passthru: the kernel gives a passthru macvtap its parent's MAC and ignores
+// the one asked for; the factory does not rewrite the parent's MAC (a host
+// interface it could not restore reliably). The parent is put in promiscuous
+// mode by the kernel, so the guest still receives frames for spec.mac.
+//
+// Not thread-safe: one factory per thread.
 class RtnlMacvtapFactory final : public MacvtapFactory {
  public:
   explicit RtnlMacvtapFactory(std::string node_dir);
   ~RtnlMacvtapFactory() override;
+  RtnlMacvtapFactory(const RtnlMacvtapFactory&) = delete;
+  RtnlMacvtapFactory& operator=(const RtnlMacvtapFactory&) = delete;
   Result<Macvtap> create(const MacvtapSpec& spec) override;
   Result<void> remove(int ifindex) override;
   Result<std::optional<ExistingMacvtap>> find(const std::string& name) override;
 
  private:
-  Result<void> ensure_socket();
-  Result<UniqueFd> open_queue(int ifindex, dev_t dev, bool multi_queue);
+  // Opens whatever construction could not (socket, sysfs view); called by
+  // every operation so a transient failure at start-up is not permanent.
+  Result<void> ensure_open();
+  // Everything after the link exists: look it up, read its device, open fds.
+  // Sets ifindex once the link is known to be the one just created.
+  Result<Macvtap> open_created(const MacvtapSpec& spec, int& ifindex);
+  bool stacked_on_parent(int link_ifindex, int parent_ifindex);
+
   std::string node_dir_;
   nl_sock* sock_ = nullptr;
+  UniqueFd sysfs_net_;  // class/net of a sysfs in the factory's namespace
 };
 
-// Reads major:minor of macvtap `name` from /sys/class/net/NAME/macvtap/tapN/dev
-// (pure helper over a sysfs root, for tests).
-Result<dev_t> read_macvtap_dev(const std::string& sysfs_net_dir, const std::string& name, int ifindex);
+// Reads major:minor of macvtap `name` from SYSFS_NET_DIR/NAME/macvtap/tapN/dev
+// (sysfs_net_dir is /sys/class/net or a fake tree in tests). The file must be
+// exactly "MAJOR:MINOR\n" within the kernel's 12:20 bit ranges.
+Result<dev_t> read_macvtap_dev(const std::string& sysfs_net_dir, const std::string& name,
+                               int ifindex);
 
 }  // namespace relink::macvtap
