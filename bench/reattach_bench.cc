@@ -232,7 +232,7 @@ std::vector<std::vector<double>> run_daemon(int vms, int flaps) {
   for (int i = 0; i < vms; ++i) sb.start_qemu(i);
   const std::string sock = sb.dir + "/control.sock";
   std::string cfg = "[daemon]\ncontrol_socket = \"" + sock + "\"\nstate_dir = \"" + sb.dir +
-                    "/state\"\nlog_level = \"warn\"\n";
+                    "/state\"\nnode_dir = \"" + sb.dir + "/dev\"\nlog_level = \"warn\"\n";
   for (int i = 0; i < vms; ++i) {
     char mac[32];
     std::snprintf(mac, sizeof mac, "52:54:00:12:%02x:%02x", (i >> 8) & 0xff, i & 0xff);

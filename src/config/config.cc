@@ -55,7 +55,7 @@ class Loader {
   void need_absolute(const toml::table& t, std::string_view key, const std::string& value) const {
     if (value.empty() || value[0] != '/')
       fail(*t.get(key), "'" + std::string(key) + "' must be an absolute path, not \"" + value + "\"");
-    if (value.size() >= 108 && key != "state_dir")
+    if (value.size() >= 108 && key.find("socket") != std::string_view::npos)
       fail(*t.get(key), "'" + std::string(key) + "' is too long for a unix socket path (max 107 bytes)");
   }
 
@@ -66,11 +66,13 @@ class Loader {
     if (const toml::node* d = root.get("daemon")) {
       const toml::table* t = d->as_table();
       if (!t) fail(*d, "'daemon' must be a table ([daemon])");
-      only_keys(*t, {"control_socket", "state_dir", "log_level", "control_group"}, "[daemon]");
+      only_keys(*t, {"control_socket", "state_dir", "node_dir", "log_level", "control_group"}, "[daemon]");
       cfg.daemon.control_socket = get_string(*t, "control_socket", *d, "[daemon]", cfg.daemon.control_socket);
       if (t->get("control_socket")) need_absolute(*t, "control_socket", cfg.daemon.control_socket);
       cfg.daemon.state_dir = get_string(*t, "state_dir", *d, "[daemon]", cfg.daemon.state_dir);
       if (t->get("state_dir")) need_absolute(*t, "state_dir", cfg.daemon.state_dir);
+      cfg.daemon.node_dir = get_string(*t, "node_dir", *d, "[daemon]", cfg.daemon.node_dir);
+      if (t->get("node_dir")) need_absolute(*t, "node_dir", cfg.daemon.node_dir);
       cfg.daemon.log_level = get_string(*t, "log_level", *d, "[daemon]", cfg.daemon.log_level);
       static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error"};
       if (!levels.count(cfg.daemon.log_level))

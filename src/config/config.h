@@ -38,6 +38,10 @@ struct Vm {
 struct Daemon {
   std::string control_socket = "/run/relinkd/control.sock";
   std::string state_dir = "/run/relinkd";
+  // Root-only directory for private tap device nodes, used when
+  // /dev/tap<ifindex> belongs to another namespace's macvtap. It must allow
+  // device nodes: /run is usually mounted nodev, /dev is not.
+  std::string node_dir = "/dev/relinkd";
   std::string log_level = "info";  // trace | debug | info | warn | error
   // Group (name) whose members may also use the control socket; root always may.
   std::string control_group;

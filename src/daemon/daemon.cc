@@ -57,9 +57,7 @@ Result<void> Daemon::setup() {
   sd_event_set_watchdog(loop_.get(), true);
 
   if (auto r = make_dir(cfg_.daemon.state_dir, 0755); !r) return r;
-  const std::string node_dir = cfg_.daemon.state_dir + "/dev";
-  if (auto r = make_dir(node_dir, 0700); !r) return r;
-  factory_ = std::make_unique<macvtap::RtnlMacvtapFactory>(node_dir);
+  factory_ = std::make_unique<macvtap::RtnlMacvtapFactory>(cfg_.daemon.node_dir);
 
   links_ = std::make_unique<netlink::LinkWatcher>(
       loop_.get(), [this](const std::vector<netlink::LinkEvent>& ev) { on_links(ev); });
@@ -90,8 +88,16 @@ void Daemon::start_vm(const config::Vm& vmcfg) {
     v->attacher->probe(v->cfg.macvtaps, [this, name, session](std::vector<engine::VmConnected> found) {
       VmRt* vv = find_vm(name);
       if (!vv || vv->session != session || !vv->qmp->connected()) return;
-      for (size_t i = 0; i < vv->bindings.size() && i < found.size(); ++i)
-        feed(*vv, *vv->bindings[i], found[i]);
+      for (size_t i = 0; i < vv->bindings.size() && i < found.size(); ++i) {
+        auto& vc = found[i];
+        // A macvtap made on a macvlan parent sits on the macvlan's lower device.
+        const int parent = resolve_parent(vv->bindings[i]->cfg);
+        const netlink::LinkInfo* p = links_->table().find(parent);
+        if (vc.adopt && p && vc.adopt->parent_ifindex == p->parent_ifindex &&
+            (p->kind == "macvlan" || p->kind == "macvtap"))
+          vc.adopt->parent_ifindex = parent;
+        feed(*vv, *vv->bindings[i], vc);
+      }
     });
   };
   cbs.on_disconnected = [this, name](const Error& why) {
@@ -135,6 +141,10 @@ void Daemon::on_links(const std::vector<netlink::LinkEvent>& events) {
     if (ev.type != netlink::LinkEventType::Removed) continue;
     for (auto& vm : vms_)
       for (auto& b : vm->bindings) {
+        if (b->engine.attached_parent_ifindex() == ev.link.ifindex) {
+          feed(*vm, *b, engine::ParentRemoved{ev.link.ifindex}, now);
+          continue;
+        }
         if (b->engine.macvtap_ifindex() != ev.link.ifindex) continue;
         // The kernel unlists a parent before it deletes the macvtaps on it,
         // and only then reports the parent gone: ask the kernel now, so the

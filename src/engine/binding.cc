@@ -97,6 +97,11 @@ std::vector<Action> Binding::handle(const Event& ev) {
           detach_current(out, parent_ifindex_ == 0);
           if (parent_ifindex_) start_attach(out);
           else set_state(State::WaitingParent);
+        } else if constexpr (std::is_same_v<T, ParentRemoved>) {
+          if (state_ != State::Attached || e.ifindex != attached_parent_) return;
+          detach_current(out, parent_ifindex_ == 0);  // deletes the macvtap if it still exists
+          if (parent_ifindex_) start_attach(out);
+          else set_state(State::WaitingParent);
         } else if constexpr (std::is_same_v<T, VmConnected>) {
           if (state_ != State::VmOffline) return;
           generation_ = std::max(generation_, e.max_generation_seen);

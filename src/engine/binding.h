@@ -29,6 +29,11 @@ const char* state_name(State s);
 struct ParentChanged { int ifindex = 0; };
 // An interface disappeared; the binding checks whether it was its macvtap.
 struct LinkRemoved { int ifindex = 0; };
+// An interface was deleted (not renamed); the binding checks whether its live
+// macvtap sat on it. Needed where the kernel does not delete the macvtap with
+// its parent: a macvtap requested on a macvlan sits on the macvlan's lower
+// device and outlives the macvlan.
+struct ParentRemoved { int ifindex = 0; };
 // The VM's QMP session is up and relinkd has looked at what QEMU has.
 struct VmConnected {
   // QEMU already uses a live macvtap of this binding (relinkd restarted).
@@ -48,7 +53,7 @@ struct TimerExpired {};
 // relinkctl reattach, or a reload that resets a failed binding.
 struct ReattachRequested {};
 
-using Event = std::variant<ParentChanged, LinkRemoved, VmConnected, VmDisconnected, AttachSucceeded,
+using Event = std::variant<ParentChanged, LinkRemoved, ParentRemoved, VmConnected, VmDisconnected, AttachSucceeded,
                            AttachFailed, TimerExpired, ReattachRequested>;
 
 // --- Actions ----------------------------------------------------------------

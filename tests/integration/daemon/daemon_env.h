@@ -57,7 +57,7 @@ class DaemonEnv {
 
   std::string config_text(const std::vector<VmSpec>& vms) const {
     std::string t = "[daemon]\ncontrol_socket = \"" + control() + "\"\nstate_dir = \"" + dir_ +
-                    "/state\"\nlog_level = \"debug\"\n";
+                    "/state\"\nnode_dir = \"" + dir_ + "/dev\"\nlog_level = \"debug\"\n";
     for (const auto& vm : vms) {
       t += "\n[[vm]]\nname = \"" + vm.name + "\"\nqmp = \"" + qmp_path(vm.name) + "\"\n";
       t += "[[vm.macvtap]]\nnic = \"" + vm.nic + "\"\nparent = \"" + vm.parent + "\"\nmode = \"bridge\"\nmac = \"" +
@@ -161,7 +161,10 @@ class DaemonEnv {
     ASSERT_EQ(link.status, 0) << "macvtap " << mvt << " missing";
     EXPECT_NE(link.out.find("macvtap mode bridge"), std::string::npos) << link.out;
     EXPECT_NE(link.out.find(vm.mac), std::string::npos) << link.out;
-    EXPECT_NE(link.out.find("@" + vm.parent), std::string::npos) << link.out;
+    const std::string lower = ns_.run("ip -o link show " + vm.parent + " | sed -n 's/.*@\\([^:]*\\):.*/\\1/p'").out;
+    const bool on_parent = link.out.find("@" + vm.parent + ":") != std::string::npos ||
+                           (!lower.empty() && link.out.find("@" + lower.substr(0, lower.size() - 1) + ":") != std::string::npos);
+    EXPECT_TRUE(on_parent) << link.out;  // on the parent, or on a macvlan parent's lower device
     EXPECT_EQ(b.value("macvtap_ifindex", 0), ns_.ifindex(mvt));
     const int ifindex = ns_.ifindex(mvt);
     auto dev = ns_.run("cat /sys/class/net/" + mvt + "/macvtap/tap" + std::to_string(ifindex) + "/dev");

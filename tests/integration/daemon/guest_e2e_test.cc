@@ -36,6 +36,17 @@ class GuestE2E : public ::testing::Test {
     return peer.run(std::string("busybox nc -w 3 ") + kGuestIp + " 8080 </dev/null").out;
   }
   std::string console() { return read_file(env.dir() + "/console.log"); }
+  // Waits until the guest console shows `marker` at least `count` times.
+  bool wait_for_marker(const std::string& marker, size_t count) {
+    return wait_until(
+        [&] {
+          const std::string c = console();
+          size_t n = 0;
+          for (size_t p = c.find(marker); p != std::string::npos; p = c.find(marker, p + 1)) ++n;
+          return n >= count;
+        },
+        10s, 20ms);
+  }
   std::string explain() { return env.explain() + "\nguest console (tail):\n" + DaemonEnv::tail(console(), 2000); }
 
   DaemonEnv env;
@@ -51,7 +62,7 @@ TEST_F(GuestE2E, GuestAnswersAgainAfterParentIsRecreated) {
   env.start_qemu(vm, {"-no-reboot", "-serial", "file:" + env.dir() + "/console.log", "-kernel", guest_dir_ + kernel,
                       "-initrd", guest_dir_ + "/initramfs.cpio.gz", "-append",
                       "console=ttyS0 quiet panic=-1 relink.tag=e2e relink.ip=" + std::string(kGuestIp) +
-                          "/24 relink.serve=8080"});
+                          "/24 relink.serve=8080 relink.poll=0.05"});
   env.start_relinkd();
   ASSERT_TRUE(env.wait_state("attached", 1)) << explain();
   ASSERT_TRUE(wait_until([&] { return console().find("RELINK-GUEST-READY") != std::string::npos; }, 120s, 100ms))
@@ -64,19 +75,12 @@ TEST_F(GuestE2E, GuestAnswersAgainAfterParentIsRecreated) {
     env.ns().ip("link del p0");  // takes p1 and the macvtap with it
     ASSERT_TRUE(env.wait_state("waiting-parent")) << explain();
     // relinkd told the guest: its NIC lost carrier.
-    const size_t downs = gen;
-    ASSERT_TRUE(wait_until(
-        [&] {
-          std::string c = console();
-          size_t n = 0;
-          for (size_t p = c.find("RELINK-GUEST-CARRIER 0"); p != std::string::npos; p = c.find("RELINK-GUEST-CARRIER 0", p + 1)) ++n;
-          return n >= downs;
-        },
-        10s, 50ms))
-        << explain();
+    ASSERT_TRUE(wait_for_marker("RELINK-GUEST-CARRIER 0", gen)) << explain();
     add_parent();
     ASSERT_TRUE(env.wait_state("attached", gen + 1)) << explain();
     env.expect_attached(gen + 1);
+    // ...and that it has carrier again on the new tap.
+    ASSERT_TRUE(wait_for_marker("RELINK-GUEST-CARRIER 1", gen)) << explain();
     ASSERT_TRUE(guest_answers(20s)) << "guest unreachable after reattach\n" << explain();
     EXPECT_NE(hello().find("RELINK-GUEST-HELLO tag=e2e"), std::string::npos) << explain();
   }

@@ -99,7 +99,20 @@ TEST_F(Reattach, ParentRecreatedAsAnotherKind) {
   env.ns().ip("link add link q0 name p0 type macvlan mode bridge");
   env.ns().ip("link set p0 up");
   ASSERT_TRUE(env.wait_state("attached", 3)) << env.explain();
-  env.expect_attached(3);
+  // The kernel stacks a macvtap requested on a macvlan onto the macvlan's
+  // lower device (q0), and keeps it when the macvlan goes.
+  const std::string mvt = env.binding("vm1").value("macvtap", "");
+  EXPECT_EQ(env.ns().run("ip link show " + mvt + " | grep -c @q0:").out, "1\n");
+  env.ns().ip("link del p0");
+  ASSERT_TRUE(env.wait_state("waiting-parent")) << env.explain();
+  ASSERT_TRUE(wait_until([&] { return env.ns().run("ip link show " + mvt).status != 0; }, 5s))
+      << "relinkd must delete the macvtap a deleted macvlan parent left behind";
+  EXPECT_TRUE(env.generations().empty()) << env.test_qmp("vm1").info_network();
+  // A vxlan parent.
+  env.ns().ip("link add p0 type vxlan id 42 dstport 4789 local 192.0.2.10");
+  env.ns().ip("link set p0 up");
+  ASSERT_TRUE(env.wait_state("attached", 4)) << env.explain();
+  env.expect_attached(4);
 }
 
 TEST_F(Reattach, ParentRenamedAwayAndBackKeepsTheAttachment) {

@@ -11,7 +11,7 @@ const T* nth(const std::vector<Action>& a, size_t i) {
   return i < a.size() ? std::get_if<T>(&a[i]) : nullptr;
 }
 
-struct Fixture : ::testing::Test {
+struct BindingTest : ::testing::Test {
   Binding b{"vm/nic0"};
 
   // Drives a binding to Attached on parent 10 with macvtap 20; returns its generation.
@@ -54,7 +54,7 @@ TEST(RetryPolicy, DoublesFromInitialToMax) {
 
 // --- VmOffline --------------------------------------------------------------
 
-TEST_F(Fixture, StartsOfflineAndOnlyRecordsParent) {
+TEST_F(BindingTest, StartsOfflineAndOnlyRecordsParent) {
   EXPECT_EQ(b.state(), State::VmOffline);
   EXPECT_TRUE(b.handle(ParentChanged{10}).empty());
   EXPECT_TRUE(b.handle(LinkRemoved{10}).empty());
@@ -66,7 +66,7 @@ TEST_F(Fixture, StartsOfflineAndOnlyRecordsParent) {
   EXPECT_EQ(b.parent_ifindex(), 10);
 }
 
-TEST_F(Fixture, VmConnectedWithParentAttaches) {
+TEST_F(BindingTest, VmConnectedWithParentAttaches) {
   (void)b.handle(ParentChanged{10});
   auto a = b.handle(VmConnected{});
   ASSERT_EQ(a.size(), 1u);
@@ -77,19 +77,19 @@ TEST_F(Fixture, VmConnectedWithParentAttaches) {
   EXPECT_EQ(b.state(), State::Attaching);
 }
 
-TEST_F(Fixture, VmConnectedWithoutParentWaits) {
+TEST_F(BindingTest, VmConnectedWithoutParentWaits) {
   auto a = b.handle(VmConnected{});
   EXPECT_TRUE(a.empty());
   EXPECT_EQ(b.state(), State::WaitingParent);
 }
 
-TEST_F(Fixture, VmConnectedContinuesAfterHighestGenerationSeen) {
+TEST_F(BindingTest, VmConnectedContinuesAfterHighestGenerationSeen) {
   (void)b.handle(ParentChanged{10});
   auto a = b.handle(VmConnected{std::nullopt, 41});
   EXPECT_EQ(nth<Attach>(a, 0)->generation, 42u);
 }
 
-TEST_F(Fixture, VmConnectedAdoptsLiveMacvtapOnCurrentParent) {
+TEST_F(BindingTest, VmConnectedAdoptsLiveMacvtapOnCurrentParent) {
   (void)b.handle(ParentChanged{10});
   auto a = b.handle(VmConnected{VmConnected::Adopt{7, 20, 10}, 7});
   EXPECT_TRUE(a.empty());
@@ -98,7 +98,7 @@ TEST_F(Fixture, VmConnectedAdoptsLiveMacvtapOnCurrentParent) {
   EXPECT_EQ(b.macvtap_ifindex(), 20);
 }
 
-TEST_F(Fixture, VmConnectedDoesNotAdoptMacvtapOnOldParent) {
+TEST_F(BindingTest, VmConnectedDoesNotAdoptMacvtapOnOldParent) {
   (void)b.handle(ParentChanged{11});
   auto a = b.handle(VmConnected{VmConnected::Adopt{7, 20, 10}, 7});
   ASSERT_NE(nth<Attach>(a, 0), nullptr);
@@ -108,7 +108,7 @@ TEST_F(Fixture, VmConnectedDoesNotAdoptMacvtapOnOldParent) {
 
 // --- WaitingParent ----------------------------------------------------------
 
-TEST_F(Fixture, WaitingParentAttachesWhenParentAppears) {
+TEST_F(BindingTest, WaitingParentAttachesWhenParentAppears) {
   (void)b.handle(VmConnected{});
   EXPECT_TRUE(b.handle(ParentChanged{0}).empty());
   EXPECT_TRUE(b.handle(LinkRemoved{5}).empty());
@@ -121,13 +121,13 @@ TEST_F(Fixture, WaitingParentAttachesWhenParentAppears) {
   EXPECT_EQ(b.state(), State::Attaching);
 }
 
-TEST_F(Fixture, WaitingParentReattachStaysWaiting) {
+TEST_F(BindingTest, WaitingParentReattachStaysWaiting) {
   (void)b.handle(VmConnected{});
   EXPECT_TRUE(b.handle(ReattachRequested{}).empty());
   EXPECT_EQ(b.state(), State::WaitingParent);
 }
 
-TEST_F(Fixture, WaitingParentGoesOfflineWithVm) {
+TEST_F(BindingTest, WaitingParentGoesOfflineWithVm) {
   (void)b.handle(VmConnected{});
   EXPECT_TRUE(b.handle(VmDisconnected{true}).empty());
   EXPECT_EQ(b.state(), State::VmOffline);
@@ -135,14 +135,14 @@ TEST_F(Fixture, WaitingParentGoesOfflineWithVm) {
 
 // --- Attaching --------------------------------------------------------------
 
-TEST_F(Fixture, AttachingSucceeds) {
+TEST_F(BindingTest, AttachingSucceeds) {
   attach_on(10, 20);
   EXPECT_EQ(b.macvtap_ifindex(), 20);
   EXPECT_EQ(b.attached_parent_ifindex(), 10);
   EXPECT_EQ(b.failures(), 0u);
 }
 
-TEST_F(Fixture, AttachingFailureBacksOff) {
+TEST_F(BindingTest, AttachingFailureBacksOff) {
   (void)b.handle(ParentChanged{10});
   (void)b.handle(VmConnected{});
   auto a = b.handle(AttachFailed{1, "netdev_add: GenericError"});
@@ -152,14 +152,14 @@ TEST_F(Fixture, AttachingFailureBacksOff) {
   EXPECT_EQ(b.last_error(), "netdev_add: GenericError");
 }
 
-TEST_F(Fixture, AttachingIgnoresStaleFailure) {
+TEST_F(BindingTest, AttachingIgnoresStaleFailure) {
   (void)b.handle(ParentChanged{10});
   (void)b.handle(VmConnected{});
   EXPECT_TRUE(b.handle(AttachFailed{0, "old"}).empty());
   EXPECT_EQ(b.state(), State::Attaching);
 }
 
-TEST_F(Fixture, AttachingUndoesStaleSuccess) {
+TEST_F(BindingTest, AttachingUndoesStaleSuccess) {
   (void)b.handle(ParentChanged{10});
   (void)b.handle(VmConnected{});
   (void)b.handle(ParentChanged{11});  // generation 2 replaces 1
@@ -172,7 +172,7 @@ TEST_F(Fixture, AttachingUndoesStaleSuccess) {
   EXPECT_EQ(b.generation(), 2u);
 }
 
-TEST_F(Fixture, AttachingParentReplacedRestartsOnNewParent) {
+TEST_F(BindingTest, AttachingParentReplacedRestartsOnNewParent) {
   (void)b.handle(ParentChanged{10});
   (void)b.handle(VmConnected{});
   auto a = b.handle(ParentChanged{11});
@@ -182,7 +182,7 @@ TEST_F(Fixture, AttachingParentReplacedRestartsOnNewParent) {
   EXPECT_EQ(nth<Attach>(a, 1)->parent_ifindex, 11);
 }
 
-TEST_F(Fixture, AttachingParentGoneWaits) {
+TEST_F(BindingTest, AttachingParentGoneWaits) {
   (void)b.handle(ParentChanged{10});
   (void)b.handle(VmConnected{});
   auto a = b.handle(ParentChanged{0});
@@ -191,7 +191,7 @@ TEST_F(Fixture, AttachingParentGoneWaits) {
   EXPECT_EQ(b.state(), State::WaitingParent);
 }
 
-TEST_F(Fixture, AttachingSameParentAgainIsNoop) {
+TEST_F(BindingTest, AttachingSameParentAgainIsNoop) {
   (void)b.handle(ParentChanged{10});
   (void)b.handle(VmConnected{});
   EXPECT_TRUE(b.handle(ParentChanged{10}).empty());
@@ -200,7 +200,7 @@ TEST_F(Fixture, AttachingSameParentAgainIsNoop) {
   EXPECT_EQ(b.state(), State::Attaching);
 }
 
-TEST_F(Fixture, AttachingVmLostGoesOffline) {
+TEST_F(BindingTest, AttachingVmLostGoesOffline) {
   (void)b.handle(ParentChanged{10});
   (void)b.handle(VmConnected{});
   EXPECT_TRUE(b.handle(VmDisconnected{true}).empty());
@@ -210,7 +210,7 @@ TEST_F(Fixture, AttachingVmLostGoesOffline) {
   EXPECT_EQ(b.state(), State::VmOffline);
 }
 
-TEST_F(Fixture, AttachingReattachRestarts) {
+TEST_F(BindingTest, AttachingReattachRestarts) {
   (void)b.handle(ParentChanged{10});
   (void)b.handle(VmConnected{});
   auto a = b.handle(ReattachRequested{});
@@ -221,7 +221,7 @@ TEST_F(Fixture, AttachingReattachRestarts) {
 
 // --- Attached ---------------------------------------------------------------
 
-TEST_F(Fixture, AttachedParentDeletedThenBack) {
+TEST_F(BindingTest, AttachedParentDeletedThenBack) {
   auto gen = attach_on(10, 20);
   // Rename away / parent message first: the macvtap still lives.
   EXPECT_TRUE(b.handle(ParentChanged{0}).empty());
@@ -238,7 +238,7 @@ TEST_F(Fixture, AttachedParentDeletedThenBack) {
   EXPECT_EQ(nth<Attach>(a, 0)->parent_ifindex, 15);
 }
 
-TEST_F(Fixture, AttachedMacvtapRemovedWhileParentStaysReattachesAtOnce) {
+TEST_F(BindingTest, AttachedMacvtapRemovedWhileParentStaysReattachesAtOnce) {
   auto gen = attach_on(10, 20);
   auto a = b.handle(LinkRemoved{20});
   ASSERT_EQ(a.size(), 2u);
@@ -247,7 +247,31 @@ TEST_F(Fixture, AttachedMacvtapRemovedWhileParentStaysReattachesAtOnce) {
   EXPECT_EQ(b.state(), State::Attaching);
 }
 
-TEST_F(Fixture, AttachedRenameAwayAndBackKeepsGeneration) {
+TEST_F(BindingTest, AttachedParentDeletedButMacvtapSurvivesIsDetached) {
+  // A macvtap made on a macvlan sits on the macvlan's lower device: deleting
+  // the macvlan leaves it alive, and relinkd must take it down itself.
+  auto gen = attach_on(10, 20);
+  EXPECT_TRUE(b.handle(ParentChanged{0}).empty());
+  EXPECT_TRUE(b.handle(ParentRemoved{11}).empty());  // some other interface
+  auto a = b.handle(ParentRemoved{10});
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(nth<Detach>(a, 0)->generation, gen);
+  EXPECT_EQ(nth<Detach>(a, 0)->macvtap_ifindex, 20);
+  EXPECT_TRUE(nth<Detach>(a, 0)->link_down);
+  EXPECT_EQ(b.state(), State::WaitingParent);
+  // The macvtap's own removal afterwards changes nothing.
+  EXPECT_TRUE(b.handle(LinkRemoved{20}).empty());
+}
+
+TEST_F(BindingTest, ParentRemovedOutsideAttachedIsIgnored) {
+  (void)b.handle(ParentChanged{10});
+  EXPECT_TRUE(b.handle(ParentRemoved{10}).empty());  // offline
+  (void)b.handle(VmConnected{});
+  EXPECT_TRUE(b.handle(ParentRemoved{10}).empty());  // attaching
+  EXPECT_EQ(b.state(), State::Attaching);
+}
+
+TEST_F(BindingTest, AttachedRenameAwayAndBackKeepsGeneration) {
   auto gen = attach_on(10, 20);
   EXPECT_TRUE(b.handle(ParentChanged{0}).empty());
   EXPECT_TRUE(b.handle(ParentChanged{10}).empty());
@@ -255,7 +279,7 @@ TEST_F(Fixture, AttachedRenameAwayAndBackKeepsGeneration) {
   EXPECT_EQ(b.generation(), gen);
 }
 
-TEST_F(Fixture, AttachedNameMovesToNewInterface) {
+TEST_F(BindingTest, AttachedNameMovesToNewInterface) {
   auto gen = attach_on(10, 20);
   auto a = b.handle(ParentChanged{33});
   ASSERT_EQ(a.size(), 2u);
@@ -265,7 +289,7 @@ TEST_F(Fixture, AttachedNameMovesToNewInterface) {
   EXPECT_EQ(nth<Attach>(a, 1)->parent_ifindex, 33);
 }
 
-TEST_F(Fixture, AttachedIgnoresOtherLinksTimersAndDuplicates) {
+TEST_F(BindingTest, AttachedIgnoresOtherLinksTimersAndDuplicates) {
   auto gen = attach_on(10, 20);
   EXPECT_TRUE(b.handle(LinkRemoved{21}).empty());
   EXPECT_TRUE(b.handle(TimerExpired{}).empty());
@@ -275,7 +299,7 @@ TEST_F(Fixture, AttachedIgnoresOtherLinksTimersAndDuplicates) {
   EXPECT_EQ(b.state(), State::Attached);
 }
 
-TEST_F(Fixture, AttachedVmExitedDeletesMacvtap) {
+TEST_F(BindingTest, AttachedVmExitedDeletesMacvtap) {
   auto gen = attach_on(10, 20);
   auto a = b.handle(VmDisconnected{true});
   ASSERT_EQ(a.size(), 1u);
@@ -284,13 +308,13 @@ TEST_F(Fixture, AttachedVmExitedDeletesMacvtap) {
   EXPECT_EQ(b.state(), State::VmOffline);
 }
 
-TEST_F(Fixture, AttachedSessionLostButVmAliveKeepsMacvtap) {
+TEST_F(BindingTest, AttachedSessionLostButVmAliveKeepsMacvtap) {
   attach_on(10, 20);
   EXPECT_TRUE(b.handle(VmDisconnected{false}).empty());
   EXPECT_EQ(b.state(), State::VmOffline);
 }
 
-TEST_F(Fixture, AttachedReattachReplacesGeneration) {
+TEST_F(BindingTest, AttachedReattachReplacesGeneration) {
   auto gen = attach_on(10, 20);
   auto a = b.handle(ReattachRequested{});
   ASSERT_EQ(a.size(), 2u);
@@ -300,21 +324,21 @@ TEST_F(Fixture, AttachedReattachReplacesGeneration) {
 
 // --- Backoff ----------------------------------------------------------------
 
-TEST_F(Fixture, BackoffRetriesOnTimer) {
+TEST_F(BindingTest, BackoffRetriesOnTimer) {
   to_backoff();
   auto a = b.handle(TimerExpired{});
   ASSERT_NE(nth<Attach>(a, 0), nullptr);
   EXPECT_EQ(b.state(), State::Attaching);
 }
 
-TEST_F(Fixture, BackoffTimerWithoutParentWaits) {
+TEST_F(BindingTest, BackoffTimerWithoutParentWaits) {
   to_backoff();
   EXPECT_TRUE(b.handle(ParentChanged{0}).size() == 1);  // CancelTimer
   EXPECT_EQ(b.state(), State::WaitingParent);
   EXPECT_TRUE(b.handle(TimerExpired{}).empty());
 }
 
-TEST_F(Fixture, BackoffNewParentRetriesAtOnce) {
+TEST_F(BindingTest, BackoffNewParentRetriesAtOnce) {
   to_backoff();
   auto a = b.handle(ParentChanged{44});
   ASSERT_EQ(a.size(), 2u);
@@ -323,14 +347,14 @@ TEST_F(Fixture, BackoffNewParentRetriesAtOnce) {
   EXPECT_EQ(b.failures(), 0u);
 }
 
-TEST_F(Fixture, BackoffSameParentWaitsForTimer) {
+TEST_F(BindingTest, BackoffSameParentWaitsForTimer) {
   to_backoff();
   EXPECT_TRUE(b.handle(ParentChanged{10}).empty());
   EXPECT_TRUE(b.handle(LinkRemoved{20}).empty());
   EXPECT_EQ(b.state(), State::Backoff);
 }
 
-TEST_F(Fixture, BackoffVmLostCancelsTimer) {
+TEST_F(BindingTest, BackoffVmLostCancelsTimer) {
   to_backoff();
   auto a = b.handle(VmDisconnected{false});
   ASSERT_EQ(a.size(), 1u);
@@ -338,7 +362,7 @@ TEST_F(Fixture, BackoffVmLostCancelsTimer) {
   EXPECT_EQ(b.state(), State::VmOffline);
 }
 
-TEST_F(Fixture, BackoffReattachCancelsTimerAndRetries) {
+TEST_F(BindingTest, BackoffReattachCancelsTimerAndRetries) {
   to_backoff();
   auto a = b.handle(ReattachRequested{});
   ASSERT_EQ(a.size(), 2u);
@@ -346,7 +370,7 @@ TEST_F(Fixture, BackoffReattachCancelsTimerAndRetries) {
   EXPECT_NE(nth<Attach>(a, 1), nullptr);
 }
 
-TEST_F(Fixture, BackoffIgnoresAttachResults) {
+TEST_F(BindingTest, BackoffIgnoresAttachResults) {
   to_backoff();
   EXPECT_TRUE(b.handle(AttachFailed{b.generation(), "again"}).empty());
   EXPECT_EQ(b.state(), State::Backoff);
@@ -354,7 +378,7 @@ TEST_F(Fixture, BackoffIgnoresAttachResults) {
 
 // --- Failed -----------------------------------------------------------------
 
-TEST_F(Fixture, RepeatedFailuresEndInFailedWithGrowingDelays) {
+TEST_F(BindingTest, RepeatedFailuresEndInFailedWithGrowingDelays) {
   RetryPolicy p;
   p.max_failures = 4;
   Binding f("vm/nic1", p);
@@ -379,7 +403,7 @@ TEST_F(Fixture, RepeatedFailuresEndInFailedWithGrowingDelays) {
   EXPECT_EQ(f.failures(), 0u);
 }
 
-TEST_F(Fixture, FailedNewParentTriesAgain) {
+TEST_F(BindingTest, FailedNewParentTriesAgain) {
   RetryPolicy p;
   p.max_failures = 1;
   Binding f("vm/nic1", p);
@@ -394,7 +418,7 @@ TEST_F(Fixture, FailedNewParentTriesAgain) {
   EXPECT_EQ(f.state(), State::Attaching);
 }
 
-TEST_F(Fixture, FailedGoesOfflineWithVm) {
+TEST_F(BindingTest, FailedGoesOfflineWithVm) {
   RetryPolicy p;
   p.max_failures = 1;
   Binding f("vm/nic1", p);
@@ -410,7 +434,7 @@ TEST_F(Fixture, FailedGoesOfflineWithVm) {
 
 // --- Flapping ---------------------------------------------------------------
 
-TEST_F(Fixture, TwentyFlapsBumpGenerationEachTime) {
+TEST_F(BindingTest, TwentyFlapsBumpGenerationEachTime) {
   attach_on(10, 20);
   int parent = 10, macvtap = 20;
   for (int i = 0; i < 20; ++i) {

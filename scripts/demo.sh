@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# relink demo sandbox: a real guest keeps its network while its host parent
+# interface is deleted and re-created. Self-contained: it installs what it
+# needs, builds relink, and does everything in throwaway network namespaces
+# that it removes on exit. Run as root on Debian 12:  scripts/demo.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+build=${RELINK_BUILD_DIR:-$root/build}
+flaps=${RELINK_DEMO_FLAPS:-3}
+
+if [ "$(id -u)" -ne 0 ]; then echo "demo: run as root (namespaces, macvtap, QEMU)" >&2; exit 1; fi
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "installing dependencies and building relink"
+bash scripts/install-deps.sh
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$build" -j"$(nproc)" --target relinkd relinkctl >/dev/null
+bash tests/guest/build-guest.sh "$build/guest" >/dev/null
+
+tag=$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
+host=relink-demo-$tag      # where the parent interface and relinkd live
+peer=relink-demopeer-$tag  # the network on the other end of the parent
+work=$(mktemp -d /tmp/relink-demo.XXXXXX)
+qemu_pid= relinkd_pid=
+cleanup() {
+  set +e
+  [ -n "$relinkd_pid" ] && kill "$relinkd_pid" 2>/dev/null && wait "$relinkd_pid" 2>/dev/null
+  [ -n "$qemu_pid" ] && kill -9 "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
+  for ns in "$host" "$peer"; do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p"; done
+    ip netns del "$ns" 2>/dev/null
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+add_parent() {
+  ip -n "$host" link add eth0 type veth peer name uplink netns "$peer"
+  ip -n "$host" link set eth0 up
+  ip -n "$peer" addr add 192.0.2.1/24 dev uplink
+  ip -n "$peer" link set uplink up
+}
+ping_guest() {
+  for _ in $(seq 1 50); do
+    if ip netns exec "$peer" busybox ping -c1 -W1 192.0.2.2 >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  return 1
+}
+state() { "$build/relinkctl" --socket "$work/control.sock" status --json | sed -n 's/.*"state": "\([a-z-]*\)".*/\1/p' | head -1; }
+wait_state() {
+  for _ in $(seq 1 200); do [ "$(state)" = "$1" ] && return 0; sleep 0.05; done
+  echo "demo: relinkd did not reach '$1'" >&2; return 1
+}
+
+say "sandbox: namespace $host (host side, parent eth0) and $peer (the LAN, 192.0.2.1)"
+ip netns add "$host"
+ip netns add "$peer"
+ip -n "$host" link set lo up
+add_parent
+
+cat >"$work/relinkd.toml" <<TOML
+[daemon]
+control_socket = "$work/control.sock"
+state_dir = "$work/state"
+
+[[vm]]
+name = "demo"
+qmp = "$work/demo.qmp"
+
+[[vm.macvtap]]
+nic = "nic0"
+parent = "eth0"
+mode = "bridge"
+mac = "52:54:00:12:34:56"
+attach = "hub"
+hub = 0
+TOML
+
+say "starting a VM (Debian kernel + busybox, TCG) wired for hub attach, no network of its own yet"
+qemu-system-x86_64 -accel tcg -machine q35 -m 256 -nodefaults -display none -no-reboot \
+  -serial "file:$work/console.log" -kernel "$build/guest/vmlinux" -initrd "$build/guest/initramfs.cpio.gz" \
+  -append "console=ttyS0 quiet panic=-1 relink.tag=demo relink.ip=192.0.2.2/24 relink.serve=8080" \
+  -qmp "unix:$work/demo.qmp,server=on,wait=off" \
+  -netdev hubport,id=nic0.port,hubid=0 -device virtio-net-pci,netdev=nic0.port,id=nic0,mac=52:54:00:12:34:56 \
+  2>"$work/qemu.log" &
+qemu_pid=$!
+
+say "starting relinkd in $host"
+ip netns exec "$host" "$build/relinkd" --config "$work/relinkd.toml" 2>&1 | sed 's/^/  relinkd | /' &
+relinkd_pid=$!
+wait_state attached
+for _ in $(seq 1 600); do grep -q RELINK-GUEST-READY "$work/console.log" 2>/dev/null && break; sleep 0.1; done
+ping_guest && echo "  guest 192.0.2.2 answers ping from the LAN" || { echo "demo: guest unreachable" >&2; exit 1; }
+
+for i in $(seq 1 "$flaps"); do
+  say "flap $i/$flaps: deleting eth0 (the kernel deletes the VM's macvtap with it)"
+  ip -n "$host" link del eth0
+  wait_state waiting-parent
+  if ip netns exec "$peer" busybox ping -c1 -W1 192.0.2.2 >/dev/null 2>&1; then echo "  (unexpected: guest still reachable)"; else echo "  guest unreachable, as expected"; fi
+  say "flap $i/$flaps: re-creating eth0"
+  add_parent
+  wait_state attached
+  ping_guest && echo "  guest answers ping again" || { echo "demo: guest unreachable after reattach" >&2; exit 1; }
+  echo "  and its TCP service: $(ip netns exec "$peer" busybox nc -w 3 192.0.2.2 8080 </dev/null)"
+done
+
+say "relinkctl status"
+"$build/relinkctl" --socket "$work/control.sock" status
+ms=$("$build/relinkctl" --socket "$work/control.sock" status --json | sed -n 's/.*"last_reattach_ms": \([0-9.]*\).*/\1/p')
+say "done: the last reattach took ${ms} ms from the parent's return to the NIC's link up on the new tap"
