@@ -320,6 +320,9 @@ TEST(Cli, CheckConfigReportsFileLineColumn) {
   EXPECT_EQ(good.status, 0) << good.out;
   EXPECT_EQ(run_bad.status, 1);
   EXPECT_EQ(run_bad.out, bad.out);
+  // The shipped example is valid.
+  auto example = sh(relinkd_bin() + " --check-config " + source_dir() + "/contrib/relinkd.toml");
+  EXPECT_EQ(example.status, 0) << example.out;
 }
 
 }  // namespace
