@@ -27,7 +27,8 @@ Result<void> make_dir(const std::string& path, mode_t mode) {
 
 }  // namespace
 
-Daemon::Daemon(config::Config cfg) : cfg_(std::move(cfg)) {}
+Daemon::Daemon(config::Config cfg, std::string log_level_override)
+    : cfg_(std::move(cfg)), log_level_override_(std::move(log_level_override)) {}
 
 Daemon::~Daemon() {
   // QMP sessions first: their callbacks refer to bindings and the attacher.
@@ -274,7 +275,8 @@ Result<void> Daemon::reload() {
     defer_->post([previous] {});
     control_ = std::move(server);
   }
-  log::setup(spdlog::level::from_str(next.daemon.log_level), getenv("JOURNAL_STREAM") != nullptr);
+  log::setup(spdlog::level::from_str(log_level_override_.empty() ? next.daemon.log_level : log_level_override_),
+             getenv("JOURNAL_STREAM") != nullptr);
   // A VM whose configuration is unchanged keeps its session and state (a
   // failed binding gets a fresh start); any other is started anew and adopts
   // what QEMU already has. A VM that left the configuration is no longer

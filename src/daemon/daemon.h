@@ -23,7 +23,9 @@ namespace relink::daemon {
 
 class Daemon {
  public:
-  explicit Daemon(config::Config cfg);
+  // log_level_override: the --log-level option, which wins over the config
+  // file at start and on every reload (empty: the config decides).
+  explicit Daemon(config::Config cfg, std::string log_level_override = {});
   ~Daemon();
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
@@ -73,6 +75,7 @@ class Daemon {
   static int on_timer(sd_event_source*, uint64_t, void*);
 
   config::Config cfg_;
+  std::string log_level_override_;
   SdEventPtr loop_;
   std::unique_ptr<DeferQueue> defer_;
   std::unique_ptr<netlink::LinkWatcher> links_;

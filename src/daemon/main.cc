@@ -50,6 +50,6 @@ int main(int argc, char** argv) {
   }
   const bool journal = getenv("JOURNAL_STREAM") != nullptr;
   relink::log::setup(spdlog::level::from_str(log_level.empty() ? cfg.daemon.log_level : log_level), journal);
-  relink::daemon::Daemon daemon(std::move(cfg));
+  relink::daemon::Daemon daemon(std::move(cfg), log_level);
   return daemon.run();
 }
