@@ -13,6 +13,13 @@ cmake --build "$build" -j"$(nproc)"
 # The guest image for the end-to-end test (cached in the build directory).
 bash tests/guest/build-guest.sh "$build/guest"
 
+# Namespaces left by an earlier run that was killed (a destructor that never
+# ran) are not this run's fault: remove them first, and say so.
+for ns in $(ip netns list 2>/dev/null | grep -o '^relink-[^ ]*' || true); do
+  echo "test.sh: removing stale namespace $ns from an earlier run"
+  ip netns del "$ns" 2>/dev/null || true
+done
+
 status=0
 ctest --test-dir "$build" --output-on-failure --timeout 900 || status=$?
 
