@@ -127,11 +127,14 @@ void Daemon::start_vm(const config::Vm& vmcfg) {
 
 int Daemon::resolve_parent(const config::MacvtapBinding& b) const {
   const netlink::LinkInfo* l = links_->table().find_by_name(b.parent);
-  return l ? l->ifindex : 0;
+  return l && !dead_parents_.count(l->ifindex) ? l->ifindex : 0;
 }
 
 void Daemon::on_links(const std::vector<netlink::LinkEvent>& events) {
   const uint64_t now = monotonic_us();
+  in_link_batch_ = true;
+  for (const auto& ev : events)
+    if (ev.type == netlink::LinkEventType::Removed) dead_parents_.erase(ev.link.ifindex);
   // Parents first: a name may have moved to a new ifindex within the batch.
   for (auto& vm : vms_)
     for (auto& b : vm->bindings) {
@@ -152,11 +155,64 @@ void Daemon::on_links(const std::vector<netlink::LinkEvent>& events) {
         // binding waits for the parent instead of trying the dying one.
         char name[IF_NAMESIZE];
         const int parent = b->engine.attached_parent_ifindex();
-        if (parent && !if_indextoname(static_cast<unsigned>(parent), name) && b->engine.parent_ifindex() == parent)
-          feed(*vm, *b, engine::ParentChanged{0}, now);
+        if (parent && !if_indextoname(static_cast<unsigned>(parent), name)) {
+          dead_parents_.insert(parent);
+          if (b->engine.parent_ifindex() == parent) feed(*vm, *b, engine::ParentChanged{0}, now);
+        }
         feed(*vm, *b, engine::LinkRemoved{ev.link.ifindex}, now);
       }
   }
+  in_link_batch_ = false;
+  run_attaches();
+}
+
+// A parent shared by many VMs comes back as one event: make every macvtap
+// first, then hand them to their QEMUs.
+void Daemon::run_attaches() {
+  std::vector<std::pair<QueuedAttach, Result<macvtap::Macvtap>>> made;
+  for (auto& q : queued_attaches_) {
+    VmRt* v = find_vm(q.vm);
+    BindingRt* b = v ? find_binding(*v, q.nic) : nullptr;
+    // A later event of the same batch may have moved the binding on already.
+    if (!b || b->engine.generation() != q.generation || b->engine.state() != engine::State::Attaching) continue;
+    made.emplace_back(q, v->attacher->create(b->cfg, q.parent_ifindex));
+  }
+  queued_attaches_.clear();
+  for (auto& [q, mvt] : made) {
+    VmRt* v = find_vm(q.vm);
+    BindingRt* b = v ? find_binding(*v, q.nic) : nullptr;
+    if (!b) continue;
+    auto done = attach_done(q.vm, q.nic, q.generation);
+    if (mvt) v->attacher->hand_over(b->cfg, q.generation, std::move(mvt.value()), std::move(done));
+    else defer_->post([done, err = mvt.error().message] { done(AttachResult{false, 0, err}); });
+  }
+}
+
+std::function<void(AttachResult)> Daemon::attach_done(const std::string& vm_name, const std::string& nic,
+                                                      uint64_t gen) {
+  return [this, vm_name, nic, gen](AttachResult r) {
+    VmRt* v = find_vm(vm_name);
+    BindingRt* bb = v ? find_binding(*v, nic) : nullptr;
+    if (!bb) return;
+    if (!r.ok) {
+      feed(*v, *bb, engine::AttachFailed{gen, r.error});
+      return;
+    }
+    if (gen == bb->engine.generation()) {
+      bb->last_reattach_ms = static_cast<double>(monotonic_us() - bb->trigger_us) / 1000.0;
+      ++bb->attaches;
+    }
+    feed(*v, *bb, engine::AttachSucceeded{gen, r.macvtap_ifindex});
+    if (bb->engine.state() == engine::State::Attached)
+      logger()->info("{}/{}: attached generation {} on {} in {:.2f} ms", vm_name, nic, gen, bb->cfg.parent,
+                     bb->last_reattach_ms);
+    // The macvtap may have vanished while QEMU was being told about it,
+    // before the link watcher saw it appear at all.
+    char name[IF_NAMESIZE];
+    if (bb->engine.macvtap_ifindex() == r.macvtap_ifindex &&
+        !if_indextoname(static_cast<unsigned>(r.macvtap_ifindex), name))
+      feed(*v, *bb, engine::LinkRemoved{r.macvtap_ifindex});
+  };
 }
 
 Daemon::VmRt* Daemon::find_vm(const std::string& name) {
@@ -191,31 +247,11 @@ void Daemon::execute(VmRt& vm, BindingRt& b, const engine::Action& action, uint6
           b.trigger_us = trigger_us;
           logger()->debug("{}/{}: attaching generation {} on ifindex {}", vm.cfg.name, b.cfg.nic, a.generation,
                           a.parent_ifindex);
-          const std::string vm_name = vm.cfg.name, nic = b.cfg.nic;
-          const uint64_t gen = a.generation;
-          vm.attacher->attach(b.cfg, gen, a.parent_ifindex, [this, vm_name, nic, gen](AttachResult r) {
-            VmRt* v = find_vm(vm_name);
-            BindingRt* bb = v ? find_binding(*v, nic) : nullptr;
-            if (!bb) return;
-            if (!r.ok) {
-              feed(*v, *bb, engine::AttachFailed{gen, r.error});
-              return;
-            }
-            if (gen == bb->engine.generation()) {
-              bb->last_reattach_ms = static_cast<double>(monotonic_us() - bb->trigger_us) / 1000.0;
-              ++bb->attaches;
-            }
-            feed(*v, *bb, engine::AttachSucceeded{gen, r.macvtap_ifindex});
-            if (bb->engine.state() == engine::State::Attached)
-              logger()->info("{}/{}: attached generation {} on {} in {:.2f} ms", vm_name, nic, gen, bb->cfg.parent,
-                             bb->last_reattach_ms);
-            // The macvtap may have vanished while QEMU was being told about
-            // it, before the link watcher saw it appear at all.
-            char name[IF_NAMESIZE];
-            if (bb->engine.macvtap_ifindex() == r.macvtap_ifindex &&
-                !if_indextoname(static_cast<unsigned>(r.macvtap_ifindex), name))
-              feed(*v, *bb, engine::LinkRemoved{r.macvtap_ifindex});
-          });
+          if (in_link_batch_) {
+            queued_attaches_.push_back({vm.cfg.name, b.cfg.nic, a.generation, a.parent_ifindex});
+            return;
+          }
+          vm.attacher->attach(b.cfg, a.generation, a.parent_ifindex, attach_done(vm.cfg.name, b.cfg.nic, a.generation));
         } else if constexpr (std::is_same_v<T, engine::Detach>) {
           vm.attacher->detach(b.cfg, a.generation, a.macvtap_ifindex, a.link_down);
         } else if constexpr (std::is_same_v<T, engine::StartTimer>) {

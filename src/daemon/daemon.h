@@ -7,6 +7,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "config/config.h"
@@ -68,6 +69,8 @@ class Daemon {
   int resolve_parent(const config::MacvtapBinding& b) const;
   void feed(VmRt& vm, BindingRt& b, const engine::Event& ev, uint64_t trigger_us = 0);
   void execute(VmRt& vm, BindingRt& b, const engine::Action& a, uint64_t trigger_us);
+  void run_attaches();
+  std::function<void(AttachResult)> attach_done(const std::string& vm, const std::string& nic, uint64_t gen);
   VmRt* find_vm(const std::string& name);
   BindingRt* find_binding(VmRt& vm, const std::string& nic);
   nlohmann::json handle_control(const nlohmann::json& req);
@@ -83,6 +86,17 @@ class Daemon {
   std::unique_ptr<ControlServer> control_;
   std::vector<std::unique_ptr<VmRt>> vms_;
   std::vector<SdEventSourcePtr> signals_;
+  // Parents the kernel has already unlisted while the link table, which
+  // learns of it from the parent's own RTM_DELLINK, still holds them.
+  std::unordered_set<int> dead_parents_;
+  // Attach actions of one netlink batch, run together by run_attaches().
+  struct QueuedAttach {
+    std::string vm, nic;
+    uint64_t generation = 0;
+    int parent_ifindex = 0;
+  };
+  std::vector<QueuedAttach> queued_attaches_;
+  bool in_link_batch_ = false;
   uint64_t started_us_ = 0;
 };
 

@@ -39,8 +39,7 @@ void HubAttacher::remove_macvtap_if_ours(const config::MacvtapBinding& b, int if
     logger()->warn("{}: deleting macvtap {}: {}", b.nic, b.macvtap, r.error().message);
 }
 
-void HubAttacher::attach(const config::MacvtapBinding& b, uint64_t generation, int parent_ifindex,
-                         std::function<void(AttachResult)> done) {
+Result<macvtap::Macvtap> HubAttacher::create(const config::MacvtapBinding& b, int parent_ifindex) {
   macvtap::MacvtapSpec spec{b.macvtap, parent_ifindex, b.mode, b.mac, b.queues};
   auto created = factory_.create(spec);
   if (!created && created.error().code == EEXIST) {
@@ -49,11 +48,21 @@ void HubAttacher::attach(const config::MacvtapBinding& b, uint64_t generation, i
     remove_macvtap_if_ours(b, 0);
     created = factory_.create(spec);
   }
+  return created;
+}
+
+void HubAttacher::attach(const config::MacvtapBinding& b, uint64_t generation, int parent_ifindex,
+                         std::function<void(AttachResult)> done) {
+  auto created = create(b, parent_ifindex);
   if (!created) {
     defer_.post([done, err = created.error().message] { done(AttachResult{false, 0, err}); });
     return;
   }
+  hand_over(b, generation, std::move(created.value()), std::move(done));
+}
 
+void HubAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generation, macvtap::Macvtap mvt,
+                            std::function<void(AttachResult)> done) {
   struct Op {
     macvtap::Macvtap mvt;
     bool getfd = false, tap = false, uplink = false, link = false;
@@ -63,7 +72,7 @@ void HubAttacher::attach(const config::MacvtapBinding& b, uint64_t generation, i
     }
   };
   auto op = std::make_shared<Op>();
-  op->mvt = std::move(created.value());
+  op->mvt = std::move(mvt);
   const std::string fdn = fd_name(b.nic, generation), tap = tap_id(b.nic, generation),
                     up = uplink_id(b.nic, generation);
 

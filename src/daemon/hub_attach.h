@@ -36,6 +36,13 @@ class HubAttacher {
   void attach(const config::MacvtapBinding& b, uint64_t generation, int parent_ifindex,
               std::function<void(AttachResult)> done);
 
+  // attach() in two steps, so that a caller with many bindings can create
+  // every macvtap before QEMU starts working on the first hand-over (on a
+  // small machine, busy QEMUs otherwise slow the remaining creates down).
+  Result<macvtap::Macvtap> create(const config::MacvtapBinding& b, int parent_ifindex);
+  void hand_over(const config::MacvtapBinding& b, uint64_t generation, macvtap::Macvtap mvt,
+                 std::function<void(AttachResult)> done);
+
   // Removes generation's uplink and tap from QEMU (when connected) and deletes
   // the macvtap if it is still the binding's. Pieces already gone are fine.
   void detach(const config::MacvtapBinding& b, uint64_t generation, int macvtap_ifindex, bool link_down);

@@ -47,6 +47,25 @@ TEST_F(Reattach, AttachesAtStartAndAfterTwentyParentFlaps) {
   EXPECT_TRUE(env.relinkd().running());
 }
 
+TEST_F(Reattach, SeveralVmsOnOneParentAllComeBack) {
+  env.add_veth_parent("p0");
+  std::vector<VmSpec> vms;
+  for (int i = 0; i < 4; ++i)
+    vms.push_back(VmSpec{"vm" + std::to_string(i), "nic0", "p0", "52:54:00:12:34:5" + std::to_string(i), 0});
+  env.write_config(vms);
+  for (const auto& v : vms) env.start_qemu(v);
+  env.start_relinkd();
+  for (const auto& v : vms) ASSERT_TRUE(env.wait_state("attached", 1, v.name)) << env.explain();
+  for (uint64_t gen = 1; gen <= 3; ++gen) {
+    env.ns().ip("link del p0");
+    for (const auto& v : vms) ASSERT_TRUE(env.wait_state("waiting-parent", 0, v.name)) << env.explain();
+    env.add_veth_parent("p0");
+    // Exactly one new generation each: nothing was tried on the dying parent.
+    for (const auto& v : vms) ASSERT_TRUE(env.wait_state("attached", gen + 1, v.name)) << env.explain();
+    for (const auto& v : vms) env.expect_attached(gen + 1, v);
+  }
+}
+
 TEST_F(Reattach, BridgeParent) {
   vm.parent = "br0";
   env.ns().ip("link add br0 type bridge");
