@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <stdexcept>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -49,10 +50,12 @@ double pct(std::vector<double> v, double p) {
   return v[std::min(i, v.size() - 1)];
 }
 
-void die(const std::string& msg) {
-  std::cerr << "reattach_bench: " << msg << "\n";
-  std::exit(1);
-}
+// Thrown, not exit(): the sandboxes' destructors must run to remove their
+// namespaces and QEMUs.
+struct Fatal : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+[[noreturn]] void die(const std::string& msg) { throw Fatal(msg); }
 
 // ---------------------------------------------------------------- floor child
 
@@ -336,7 +339,18 @@ void row(const char* name, const std::vector<double>& v) {
 
 }  // namespace
 
+int run(int argc, char** argv);
+
 int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const Fatal& e) {
+    std::cerr << "reattach_bench: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+int run(int argc, char** argv) {
   if (argc == 5 && std::string(argv[1]) == "--floor-child") return floor_child(argv[2], argv[3], argv[4]);
   int flaps = 200, vms = 32, fleet_flaps = 20;
   for (int i = 1; i + 1 < argc; i += 2) {

@@ -27,6 +27,7 @@ qemu_pid= relinkd_pid=
 cleanup() {
   set +e
   [ -n "$relinkd_pid" ] && kill "$relinkd_pid" 2>/dev/null && wait "$relinkd_pid" 2>/dev/null
+  [ -n "$relinkd_pid" ] && echo "  relinkd stopped (it leaves attachments in place for the next relinkd to adopt)"
   [ -n "$qemu_pid" ] && kill -9 "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
   for ns in "$host" "$peer"; do
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p"; done
@@ -90,7 +91,8 @@ qemu-system-x86_64 -accel tcg -machine q35 -m 256 -nodefaults -display none -no-
 qemu_pid=$!
 
 say "starting relinkd in $host"
-ip netns exec "$host" "$build/relinkd" --config "$work/relinkd.toml" 2>&1 | sed 's/^/  relinkd | /' &
+# relinkd's own pid in $! (not a pipeline's last command), so cleanup can stop it.
+ip netns exec "$host" "$build/relinkd" --config "$work/relinkd.toml" > >(sed -u 's/^/  relinkd | /') 2>&1 &
 relinkd_pid=$!
 wait_state attached
 for _ in $(seq 1 600); do grep -q RELINK-GUEST-READY "$work/console.log" 2>/dev/null && break; sleep 0.1; done
