@@ -17,10 +17,14 @@ namespace {
 
 auto logger() { return log::get("daemon"); }
 
+// Creates a missing directory with `mode`; an existing one is left as it is
+// (it may be shared, like /run).
 Result<void> make_dir(const std::string& path, mode_t mode) {
   std::error_code ec;
-  std::filesystem::create_directories(path, ec);
-  if (ec) return Error{ec.value(), "create " + path + ": " + ec.message()};
+  if (!std::filesystem::create_directories(path, ec)) {
+    if (ec) return Error{ec.value(), "create " + path + ": " + ec.message()};
+    return ok();
+  }
   if (chmod(path.c_str(), mode) < 0) return Error::last("chmod " + path);
   return ok();
 }
