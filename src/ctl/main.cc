@@ -69,8 +69,10 @@ int main(int argc, char** argv) {
   CLI::App app{"relinkctl: status and control of relinkd", "relinkctl"};
   app.require_subcommand(1);
   std::string sock, config_path = relink::config::kDefaultPath;
-  app.add_option("-s,--socket", sock, "control socket (default: from the config file, else /run/relinkd/control.sock)");
+  app.add_option("-s,--socket", sock, "control socket (default: from the config file, else /run/relinkd/control.sock)")
+      ->type_name("PATH");
   app.add_option("-c,--config", config_path, "relinkd configuration file to read the socket path from")
+      ->type_name("FILE")
       ->capture_default_str();
 
   auto* status = app.add_subcommand("status", "show every VM and binding");

@@ -16,10 +16,12 @@ int main(int argc, char** argv) {
   std::string check_path;
   std::string log_level;
   bool version = false;
-  app.add_option("-c,--config", config_path, "configuration file")->capture_default_str();
+  app.add_option("-c,--config", config_path, "configuration file")->type_name("FILE")->capture_default_str();
   app.add_option("--check-config", check_path,
-                 "validate FILE and exit: 0 when valid, else 1 with FILE:LINE:COL: message on stderr");
+                 "validate FILE and exit: 0 when valid, else 1 with FILE:LINE:COL: message on stderr")
+      ->type_name("FILE");
   app.add_option("-l,--log-level", log_level, "trace, debug, info, warn or error (overrides the config)")
+      ->type_name("LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   app.add_flag("-V,--version", version, "print the version and exit");
   CLI11_PARSE(app, argc, argv);

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -134,10 +135,19 @@ Child::Child(const std::vector<std::string>& argv_in, const Options& opts) {
       dup2(logfd, 1);
       dup2(logfd, 2);
     }
-    for (int fd : opts.keep_fds) {
+    // Like a service manager, hand the child nothing but stdio and keep_fds:
+    // whatever the test process holds without CLOEXEC must not leak in.
+    std::vector<int> keep = opts.keep_fds;
+    std::sort(keep.begin(), keep.end());
+    unsigned from = 3;
+    for (int fd : keep) {
+      if (fd < 3) continue;
+      if (static_cast<unsigned>(fd) > from) close_range(from, static_cast<unsigned>(fd) - 1, 0);
+      from = static_cast<unsigned>(fd) + 1;
       int flags = fcntl(fd, F_GETFD);
       if (flags >= 0) fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
     }
+    close_range(from, ~0U, 0);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -1,4 +1,5 @@
 // relinkd end to end against the real kernel and a real QEMU 7.2 (-S).
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -308,6 +309,28 @@ TEST_F(Reattach, SigtermExitsCleanlyAndLeavesVmConnected) {
   EXPECT_FALSE(std::filesystem::exists(env.control()));
   EXPECT_EQ(env.ns().run("ip link show " + mvt).status, 0) << "the VM must keep its network";
   EXPECT_EQ(env.generations().count(1), 1u);
+}
+
+TEST_F(Reattach, EveryDaemonFdIsCloseOnExec) {
+  start();
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  ASSERT_EQ(env.status()["vms"][0]["qmp"], "connected");
+  // relinkd runs as root and hands fds around: none may leak into a child.
+  const std::string dir = "/proc/" + std::to_string(env.relinkd().pid()) + "/fdinfo";
+  size_t checked = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    const int fd = std::stoi(e.path().filename());
+    if (fd <= 2) continue;  // stdio, inherited from the test
+    const std::string info = read_file(e.path());
+    const auto pos = info.find("flags:");
+    ASSERT_NE(pos, std::string::npos) << info;
+    const unsigned long flags = std::stoul(info.substr(pos + 6), nullptr, 8);
+    EXPECT_TRUE(flags & O_CLOEXEC) << "fd " << fd << " -> "
+                                   << std::filesystem::read_symlink("/proc/" + std::to_string(env.relinkd().pid()) +
+                                                                    "/fd/" + std::to_string(fd));
+    ++checked;
+  }
+  EXPECT_GE(checked, 5u);  // netlink x2, QMP, control socket, event loop at least
 }
 
 TEST_F(Reattach, ControlSocketRefusesUnprivilegedPeers) {
