@@ -66,7 +66,8 @@ class Loader {
     if (const toml::node* d = root.get("daemon")) {
       const toml::table* t = d->as_table();
       if (!t) fail(*d, "'daemon' must be a table ([daemon])");
-      only_keys(*t, {"control_socket", "state_dir", "node_dir", "log_level", "control_group"}, "[daemon]");
+      only_keys(*t, {"control_socket", "state_dir", "node_dir", "log_level", "control_group", "netlink_receive_buffer"},
+                "[daemon]");
       cfg.daemon.control_socket = get_string(*t, "control_socket", *d, "[daemon]", cfg.daemon.control_socket);
       if (t->get("control_socket")) need_absolute(*t, "control_socket", cfg.daemon.control_socket);
       cfg.daemon.state_dir = get_string(*t, "state_dir", *d, "[daemon]", cfg.daemon.state_dir);
@@ -78,6 +79,8 @@ class Loader {
       if (!levels.count(cfg.daemon.log_level))
         fail(*t->get("log_level"), "'log_level' must be one of trace, debug, info, warn, error");
       cfg.daemon.control_group = get_string(*t, "control_group", *d, "[daemon]", "");
+      cfg.daemon.netlink_receive_buffer = static_cast<size_t>(get_int(
+          *t, "netlink_receive_buffer", static_cast<int64_t>(cfg.daemon.netlink_receive_buffer), 4096, int64_t{1} << 30));
     }
     if (const toml::node* v = root.get("vm")) {
       const toml::array* arr = v->as_array();

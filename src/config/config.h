@@ -43,6 +43,9 @@ struct Daemon {
   // device nodes: /run is usually mounted nodev, /dev is not.
   std::string node_dir = "/dev/relinkd";
   std::string log_level = "info";  // trace | debug | info | warn | error
+  // Receive buffer of the rtnetlink socket. Overruns are recovered by a
+  // re-dump; a bigger buffer makes them rarer under link storms.
+  size_t netlink_receive_buffer = size_t{8} << 20;
   // Group (name) whose members may also use the control socket; root always may.
   std::string control_group;
 };

@@ -65,7 +65,8 @@ Result<void> Daemon::setup() {
   factory_ = std::make_unique<macvtap::RtnlMacvtapFactory>(cfg_.daemon.node_dir);
 
   links_ = std::make_unique<netlink::LinkWatcher>(
-      loop_.get(), [this](const std::vector<netlink::LinkEvent>& ev) { on_links(ev); });
+      loop_.get(), [this](const std::vector<netlink::LinkEvent>& ev) { on_links(ev); },
+      cfg_.daemon.netlink_receive_buffer);
   if (auto r = links_->start(); !r) return Error{r.error().code, "rtnetlink: " + r.error().message};
 
   const std::string sock_dir = std::filesystem::path(cfg_.daemon.control_socket).parent_path();

@@ -65,7 +65,11 @@ class DaemonEnv {
     }
     return t;
   }
-  void write_config(const std::vector<VmSpec>& vms) { write_file(config_path(), config_text(vms)); }
+  void write_config(const std::vector<VmSpec>& vms, const std::string& daemon_extra = "") {
+    std::string t = config_text(vms);
+    if (!daemon_extra.empty()) t.insert(t.find("\n[[vm]]"), "\n" + daemon_extra);
+    write_file(config_path(), t);
+  }
   static void write_file(const std::string& path, const std::string& text) {
     std::ofstream(path) << text;
   }

@@ -67,6 +67,33 @@ TEST_F(Reattach, SeveralVmsOnOneParentAllComeBack) {
   }
 }
 
+TEST_F(Reattach, ParentReturnDuringNetlinkOverrunIsNotLost) {
+  env.add_veth_parent("p0");
+  env.write_config({vm}, "netlink_receive_buffer = 4096");
+  env.start_qemu(vm);
+  env.start_relinkd();
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  const int old_parent = env.ns().ifindex("p0");
+  // Freeze relinkd so it cannot read, then flap its parent in the middle of
+  // a storm of link changes: its small socket buffer must overflow.
+  ASSERT_EQ(kill(env.relinkd().pid(), SIGSTOP), 0);
+  std::string batch;
+  for (int i = 0; i < 150; ++i) batch += "link add st" + std::to_string(i) + " type veth peer name su" + std::to_string(i) + "\n";
+  batch += "link del p0\n";
+  for (int i = 0; i < 150; ++i) batch += "link set st" + std::to_string(i) + " up\n";
+  DaemonEnv::write_file(env.dir() + "/storm.batch", batch);
+  env.ns().ip("-batch " + env.dir() + "/storm.batch");
+  env.add_veth_parent("p0");
+  ASSERT_NE(env.ns().ifindex("p0"), old_parent);
+  ASSERT_EQ(kill(env.relinkd().pid(), SIGCONT), 0);
+  // The overrun is recovered by a re-dump: the parent's return is seen, and
+  // relinkd moves to the new parent exactly once.
+  ASSERT_TRUE(env.wait_state("attached", 2)) << env.explain();
+  env.expect_attached(2);
+  EXPECT_GE(env.status()["daemon"].value("netlink_overruns", 0), 1) << env.status().dump();
+  EXPECT_TRUE(env.relinkd().running());
+}
+
 TEST_F(Reattach, BridgeParent) {
   vm.parent = "br0";
   env.ns().ip("link add br0 type bridge");

@@ -60,6 +60,8 @@ TEST(Config, DefaultsApply) {
   Config c = load_string(with_binding("nic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\n"), "t.toml");
   EXPECT_EQ(c.daemon.state_dir, "/run/relinkd");
   EXPECT_EQ(c.daemon.log_level, "info");
+  EXPECT_EQ(c.daemon.netlink_receive_buffer, size_t{8} << 20);
+  EXPECT_EQ(c.daemon.node_dir, "/dev/relinkd");
   const auto& b = c.vms[0].macvtaps[0];
   EXPECT_EQ(b.mode, macvtap::Mode::Bridge);
   EXPECT_EQ(b.attach, AttachMode::Hub);
@@ -110,6 +112,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"[daemon]\ncontrol_socket = \"relative.sock\"\n", "2:18", "absolute path"},
         BadCase{"[daemon]\nlog_level = \"loud\"\n", "2:13", "log_level"},
         BadCase{"[daemon]\nstate_dir = 3\n", "2:13", "must be a string"},
+        BadCase{"[daemon]\nnetlink_receive_buffer = 100\n", "2:26", "between 4096 and"},
         BadCase{"vm = 3\n", "1:6", "array of tables"},
         BadCase{"[[vm]]\nqmp = \"/q\"\n", "1:1", "missing required key 'name'"},
         BadCase{"[[vm]]\nname = \"a b\"\nqmp = \"/q\"\n", "2:8", "VM name"},
