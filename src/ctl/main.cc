@@ -33,6 +33,8 @@ void print_status(const json& st) {
     const auto& bindings = vm.value("bindings", json::array());
     if (bindings.empty())
       std::printf("%-12s %-12s (no bindings)\n", cell(vm, "name").c_str(), cell(vm, "qmp").c_str());
+    // A VM that is not connected says why in place of its bindings' errors.
+    const std::string vm_error = vm.contains("qmp_error") ? "QMP: " + cell(vm, "qmp_error") : "";
     for (const auto& b : bindings) {
       std::string reattach = "-";
       if (b.contains("last_reattach_ms") && b["last_reattach_ms"].is_number()) {
@@ -44,7 +46,7 @@ void print_status(const json& st) {
                   cell(vm, "qmp").c_str(), cell(b, "kind").c_str(),
                   cell(b, b.contains("nic") ? "nic" : "netdev").c_str(), cell(b, "state").c_str(),
                   cell(b, "generation").c_str(), cell(b, "parent").c_str(), cell(b, "macvtap").c_str(),
-                  reattach.c_str(), cell(b, "last_error").c_str());
+                  reattach.c_str(), vm_error.empty() ? cell(b, "last_error").c_str() : vm_error.c_str());
     }
   }
 }

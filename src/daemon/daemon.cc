@@ -375,6 +375,7 @@ nlohmann::json Daemon::status() const {
                         {"qmp_socket", vm->cfg.qmp},
                         {"bindings", std::move(bindings)}};
     if (vm->qmp->connected()) v["qemu_pid"] = vm->qemu_pid;
+    else if (!vm->qmp->last_error().empty()) v["qmp_error"] = vm->qmp->last_error();
     vms.push_back(std::move(v));
   }
   return {{"vms", std::move(vms)},

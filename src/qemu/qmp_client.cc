@@ -144,6 +144,7 @@ int QmpClient::on_timer(sd_event_source*, uint64_t, void* userdata) {
 }
 
 void QmpClient::schedule_reconnect(const Error& why) {
+  last_error_ = why.message;
   const uint64_t delay = backoff_us_;
   backoff_us_ = std::min(backoff_us_ * 2, opts_.reconnect_max_us);
   set_state(State::Backoff);
@@ -301,6 +302,7 @@ void QmpClient::handle_line(std::string_view line) {
       // The connection works: the next loss starts over with a short wait.
       backoff_us_ = opts_.reconnect_min_us;
       set_state(State::Ready);
+      last_error_.clear();
       if (cbs_.on_connected) cbs_.on_connected();
       return;
     }

@@ -74,6 +74,10 @@ class QmpClient {
   bool connected() const { return state_ == State::Ready; }
   pid_t peer_pid() const { return peer_pid_; }  // SO_PEERCRED of the QEMU end
   const std::string& path() const { return path_; }
+  // Why the last connection attempt failed or the last session ended
+  // ("connect /run/qemu/x.qmp: No such file or directory"); empty once a
+  // session is up.
+  const std::string& last_error() const { return last_error_; }
 
   // Queues a command. Commands are written at once (QMP runs them in order,
   // so callers may pipeline). `cb` is called exactly once, never from inside
@@ -148,6 +152,7 @@ class QmpClient {
   // Bumped whenever the socket closes, so a handler that ran user code can
   // tell the session it was reading is gone.
   uint64_t session_ = 0;
+  std::string last_error_;
   std::map<uint64_t, Pending> pending_;
   DeferQueue defer_;
   // Expires when the client is destroyed; handlers that run user code hold a
