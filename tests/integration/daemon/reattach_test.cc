@@ -1,9 +1,14 @@
 // relinkd end to end against the real kernel and a real QEMU 7.2 (-S).
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
+#include <cstring>
+
 #include "daemon_env.h"
+#include "util/unique_fd.h"
 
 namespace relink::test {
 namespace {
@@ -361,6 +366,49 @@ TEST_F(Reattach, EveryDaemonFdIsCloseOnExec) {
     ++checked;
   }
   EXPECT_GE(checked, 5u);  // netlink x2, QMP, control socket, event loop at least
+}
+
+TEST_F(Reattach, TalksToSystemdNotifySocket) {
+  // The service manager's side of sd_notify(3): a datagram socket.
+  const std::string path = env.dir() + "/notify.sock";
+  UniqueFd sock(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(bind(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  timeval tv{0, 100000};
+  setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::vector<std::string> got;
+  auto wait_for = [&](const std::string& what) {
+    return wait_until(
+        [&] {
+          char buf[4096];
+          ssize_t n = recv(sock.get(), buf, sizeof buf, 0);
+          if (n > 0) got.emplace_back(buf, static_cast<size_t>(n));
+          for (const auto& m : got)
+            if (m.find(what) != std::string::npos) return true;
+          return false;
+        },
+        10s, 1ms);
+  };
+  env.add_veth_parent("p0");
+  env.write_config({vm});
+  env.start_qemu(vm);
+  setenv("NOTIFY_SOCKET", path.c_str(), 1);
+  setenv("WATCHDOG_USEC", "200000", 1);
+  env.start_relinkd();
+  unsetenv("NOTIFY_SOCKET");
+  unsetenv("WATCHDOG_USEC");
+  ASSERT_TRUE(wait_for("READY=1"));
+  ASSERT_TRUE(wait_for("WATCHDOG=1")) << "the event loop pings the watchdog";
+  got.clear();
+  kill(env.relinkd().pid(), SIGHUP);
+  ASSERT_TRUE(wait_for("RELOADING=1"));
+  ASSERT_TRUE(wait_for("READY=1"));
+  got.clear();
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  env.relinkd().stop(SIGTERM, 5s);
+  EXPECT_TRUE(wait_for("STOPPING=1"));
 }
 
 TEST_F(Reattach, ControlSocketRefusesUnprivilegedPeers) {
