@@ -14,6 +14,8 @@ const char* state_name(State s) {
     case State::Attached: return "attached";
     case State::Backoff: return "backoff";
     case State::Failed: return "failed";
+    case State::Starting: return "starting";
+    case State::Running: return "running";
   }
   return "unknown";
 }
@@ -81,6 +83,9 @@ void Binding::on_parent(int ifindex, std::vector<Action>& out) {
       if (ifindex) start_attach(out);
       else set_state(State::WaitingParent);
       return;
+    case State::Starting:
+    case State::Running:
+      return;  // passt states: never reached by a macvtap binding
   }
 }
 

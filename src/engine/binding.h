@@ -18,6 +18,9 @@ enum class State {
   Attached,       // the NIC is connected to a live macvtap on the parent
   Backoff,        // the last attach failed; the next try waits for a timer
   Failed,         // too many failures in a row; waits for a new parent, reattach or reload
+  // passt bindings (see passt_binding.h) share VmOffline, Backoff and Failed.
+  Starting,       // a passt was started; QEMU has not reported the stream connected yet
+  Running,        // passt runs and QEMU's netdev is connected to it
 };
 
 const char* state_name(State s);
