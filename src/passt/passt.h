@@ -1,0 +1,56 @@
+// passt user-mode backends: modes, what the installed passt supports, and the
+// command line relinkd gives it. Pure functions, no processes.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace relink::passt {
+
+enum class Mode {
+  StreamServer,  // QEMU listens (-netdev stream,server=on); relinkd connects and runs passt --fd
+  StreamClient,  // passt listens (--socket); QEMU connects with its reconnect option (QEMU >= 8.0)
+  VhostUser,     // passt --vhost-user on the socket; QEMU's vhost-user netdev reconnects
+};
+
+const char* mode_name(Mode m);                      // "stream-server" | "stream-client" | "vhost-user"
+std::optional<Mode> parse_mode(std::string_view s);
+
+// The options of the installed passt that relinkd relies on, read from its
+// --help text (passt has no machine-readable feature list).
+struct Features {
+  bool fd = false;          // -F, --fd
+  bool socket = false;      // -s, --socket
+  bool foreground = false;  // -f, --foreground
+  bool vhost_user = false;  // --vhost-user
+  std::string version;      // first line of --version, may be "passt unknown version"
+};
+
+Features parse_help(std::string_view help_text);
+
+// Why the installed passt cannot serve a binding of `mode`, or nullopt.
+std::optional<std::string> unsupported_reason(Mode mode, const Features& f);
+
+// Options relinkd sets itself and a user's `args` must not contain: the
+// socket, foreground mode, pidfile and user switch are relinkd's business.
+// Returns the reason for the first offending argument, or nullopt.
+std::optional<std::string> check_user_args(const std::vector<std::string>& args);
+
+// The fd number a stream-server passt finds its connected socket on.
+inline constexpr int kHandedFd = 3;
+
+// argv (argv[0] = passt_path) for one passt of a binding:
+//   stream-server: passt -f --fd 3 ARGS...
+//   stream-client: passt -f --socket SOCKET ARGS...
+//   vhost-user:    passt -f --vhost-user --socket SOCKET ARGS...
+std::vector<std::string> build_argv(const std::string& passt_path, Mode mode, const std::string& socket,
+                                    const std::vector<std::string>& args);
+
+// passt logs each line to syslog as well; where no syslog daemon listens it
+// reports "Failed to send N bytes to syslog" for every line. Such lines are
+// noise in relinkd's log.
+bool is_syslog_noise(std::string_view line);
+
+}  // namespace relink::passt

@@ -1,0 +1,106 @@
+// Starting passt and watching it on the event loop.
+//
+// A passt is spawned without a shell, as an unprivileged user (never root),
+// with SIGPIPE ignored (its log pipe may outlive relinkd; passt dies of
+// SIGPIPE on a log write otherwise), in its own session, with stdin on
+// /dev/null and stdout/stderr on a pipe relinkd reads. Only the handed socket
+// is inherited (as fd 3); every other fd is closed before exec.
+#pragma once
+
+#include <sys/types.h>
+#include <systemd/sd-event.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "util/result.h"
+#include "util/sd_event.h"
+#include "passt/passt.h"
+#include "util/unique_fd.h"
+
+namespace relink::passt {
+
+struct SpawnRequest {
+  std::string path;               // absolute path of the passt binary
+  std::vector<std::string> argv;  // argv[0] included
+  uid_t uid = 0;                  // must not be 0
+  gid_t gid = 0;
+  int handed_fd = -1;             // becomes fd 3 in the child (-1: none)
+};
+
+struct Spawned {
+  pid_t pid = 0;
+  UniqueFd pidfd;           // O_CLOEXEC
+  UniqueFd log;             // read end of the child's stdout/stderr, O_CLOEXEC|O_NONBLOCK
+  uint64_t start_time = 0;  // /proc/PID/stat starttime
+  std::string exe;          // /proc/PID/exe after exec
+};
+
+class Spawner {
+ public:
+  virtual ~Spawner() = default;
+  // Starts the process. Fails (and leaves nothing behind) if fork or exec
+  // fails; an exec failure is reported with its errno, not as an exit.
+  virtual Result<Spawned> spawn(const SpawnRequest& req) = 0;
+};
+
+// The real one: fork + exec.
+class ProcessSpawner : public Spawner {
+ public:
+  Result<Spawned> spawn(const SpawnRequest& req) override;
+};
+
+struct ExitStatus {
+  bool known = false;     // false: not our child (adopted), status unknown
+  bool signaled = false;
+  int value = 0;          // exit code, or signal number when signaled
+  std::string describe() const;  // "exited with status 1", "killed by SIGKILL", "exited (status unknown)"
+};
+
+// One passt process on the loop: its exit (pidfd) and its log lines, which go
+// to relinkd's log as "<log_name>: <line>" (syslog noise dropped, lines
+// bounded). Destroying a Process stops watching but leaves passt running.
+class Process {
+ public:
+  using ExitCb = std::function<void(const ExitStatus&)>;
+
+  // Watches a child from Spawner::spawn. on_exit is called once, from the loop.
+  static Result<std::unique_ptr<Process>> watch(sd_event* loop, Spawned s, std::string log_name, ExitCb on_exit);
+  // Watches a process relinkd did not start in this life (pidfd_open); its
+  // output is not available and its exit status is unknown.
+  static Result<std::unique_ptr<Process>> adopt(sd_event* loop, pid_t pid, std::string log_name, ExitCb on_exit);
+
+  ~Process();
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool exited() const { return exited_; }
+  // SIGTERM now, SIGKILL after kill_after_ms if it is still alive. on_exit
+  // still fires when it is gone.
+  void stop(uint64_t kill_after_ms = 1000);
+
+ private:
+  Process() = default;
+  static int on_pidfd(sd_event_source*, int, uint32_t, void*);
+  static int on_log(sd_event_source*, int, uint32_t, void*);
+  static int on_kill_timer(sd_event_source*, uint64_t, void*);
+  void flush_log(bool eof);
+
+  sd_event* loop_ = nullptr;
+  pid_t pid_ = 0;
+  bool child_ = false;
+  bool exited_ = false;
+  UniqueFd pidfd_, log_;
+  SdEventSourcePtr pid_src_, log_src_, kill_timer_;
+  std::string log_name_, partial_;
+  ExitCb on_exit_;
+};
+
+// Runs `passt --help` as uid/gid (bounded time, no shell) and parses it.
+Result<Features> probe_features(Spawner& spawner, const std::string& passt_path, uid_t uid, gid_t gid);
+
+}  // namespace relink::passt
