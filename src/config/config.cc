@@ -1,13 +1,119 @@
 #include "config/config.h"
 
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
 #include <toml++/toml.h>
+#include <variant>
 
 namespace relink::config {
 namespace {
+
+// A uid or gid written as digits; -1 is "no id" to the kernel, so it is refused.
+std::optional<uint32_t> parse_id(std::string_view s) {
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || end != s.data() + s.size() || v >= 0xffffffffu) return std::nullopt;
+  return static_cast<uint32_t>(v);
+}
+
+size_t nss_buffer_size(int which) {
+  long n = sysconf(which);
+  return n > 0 ? static_cast<size_t>(n) : 16384;
+}
+
+// getpwnam_r / getpwuid_r / getgrnam_r with a buffer grown on ERANGE.
+// Returns 0 with *found set, or an errno. "Not found" is 0 with !*found
+// (some NSS modules report it as ENOENT/ESRCH instead).
+template <typename Entry, typename Lookup>
+int nss_lookup(int size_hint, Lookup lookup, Entry& out, bool& found) {
+  std::vector<char> buf(nss_buffer_size(size_hint));
+  for (;;) {
+    Entry* result = nullptr;
+    int rc = lookup(&out, buf.data(), buf.size(), &result);
+    if (rc == ERANGE && buf.size() < (size_t{1} << 20)) {
+      buf.resize(buf.size() * 2);
+      continue;
+    }
+    found = rc == 0 && result != nullptr;
+    if (rc == ENOENT || rc == ESRCH || rc == EBADF || rc == EPERM) rc = 0;
+    return rc;
+  }
+}
+
+struct Ids {
+  uid_t uid;
+  gid_t gid;
+};
+
+// Resolves runas ("user", "uid", "user:group", "uid:gid") to ids. A user
+// given without a group runs with its primary group; a bare uid without a
+// passwd entry runs with the gid of the same number, as passt's own --runas
+// does. Returns the error message on failure.
+std::variant<Ids, std::string> resolve_runas(const std::string& runas) {
+  const std::string forms = "'runas' must be USER, UID, USER:GROUP or UID:GID, not \"" + runas + "\"";
+  auto colon = runas.find(':');
+  std::string user = runas.substr(0, colon);
+  std::optional<std::string> group;
+  if (colon != std::string::npos) group = runas.substr(colon + 1);
+  if (user.empty() || (group && (group->empty() || group->find(':') != std::string::npos)) ||
+      runas.find('\0') != std::string::npos)
+    return forms;
+
+  Ids ids{};
+  if (auto uid = parse_id(user)) {
+    ids.uid = *uid;
+    ids.gid = *uid;
+    if (!group) {
+      struct passwd pw {};
+      bool found = false;
+      int rc = nss_lookup(_SC_GETPW_R_SIZE_MAX,
+                          [&](passwd* e, char* b, size_t n, passwd** r) { return getpwuid_r(ids.uid, e, b, n, r); },
+                          pw, found);
+      if (rc != 0) return "cannot look up uid " + user + ": " + std::strerror(rc);
+      if (found) ids.gid = pw.pw_gid;
+    }
+  } else {
+    struct passwd pw {};
+    bool found = false;
+    int rc = nss_lookup(_SC_GETPW_R_SIZE_MAX,
+                        [&](passwd* e, char* b, size_t n, passwd** r) { return getpwnam_r(user.c_str(), e, b, n, r); },
+                        pw, found);
+    if (rc != 0) return "cannot look up user '" + user + "': " + std::strerror(rc);
+    if (!found) return "'runas': unknown user '" + user + "'";
+    ids.uid = pw.pw_uid;
+    ids.gid = pw.pw_gid;
+  }
+  if (group) {
+    if (auto gid = parse_id(*group)) {
+      ids.gid = *gid;
+    } else {
+      struct group gr {};
+      bool found = false;
+      int rc = nss_lookup(_SC_GETGR_R_SIZE_MAX,
+                          [&](struct group* e, char* b, size_t n, struct group** r) {
+                            return getgrnam_r(group->c_str(), e, b, n, r);
+                          },
+                          gr, found);
+      if (rc != 0) return "cannot look up group '" + *group + "': " + std::strerror(rc);
+      if (!found) return "'runas': unknown group '" + *group + "'";
+      ids.gid = gr.gr_gid;
+    }
+  }
+  if (ids.uid == 0 || ids.gid == 0)
+    return "passt never runs as root: 'runas' = \"" + runas + "\" resolves to uid " + std::to_string(ids.uid) +
+           ", gid " + std::to_string(ids.gid);
+  return ids;
+}
 
 class Loader {
  public:
@@ -66,7 +172,9 @@ class Loader {
     if (const toml::node* d = root.get("daemon")) {
       const toml::table* t = d->as_table();
       if (!t) fail(*d, "'daemon' must be a table ([daemon])");
-      only_keys(*t, {"control_socket", "state_dir", "node_dir", "log_level", "control_group", "netlink_receive_buffer"},
+      only_keys(*t,
+                {"control_socket", "state_dir", "node_dir", "log_level", "control_group", "netlink_receive_buffer",
+                 "passt"},
                 "[daemon]");
       cfg.daemon.control_socket = get_string(*t, "control_socket", *d, "[daemon]", cfg.daemon.control_socket);
       if (t->get("control_socket")) need_absolute(*t, "control_socket", cfg.daemon.control_socket);
@@ -81,6 +189,8 @@ class Loader {
       cfg.daemon.control_group = get_string(*t, "control_group", *d, "[daemon]", "");
       cfg.daemon.netlink_receive_buffer = static_cast<size_t>(get_int(
           *t, "netlink_receive_buffer", static_cast<int64_t>(cfg.daemon.netlink_receive_buffer), 4096, int64_t{1} << 30));
+      cfg.daemon.passt = get_string(*t, "passt", *d, "[daemon]", cfg.daemon.passt);
+      if (t->get("passt")) need_absolute(*t, "passt", cfg.daemon.passt);
     }
     if (const toml::node* v = root.get("vm")) {
       const toml::array* arr = v->as_array();
@@ -105,6 +215,22 @@ class Loader {
             fail(bn, "MAC " + format_mac(b.mac) + " is used by two bindings");
         }
       }
+      // After all VMs: a passt socket must not be any VM's QMP socket either.
+      std::set<std::string> passt_sockets;
+      for (size_t vi = 0; vi < cfg.vms.size(); ++vi) {
+        const Vm& vm = cfg.vms[vi];
+        if (vm.passts.empty()) continue;
+        const toml::array* bindings = (*arr->get(vi)->as_table())["passt"].as_array();
+        for (size_t i = 0; i < vm.passts.size(); ++i) {
+          const toml::node& sn = *bindings->get(i)->as_table()->get("socket");
+          const std::string& sock = vm.passts[i].socket;
+          if (!passt_sockets.insert(sock).second)
+            fail(sn, "passt socket '" + sock + "' is used by two [[vm.passt]] bindings");
+          if (qmp_paths.count(sock)) fail(sn, "passt socket '" + sock + "' is also a VM's QMP socket");
+          if (sock == cfg.daemon.control_socket)
+            fail(sn, "passt socket '" + sock + "' is also relinkd's control socket");
+        }
+      }
     }
     return cfg;
   }
@@ -119,8 +245,6 @@ class Loader {
       fail(*t.get("name"), "VM name '" + vm.name + "' must be 1-64 characters of letters, digits, '_', '.', '-'");
     vm.qmp = get_string(t, "qmp", vn, "[[vm]] '" + vm.name + "'");
     need_absolute(t, "qmp", vm.qmp);
-    if (const toml::node* p = t.get("passt"))
-      fail(*p, "[[vm.passt]] bindings are not supported by this version of relinkd");
     if (const toml::node* m = t.get("macvtap")) {
       const toml::array* arr = m->as_array();
       if (!arr) fail(*m, "'macvtap' must be an array of tables ([[vm.macvtap]])");
@@ -133,7 +257,77 @@ class Loader {
           fail(*bt->get("nic"), "NIC '" + vm.macvtaps.back().nic + "' is bound twice in VM '" + vm.name + "'");
       }
     }
+    if (const toml::node* p = t.get("passt")) {
+      const toml::array* arr = p->as_array();
+      if (!arr) fail(*p, "'passt' must be an array of tables ([[vm.passt]])");
+      std::set<std::string> netdevs;
+      for (const toml::node& bn : *arr) {
+        const toml::table* bt = bn.as_table();
+        if (!bt) fail(bn, "each [[vm.passt]] entry must be a table");
+        vm.passts.push_back(load_passt(vm, bn, *bt));
+        const std::string& netdev = vm.passts.back().netdev;
+        if (!netdevs.insert(netdev).second)
+          fail(*bt->get("netdev"), "netdev '" + netdev + "' is bound twice in VM '" + vm.name + "'");
+        // relinkd owns the netdev ids "<nic>.tapN" and "<nic>.uplinkN" of a
+        // macvtap binding, and its wiring uses "<nic>.port".
+        for (const auto& m : vm.macvtaps)
+          if (netdev.rfind(m.nic + ".", 0) == 0)
+            fail(*bt->get("netdev"), "netdev '" + netdev + "' collides with the ids of [[vm.macvtap]] NIC '" + m.nic +
+                                         "' (\"" + m.nic + ".*\" belongs to that binding)");
+      }
+    }
     return vm;
+  }
+
+  PasstBinding load_passt(const Vm& vm, const toml::node& bn, const toml::table& t) {
+    only_keys(t, {"netdev", "mode", "socket", "args", "runas"}, "[[vm.passt]]");
+    const std::string where = "[[vm.passt]] of VM '" + vm.name + "'";
+    PasstBinding b;
+    b.netdev = get_string(t, "netdev", bn, where);
+    if (!valid_qemu_id(b.netdev))
+      fail(*t.get("netdev"), "'netdev' must be a QEMU netdev id: a letter, then letters, digits, '-', '.', '_'");
+    std::string mode = get_string(t, "mode", bn, where, passt::mode_name(b.mode));
+    auto m = passt::parse_mode(mode);
+    if (!m)
+      fail(*t.get("mode"), "'mode' must be one of " + std::string(passt::mode_name(passt::Mode::StreamServer)) + ", " +
+                               passt::mode_name(passt::Mode::StreamClient) + ", " +
+                               passt::mode_name(passt::Mode::VhostUser) + ", not \"" + mode + "\"");
+    b.mode = *m;
+    b.socket = get_string(t, "socket", bn, where);
+    need_absolute(t, "socket", b.socket);
+    if (const toml::node* a = t.get("args")) {
+      const toml::array* arr = a->as_array();
+      if (!arr) fail(*a, "'args' must be an array of strings");
+      for (const toml::node& e : *arr) {
+        auto s = e.value<std::string>();
+        if (!e.is_string() || !s) fail(e, "each element of 'args' must be a string");
+        if (s->find('\0') != std::string::npos) fail(e, "an element of 'args' contains a NUL character");
+        b.args.push_back(*s);
+      }
+      if (auto why = passt::check_user_args(b.args)) {
+        // Point at the element that makes the list invalid: the shortest
+        // prefix refused for the same reason ends with it.
+        const toml::node* at = a;
+        for (size_t n = 1; n <= b.args.size(); ++n) {
+          std::vector<std::string> prefix(b.args.begin(), b.args.begin() + static_cast<std::ptrdiff_t>(n));
+          if (passt::check_user_args(prefix) == why) {
+            at = arr->get(n - 1);
+            break;
+          }
+        }
+        fail(*at, "'args': " + *why);
+      }
+    }
+    b.runas = get_string(t, "runas", bn, where, b.runas);
+    auto ids = resolve_runas(b.runas);
+    if (auto* err = std::get_if<std::string>(&ids)) {
+      // The default "nobody" has no value node to point at.
+      if (const toml::node* r = t.get("runas")) fail(*r, *err);
+      fail(bn, where + ": " + *err);
+    }
+    b.uid = std::get<Ids>(ids).uid;
+    b.gid = std::get<Ids>(ids).gid;
+    return b;
   }
 
   MacvtapBinding load_macvtap(const Vm& vm, const toml::node& bn, const toml::table& t) {

@@ -2,12 +2,15 @@
 // needs, so the daemon never starts half-configured.
 #pragma once
 
+#include <sys/types.h>
+
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "macvtap/macvtap_factory.h"
+#include "passt/passt.h"
 #include "util/mac.h"
 
 namespace relink::config {
@@ -29,10 +32,26 @@ struct MacvtapBinding {
   bool operator==(const MacvtapBinding&) const = default;
 };
 
+// A passt user-mode backend relinkd runs and supervises for one QEMU netdev.
+struct PasstBinding {
+  std::string netdev;  // QEMU netdev id of the stream / vhost-user backend
+  passt::Mode mode = passt::Mode::StreamServer;
+  std::string socket;             // absolute unix socket path (QEMU's or passt's, by mode)
+  std::vector<std::string> args;  // extra passt options, checked by passt::check_user_args
+  std::string runas = "nobody";   // as written in the file
+  uid_t uid = 65534;              // resolved from runas at load time; never 0
+  gid_t gid = 65534;
+
+  bool operator==(const PasstBinding&) const = default;
+};
+
 struct Vm {
   std::string name;
   std::string qmp;  // QMP socket path
   std::vector<MacvtapBinding> macvtaps;
+  std::vector<PasstBinding> passts;
+
+  bool operator==(const Vm&) const = default;
 };
 
 struct Daemon {
@@ -48,6 +67,8 @@ struct Daemon {
   size_t netlink_receive_buffer = size_t{8} << 20;
   // Group (name) whose members may also use the control socket; root always may.
   std::string control_group;
+  // Absolute path of the passt binary run for [[vm.passt]] bindings.
+  std::string passt = "/usr/bin/passt";
 };
 
 struct Config {

@@ -1,6 +1,11 @@
 #include "config/config.h"
 
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <pwd.h>
+
+#include <fstream>
+#include <sstream>
 
 namespace relink::config {
 namespace {
@@ -94,6 +99,9 @@ struct BadCase {
   const char* says;   // a part of the message
 };
 
+// Names the case in test output instead of dumping its bytes.
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.where << " " << c.says; }
+
 class ConfigErrors : public ::testing::TestWithParam<BadCase> {};
 
 TEST_P(ConfigErrors, AreReportedWithPosition) {
@@ -119,7 +127,6 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"[[vm]]\nname = \"a\"\nqmp = \"q\"\n", "3:7", "absolute path"},
         BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm]]\nname = \"a\"\nqmp = \"/r\"\n", "5:8", "duplicate VM name"},
         BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm]]\nname = \"b\"\nqmp = \"/q\"\n", "6:7", "already used"},
-        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\n", "4:1", "not supported"},
         BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\n",
                 "4:1", "missing required key 'nic'"},
         BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"0nic\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\n",
@@ -149,7 +156,200 @@ INSTANTIATE_TEST_SUITE_P(
                 "9:7", "bound twice"},
         BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\n"
                 "[[vm.macvtap]]\nnic = \"m\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\n",
-                "8:1", "used by two bindings"}));
+                "8:1", "used by two bindings"},
+        BadCase{"[daemon]\npasst = \"passt\"\n", "2:9", "'passt' must be an absolute path"},
+        BadCase{"[daemon]\npasst = 1\n", "2:9", "'passt' must be a string"}));
+
+// [[vm.passt]] ---------------------------------------------------------------
+
+const char* kPasst = R"(
+[daemon]
+passt = "/opt/passt/bin/passt"
+
+[[vm]]
+name = "web1"
+qmp = "/run/qemu/web1.qmp"
+
+[[vm.passt]]
+netdev = "net1"
+mode = "stream-client"
+socket = "/run/relinkd/web1-net1.sock"
+args = ["--tcp-ports", "10001", "-4"]
+runas = "nobody"
+)";
+
+const std::string kLongSocket =
+    "[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/" + std::string(107, 'x') + "\"\n";
+
+std::string with_passt(const std::string& binding_lines) {
+  return "[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\n" + binding_lines;
+}
+
+TEST(ConfigPasst, LoadsEveryField) {
+  const passwd* nobody = getpwnam("nobody");
+  if (!nobody) GTEST_SKIP() << "no user 'nobody' here";
+  Config c = load_string(kPasst, "t.toml");
+  EXPECT_EQ(c.daemon.passt, "/opt/passt/bin/passt");
+  ASSERT_EQ(c.vms.size(), 1u);
+  EXPECT_TRUE(c.vms[0].macvtaps.empty());
+  ASSERT_EQ(c.vms[0].passts.size(), 1u);
+  const PasstBinding& b = c.vms[0].passts[0];
+  EXPECT_EQ(b.netdev, "net1");
+  EXPECT_EQ(b.mode, passt::Mode::StreamClient);
+  EXPECT_EQ(b.socket, "/run/relinkd/web1-net1.sock");
+  EXPECT_EQ(b.args, (std::vector<std::string>{"--tcp-ports", "10001", "-4"}));
+  EXPECT_EQ(b.runas, "nobody");
+  EXPECT_EQ(b.uid, nobody->pw_uid);
+  EXPECT_EQ(b.gid, nobody->pw_gid);
+}
+
+TEST(ConfigPasst, EachModeParses) {
+  for (auto m : {passt::Mode::StreamServer, passt::Mode::StreamClient, passt::Mode::VhostUser}) {
+    Config c = load_string(with_passt("netdev = \"n\"\nsocket = \"/s\"\nmode = \"" + std::string(passt::mode_name(m)) +
+                                      "\"\nrunas = \"1000:1000\"\n"),
+                           "t.toml");
+    EXPECT_EQ(c.vms[0].passts.at(0).mode, m) << passt::mode_name(m);
+  }
+}
+
+TEST(ConfigPasst, DefaultsApply) {
+  const passwd* nobody = getpwnam("nobody");
+  if (!nobody) GTEST_SKIP() << "no user 'nobody' here";
+  Config c = load_string(with_passt("netdev = \"n\"\nsocket = \"/s\"\n"), "t.toml");
+  EXPECT_EQ(c.daemon.passt, "/usr/bin/passt");
+  const PasstBinding& b = c.vms[0].passts.at(0);
+  EXPECT_EQ(b.mode, passt::Mode::StreamServer);
+  EXPECT_TRUE(b.args.empty());
+  EXPECT_EQ(b.runas, "nobody");
+  EXPECT_EQ(b.uid, nobody->pw_uid);
+  EXPECT_EQ(b.gid, nobody->pw_gid);
+  EXPECT_EQ(b.uid, 65534u);  // Debian's nobody, and PasstBinding's defaults
+  EXPECT_EQ(b, (PasstBinding{.netdev = "n", .socket = "/s"}));
+}
+
+TEST(ConfigPasst, RunasUserColonGroup) {
+  const passwd* nobody = getpwnam("nobody");
+  const group* nogroup = getgrnam("nogroup");
+  if (!nobody || !nogroup) GTEST_SKIP() << "no user 'nobody' or group 'nogroup' here";
+  uid_t uid = nobody->pw_uid;
+  gid_t gid = nogroup->gr_gid;
+  Config c = load_string(with_passt("netdev = \"n\"\nsocket = \"/s\"\nrunas = \"nobody:nogroup\"\n"), "t.toml");
+  const PasstBinding& b = c.vms[0].passts.at(0);
+  EXPECT_EQ(b.runas, "nobody:nogroup");
+  EXPECT_EQ(b.uid, uid);
+  EXPECT_EQ(b.gid, gid);
+}
+
+TEST(ConfigPasst, RunasNumericForms) {
+  Config c = load_string(with_passt("netdev = \"n\"\nsocket = \"/s\"\nrunas = \"1234:5678\"\n"), "t.toml");
+  EXPECT_EQ(c.vms[0].passts.at(0).uid, 1234u);
+  EXPECT_EQ(c.vms[0].passts.at(0).gid, 5678u);
+  // A bare uid: its passwd entry's primary group, or the gid of the same number.
+  const passwd* pw = getpwuid(43210);
+  gid_t expected = pw ? pw->pw_gid : 43210;
+  c = load_string(with_passt("netdev = \"n\"\nsocket = \"/s\"\nrunas = \"43210\"\n"), "t.toml");
+  EXPECT_EQ(c.vms[0].passts.at(0).uid, 43210u);
+  EXPECT_EQ(c.vms[0].passts.at(0).gid, expected);
+}
+
+TEST(ConfigPasst, VmsMayMixBindingKinds) {
+  std::string text = with_binding("nic = \"nic0\"\nparent = \"eth0\"\nmac = \"52:54:00:00:00:01\"\n") +
+                     "[[vm.passt]]\nnetdev = \"net1\"\nsocket = \"/s1\"\nrunas = \"1000\"\n"
+                     "[[vm.passt]]\nnetdev = \"net2\"\nsocket = \"/s2\"\nrunas = \"1000\"\n"
+                     "[[vm]]\nname = \"b\"\nqmp = \"/q2\"\n"
+                     "[[vm.passt]]\nnetdev = \"net1\"\nsocket = \"/s3\"\nrunas = \"1000\"\n";
+  Config c = load_string(text, "t.toml");
+  ASSERT_EQ(c.vms.size(), 2u);
+  EXPECT_EQ(c.vms[0].macvtaps.size(), 1u);
+  EXPECT_EQ(c.vms[0].passts.size(), 2u);
+  EXPECT_EQ(c.vms[1].passts.size(), 1u);
+  EXPECT_EQ(c.vms[1].passts[0].netdev, "net1");  // netdev ids are per VM
+  EXPECT_EQ(c.vms[0], c.vms[0]);
+  EXPECT_NE(c.vms[0], c.vms[1]);
+  Config again = load_string(text, "t.toml");
+  EXPECT_EQ(again.vms[0], c.vms[0]);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Passt, ConfigErrors,
+    ::testing::Values(
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nsocket = \"/s\"\n", "4:1",
+                "missing required key 'netdev'"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\n", "4:1",
+                "missing required key 'socket'"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"1n\"\nsocket = \"/s\"\n", "5:10",
+                "QEMU netdev id"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/s\"\nmode = \"tap\"\n",
+                "7:8", "'mode' must be one of stream-server, stream-client, vhost-user, not \"tap\""},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"s.sock\"\n", "6:10",
+                "'socket' must be an absolute path"},
+        BadCase{kLongSocket.c_str(), "6:10", "too long for a unix socket path"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/s\"\nsokcet = \"/t\"\n",
+                "7:1", "unknown key 'sokcet' in [[vm.passt]]"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/s\"\n"
+                "[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/t\"\n",
+                "8:10", "netdev 'n' is bound twice in VM 'a'"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/s\"\n"
+                "[[vm]]\nname = \"b\"\nqmp = \"/r\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/s\"\n",
+                "12:10", "passt socket '/s' is used by two [[vm.passt]] bindings"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/q\"\n", "6:10",
+                "QMP socket"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/r\"\n"
+                "[[vm]]\nname = \"b\"\nqmp = \"/r\"\n",
+                "6:10", "QMP socket"},
+        BadCase{"[daemon]\ncontrol_socket = \"/c\"\n[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/c\"\n",
+                "8:10", "control socket"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/s\"\n"
+                "args = [\"-t\", \"80\", \"--fd\", \"3\"]\n",
+                "7:21", "'args': '--fd' is set by relinkd"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/s\"\nargs = [\"-t\", 80]\n",
+                "7:15", "must be a string"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/s\"\nargs = \"-t 80\"\n",
+                "7:8", "array of strings"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/s\"\nrunas = \"root\"\n",
+                "7:9", "passt never runs as root"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/s\"\nrunas = \"0\"\n",
+                "7:9", "passt never runs as root"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/s\"\nrunas = \"1000:0\"\n",
+                "7:9", "passt never runs as root"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/s\"\nrunas = \"no-such-user-rl\"\n",
+                "7:9", "unknown user 'no-such-user-rl'"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/s\"\nrunas = \"1000:no-such-group-rl\"\n",
+                "7:9", "unknown group 'no-such-group-rl'"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/s\"\nrunas = \"a:b:c\"\n",
+                "7:9", "USER, UID, USER:GROUP or UID:GID"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"n\"\nsocket = \"/s\"\nrunas = \":100\"\n",
+                "7:9", "USER, UID, USER:GROUP or UID:GID"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\npasst = 3\n", "4:9", "array of tables"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"nic0\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\n"
+                "[[vm.passt]]\nnetdev = \"nic0.port\"\nsocket = \"/s\"\n",
+                "9:10", "collides"}));
+
+// The commented [[vm.passt]] example of contrib/relinkd.toml is valid once
+// uncommented, and the file itself is valid as shipped.
+TEST(ConfigPasst, ContribExampleIsValid) {
+  std::ifstream f(std::string(RELINK_SOURCE_DIR) + "/contrib/relinkd.toml");
+  ASSERT_TRUE(f) << "cannot read contrib/relinkd.toml";
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string text = ss.str();
+  EXPECT_NO_THROW((void)load_string(text, "relinkd.toml"));
+
+  std::istringstream in(text);
+  std::string line, uncommented;
+  bool in_example = false, found = false;
+  while (std::getline(in, line)) {
+    if (line.rfind("# [[vm.passt]]", 0) == 0) in_example = found = true;
+    if (in_example && line.empty()) in_example = false;
+    if (in_example && line.rfind("# ", 0) == 0) line = line.substr(2);
+    uncommented += line + "\n";
+  }
+  ASSERT_TRUE(found) << "contrib/relinkd.toml has no commented [[vm.passt]] example";
+  Config c;
+  ASSERT_NO_THROW(c = load_string(uncommented, "relinkd.toml")) << uncommented;
+  ASSERT_FALSE(c.vms.empty());
+  EXPECT_EQ(c.vms.back().passts.size(), 1u);
+}
 
 TEST(Config, MissingFileIsAClearError) {
   try {
