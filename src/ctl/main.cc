@@ -26,9 +26,27 @@ std::string cell(const json& j, const char* key) {
   return j[key].dump();
 }
 
+std::string ms(const json& b, const char* key) {
+  if (!b.contains(key) || !b[key].is_number()) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f ms", b[key].get<double>());
+  return buf;
+}
+
+// What matters about a binding beyond its state: where a macvtap sits, how
+// a passt runs.
+std::string detail(const json& b) {
+  if (cell(b, "kind") == "passt") {
+    std::string d = cell(b, "mode") + " pid=" + cell(b, "pid") + " restarts=" + cell(b, "restarts");
+    if (b.contains("last_exit") && b["last_exit"].is_string()) d += " last-exit=\"" + cell(b, "last_exit") + "\"";
+    return d;
+  }
+  return "parent=" + cell(b, "parent") + " macvtap=" + cell(b, "macvtap");
+}
+
 void print_status(const json& st) {
-  std::printf("%-12s %-12s %-8s %-10s %-15s %5s %-15s %-15s %10s  %s\n", "VM", "QMP", "KIND", "NIC/NETDEV",
-              "STATE", "GEN", "PARENT", "MACVTAP", "REATTACH", "LAST ERROR");
+  std::printf("%-12s %-12s %-8s %-10s %-15s %5s %10s  %-40s %s\n", "VM", "QMP", "KIND", "NIC/NETDEV", "STATE", "GEN",
+              "RECOVERY", "DETAIL", "LAST ERROR");
   for (const auto& vm : st.value("vms", json::array())) {
     const auto& bindings = vm.value("bindings", json::array());
     if (bindings.empty())
@@ -36,17 +54,12 @@ void print_status(const json& st) {
     // A VM that is not connected says why in place of its bindings' errors.
     const std::string vm_error = vm.contains("qmp_error") ? "QMP: " + cell(vm, "qmp_error") : "";
     for (const auto& b : bindings) {
-      std::string reattach = "-";
-      if (b.contains("last_reattach_ms") && b["last_reattach_ms"].is_number()) {
-        char buf[32];
-        std::snprintf(buf, sizeof buf, "%.2f ms", b["last_reattach_ms"].get<double>());
-        reattach = buf;
-      }
-      std::printf("%-12s %-12s %-8s %-10s %-15s %5s %-15s %-15s %10s  %s\n", cell(vm, "name").c_str(),
-                  cell(vm, "qmp").c_str(), cell(b, "kind").c_str(),
-                  cell(b, b.contains("nic") ? "nic" : "netdev").c_str(), cell(b, "state").c_str(),
-                  cell(b, "generation").c_str(), cell(b, "parent").c_str(), cell(b, "macvtap").c_str(),
-                  reattach.c_str(), vm_error.empty() ? cell(b, "last_error").c_str() : vm_error.c_str());
+      const bool passt = cell(b, "kind") == "passt";
+      std::printf("%-12s %-12s %-8s %-10s %-15s %5s %10s  %-40s %s\n", cell(vm, "name").c_str(),
+                  cell(vm, "qmp").c_str(), cell(b, "kind").c_str(), cell(b, passt ? "netdev" : "nic").c_str(),
+                  cell(b, "state").c_str(), cell(b, "generation").c_str(),
+                  ms(b, passt ? "last_recovery_ms" : "last_reattach_ms").c_str(), detail(b).c_str(),
+                  vm_error.empty() ? cell(b, "last_error").c_str() : vm_error.c_str());
     }
   }
 }
@@ -81,10 +94,11 @@ int main(int argc, char** argv) {
   bool as_json = false;
   status->add_flag("--json", as_json, "print one JSON object");
 
-  auto* reattach = app.add_subcommand("reattach", "reattach a VM's bindings now (all, or one NIC)");
+  auto* reattach = app.add_subcommand(
+      "reattach", "reattach a VM's bindings now (all, or one NIC or passt netdev); restarts passt, resets a failed binding");
   std::string vm, nic;
   reattach->add_option("VM", vm, "VM name")->required();
-  reattach->add_option("NIC", nic, "NIC id (default: all of the VM's bindings)");
+  reattach->add_option("NIC", nic, "NIC id of a macvtap binding, or netdev id of a passt binding (default: all)");
 
   app.add_subcommand("reload", "make relinkd re-read its configuration");
   CLI11_PARSE(app, argc, argv);

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include "daemon/qemu_names.h"
+#include "passt/pidfile.h"
 #include "util/clock.h"
 #include "util/log.h"
 
@@ -62,6 +64,10 @@ Result<void> Daemon::setup() {
   sd_event_set_watchdog(loop_.get(), true);
 
   if (auto r = make_dir(cfg_.daemon.state_dir, 0755); !r) return r;
+  // passt pidfiles: only relinkd may write what it later trusts.
+  if (auto r = make_dir(cfg_.daemon.state_dir + "/passt", 0700); !r) return r;
+  spawner_ = std::make_unique<passt::ProcessSpawner>();
+  probe_passt_features();
   factory_ = std::make_unique<macvtap::RtnlMacvtapFactory>(cfg_.daemon.node_dir);
 
   links_ = std::make_unique<netlink::LinkWatcher>(
@@ -79,7 +85,7 @@ Result<void> Daemon::setup() {
   return ok();
 }
 
-void Daemon::start_vm(const config::Vm& vmcfg) {
+void Daemon::start_vm(const config::Vm& vmcfg, std::map<std::string, std::unique_ptr<PasstRt>> carry) {
   auto vm = std::make_unique<VmRt>();
   vm->cfg = vmcfg;
   VmRt* raw = vm.get();
@@ -105,6 +111,7 @@ void Daemon::start_vm(const config::Vm& vmcfg) {
         feed(*vv, *vv->bindings[i], vc);
       }
     });
+    passt_vm_connected(*v, session);
   };
   cbs.on_disconnected = [this, name](const Error& why) {
     VmRt* v = find_vm(name);
@@ -113,9 +120,12 @@ void Daemon::start_vm(const config::Vm& vmcfg) {
     logger()->info("{}: QMP disconnected ({}){}", name, why.message, exited ? ", QEMU has exited" : "");
     ++v->session;
     for (auto& b : v->bindings) feed(*v, *b, engine::VmDisconnected{exited});
+    for (auto& p : v->passts) feed_passt(*v, *p, engine::passt_ev::VmDisconnected{exited});
   };
-  cbs.on_event = [name](const std::string& event, const nlohmann::json& data) {
+  cbs.on_event = [this, name](const std::string& event, const nlohmann::json& data) {
     logger()->debug("{}: QMP event {} {}", name, event, data.dump());
+    if (event != kStreamConnected && event != kStreamDisconnected) return;
+    if (VmRt* v = find_vm(name)) passt_stream_event(*v, event, data);
   };
   vm->qmp = std::make_unique<qemu::QmpClient>(loop_.get(), vmcfg.qmp, std::move(cbs));
   vm->attacher = std::make_unique<HubAttacher>(*factory_, *vm->qmp, *defer_);
@@ -126,6 +136,18 @@ void Daemon::start_vm(const config::Vm& vmcfg) {
     (void)rt->engine.handle(engine::ParentChanged{resolve_parent(b)});
     vm->bindings.push_back(std::move(rt));
   }
+  for (const auto& pc : vmcfg.passts) {
+    auto p = make_passt(*raw, pc);
+    // The same binding in the VM's previous incarnation: keep its passt.
+    if (auto it = carry.find(pc.netdev); it != carry.end() && !p->refused) {
+      p->procs = std::move(it->second->procs);
+      p->live_started_ms = it->second->live_started_ms;
+      p->pidfile_generation = it->second->pidfile_generation;
+    }
+    vm->passts.push_back(std::move(p));
+  }
+  for (auto& [netdev, old] : carry)
+    if (!old->procs.empty()) retire_passt(*old);
   vms_.push_back(std::move(vm));
   raw->qmp->start();
 }
@@ -318,27 +340,57 @@ Result<void> Daemon::reload() {
   }
   log::setup(spdlog::level::from_str(log_level_override_.empty() ? next.daemon.log_level : log_level_override_),
              getenv("JOURNAL_STREAM") != nullptr);
+  // The passt binary may have been upgraded or reconfigured.
+  config::Config previous = std::move(cfg_);
+  cfg_ = std::move(next);
+  probe_passt_features();
   // A VM whose configuration is unchanged keeps its session and state (a
   // failed binding gets a fresh start); any other is started anew and adopts
   // what QEMU already has. A VM that left the configuration is no longer
   // managed; its QEMU keeps whatever network it has.
   std::vector<std::unique_ptr<VmRt>> old = std::move(vms_);
   vms_.clear();
-  for (const auto& vmcfg : next.vms) {
+  for (const auto& vmcfg : cfg_.vms) {
     auto it = std::find_if(old.begin(), old.end(), [&](const auto& v) { return v && v->cfg.name == vmcfg.name; });
-    if (it != old.end() && (*it)->cfg.qmp == vmcfg.qmp && (*it)->cfg.macvtaps == vmcfg.macvtaps) {
+    if (it != old.end() && (*it)->cfg.qmp == vmcfg.qmp && (*it)->cfg.macvtaps == vmcfg.macvtaps &&
+        (*it)->cfg.passts == vmcfg.passts && previous.daemon.passt == cfg_.daemon.passt) {
       vms_.push_back(std::move(*it));
-      for (auto& b : vms_.back()->bindings)
-        if (b->engine.state() == engine::State::Failed) feed(*vms_.back(), *b, engine::ReattachRequested{});
+      VmRt& vm = *vms_.back();
+      for (auto& b : vm.bindings)
+        if (b->engine.state() == engine::State::Failed) feed(vm, *b, engine::ReattachRequested{});
+      for (auto& p : vm.passts) {
+        if (p->refused) {
+          // Refused for what the installed passt lacked: look again.
+          auto fresh = make_passt(vm, p->cfg);
+          if (fresh->refused) continue;
+          p = std::move(fresh);
+          if (vm.qmp->connected()) passt_vm_connected(vm, vm.session);
+        } else if (p->engine.state() == engine::State::Failed) {
+          feed_passt(vm, *p, engine::passt_ev::ResetRequested{monotonic_us() / 1000});
+        }
+      }
       continue;
     }
-    if (it != old.end()) it->reset();
-    start_vm(vmcfg);
+    // Changed: start it anew; passt bindings that did not change keep their passt.
+    std::map<std::string, std::unique_ptr<PasstRt>> carry;
+    if (it != old.end()) {
+      for (auto& p : (*it)->passts) {
+        const bool same = std::find(vmcfg.passts.begin(), vmcfg.passts.end(), p->cfg) != vmcfg.passts.end() &&
+                          previous.daemon.passt == cfg_.daemon.passt;
+        if (same) carry[p->cfg.netdev] = std::move(p);
+        else retire_passt(*p);
+      }
+      it->reset();
+    }
+    start_vm(vmcfg, std::move(carry));
   }
-  for (auto& v : old)
-    if (v) logger()->info("{}: no longer in the configuration, no longer managed", v->cfg.name);
+  for (auto& v : old) {
+    if (!v) continue;
+    for (auto& p : v->passts) retire_passt(*p);
+    logger()->info("{}: no longer in the configuration, no longer managed{}", v->cfg.name,
+                   v->passts.empty() ? "" : " (its passt stopped)");
+  }
   old.clear();
-  cfg_ = std::move(next);
   logger()->info("configuration reloaded from {} ({} VMs)", cfg_.path, cfg_.vms.size());
   sd_notify(0, "READY=1");
   return ok();
@@ -370,6 +422,7 @@ nlohmann::json Daemon::status() const {
       j["last_reattach_ms"] = b->last_reattach_ms >= 0 ? nlohmann::json(b->last_reattach_ms) : nlohmann::json(nullptr);
       bindings.push_back(std::move(j));
     }
+    for (const auto& p : vm->passts) bindings.push_back(passt_status(*p));
     nlohmann::json v = {{"name", vm->cfg.name},
                         {"qmp", vm->qmp->connected() ? "connected" : "disconnected"},
                         {"qmp_socket", vm->cfg.qmp},
@@ -404,7 +457,16 @@ nlohmann::json Daemon::handle_control(const nlohmann::json& req) {
         feed(*vm, *b, engine::ReattachRequested{});
         ++n;
       }
-    if (!n) return {{"ok", false}, {"error", "VM '" + vm_name + "' has no binding for NIC '" + nic + "'"}};
+    for (auto& p : vm->passts)
+      if (nic.empty() || p->cfg.netdev == nic) {
+        if (p->refused) {
+          if (!nic.empty()) return {{"ok", false}, {"error", p->name() + ": " + p->engine.last_error()}};
+          continue;
+        }
+        feed_passt(*vm, *p, engine::passt_ev::ResetRequested{monotonic_us() / 1000});
+        ++n;
+      }
+    if (!n) return {{"ok", false}, {"error", "VM '" + vm_name + "' has no binding for NIC or netdev '" + nic + "'"}};
     return {{"ok", true}, {"result", {{"bindings", n}}}};
   }
   return {{"ok", false}, {"error", "unknown command '" + cmd + "'"}};

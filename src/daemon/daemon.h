@@ -4,6 +4,7 @@
 
 #include <systemd/sd-event.h>
 
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -14,8 +15,11 @@
 #include "daemon/control_server.h"
 #include "daemon/hub_attach.h"
 #include "engine/binding.h"
+#include "engine/passt_binding.h"
 #include "macvtap/macvtap_factory.h"
 #include "netlink/link_watcher.h"
+#include "passt/passt.h"
+#include "passt/process.h"
 #include "qemu/qmp_client.h"
 #include "util/defer_queue.h"
 #include "util/sd_event.h"
@@ -54,23 +58,61 @@ class Daemon {
     BindingRt(std::string v, config::MacvtapBinding c)
         : vm(std::move(v)), cfg(std::move(c)), engine(vm + "/" + cfg.nic) {}
   };
+  // A passt binding: its engine, and the passt processes of its generations
+  // (normally one; a stopped one stays until it is gone).
+  struct PasstRt {
+    Daemon* daemon = nullptr;
+    VmRt* owner = nullptr;
+    std::string vm;
+    config::PasstBinding cfg;
+    engine::PasstBinding engine;
+    SdEventSourcePtr timer;
+    std::map<uint64_t, std::unique_ptr<passt::Process>> procs;  // by generation
+    std::string pidfile;
+    uint64_t pidfile_generation = 0;  // generation the pidfile names (0: none written)
+    uint64_t live_started_ms = 0;     // start of the newest passt, on the monotonic clock
+    bool refused = false;             // the installed passt cannot serve this binding
+    std::string nic;                  // the guest NIC peered with the netdev (from QEMU; "" unknown)
+    PasstRt(std::string v, config::PasstBinding c, const std::string& state_dir);
+    std::string name() const { return vm + "/" + cfg.netdev; }
+  };
   struct VmRt {
     config::Vm cfg;
     std::unique_ptr<qemu::QmpClient> qmp;
     std::unique_ptr<HubAttacher> attacher;
     std::vector<std::unique_ptr<BindingRt>> bindings;
+    std::vector<std::unique_ptr<PasstRt>> passts;
     pid_t qemu_pid = 0;
     uint64_t session = 0;  // bumped per QMP session, to drop stale probe results
   };
 
   Result<void> setup();
-  void start_vm(const config::Vm& vm);
+  // carry: passt bindings of the VM's previous incarnation that keep running
+  // (same configuration), by netdev.
+  void start_vm(const config::Vm& vm, std::map<std::string, std::unique_ptr<PasstRt>> carry = {});
   void on_links(const std::vector<netlink::LinkEvent>& events);
   int resolve_parent(const config::MacvtapBinding& b) const;
   void feed(VmRt& vm, BindingRt& b, const engine::Event& ev, uint64_t trigger_us = 0);
   void execute(VmRt& vm, BindingRt& b, const engine::Action& a, uint64_t trigger_us);
   void run_attaches();
   std::function<void(AttachResult)> attach_done(const std::string& vm, const std::string& nic, uint64_t gen);
+  // passt bindings (daemon_passt.cc).
+  void probe_passt_features();
+  std::unique_ptr<PasstRt> make_passt(VmRt& vm, const config::PasstBinding& cfg);
+  void passt_vm_connected(VmRt& vm, uint64_t session);
+  void passt_stream_event(VmRt& vm, const std::string& event, const nlohmann::json& data);
+  void feed_passt(VmRt& vm, PasstRt& p, const engine::PasstEvent& ev);
+  void announce(VmRt& vm, PasstRt& p);
+  void execute_passt(VmRt& vm, PasstRt& p, const engine::PasstAction& a);
+  Result<passt::Spawned> spawn_passt(PasstRt& p, uint64_t generation);
+  void on_passt_exit(const std::string& vm, const std::string& netdev, uint64_t generation,
+                     const passt::Process* proc, const passt::ExitStatus& st);
+  // Stops every passt of a binding that leaves the configuration.
+  void retire_passt(PasstRt& p);
+  nlohmann::json passt_status(const PasstRt& p) const;
+  static int on_passt_timer(sd_event_source*, uint64_t, void*);
+  PasstRt* find_passt(VmRt& vm, const std::string& netdev);
+
   VmRt* find_vm(const std::string& name);
   BindingRt* find_binding(VmRt& vm, const std::string& nic);
   nlohmann::json handle_control(const nlohmann::json& req);
@@ -86,6 +128,13 @@ class Daemon {
   std::unique_ptr<ControlServer> control_;
   std::vector<std::unique_ptr<VmRt>> vms_;
   std::vector<SdEventSourcePtr> signals_;
+  std::unique_ptr<passt::Spawner> spawner_;
+  // What the installed passt supports (probed at start and on reload);
+  // features_error_: why it could not be run at all.
+  passt::Features passt_features_;
+  std::string passt_features_error_;
+  // passt processes being stopped after their binding left the configuration.
+  std::vector<std::unique_ptr<passt::Process>> retiring_;
   // Parents the kernel has already unlisted while the link table, which
   // learns of it from the parent's own RTM_DELLINK, still holds them.
   std::unordered_set<int> dead_parents_;

@@ -94,3 +94,47 @@ std::map<uint64_t, GenerationPieces> find_generations(const std::vector<NetClien
 }
 
 }  // namespace relink::daemon
+
+namespace relink::daemon {
+
+std::map<std::string, bool> parse_stream_netdevs(std::string_view text) {
+  std::map<std::string, bool> out;
+  while (!text.empty()) {
+    size_t nl = text.find('\n');
+    std::string_view l = trim(text.substr(0, nl));
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    if (l.substr(0, 2) == "\\ ") l = trim(l.substr(2));
+    const size_t colon = l.find(": index=");
+    if (colon == std::string_view::npos || colon == 0) continue;
+    const std::string_view info = l.substr(colon + 2);
+    const size_t type = info.find(",type=stream,");
+    if (type == std::string_view::npos) continue;
+    out[std::string(l.substr(0, colon))] = !trim(info.substr(type + 13)).empty();
+  }
+  return out;
+}
+
+std::string nic_of_netdev(std::string_view text, const std::string& netdev) {
+  std::string nic;  // the last top-level NIC line
+  while (!text.empty()) {
+    size_t nl = text.find('\n');
+    std::string_view l = trim(text.substr(0, nl));
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    const bool peer = l.substr(0, 2) == "\\ ";
+    if (peer) l = trim(l.substr(2));
+    const size_t colon = l.find(": index=");
+    if (colon == std::string_view::npos || colon == 0) {
+      if (!peer) nic.clear();
+      continue;
+    }
+    const std::string name(l.substr(0, colon));
+    if (!peer) {
+      nic = l.find(",type=nic,") != std::string_view::npos ? name : "";
+      continue;
+    }
+    if (name == netdev && !nic.empty()) return nic;
+  }
+  return "";
+}
+
+}  // namespace relink::daemon

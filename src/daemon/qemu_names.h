@@ -40,3 +40,21 @@ std::map<uint64_t, GenerationPieces> find_generations(const std::vector<NetClien
                                                       const std::string& nic);
 
 }  // namespace relink::daemon
+
+namespace relink::daemon {
+
+// The stream netdevs of HMP "info network" and whether each has a peer:
+// QEMU 7.2 prints "net1: index=0,type=stream,unix:/path" when connected and
+// "net1: index=0,type=stream," while it listens (or before a client connects).
+std::map<std::string, bool> parse_stream_netdevs(std::string_view text);
+
+// The guest NIC peered directly with `netdev` ("nic0: index=0,type=nic,..."
+// followed by " \ net1: index=0,type=stream,..."), or "" if there is none.
+std::string nic_of_netdev(std::string_view text, const std::string& netdev);
+
+// The id of the passt binding's stream netdev in QEMU events
+// (NETDEV_STREAM_CONNECTED / NETDEV_STREAM_DISCONNECTED carry "netdev-id").
+inline constexpr const char* kStreamConnected = "NETDEV_STREAM_CONNECTED";
+inline constexpr const char* kStreamDisconnected = "NETDEV_STREAM_DISCONNECTED";
+
+}  // namespace relink::daemon

@@ -75,6 +75,25 @@ nlohmann::json QmpSync::execute(const std::string& command, const nlohmann::json
   return nullptr;
 }
 
+size_t QmpSync::count_events(const std::string& name) const {
+  size_t n = 0;
+  for (const auto& e : events_) n += e.value("event", "") == name;
+  return n;
+}
+
+bool QmpSync::wait_events(const std::string& name, size_t count, int timeout_ms) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  std::string line;
+  while (count_events(name) < count) {
+    int left = static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now()).count());
+    if (left <= 0 || !read_line(line, left)) return false;
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.contains("event")) events_.push_back(j);
+  }
+  return true;
+}
+
 std::string QmpSync::info_network() {
   auto r = execute("human-monitor-command", {{"command-line", "info network"}});
   if (r.is_object() && r.contains("return") && r["return"].is_string()) return r["return"].get<std::string>();

@@ -24,6 +24,10 @@ class QmpSync {
   // `info network` text, or "" on failure.
   std::string info_network();
   std::vector<nlohmann::json>& events() { return events_; }
+  // Reads until `count` events named `name` (counting those already in
+  // events()) have arrived; false on timeout or I/O failure.
+  bool wait_events(const std::string& name, size_t count, int timeout_ms);
+  size_t count_events(const std::string& name) const;
 
  private:
   bool read_line(std::string& line, int timeout_ms);

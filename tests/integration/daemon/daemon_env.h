@@ -78,14 +78,23 @@ class DaemonEnv {
   // `guest` arguments it runs no guest (-S: QMP only); otherwise they are
   // appended (kernel, initrd, serial, ...).
   void start_qemu(const VmSpec& vm, const std::vector<std::string>& guest = {}) {
+    start_qemu_with(vm.name,
+                    {"-netdev", "hubport,id=" + vm.nic + ".port,hubid=" + std::to_string(vm.hub), "-device",
+                     "virtio-net-pci,netdev=" + vm.nic + ".port,id=" + vm.nic + ",mac=" + vm.mac},
+                    guest);
+  }
+  // A QEMU with the given network options (-netdev/-device ...).
+  void start_qemu_with(const std::string& name, const std::vector<std::string>& net,
+                       const std::vector<std::string>& guest = {}) {
+    VmSpec vm;
+    vm.name = name;
     std::filesystem::remove(qmp_path(vm.name));
     std::filesystem::remove(test_qmp_path(vm.name));
     std::vector<std::string> argv = {
         "qemu-system-x86_64", "-nodefaults", "-display", "none", "-machine", "q35", "-accel", "tcg",
         "-m", guest.empty() ? "64" : "256", "-qmp", "unix:" + qmp_path(vm.name) + ",server=on,wait=off", "-qmp",
-        "unix:" + test_qmp_path(vm.name) + ",server=on,wait=off", "-netdev",
-        "hubport,id=" + vm.nic + ".port,hubid=" + std::to_string(vm.hub), "-device",
-        "virtio-net-pci,netdev=" + vm.nic + ".port,id=" + vm.nic + ",mac=" + vm.mac};
+        "unix:" + test_qmp_path(vm.name) + ",server=on,wait=off"};
+    argv.insert(argv.end(), net.begin(), net.end());
     if (guest.empty()) argv.push_back("-S");
     argv.insert(argv.end(), guest.begin(), guest.end());
     qemus_[vm.name] = std::make_unique<Child>(argv, Child::Options{"", dir_ + "/" + vm.name + ".qemu.log", {}});
@@ -121,7 +130,7 @@ class DaemonEnv {
     for (const auto& v : st["vms"])
       if (v["name"] == vm)
         for (const auto& b : v["bindings"])
-          if (b.value("nic", "") == nic) return b;
+          if (b.value("nic", "") == nic || b.value("netdev", "") == nic) return b;
     return nullptr;
   }
   std::string state(const std::string& vm = "vm1") {

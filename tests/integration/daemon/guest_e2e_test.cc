@@ -1,6 +1,10 @@
 // End to end: a real guest (Debian kernel + busybox initramfs, TCG) behind a
 // relinkd-managed macvtap, reached from a peer namespace. The parent is
 // deleted and re-created; the guest must answer again with no help from inside.
+#include <signal.h>
+
+#include <thread>
+
 #include "daemon_env.h"
 
 namespace relink::test {
@@ -83,6 +87,73 @@ TEST_F(GuestE2E, GuestAnswersAgainAfterParentIsRecreated) {
     ASSERT_TRUE(wait_for_marker("RELINK-GUEST-CARRIER 1", gen)) << explain();
     ASSERT_TRUE(guest_answers(20s)) << "guest unreachable after reattach\n" << explain();
     EXPECT_NE(hello().find("RELINK-GUEST-HELLO tag=e2e"), std::string::npos) << explain();
+  }
+  EXPECT_EQ(console().find("RELINK-GUEST-ERROR"), std::string::npos) << explain();
+}
+
+// A guest behind a relinkd-supervised passt (stream-server): it gets its
+// address from passt's DHCP, passt forwards host port 8080 to it, and a
+// client on the host reaches it before and after passt is killed. The guest
+// only listens: the new passt learns its MAC from the announcement relinkd
+// asks QEMU for.
+TEST_F(GuestE2E, GuestReachedThroughPasstAgainAfterPasstIsKilled) {
+  // passt copies the host's address and needs a default route.
+  env.ns().ip("link add up0 type veth peer name up1");
+  env.ns().ip("addr add 192.0.2.1/24 dev up0");
+  env.ns().ip("link set up0 up");
+  env.ns().ip("link set up1 up");
+  env.ns().ip("link set lo up");
+  env.ns().ip("route add default via 192.0.2.254 dev up0");
+  const std::string sock = env.dir() + "/vm1-net1.sock";
+  DaemonEnv::write_file(env.config_path(), "[daemon]\ncontrol_socket = \"" + env.control() + "\"\nstate_dir = \"" +
+                                               env.dir() + "/state\"\nnode_dir = \"" + env.dir() +
+                                               "/dev\"\nlog_level = \"debug\"\n\n[[vm]]\nname = \"vm1\"\nqmp = \"" +
+                                               env.qmp_path("vm1") + "\"\n[[vm.passt]]\nnetdev = \"net1\"\nsocket = \"" +
+                                               sock + "\"\nargs = [\"-t\", \"8080\"]\n");
+  const std::string kernel = std::filesystem::exists(guest_dir_ + "/vmlinux") ? "/vmlinux" : "/vmlinuz";
+  env.start_qemu_with("vm1",
+                      {"-netdev", "stream,id=net1,server=on,addr.type=unix,addr.path=" + sock, "-device",
+                       "virtio-net-pci,netdev=net1,id=nic0,mac=52:54:00:12:34:56"},
+                      {"-no-reboot", "-serial", "file:" + env.dir() + "/console.log", "-kernel", guest_dir_ + kernel,
+                       "-initrd", guest_dir_ + "/initramfs.cpio.gz", "-append",
+                       "console=ttyS0 quiet panic=-1 relink.tag=passt relink.dhcp=1 relink.serve=8080 relink.poll=0.05"});
+  env.start_relinkd();
+  auto passt = [&] { return env.binding("vm1", "net1"); };
+  ASSERT_TRUE(wait_until([&] { return passt().value("state", "") == "running"; }, 20s, 20ms)) << explain();
+  ASSERT_TRUE(wait_until([&] { return console().find("RELINK-GUEST-READY") != std::string::npos; }, 120s, 100ms))
+      << explain();
+  // The lease comes from passt: the host's own address, as passt hands out.
+  ASSERT_TRUE(wait_for_marker("RELINK-GUEST-DHCP event=bound", 1)) << explain();
+  EXPECT_NE(console().find("RELINK-GUEST-DHCP event=bound dev=eth0 ip=192.0.2.1/24"), std::string::npos)
+      << explain();
+  auto hello_via_passt = [&] {
+    std::string out;
+    wait_until(
+        [&] {
+          out = env.ns().run("busybox nc -w 2 127.0.0.1 8080 </dev/null").out;
+          return out.find("RELINK-GUEST-HELLO tag=passt") != std::string::npos;
+        },
+        20s, 100ms);
+    return out;
+  };
+  EXPECT_NE(hello_via_passt().find("RELINK-GUEST-HELLO tag=passt"), std::string::npos) << explain();
+
+  for (int i = 1; i <= 2; ++i) {
+    SCOPED_TRACE("kill " + std::to_string(i));
+    const int pid = passt().value("pid", 0);
+    ASSERT_GT(pid, 0) << explain();
+    std::this_thread::sleep_for(1100ms);  // a healthy run: restarted at once
+    ASSERT_EQ(::kill(pid, SIGKILL), 0);
+    ASSERT_TRUE(wait_until(
+        [&] {
+          auto b = passt();
+          return b.value("state", "") == "running" && b.value("generation", 0) == i + 1;
+        },
+        10s, 5ms))
+        << explain();
+    EXPECT_NE(hello_via_passt().find("RELINK-GUEST-HELLO tag=passt"), std::string::npos)
+        << "guest unreachable through the new passt\n"
+        << explain();
   }
   EXPECT_EQ(console().find("RELINK-GUEST-ERROR"), std::string::npos) << explain();
 }

@@ -73,5 +73,37 @@ TEST(InfoNetwork, GarbageNeverCrashes) {
   EXPECT_FALSE(c.empty());
 }
 
+// Captured from QEMU 7.2: a virtio NIC peered with a stream netdev
+// (-netdev stream,server=on), once with a client connected, once listening.
+TEST(StreamNetdevs, ConnectedAndListeningAsQemuPrintsThem) {
+  const std::string dir = std::string(RELINK_FIXTURE_DIR) + "/qemu/";
+  auto connected = parse_stream_netdevs(test::read_file(dir + "info_network_stream_connected.txt"));
+  ASSERT_EQ(connected.size(), 1u);
+  EXPECT_TRUE(connected.at("net1"));
+  auto listening = parse_stream_netdevs(test::read_file(dir + "info_network_stream_listening.txt"));
+  ASSERT_EQ(listening.size(), 1u);
+  EXPECT_FALSE(listening.at("net1"));
+  // Hubs and taps are not stream netdevs.
+  EXPECT_TRUE(parse_stream_netdevs(test::read_file(dir + "info_network_hub.txt")).empty());
+  EXPECT_TRUE(parse_stream_netdevs("").empty());
+  // A top-level stream netdev (no NIC peer) counts too.
+  auto top = parse_stream_netdevs("net9: index=0,type=stream,unix:/x\r\n");
+  EXPECT_TRUE(top.at("net9"));
+}
+
+TEST(StreamNetdevs, NicOfNetdev) {
+  const std::string dir = std::string(RELINK_FIXTURE_DIR) + "/qemu/";
+  EXPECT_EQ(nic_of_netdev(test::read_file(dir + "info_network_stream_connected.txt"), "net1"), "nic1");
+  EXPECT_EQ(nic_of_netdev(test::read_file(dir + "info_network_stream_listening.txt"), "net1"), "nic1");
+  EXPECT_EQ(nic_of_netdev(test::read_file(dir + "info_network_stream_listening.txt"), "net2"), "");
+  // Hub ports are not a NIC's direct peer.
+  EXPECT_EQ(nic_of_netdev(test::read_file(dir + "info_network_hub.txt"), "nic0.tap3"), "");
+  const std::string two =
+      "nicA: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:00:00:01\r\n \\ netA: index=0,type=stream,\r\n"
+      "nicB: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:00:00:02\r\n \\ netB: index=0,type=stream,unix:/b\r\n";
+  EXPECT_EQ(nic_of_netdev(two, "netA"), "nicA");
+  EXPECT_EQ(nic_of_netdev(two, "netB"), "nicB");
+}
+
 }  // namespace
 }  // namespace relink::daemon

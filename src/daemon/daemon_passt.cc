@@ -1,0 +1,431 @@
+// relinkd's passt bindings: carries out what each engine::PasstBinding decides
+// (start passt, stop it, retry timers) and feeds back what happened (passt
+// exited, QEMU's stream connected or dropped).
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "daemon/daemon.h"
+#include "daemon/qemu_names.h"
+#include "passt/pidfile.h"
+#include "util/clock.h"
+#include "util/log.h"
+
+namespace relink::daemon {
+namespace {
+
+auto logger() { return log::get("daemon"); }
+uint64_t now_ms() { return monotonic_us() / 1000; }
+
+// How long ago a process started, from its /proc start time (clock ticks
+// since boot).
+uint64_t age_ms(uint64_t start_ticks) {
+  timespec ts{};
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  const uint64_t boot_ms = static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1'000'000;
+  const uint64_t started = start_ticks * 1000 / static_cast<uint64_t>(sysconf(_SC_CLK_TCK));
+  return boot_ms > started ? boot_ms - started : 0;
+}
+
+// Connects to QEMU's listening stream socket. The connection completes at
+// once (QEMU's listen backlog takes it even while QEMU still serves an older
+// peer; QEMU accepts it when that one is gone).
+Result<UniqueFd> connect_stream(const std::string& path) {
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) return Error::last("socket");
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (path.size() >= sizeof sa.sun_path) return Error{ENAMETOOLONG, "socket path too long: " + path};
+  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0)
+    return Error::last("connect to QEMU's stream socket " + path);
+  // passt gets a blocking socket, as QEMU's own peers do.
+  const int flags = fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) < 0) return Error::last("fcntl");
+  return fd;
+}
+
+// Readies the path a listening passt (stream-client, vhost-user) binds: its
+// directory must exist and be writable by the user passt runs as, and a
+// socket left by a dead passt is removed.
+Result<void> prepare_listen_path(const std::string& path, uid_t uid, gid_t gid) {
+  const std::string dir = std::filesystem::path(path).parent_path();
+  struct stat st {};
+  if (stat(dir.c_str(), &st) < 0) {
+    if (errno != ENOENT) return Error::last("stat " + dir);
+    if (mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) return Error::last("create " + dir);
+    if (chown(dir.c_str(), uid, gid) < 0) return Error::last("chown " + dir);
+    if (stat(dir.c_str(), &st) < 0) return Error::last("stat " + dir);
+  }
+  const bool writable = (st.st_uid == uid && (st.st_mode & S_IWUSR)) || (st.st_gid == gid && (st.st_mode & S_IWGRP)) ||
+                        (st.st_mode & S_IWOTH);
+  if (!S_ISDIR(st.st_mode) || !writable)
+    return Error{EACCES, "passt runs as uid " + std::to_string(uid) + " and cannot create its socket in " + dir +
+                             ": make the directory writable by that user, or choose another socket path"};
+  if (lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return Error{EEXIST, path + " exists and is not a socket"};
+    if (unlink(path.c_str()) < 0) return Error::last("remove stale socket " + path);
+  }
+  return ok();
+}
+
+}  // namespace
+
+Daemon::PasstRt::PasstRt(std::string v, config::PasstBinding c, const std::string& state_dir)
+    : vm(std::move(v)),
+      cfg(std::move(c)),
+      engine(vm + "/" + cfg.netdev,
+             cfg.mode == passt::Mode::VhostUser ? engine::Readiness::OnSpawn : engine::Readiness::StreamEvents,
+             cfg.mode == passt::Mode::StreamServer),
+      pidfile(state_dir + "/passt/" + vm + "/" + cfg.netdev + ".pid") {}
+
+void Daemon::probe_passt_features() {
+  passt_features_ = {};
+  passt_features_error_.clear();
+  uid_t uid = 65534;
+  gid_t gid = 65534;
+  bool any = false;
+  for (const auto& vm : cfg_.vms)
+    for (const auto& p : vm.passts) {
+      if (!any) uid = p.uid, gid = p.gid;
+      any = true;
+    }
+  if (!any) return;
+  auto f = passt::probe_features(*spawner_, cfg_.daemon.passt, uid, gid);
+  if (!f) {
+    passt_features_error_ = "cannot run passt: " + f.error().message;
+    logger()->error("{}", passt_features_error_);
+    return;
+  }
+  passt_features_ = *f;
+  logger()->info("passt at {}{}: --fd {}, --socket {}, --vhost-user {}", cfg_.daemon.passt,
+                 passt_features_.version.empty() ? "" : " (" + passt_features_.version + ")",
+                 passt_features_.fd ? "yes" : "no", passt_features_.socket ? "yes" : "no",
+                 passt_features_.vhost_user ? "yes" : "no");
+}
+
+std::unique_ptr<Daemon::PasstRt> Daemon::make_passt(VmRt& vm, const config::PasstBinding& cfg) {
+  auto p = std::make_unique<PasstRt>(vm.cfg.name, cfg, cfg_.daemon.state_dir);
+  p->daemon = this;
+  p->owner = &vm;
+  std::optional<std::string> reason;
+  if (!passt_features_error_.empty()) reason = passt_features_error_;
+  else reason = passt::unsupported_reason(cfg.mode, passt_features_);
+  if (reason) {
+    p->refused = true;
+    logger()->error("{}: {} binding refused: {}", p->name(), passt::mode_name(cfg.mode), *reason);
+    (void)p->engine.handle(engine::passt_ev::Unsupported{*reason});
+  }
+  return p;
+}
+
+Daemon::PasstRt* Daemon::find_passt(VmRt& vm, const std::string& netdev) {
+  for (auto& p : vm.passts)
+    if (p->cfg.netdev == netdev) return p.get();
+  return nullptr;
+}
+
+// QMP is up: find what runs (a passt of ours, QEMU's stream peers) and tell
+// each engine.
+void Daemon::passt_vm_connected(VmRt& vm, uint64_t session) {
+  if (vm.passts.empty()) return;
+  const std::string name = vm.cfg.name;
+  vm.qmp->execute("human-monitor-command", {{"command-line", "info network"}},
+                  [this, name, session](const Result<nlohmann::json>& r) {
+                    VmRt* v = find_vm(name);
+                    if (!v || v->session != session || !v->qmp->connected()) return;
+                    std::map<std::string, bool> streams;
+                    std::string text;
+                    if (r && r->is_string()) text = r->get<std::string>();
+                    streams = parse_stream_netdevs(text);
+                    if (!r) logger()->warn("{}: info network: {}", name, r.error().message);
+                    for (auto& p : v->passts) {
+                      engine::passt_ev::VmConnected vc;
+                      vc.now_ms = now_ms();
+                      auto s = streams.find(p->cfg.netdev);
+                      if (r && r->is_string() && s == streams.end() && p->cfg.mode != passt::Mode::VhostUser)
+                        logger()->warn("{}: QEMU has no stream netdev '{}' (see relinkctl status and the docs)",
+                                       p->name(), p->cfg.netdev);
+                      vc.stream_connected = s != streams.end() && s->second;
+                      p->nic = nic_of_netdev(text, p->cfg.netdev);
+                      // A passt this relinkd runs already (QMP came back, or a reload).
+                      for (auto it = p->procs.rbegin(); it != p->procs.rend(); ++it)
+                        if (!it->second->exited()) {
+                          vc.adopt = engine::passt_ev::VmConnected::Adopt{it->first, p->live_started_ms};
+                          break;
+                        }
+                      // A passt a previous relinkd left.
+                      if (!vc.adopt && !p->refused) {
+                        auto rec = passt::read_pidfile(p->pidfile);
+                        if (!rec && rec.error().code != ENOENT)
+                          logger()->warn("{}: ignoring pidfile: {}", p->name(), rec.error().message);
+                        if (rec) {
+                          vc.max_generation_seen = rec->generation;
+                          const auto decision = passt::decide_adoption(*rec, passt::read_proc(rec->pid));
+                          const bool same = rec->mode == passt::mode_name(p->cfg.mode) && rec->socket == p->cfg.socket;
+                          if (decision == passt::Adoption::Adopt) {
+                            const uint64_t gen = rec->generation;
+                            auto holder = std::make_shared<const passt::Process*>(nullptr);
+                            auto proc = passt::Process::adopt(
+                                loop_.get(), rec->pid, p->name() + " passt[" + std::to_string(rec->pid) + "]",
+                                [this, name, netdev = p->cfg.netdev, gen, holder](const passt::ExitStatus& st) {
+                                  on_passt_exit(name, netdev, gen, *holder, st);
+                                });
+                            if (!proc) {
+                              logger()->warn("{}: cannot watch passt pid {}: {}", p->name(), rec->pid,
+                                             proc.error().message);
+                            } else {
+                              *holder = proc->get();
+                              const uint64_t started = now_ms() - std::min(now_ms(), age_ms(rec->start_time));
+                              if (same) {
+                                logger()->info("{}: adopted running passt pid {} (generation {})", p->name(),
+                                               rec->pid, gen);
+                                p->procs[gen] = std::move(*proc);
+                                p->live_started_ms = started;
+                                p->pidfile_generation = gen;
+                                vc.adopt = engine::passt_ev::VmConnected::Adopt{gen, started};
+                              } else {
+                                logger()->info("{}: stopping passt pid {}: it runs an older configuration",
+                                               p->name(), rec->pid);
+                                (*proc)->stop();
+                                retiring_.push_back(std::move(*proc));
+                                passt::remove_pidfile(p->pidfile);
+                              }
+                            }
+                          } else {
+                            logger()->info("{}: passt pid {} from the pidfile is {}", p->name(), rec->pid,
+                                           decision == passt::Adoption::Dead ? "gone" : "now another process");
+                            passt::remove_pidfile(p->pidfile);
+                          }
+                        }
+                      }
+                      feed_passt(*v, *p, vc);
+                    }
+                  });
+}
+
+void Daemon::passt_stream_event(VmRt& vm, const std::string& event, const nlohmann::json& data) {
+  if (!data.is_object() || !data.contains("netdev-id") || !data["netdev-id"].is_string()) return;
+  PasstRt* p = find_passt(vm, data["netdev-id"].get<std::string>());
+  if (!p) return;
+  if (event == kStreamConnected) feed_passt(vm, *p, engine::passt_ev::StreamConnected{now_ms()});
+  else feed_passt(vm, *p, engine::passt_ev::StreamDisconnected{now_ms()});
+}
+
+void Daemon::feed_passt(VmRt& vm, PasstRt& p, const engine::PasstEvent& ev) {
+  const engine::State before = p.engine.state();
+  auto actions = p.engine.handle(ev);
+  const engine::State after = p.engine.state();
+  if (after != before) {
+    const bool bad = after == engine::State::Backoff || after == engine::State::Failed;
+    if (after == engine::State::Running && p.engine.last_recovery_ms() >= 0 && before == engine::State::Starting &&
+        p.engine.restarts() > 0)
+      logger()->info("{}: {} -> running, recovered in {:.2f} ms", p.name(), engine::state_name(before),
+                     p.engine.last_recovery_ms());
+    else if (bad)
+      logger()->warn("{}: {} -> {} ({})", p.name(), engine::state_name(before), engine::state_name(after),
+                     p.engine.last_error());
+    else
+      logger()->info("{}: {} -> {}", p.name(), engine::state_name(before), engine::state_name(after));
+  }
+  for (const auto& a : actions) execute_passt(vm, p, a);
+  if (before == engine::State::Starting && after == engine::State::Running && p.cfg.mode != passt::Mode::VhostUser)
+    announce(vm, p);
+}
+
+// A new passt does not know the guest's MAC address until the guest sends a
+// frame, and until then it cannot deliver forwarded connections to a guest
+// that only listens. QEMU's announce-self makes the guest's NIC send one at
+// once (RARP, and a gratuitous ARP from guests with VIRTIO_NET_F_GUEST_ANNOUNCE).
+void Daemon::announce(VmRt& vm, PasstRt& p) {
+  nlohmann::json args = {{"initial", 50}, {"max", 550}, {"rounds", 3}, {"step", 100}};
+  if (!p.nic.empty()) args["interfaces"] = nlohmann::json::array({p.nic});
+  vm.qmp->execute("announce-self", std::move(args), [name = p.name()](const Result<nlohmann::json>& r) {
+    if (!r) logger()->warn("{}: announce-self failed (forwarded connections reach the guest only after it sends a frame): {}",
+                           name, r.error().message);
+  });
+}
+
+Result<passt::Spawned> Daemon::spawn_passt(PasstRt& p, uint64_t generation) {
+  UniqueFd handed;
+  if (p.cfg.mode == passt::Mode::StreamServer) {
+    auto fd = connect_stream(p.cfg.socket);
+    if (!fd) return fd.error();
+    handed = std::move(*fd);
+  } else if (auto r = prepare_listen_path(p.cfg.socket, p.cfg.uid, p.cfg.gid); !r) {
+    return r.error();
+  }
+  passt::SpawnRequest req;
+  req.path = cfg_.daemon.passt;
+  req.argv = passt::build_argv(cfg_.daemon.passt, p.cfg.mode, p.cfg.socket, p.cfg.args);
+  req.uid = p.cfg.uid;
+  req.gid = p.cfg.gid;
+  req.handed_fd = handed.get();
+  auto s = spawner_->spawn(req);
+  if (!s) return s.error();
+  std::string line;
+  for (const auto& a : req.argv) line += (line.empty() ? "" : " ") + a;
+  logger()->info("{}: started passt pid {} (generation {}): {}", p.name(), s->pid, generation, line);
+  return s;
+}
+
+void Daemon::execute_passt(VmRt& vm, PasstRt& p, const engine::PasstAction& action) {
+  std::visit(
+      [&](const auto& a) {
+        using T = std::decay_t<decltype(a)>;
+        namespace act = engine::passt_act;
+        if constexpr (std::is_same_v<T, act::Spawn>) {
+          const std::string vm_name = vm.cfg.name, netdev = p.cfg.netdev;
+          const uint64_t gen = a.generation;
+          auto s = spawn_passt(p, gen);
+          if (!s) {
+            logger()->warn("{}: cannot start passt: {}", p.name(), s.error().message);
+            defer_->post([this, vm_name, netdev, gen, err = s.error().message] {
+              VmRt* v = find_vm(vm_name);
+              PasstRt* pp = v ? find_passt(*v, netdev) : nullptr;
+              if (pp) feed_passt(*v, *pp, engine::passt_ev::SpawnFailed{gen, err, now_ms()});
+            });
+            return;
+          }
+          passt::PidRecord rec{s->pid, s->start_time, s->exe, gen, passt::mode_name(p.cfg.mode), p.cfg.socket};
+          std::error_code ec;
+          std::filesystem::create_directories(std::filesystem::path(p.pidfile).parent_path(), ec);
+          if (auto w = passt::write_pidfile(p.pidfile, rec); !w)
+            logger()->warn("{}: cannot write pidfile (a restarted relinkd will not adopt this passt): {}", p.name(),
+                           w.error().message);
+          else
+            p.pidfile_generation = gen;
+          const pid_t pid = s->pid;
+          auto holder = std::make_shared<const passt::Process*>(nullptr);
+          auto proc = passt::Process::watch(
+              loop_.get(), std::move(*s), p.name() + " passt[" + std::to_string(pid) + "]",
+              [this, vm_name, netdev, gen, holder](const passt::ExitStatus& st) {
+                on_passt_exit(vm_name, netdev, gen, *holder, st);
+              });
+          if (!proc) {
+            // Not watchable: it must not run unsupervised.
+            logger()->error("{}: cannot watch passt pid {}: {}; killing it", p.name(), pid, proc.error().message);
+            ::kill(pid, SIGKILL);
+            defer_->post([this, vm_name, netdev, gen, err = proc.error().message] {
+              VmRt* v = find_vm(vm_name);
+              PasstRt* pp = v ? find_passt(*v, netdev) : nullptr;
+              if (pp) feed_passt(*v, *pp, engine::passt_ev::SpawnFailed{gen, err, now_ms()});
+            });
+            return;
+          }
+          *holder = proc->get();
+          p.procs[gen] = std::move(*proc);
+          p.live_started_ms = now_ms();
+          defer_->post([this, vm_name, netdev, gen] {
+            VmRt* v = find_vm(vm_name);
+            PasstRt* pp = v ? find_passt(*v, netdev) : nullptr;
+            if (pp) feed_passt(*v, *pp, engine::passt_ev::Spawned{gen, now_ms()});
+          });
+        } else if constexpr (std::is_same_v<T, act::Stop>) {
+          auto it = p.procs.find(a.generation);
+          if (it != p.procs.end() && !it->second->exited()) {
+            logger()->info("{}: stopping passt pid {} (generation {})", p.name(), it->second->pid(), a.generation);
+            it->second->stop();
+          }
+          if (p.pidfile_generation == a.generation) {
+            passt::remove_pidfile(p.pidfile);
+            p.pidfile_generation = 0;
+          }
+        } else if constexpr (std::is_same_v<T, engine::StartTimer>) {
+          sd_event_source* s = nullptr;
+          if (int r = sd_event_add_time_relative(loop_.get(), &s, CLOCK_MONOTONIC, a.delay_ms * 1000, 1000,
+                                                 &Daemon::on_passt_timer, &p);
+              r < 0) {
+            logger()->error("{}: cannot arm restart timer: {}", p.name(), std::strerror(-r));
+            return;
+          }
+          p.timer.reset(s);
+          logger()->info("{}: starting passt again in {} ms", p.name(), a.delay_ms);
+        } else if constexpr (std::is_same_v<T, engine::CancelTimer>) {
+          p.timer.reset();
+        }
+      },
+      action);
+}
+
+int Daemon::on_passt_timer(sd_event_source*, uint64_t, void* userdata) {
+  auto* p = static_cast<PasstRt*>(userdata);
+  p->timer.reset();
+  p->daemon->feed_passt(*p->owner, *p, engine::passt_ev::TimerExpired{now_ms()});
+  return 0;
+}
+
+void Daemon::on_passt_exit(const std::string& vm_name, const std::string& netdev, uint64_t generation,
+                           const passt::Process* proc, const passt::ExitStatus& st) {
+  // The Process is being destroyed from its own callback: free it from the loop.
+  auto release = [this](std::unique_ptr<passt::Process> dead) {
+    std::shared_ptr<passt::Process> keep(std::move(dead));
+    defer_->post([keep] {});
+  };
+  for (auto it = retiring_.begin(); it != retiring_.end(); ++it)
+    if (it->get() == proc) {
+      logger()->info("{}/{}: retired passt pid {} {}", vm_name, netdev, proc->pid(), st.describe());
+      release(std::move(*it));
+      retiring_.erase(it);
+      return;
+    }
+  VmRt* v = find_vm(vm_name);
+  PasstRt* p = v ? find_passt(*v, netdev) : nullptr;
+  if (!p) return;
+  auto it = p->procs.find(generation);
+  if (it == p->procs.end() || it->second.get() != proc) return;
+  const bool expected = generation != p->engine.live_generation();
+  (expected ? logger()->info("{}: passt pid {} (generation {}) {}", p->name(), proc->pid(), generation, st.describe())
+            : logger()->warn("{}: passt pid {} (generation {}) {}", p->name(), proc->pid(), generation, st.describe()));
+  release(std::move(it->second));
+  p->procs.erase(it);
+  if (p->pidfile_generation == generation) {
+    passt::remove_pidfile(p->pidfile);
+    p->pidfile_generation = 0;
+  }
+  feed_passt(*v, *p, engine::passt_ev::Exited{generation, st.describe(), now_ms()});
+}
+
+void Daemon::retire_passt(PasstRt& p) {
+  p.timer.reset();
+  for (auto& [gen, proc] : p.procs) {
+    if (!proc->exited()) {
+      logger()->info("{}: binding removed from the configuration, stopping passt pid {}", p.name(), proc->pid());
+      proc->stop();
+      retiring_.push_back(std::move(proc));
+    }
+  }
+  p.procs.clear();
+  passt::remove_pidfile(p.pidfile);
+  p.pidfile_generation = 0;
+}
+
+nlohmann::json Daemon::passt_status(const PasstRt& p) const {
+  const auto& e = p.engine;
+  nlohmann::json j = {
+      {"kind", "passt"},
+      {"netdev", p.cfg.netdev},
+      {"mode", passt::mode_name(p.cfg.mode)},
+      {"state", engine::state_name(e.state())},
+      {"generation", e.generation()},
+      {"socket", p.cfg.socket},
+      {"runas", p.cfg.runas},
+      {"restarts", e.restarts()},
+      {"failures", e.failures()},
+      {"last_error", e.last_error()},
+  };
+  auto live = p.procs.find(e.live_generation());
+  j["pid"] = live != p.procs.end() && !live->second->exited() ? nlohmann::json(live->second->pid())
+                                                               : nlohmann::json(nullptr);
+  j["last_exit"] = e.last_exit().empty() ? nlohmann::json(nullptr) : nlohmann::json(e.last_exit());
+  j["last_recovery_ms"] = e.last_recovery_ms() >= 0 ? nlohmann::json(e.last_recovery_ms()) : nlohmann::json(nullptr);
+  return j;
+}
+
+}  // namespace relink::daemon

@@ -1,0 +1,368 @@
+// relinkd supervising real passt processes for a real QEMU 7.2 (-S), in a
+// throwaway namespace that has a default route (passt needs one).
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "daemon_env.h"
+
+namespace relink::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr const char* kStreamConnected = "NETDEV_STREAM_CONNECTED";
+constexpr const char* kStreamDisconnected = "NETDEV_STREAM_DISCONNECTED";
+
+// passt that ran this long was healthy: relinkd restarts it at once (see
+// engine::RestartPolicy::min_uptime_ms). Kills wait for it.
+constexpr auto kHealthyUptime = 1100ms;
+
+struct PasstSpec {
+  std::string netdev = "net1";
+  std::string mode = "stream-server";
+  std::string socket;  // default: <dir>/<vm>-<netdev>.sock
+  std::string args = R"(["-t", "10001"])";
+};
+
+class PasstTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    RELINK_REQUIRE_ROOT();
+    // An uplink with an address and a default route: passt copies its
+    // addresses and refuses to start without a routable interface.
+    env.ns().ip("link add up0 type veth peer name up1");
+    env.ns().ip("addr add 192.0.2.1/24 dev up0");
+    env.ns().ip("link set up0 up");
+    env.ns().ip("link set up1 up");
+    env.ns().ip("link set lo up");
+    env.ns().ip("route add default via 192.0.2.254 dev up0");
+  }
+
+  std::string sock(const PasstSpec& p, const std::string& vm = "vm1") const {
+    return p.socket.empty() ? env.dir() + "/" + vm + "-" + p.netdev + ".sock" : p.socket;
+  }
+  void write_config(const std::vector<PasstSpec>& passts, const std::string& vm = "vm1") {
+    std::string t = "[daemon]\ncontrol_socket = \"" + env.control() + "\"\nstate_dir = \"" + env.dir() +
+                    "/state\"\nnode_dir = \"" + env.dir() + "/dev\"\nlog_level = \"debug\"\n";
+    t += "\n[[vm]]\nname = \"" + vm + "\"\nqmp = \"" + env.qmp_path(vm) + "\"\n";
+    for (const auto& p : passts)
+      t += "[[vm.passt]]\nnetdev = \"" + p.netdev + "\"\nmode = \"" + p.mode + "\"\nsocket = \"" + sock(p, vm) +
+           "\"\nargs = " + p.args + "\n";
+    DaemonEnv::write_file(env.config_path(), t);
+  }
+  // QEMU listening on each stream-server binding's socket.
+  void start_qemu(const std::vector<PasstSpec>& passts, const std::string& vm = "vm1") {
+    std::vector<std::string> net;
+    int i = 0;
+    for (const auto& p : passts) {
+      if (p.mode != "stream-server") continue;
+      net.insert(net.end(), {"-netdev", "stream,id=" + p.netdev + ",server=on,addr.type=unix,addr.path=" + sock(p, vm),
+                             "-device", "virtio-net-pci,netdev=" + p.netdev + ",id=nic" + std::to_string(i++)});
+    }
+    env.start_qemu_with(vm, net);
+  }
+
+  nlohmann::json b(const std::string& netdev = "net1") { return env.binding("vm1", netdev); }
+  int pid_of(const std::string& netdev = "net1") {
+    auto j = b(netdev);
+    return j.is_object() && j["pid"].is_number() ? j["pid"].get<int>() : 0;
+  }
+  bool wait_running(uint64_t gen, const std::string& netdev = "net1", std::chrono::milliseconds t = 10s) {
+    return wait_until(
+        [&] {
+          auto j = b(netdev);
+          return j.is_object() && j.value("state", "") == "running" && j.value("generation", 0ull) == gen &&
+                 j["pid"].is_number();
+        },
+        t, 5ms);
+  }
+  bool wait_passt_state(const std::string& want, std::chrono::milliseconds t = 10s, const std::string& netdev = "net1") {
+    return wait_until([&] { return b(netdev).value("state", "") == want; }, t, 5ms);
+  }
+  // passt processes in the test namespace (passt may re-exec itself as
+  // passt.avx2).
+  std::set<int> passt_pids() {
+    std::set<int> out;
+    std::istringstream in(sh("ip netns pids " + env.ns().name()).out);
+    for (int pid; in >> pid;) {
+      std::string comm = read_file("/proc/" + std::to_string(pid) + "/comm");
+      std::ifstream st("/proc/" + std::to_string(pid) + "/stat");
+      std::string line;
+      std::getline(st, line);
+      const bool zombie = line.find(") Z") != std::string::npos;
+      if (comm.rfind("passt", 0) == 0 && !zombie) out.insert(pid);
+    }
+    return out;
+  }
+  bool exactly_one_passt(int pid) {
+    return wait_until([&] { return passt_pids() == std::set<int>{pid}; }, 5s, 5ms);
+  }
+  static bool alive(int pid) { return pid > 0 && ::kill(pid, 0) == 0 && read_file("/proc/" + std::to_string(pid) + "/stat").find(") Z") == std::string::npos; }
+  std::string uid_of(int pid) {
+    std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/status"));
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("Uid:", 0) == 0) return line;
+    return "";
+  }
+  std::string explain() { return env.explain() + "\npassts: " + std::to_string(passt_pids().size()); }
+
+  DaemonEnv env;
+};
+
+TEST_F(PasstTest, KilledPasstIsReplacedTwentyTimesInARow) {
+  PasstSpec p;
+  write_config({p});
+  start_qemu({p});
+  env.start_relinkd();
+  ASSERT_TRUE(wait_running(1)) << explain();
+  auto& qmp = env.test_qmp("vm1");
+  ASSERT_TRUE(qmp.wait_events(kStreamConnected, 1, 5000)) << explain();
+  int pid = pid_of();
+  ASSERT_TRUE(exactly_one_passt(pid)) << explain();
+  // passt runs unprivileged (nobody), never as root.
+  EXPECT_NE(uid_of(pid).find("65534"), std::string::npos) << uid_of(pid);
+  EXPECT_EQ(uid_of(pid).find("\t0\t"), std::string::npos) << uid_of(pid);
+
+  for (uint64_t i = 1; i <= 20; ++i) {
+    SCOPED_TRACE("kill " + std::to_string(i));
+    std::this_thread::sleep_for(kHealthyUptime);
+    ASSERT_EQ(::kill(pid, SIGKILL), 0);
+    // QEMU reports the old peer gone and the new one connected.
+    ASSERT_TRUE(qmp.wait_events(kStreamDisconnected, i, 5000)) << explain();
+    ASSERT_TRUE(qmp.wait_events(kStreamConnected, i + 1, 5000)) << explain();
+    ASSERT_TRUE(wait_running(i + 1)) << explain();
+    const int next = pid_of();
+    ASSERT_NE(next, pid);
+    ASSERT_TRUE(exactly_one_passt(next)) << explain();
+    pid = next;
+  }
+  auto j = b();
+  EXPECT_EQ(j.value("restarts", 0), 20);
+  EXPECT_EQ(j.value("last_exit", ""), "killed by SIGKILL");
+  EXPECT_TRUE(j["last_recovery_ms"].is_number()) << j.dump();
+  EXPECT_EQ(j.value("mode", ""), "stream-server");
+  // Exactly one CONNECTED per passt: no stray connections.
+  (void)qmp.wait_events(kStreamConnected, 22, 300);
+  EXPECT_EQ(qmp.count_events(kStreamConnected), 21u);
+  EXPECT_TRUE(env.relinkd().running());
+}
+
+TEST_F(PasstTest, CrashLoopBacksOffThenFailsUntilReload) {
+  PasstSpec p;
+  p.args = R"(["--no-such-option"])";  // passt exits 1 at once
+  write_config({p});
+  start_qemu({p});
+  env.start_relinkd();
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(wait_passt_state("failed", 15s)) << explain();
+  const auto took = std::chrono::steady_clock::now() - t0;
+  auto j = b();
+  // 5 starts: backoff 100 + 200 + 400 + 800 ms between them.
+  EXPECT_EQ(j.value("generation", 0), 5) << j.dump();
+  EXPECT_EQ(j.value("restarts", 0), 4) << j.dump();
+  EXPECT_GE(took, 1400ms);
+  EXPECT_EQ(j.value("last_exit", ""), "exited with status 1");
+  EXPECT_NE(j.value("last_error", "").find("5 failed starts"), std::string::npos) << j.dump();
+  EXPECT_TRUE(j["pid"].is_null());
+  // passt's own words reach relinkd's log, under the binding's name.
+  EXPECT_NE(read_file(env.log_path()).find("vm1/net1 passt["), std::string::npos);
+  EXPECT_NE(read_file(env.log_path()).find("no-such-option"), std::string::npos);
+  // No process storm: nothing runs, nothing more starts.
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_TRUE(passt_pids().empty());
+  EXPECT_EQ(b().value("generation", 0), 5);
+  // A reload resets it: another round of 5 starts.
+  ASSERT_EQ(sh(relinkctl_bin() + " --socket " + env.control() + " reload").status, 0);
+  ASSERT_TRUE(wait_until([&] { return b().value("generation", 0) == 10 && b().value("state", "") == "failed"; }, 15s,
+                         20ms))
+      << explain();
+  EXPECT_TRUE(env.relinkd().running());
+}
+
+TEST_F(PasstTest, RestartedRelinkdAdoptsTheRunningPasst) {
+  PasstSpec p;
+  write_config({p});
+  start_qemu({p});
+  env.start_relinkd();
+  ASSERT_TRUE(wait_running(1)) << explain();
+  const int pid = pid_of();
+  auto& qmp = env.test_qmp("vm1");
+  ASSERT_TRUE(qmp.wait_events(kStreamConnected, 1, 5000));
+
+  // SIGTERM: relinkd leaves passt serving the VM.
+  ASSERT_GE(env.relinkd().stop(SIGTERM, 5s), 0);
+  EXPECT_TRUE(alive(pid));
+  env.start_relinkd();
+  ASSERT_TRUE(wait_running(1)) << explain();
+  EXPECT_EQ(pid_of(), pid);
+  // SIGKILL: the same.
+  env.relinkd().kill_now();
+  EXPECT_TRUE(alive(pid));
+  env.start_relinkd();
+  ASSERT_TRUE(wait_running(1)) << explain();
+  EXPECT_EQ(pid_of(), pid) << "the running passt must be adopted, not replaced";
+  EXPECT_TRUE(exactly_one_passt(pid)) << explain();
+  EXPECT_EQ(qmp.count_events(kStreamDisconnected), 0u);
+  EXPECT_NE(read_file(env.log_path()).find("adopted running passt pid " + std::to_string(pid)), std::string::npos);
+
+  // The adopted passt is watched: its death is noticed and repaired.
+  std::this_thread::sleep_for(kHealthyUptime);
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_TRUE(wait_running(2)) << explain();
+  EXPECT_NE(pid_of(), pid);
+  EXPECT_EQ(b().value("last_exit", ""), "exited (status unknown: not a child of this relinkd)");
+  ASSERT_TRUE(qmp.wait_events(kStreamConnected, 2, 5000));
+  EXPECT_TRUE(exactly_one_passt(pid_of()));
+}
+
+TEST_F(PasstTest, StalePidfileOfAReusedPidIsNotAdopted) {
+  PasstSpec p;
+  write_config({p});
+  start_qemu({p});
+  env.start_relinkd();
+  ASSERT_TRUE(wait_running(1)) << explain();
+  const int pid = pid_of();
+  env.relinkd().kill_now();
+  // passt dies while relinkd is away, and its pid is taken by another process.
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_TRUE(wait_until([&] { return !alive(pid); }, 5s));
+  Child sleeper({"sleep", "60"}, Child::Options{});
+  const std::string pidfile = env.dir() + "/state/passt/vm1/net1.pid";
+  auto rec = nlohmann::json::parse(read_file(pidfile), nullptr, false);
+  ASSERT_FALSE(rec.is_discarded()) << read_file(pidfile);
+  rec["pid"] = sleeper.pid();
+  DaemonEnv::write_file(pidfile, rec.dump());
+  env.start_relinkd();
+  ASSERT_TRUE(wait_running(2)) << explain();
+  EXPECT_NE(pid_of(), sleeper.pid());
+  EXPECT_TRUE(sleeper.running()) << "relinkd must never signal a pid it does not own";
+}
+
+TEST_F(PasstTest, QemuExitStopsPasstAndItsReturnStartsOne) {
+  PasstSpec p;
+  write_config({p});
+  start_qemu({p});
+  env.start_relinkd();
+  ASSERT_TRUE(wait_running(1)) << explain();
+  const int pid = pid_of();
+  env.kill_qemu("vm1");
+  ASSERT_TRUE(wait_passt_state("vm-offline")) << explain();
+  EXPECT_TRUE(wait_until([&] { return !alive(pid); }, 5s)) << "passt outlived its VM";
+  EXPECT_TRUE(b()["pid"].is_null());
+  start_qemu({p});
+  ASSERT_TRUE(wait_running(2, "net1", 15s)) << explain();
+  ASSERT_TRUE(env.test_qmp("vm1").wait_events(kStreamConnected, 1, 5000));
+  EXPECT_TRUE(exactly_one_passt(pid_of()));
+}
+
+TEST_F(PasstTest, VhostUserIsRefusedWhereThePasstLacksItAndOthersRun) {
+  PasstSpec ok, vu;
+  vu.netdev = "net2";
+  vu.mode = "vhost-user";
+  write_config({ok, vu});
+  start_qemu({ok, vu});
+  env.start_relinkd();
+  ASSERT_TRUE(wait_running(1)) << explain();
+  auto j = b("net2");
+  ASSERT_TRUE(j.is_object()) << explain();
+  EXPECT_EQ(j.value("state", ""), "failed");
+  EXPECT_NE(j.value("last_error", "").find("--vhost-user"), std::string::npos) << j.dump();
+  EXPECT_TRUE(j["pid"].is_null());
+  EXPECT_EQ(passt_pids().size(), 1u);
+  // A reattach of the refused binding says why.
+  auto r = sh(relinkctl_bin() + " --socket " + env.control() + " reattach vm1 net2 2>&1");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.out.find("--vhost-user"), std::string::npos) << r.out;
+}
+
+TEST_F(PasstTest, StreamClientRestartsPasstOnTheSamePath) {
+  // passt listens as nobody: its socket directory must be writable by it.
+  const std::string dir = "/tmp/relink-pc-" + random_suffix();
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
+  ASSERT_EQ(chown(dir.c_str(), 65534, 65534), 0);
+  struct Cleanup {
+    std::string d;
+    ~Cleanup() { std::filesystem::remove_all(d); }
+  } cleanup{dir};
+  PasstSpec p;
+  p.mode = "stream-client";
+  p.socket = dir + "/passt.sock";
+  write_config({p});
+  start_qemu({});
+  env.start_relinkd();
+  // passt listens; QEMU has not connected: starting.
+  ASSERT_TRUE(wait_until([&] { return b().value("state", "") == "starting" && b()["pid"].is_number(); }, 10s))
+      << explain();
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(p.socket); }, 5s)) << explain();
+  // QEMU >= 8.0 connects by itself (reconnect=N); QEMU 7.2 has no reconnect
+  // option, so the test plays its part: hot-add a stream client netdev.
+  auto& qmp = env.test_qmp("vm1");
+  auto connect = [&] {
+    return qmp.execute("netdev_add", {{"type", "stream"},
+                                      {"id", "net1"},
+                                      {"server", false},
+                                      {"addr", {{"type", "unix"}, {"path", p.socket}}}});
+  };
+  auto r = connect();
+  ASSERT_TRUE(r.contains("return")) << r.dump();
+  ASSERT_TRUE(qmp.wait_events(kStreamConnected, 1, 5000));
+  ASSERT_TRUE(wait_running(1)) << explain();
+  const int pid = pid_of();
+
+  std::this_thread::sleep_for(kHealthyUptime);
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_TRUE(qmp.wait_events(kStreamDisconnected, 1, 5000));
+  // A new passt listens on the same path, waiting for QEMU.
+  ASSERT_TRUE(wait_until(
+      [&] { return b().value("state", "") == "starting" && b().value("generation", 0) == 2 && pid_of() != pid && pid_of() > 0; },
+      5s))
+      << explain();
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(p.socket); }, 5s));
+  ASSERT_TRUE(qmp.execute("netdev_del", {{"id", "net1"}}).contains("return"));
+  r = connect();
+  ASSERT_TRUE(r.contains("return")) << r.dump();
+  ASSERT_TRUE(qmp.wait_events(kStreamConnected, 2, 5000));
+  ASSERT_TRUE(wait_running(2)) << explain();
+  EXPECT_TRUE(exactly_one_passt(pid_of()));
+  EXPECT_NE(uid_of(pid_of()).find("65534"), std::string::npos);
+}
+
+TEST_F(PasstTest, BindingRemovedFromTheConfigIsStopped) {
+  PasstSpec a, c;
+  c.netdev = "net2";
+  c.args = R"(["-t", "10002"])";
+  write_config({a, c});
+  start_qemu({a, c});
+  env.start_relinkd();
+  ASSERT_TRUE(wait_running(1, "net1")) << explain();
+  ASSERT_TRUE(wait_running(1, "net2")) << explain();
+  const int keep = pid_of("net1"), gone = pid_of("net2");
+  write_config({a});
+  ASSERT_EQ(sh(relinkctl_bin() + " --socket " + env.control() + " reload").status, 0);
+  EXPECT_TRUE(wait_until([&] { return !alive(gone); }, 5s)) << explain();
+  EXPECT_TRUE(b("net2").is_null());
+  // The unchanged binding keeps its passt.
+  ASSERT_TRUE(wait_running(1, "net1")) << explain();
+  EXPECT_EQ(pid_of("net1"), keep);
+  EXPECT_TRUE(exactly_one_passt(keep));
+}
+
+TEST_F(PasstTest, MissingQemuSocketBacksOffWithAClearError) {
+  PasstSpec p;
+  write_config({p});
+  start_qemu({});  // QEMU without the stream netdev
+  env.start_relinkd();
+  ASSERT_TRUE(wait_until([&] { return b().value("state", "") == "backoff" || b().value("state", "") == "failed"; }, 10s))
+      << explain();
+  EXPECT_NE(b().value("last_error", "").find("connect to QEMU's stream socket"), std::string::npos) << b().dump();
+  EXPECT_TRUE(passt_pids().empty());
+  EXPECT_TRUE(env.relinkd().running());
+}
+
+}  // namespace
+}  // namespace relink::test
