@@ -77,8 +77,7 @@ void PasstBinding::after_end(uint64_t now_ms, uint64_t uptime_ms, std::vector<Pa
       return;
     case RestartTracker::Decision::GiveUp:
       last_error_ = "gave up after " + std::to_string(tracker_.policy().burst) + " failed starts within " +
-                    std::to_string(tracker_.policy().interval_ms / 1000) + " s (last: " +
-                    (last_error_.empty() ? last_exit_ : last_error_) + ")";
+                    std::to_string(tracker_.policy().interval_ms / 1000) + " s (last: " + last_error_ + ")";
       set_state(State::Failed);
       return;
   }
@@ -142,8 +141,8 @@ std::vector<PasstAction> PasstBinding::handle(const PasstEvent& ev) {
           last_error_ = e.error;
           after_end(e.now_ms, 0, out);
         } else if constexpr (std::is_same_v<T, ev_::Exited>) {
-          if (e.generation != live_) return;  // already replaced, or stopped on purpose
           last_exit_ = e.status;
+          if (e.generation != live_) return;  // already replaced, or stopped on purpose
           live_ = 0;
           stream_up_ = false;
           if (state_ != State::Starting && state_ != State::Running) return;
