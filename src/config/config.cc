@@ -243,6 +243,9 @@ class Loader {
         vm.name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
             std::string::npos)
       fail(*t.get("name"), "VM name '" + vm.name + "' must be 1-64 characters of letters, digits, '_', '.', '-'");
+    // The name is a directory name under state_dir (passt pidfiles).
+    if (vm.name == "." || vm.name == "..")
+      fail(*t.get("name"), "VM name '" + vm.name + "' is not allowed");
     vm.qmp = get_string(t, "qmp", vn, "[[vm]] '" + vm.name + "'");
     need_absolute(t, "qmp", vm.qmp);
     if (const toml::node* m = t.get("macvtap")) {

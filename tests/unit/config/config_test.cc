@@ -124,6 +124,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"vm = 3\n", "1:6", "array of tables"},
         BadCase{"[[vm]]\nqmp = \"/q\"\n", "1:1", "missing required key 'name'"},
         BadCase{"[[vm]]\nname = \"a b\"\nqmp = \"/q\"\n", "2:8", "VM name"},
+        BadCase{"[[vm]]\nname = \"..\"\nqmp = \"/q\"\n", "2:8", "is not allowed"},
         BadCase{"[[vm]]\nname = \"a\"\nqmp = \"q\"\n", "3:7", "absolute path"},
         BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm]]\nname = \"a\"\nqmp = \"/r\"\n", "5:8", "duplicate VM name"},
         BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm]]\nname = \"b\"\nqmp = \"/q\"\n", "6:7", "already used"},
