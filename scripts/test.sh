@@ -23,14 +23,16 @@ done
 status=0
 ctest --test-dir "$build" --output-on-failure --timeout 900 || status=$?
 
-# Tests must leave nothing behind: no namespaces, no QEMU, no relinkd.
+# Tests must leave nothing behind: no namespaces, no QEMU, no relinkd, no
+# passt (tests run it as "passt -f --fd 3 ..." or on a /tmp/relink-* socket).
 leftovers=$(ip netns list 2>/dev/null | grep -o '^relink-[^ ]*' || true)
-procs=$(pgrep -a -f "$build/relinkd|qemu-system-x86_64 .*relink" || true)
+procs=$(pgrep -a -f "$build/relinkd|qemu-system-x86_64 .*relink|passt(\.avx2)? -f (--fd 3|--socket /tmp/relink-)" || true)
 if [ -n "$leftovers$procs" ]; then
   echo "test.sh: tests left things behind:" >&2
   [ -n "$leftovers" ] && echo "  namespaces: $leftovers" >&2
   [ -n "$procs" ] && echo "  processes: $procs" >&2
   for ns in $leftovers; do ip netns del "$ns" 2>/dev/null || true; done
+  pkill -9 -f "passt(\.avx2)? -f (--fd 3|--socket /tmp/relink-)" 2>/dev/null || true
   status=1
 fi
 exit $status
