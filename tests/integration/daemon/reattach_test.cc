@@ -269,7 +269,7 @@ TEST_F(Reattach, ManualReattachBumpsGeneration) {
   env.expect_attached(2);
   r = sh(relinkctl_bin() + " --socket " + env.control() + " reattach vm1 nosuchnic");
   EXPECT_NE(r.status, 0);
-  EXPECT_NE(r.out.find("no binding for NIC 'nosuchnic'"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("no binding for NIC or netdev 'nosuchnic'"), std::string::npos) << r.out;
   r = sh(relinkctl_bin() + " --socket " + env.control() + " reattach nosuchvm");
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.out.find("no VM named 'nosuchvm'"), std::string::npos) << r.out;
