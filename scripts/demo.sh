@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # relink demo sandbox: a real guest keeps its network while its host parent
-# interface is deleted and re-created. Self-contained: it installs what it
+# interface is deleted and re-created; a second guest, behind a passt that
+# relinkd supervises, stays reachable while passt is killed. Self-contained: it installs what it
 # needs, builds relink, and does everything in throwaway network namespaces
 # that it removes on exit. Run as root on Debian 12:  scripts/demo.sh
 set -euo pipefail
@@ -23,12 +24,13 @@ tag=$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
 host=relink-demo-$tag      # where the parent interface and relinkd live
 peer=relink-demopeer-$tag  # the network on the other end of the parent
 work=$(mktemp -d /tmp/relink-demo.XXXXXX)
-qemu_pid= relinkd_pid=
+qemu_pid= qemu2_pid= relinkd_pid=
 cleanup() {
   set +e
   [ -n "$relinkd_pid" ] && kill "$relinkd_pid" 2>/dev/null && wait "$relinkd_pid" 2>/dev/null
   [ -n "$relinkd_pid" ] && echo "  relinkd stopped (it leaves attachments in place for the next relinkd to adopt)"
   [ -n "$qemu_pid" ] && kill -9 "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
+  [ -n "$qemu2_pid" ] && kill -9 "$qemu2_pid" 2>/dev/null && wait "$qemu2_pid" 2>/dev/null
   for ns in "$host" "$peer"; do
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p"; done
     ip netns del "$ns" 2>/dev/null
@@ -51,7 +53,16 @@ ping_guest() {
   done
   return 1
 }
-state() { "$build/relinkctl" --socket "$work/control.sock" status --json | sed -n 's/.*"state": "\([a-z-]*\)".*/\1/p' | head -1; }
+state() { "$build/relinkctl" --socket "$work/control.sock" status --json 2>/dev/null | sed -n 's/.*"state": "\([a-z-]*\)".*/\1/p' | head -1; }
+# STATE and pid of the passt binding (VM demo-passt, netdev net1).
+passt_field() {
+  "$build/relinkctl" --socket "$work/control.sock" status 2>/dev/null |
+    awk -v f="$1" '$1 == "demo-passt" && $4 == "net1" { if (f == "state") print $5; else for (i = 1; i <= NF; i++) if ($i ~ /^pid=/) print substr($i, 5) }'
+}
+wait_passt() {
+  for _ in $(seq 1 200); do [ "$(passt_field state)" = "$1" ] && return 0; sleep 0.05; done
+  echo "demo: the passt binding did not reach '$1'" >&2; return 1
+}
 wait_state() {
   for _ in $(seq 1 200); do [ "$(state)" = "$1" ] && return 0; sleep 0.05; done
   echo "demo: relinkd did not reach '$1'" >&2; return 1
@@ -79,6 +90,16 @@ mode = "bridge"
 mac = "52:54:00:12:34:56"
 attach = "hub"
 hub = 0
+
+[[vm]]
+name = "demo-passt"
+qmp = "$work/demo-passt.qmp"
+
+[[vm.passt]]
+netdev = "net1"
+mode = "stream-server"
+socket = "$work/demo-passt.sock"
+args = ["--tcp-ports", "18080:8080"]
 TOML
 
 # The uncompressed kernel boots faster (PVH); build-guest.sh makes it when it can.
@@ -114,7 +135,41 @@ for i in $(seq 1 "$flaps"); do
   echo "  and its TCP service: $(ip netns exec "$peer" busybox nc -w 3 192.0.2.2 8080 </dev/null)"
 done
 
+say "second VM: its network is a passt that relinkd runs (as nobody) and supervises"
+# passt copies the host's address and needs a default route.
+ip -n "$host" addr add 192.0.2.10/24 dev eth0
+ip -n "$host" route add default via 192.0.2.1 dev eth0
+qemu-system-x86_64 -accel tcg -machine q35 -m 256 -nodefaults -display none -no-reboot \
+  -serial "file:$work/console2.log" -kernel "$kernel" -initrd "$build/guest/initramfs.cpio.gz" \
+  -append "console=ttyS0 quiet panic=-1 relink.tag=demo-passt relink.dhcp=1 relink.serve=8080" \
+  -qmp "unix:$work/demo-passt.qmp,server=on,wait=off" \
+  -netdev "stream,id=net1,server=on,addr.type=unix,addr.path=$work/demo-passt.sock" \
+  -device virtio-net-pci,netdev=net1,id=nic0,mac=52:54:00:12:34:57 \
+  2>"$work/qemu2.log" &
+qemu2_pid=$!
+wait_passt running
+for _ in $(seq 1 600); do grep -q RELINK-GUEST-READY "$work/console2.log" 2>/dev/null && break; sleep 0.1; done
+echo "  guest lease from passt: $(grep -m1 'RELINK-GUEST-DHCP event=bound' "$work/console2.log" | sed 's/.*ip=/ip=/')"
+hello_passt() {
+  for _ in $(seq 1 100); do
+    out=$(ip netns exec "$host" busybox nc -w 2 127.0.0.1 18080 </dev/null 2>/dev/null) && [ -n "$out" ] && { echo "$out"; return 0; }
+    sleep 0.2
+  done
+  return 1
+}
+echo "  host port 18080, forwarded by passt: $(hello_passt)"
+for i in $(seq 1 "$flaps"); do
+  pid=$(passt_field pid)
+  sleep 1.1  # a passt that ran for a second is restarted at once (one that dies sooner backs off)
+  say "kill $i/$flaps: kill -9 passt (pid $pid)"
+  kill -9 "$pid"
+  wait_passt running
+  echo "  new passt pid $(passt_field pid); through it again: $(hello_passt || echo 'NO ANSWER')"
+done
+
 say "relinkctl status"
 "$build/relinkctl" --socket "$work/control.sock" status
 ms=$("$build/relinkctl" --socket "$work/control.sock" status --json | sed -n 's/.*"last_reattach_ms": \([0-9.]*\).*/\1/p')
-say "done: the last reattach took ${ms} ms from the parent's return to the NIC's link up on the new tap"
+pms=$("$build/relinkctl" --socket "$work/control.sock" status --json | sed -n 's/.*"last_recovery_ms": \([0-9.]*\).*/\1/p' | head -1)
+say "done: the last reattach took ${ms} ms from the parent's return to the NIC's link up on the new tap;"
+echo "   the last passt recovery took ${pms} ms from its death to QEMU's stream connected again"
