@@ -67,6 +67,15 @@ class PasstTest : public ::testing::Test {
     env.start_qemu_with(vm, net);
   }
 
+  // Config, QEMU and relinkd for the bindings `ps`, with every passt of them
+  // started (generation 1, running).
+  void start_running(const std::vector<PasstSpec>& ps) {
+    write_config(ps);
+    start_qemu(ps);
+    env.start_relinkd();
+    for (const auto& p : ps) ASSERT_TRUE(wait_running(1, p.netdev)) << explain();
+  }
+
   nlohmann::json b(const std::string& netdev = "net1") { return env.binding("vm1", netdev); }
   int pid_of(const std::string& netdev = "net1") {
     auto j = b(netdev);
@@ -116,10 +125,7 @@ class PasstTest : public ::testing::Test {
 
 TEST_F(PasstTest, KilledPasstIsReplacedTwentyTimesInARow) {
   PasstSpec p;
-  write_config({p});
-  start_qemu({p});
-  env.start_relinkd();
-  ASSERT_TRUE(wait_running(1)) << explain();
+  ASSERT_NO_FATAL_FAILURE(start_running({p}));
   auto& qmp = env.test_qmp("vm1");
   ASSERT_TRUE(qmp.wait_events(kStreamConnected, 1, 5000)) << explain();
   int pid = pid_of();
@@ -186,10 +192,7 @@ TEST_F(PasstTest, CrashLoopBacksOffThenFailsUntilReload) {
 
 TEST_F(PasstTest, RestartedRelinkdAdoptsTheRunningPasst) {
   PasstSpec p;
-  write_config({p});
-  start_qemu({p});
-  env.start_relinkd();
-  ASSERT_TRUE(wait_running(1)) << explain();
+  ASSERT_NO_FATAL_FAILURE(start_running({p}));
   const int pid = pid_of();
   auto& qmp = env.test_qmp("vm1");
   ASSERT_TRUE(qmp.wait_events(kStreamConnected, 1, 5000));
@@ -222,10 +225,7 @@ TEST_F(PasstTest, RestartedRelinkdAdoptsTheRunningPasst) {
 
 TEST_F(PasstTest, StalePidfileOfAReusedPidIsNotAdopted) {
   PasstSpec p;
-  write_config({p});
-  start_qemu({p});
-  env.start_relinkd();
-  ASSERT_TRUE(wait_running(1)) << explain();
+  ASSERT_NO_FATAL_FAILURE(start_running({p}));
   const int pid = pid_of();
   env.relinkd().kill_now();
   // passt dies while relinkd is away, and its pid is taken by another process.
@@ -245,10 +245,7 @@ TEST_F(PasstTest, StalePidfileOfAReusedPidIsNotAdopted) {
 
 TEST_F(PasstTest, QemuExitStopsPasstAndItsReturnStartsOne) {
   PasstSpec p;
-  write_config({p});
-  start_qemu({p});
-  env.start_relinkd();
-  ASSERT_TRUE(wait_running(1)) << explain();
+  ASSERT_NO_FATAL_FAILURE(start_running({p}));
   const int pid = pid_of();
   env.kill_qemu("vm1");
   ASSERT_TRUE(wait_passt_state("vm-offline")) << explain();
