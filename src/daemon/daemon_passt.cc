@@ -43,8 +43,11 @@ Result<UniqueFd> connect_stream(const std::string& path) {
   sa.sun_family = AF_UNIX;
   if (path.size() >= sizeof sa.sun_path) return Error{ENAMETOOLONG, "socket path too long: " + path};
   std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
-  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0)
+  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) {
+    if (errno == EAGAIN)  // the listen backlog is full: QEMU still serves a peer and one more waits
+      return Error{EAGAIN, "QEMU's stream socket " + path + " is busy: QEMU still serves another peer"};
     return Error::last("connect to QEMU's stream socket " + path);
+  }
   // passt gets a blocking socket, as QEMU's own peers do.
   const int flags = fcntl(fd.get(), F_GETFL);
   if (flags < 0 || fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) < 0) return Error::last("fcntl");
