@@ -48,6 +48,7 @@
 #include <vector>
 
 #include "daemon/control_server.h"
+#include "passt/passt.h"
 #include "support/harness.h"
 #include "support/qmp_sync.h"
 #include "util/clock.h"
@@ -344,7 +345,8 @@ class FloorSupervisor {
     if (!in.ok()) return fail("cannot enter " + netns_);
     // Everything the child needs, prepared before fork (after it, only
     // async-signal-safe calls).
-    std::vector<std::string> args{g_passt, "-f", "--fd", "3", "-t", port_};
+    // The same binary relinkd runs (passt.avx2 where passt would re-exec itself).
+    std::vector<std::string> args{passt::exec_path(g_passt), "-f", "--fd", "3", "-t", port_};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

@@ -132,6 +132,7 @@ class Daemon {
   // What the installed passt supports (probed at start and on reload);
   // features_error_: why it could not be run at all.
   passt::Features passt_features_;
+  std::string passt_exec_;  // the binary run for [daemon] passt (passt::exec_path)
   std::string passt_features_error_;
   // passt processes being stopped after their binding left the configuration.
   std::vector<std::unique_ptr<passt::Process>> retiring_;

@@ -100,14 +100,15 @@ void Daemon::probe_passt_features() {
       any = true;
     }
   if (!any) return;
-  auto f = passt::probe_features(*spawner_, cfg_.daemon.passt, uid, gid);
+  passt_exec_ = passt::exec_path(cfg_.daemon.passt);
+  auto f = passt::probe_features(*spawner_, passt_exec_, uid, gid);
   if (!f) {
     passt_features_error_ = "cannot run passt: " + f.error().message;
     logger()->error("{}", passt_features_error_);
     return;
   }
   passt_features_ = *f;
-  logger()->info("passt at {}{}: --fd {}, --socket {}, --vhost-user {}", cfg_.daemon.passt,
+  logger()->info("passt at {}{}: --fd {}, --socket {}, --vhost-user {}", passt_exec_,
                  passt_features_.version.empty() ? "" : " (" + passt_features_.version + ")",
                  passt_features_.fd ? "yes" : "no", passt_features_.socket ? "yes" : "no",
                  passt_features_.vhost_user ? "yes" : "no");
@@ -265,8 +266,8 @@ Result<passt::Spawned> Daemon::spawn_passt(PasstRt& p, uint64_t generation) {
     return r.error();
   }
   passt::SpawnRequest req;
-  req.path = cfg_.daemon.passt;
-  req.argv = passt::build_argv(cfg_.daemon.passt, p.cfg.mode, p.cfg.socket, p.cfg.args);
+  req.path = passt_exec_;
+  req.argv = passt::build_argv(passt_exec_, p.cfg.mode, p.cfg.socket, p.cfg.args);
   req.uid = p.cfg.uid;
   req.gid = p.cfg.gid;
   req.handed_fd = handed.get();

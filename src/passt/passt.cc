@@ -1,5 +1,8 @@
 #include "passt/passt.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -144,6 +147,17 @@ std::optional<std::string> check_user_args(const std::vector<std::string>& args)
     }
   }
   return std::nullopt;
+}
+
+std::string exec_path(const std::string& configured) {
+#if defined(__x86_64__)
+  const std::string avx2 = configured + ".avx2";
+  struct stat st {};
+  if (__builtin_cpu_supports("avx2") && ::stat(avx2.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+      ::access(avx2.c_str(), X_OK) == 0)
+    return avx2;
+#endif
+  return configured;
 }
 
 std::vector<std::string> build_argv(const std::string& passt_path, Mode mode, const std::string& socket,

@@ -41,6 +41,12 @@ std::optional<std::string> check_user_args(const std::vector<std::string>& args)
 // The fd number a stream-server passt finds its connected socket on.
 inline constexpr int kHandedFd = 3;
 
+// The binary to execute for the configured passt: on a CPU with AVX2, passt
+// re-executes itself as "<path>.avx2" when that file exists, first thing
+// after start (passt's arch.c), which costs a whole exec (about 5 ms here).
+// relinkd makes the same choice up front. Otherwise `configured` itself.
+std::string exec_path(const std::string& configured);
+
 // argv (argv[0] = passt_path) for one passt of a binding:
 //   stream-server: passt -f --fd 3 ARGS...
 //   stream-client: passt -f --socket SOCKET ARGS...

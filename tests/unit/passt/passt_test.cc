@@ -5,6 +5,9 @@
 // so every help line comes after a "Failed to send N bytes to syslog".
 #include "passt/passt.h"
 
+#include <unistd.h>
+#include <filesystem>
+#include <fstream>
 #include <gtest/gtest.h>
 
 #include <string>
@@ -171,6 +174,31 @@ TEST(PasstArgs, RefusesWhatRelinkdSets) {
   }
   EXPECT_EQ(check_user_args({"--fd"}), "'--fd' is set by relinkd; remove it from args");
   EXPECT_EQ(check_user_args({"-F3"}), "'--fd' (given as '-F3') is set by relinkd; remove it from args");
+}
+
+// passt re-executes itself as "<path>.avx2" on AVX2 CPUs when that file
+// exists; exec_path makes the same choice so that relinkd saves the exec.
+TEST(PasstExecPath, PrefersTheAvx2BinaryWherePasstWouldSwitchToIt) {
+  const std::string dir = ::testing::TempDir() + "relink-exec-path-" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  const std::string passt = dir + "/passt";
+  auto make_exe = [](const std::string& path, std::filesystem::perms perms) {
+    std::ofstream(path) << "#!/bin/sh\n";
+    std::filesystem::permissions(path, perms);
+  };
+  make_exe(passt, std::filesystem::perms::owner_all);
+  // No .avx2 beside it: the configured binary.
+  EXPECT_EQ(exec_path(passt), passt);
+  // A .avx2 that cannot be executed is not chosen.
+  make_exe(passt + ".avx2", std::filesystem::perms::owner_read);
+  EXPECT_EQ(exec_path(passt), passt);
+  std::filesystem::permissions(passt + ".avx2", std::filesystem::perms::owner_all);
+  EXPECT_EQ(exec_path(passt), __builtin_cpu_supports("avx2") ? passt + ".avx2" : passt);
+  // A directory of that name is not a binary.
+  std::filesystem::remove(passt + ".avx2");
+  std::filesystem::create_directory(passt + ".avx2");
+  EXPECT_EQ(exec_path(passt), passt);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(PasstArgv, PerMode) {
