@@ -102,6 +102,7 @@ class Daemon {
   void passt_vm_connected(VmRt& vm, uint64_t session);
   void passt_stream_event(VmRt& vm, const std::string& event, const nlohmann::json& data);
   void feed_passt(VmRt& vm, PasstRt& p, const engine::PasstEvent& ev);
+  void post_passt(const std::string& vm_name, const std::string& netdev, engine::PasstEvent ev);
   void announce(VmRt& vm, PasstRt& p);
   void execute_passt(VmRt& vm, PasstRt& p, const engine::PasstAction& a);
   Result<passt::Spawned> spawn_passt(PasstRt& p, uint64_t generation);

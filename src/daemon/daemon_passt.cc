@@ -279,6 +279,15 @@ Result<passt::Spawned> Daemon::spawn_passt(PasstRt& p, uint64_t generation) {
   return s;
 }
 
+// Feeds `ev` from the loop (never re-entrantly from an executor), if the
+// binding still exists then.
+void Daemon::post_passt(const std::string& vm_name, const std::string& netdev, engine::PasstEvent ev) {
+  defer_->post([this, vm_name, netdev, ev = std::move(ev)] {
+    VmRt* v = find_vm(vm_name);
+    if (PasstRt* p = v ? find_passt(*v, netdev) : nullptr) feed_passt(*v, *p, ev);
+  });
+}
+
 void Daemon::execute_passt(VmRt& vm, PasstRt& p, const engine::PasstAction& action) {
   std::visit(
       [&](const auto& a) {
@@ -290,11 +299,7 @@ void Daemon::execute_passt(VmRt& vm, PasstRt& p, const engine::PasstAction& acti
           auto s = spawn_passt(p, gen);
           if (!s) {
             logger()->warn("{}: cannot start passt: {}", p.name(), s.error().message);
-            defer_->post([this, vm_name, netdev, gen, err = s.error().message] {
-              VmRt* v = find_vm(vm_name);
-              PasstRt* pp = v ? find_passt(*v, netdev) : nullptr;
-              if (pp) feed_passt(*v, *pp, engine::passt_ev::SpawnFailed{gen, err, now_ms()});
-            });
+            post_passt(vm_name, netdev, engine::passt_ev::SpawnFailed{gen, s.error().message, now_ms()});
             return;
           }
           passt::PidRecord rec{s->pid, s->start_time, s->exe, gen, passt::mode_name(p.cfg.mode), p.cfg.socket};
@@ -316,21 +321,13 @@ void Daemon::execute_passt(VmRt& vm, PasstRt& p, const engine::PasstAction& acti
             // Not watchable: it must not run unsupervised.
             logger()->error("{}: cannot watch passt pid {}: {}; killing it", p.name(), pid, proc.error().message);
             ::kill(pid, SIGKILL);
-            defer_->post([this, vm_name, netdev, gen, err = proc.error().message] {
-              VmRt* v = find_vm(vm_name);
-              PasstRt* pp = v ? find_passt(*v, netdev) : nullptr;
-              if (pp) feed_passt(*v, *pp, engine::passt_ev::SpawnFailed{gen, err, now_ms()});
-            });
+            post_passt(vm_name, netdev, engine::passt_ev::SpawnFailed{gen, proc.error().message, now_ms()});
             return;
           }
           *holder = proc->get();
           p.procs[gen] = std::move(*proc);
           p.live_started_ms = now_ms();
-          defer_->post([this, vm_name, netdev, gen] {
-            VmRt* v = find_vm(vm_name);
-            PasstRt* pp = v ? find_passt(*v, netdev) : nullptr;
-            if (pp) feed_passt(*v, *pp, engine::passt_ev::Spawned{gen, now_ms()});
-          });
+          post_passt(vm_name, netdev, engine::passt_ev::Spawned{gen, now_ms()});
         } else if constexpr (std::is_same_v<T, act::Stop>) {
           auto it = p.procs.find(a.generation);
           if (it != p.procs.end() && !it->second->exited()) {
