@@ -49,6 +49,7 @@
 
 #include "daemon/control_server.h"
 #include "passt/passt.h"
+#include "bench_util.h"
 #include "support/harness.h"
 #include "support/qmp_sync.h"
 #include "util/clock.h"
@@ -66,19 +67,9 @@ constexpr uint64_t kMinRunUs = 1'100'000;         // relinkd: a passt dying with
 constexpr uint64_t kProbeStepUs = 200;
 constexpr double kLibvirtMs = 5000;  // QEMU's reconnect timer as libvirt sets it (reconnect=5)
 
-double pct(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p / 100.0 * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
-
-// Thrown, not exit(): the sandboxes' destructors must run to remove their
-// namespaces, QEMUs, passts and relinkd.
-struct Fatal : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-[[noreturn]] void die(const std::string& msg) { throw Fatal(msg); }
+using bench::die;
+using bench::Fatal;
+using bench::pct;
 
 // SIGINT/SIGTERM: stop at the next kill, through the destructors.
 std::atomic<bool> g_interrupted{false};

@@ -33,6 +33,7 @@
 #include "daemon/qemu_names.h"
 #include "macvtap/macvtap_factory.h"
 #include "netlink/link_parser.h"
+#include "bench_util.h"
 #include "support/harness.h"
 #include "support/qmp_sync.h"
 #include "util/clock.h"
@@ -43,19 +44,9 @@ using nlohmann::json;
 
 namespace {
 
-double pct(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p / 100.0 * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
-
-// Thrown, not exit(): the sandboxes' destructors must run to remove their
-// namespaces and QEMUs.
-struct Fatal : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-[[noreturn]] void die(const std::string& msg) { throw Fatal(msg); }
+using bench::die;
+using bench::Fatal;
+using bench::pct;
 
 // ---------------------------------------------------------------- floor child
 
