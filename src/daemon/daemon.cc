@@ -347,7 +347,8 @@ Result<void> Daemon::reload() {
   // A VM whose configuration is unchanged keeps its session and state (a
   // failed binding gets a fresh start); any other is started anew and adopts
   // what QEMU already has. A VM that left the configuration is no longer
-  // managed; its QEMU keeps whatever network it has.
+  // managed: its QEMU keeps its macvtaps, but its passt processes are stopped,
+  // as are those of passt bindings that left or changed.
   std::vector<std::unique_ptr<VmRt>> old = std::move(vms_);
   vms_.clear();
   for (const auto& vmcfg : cfg_.vms) {
