@@ -46,9 +46,10 @@ class PasstTest : public ::testing::Test {
   std::string sock(const PasstSpec& p, const std::string& vm = "vm1") const {
     return p.socket.empty() ? env.dir() + "/" + vm + "-" + p.netdev + ".sock" : p.socket;
   }
-  void write_config(const std::vector<PasstSpec>& passts, const std::string& vm = "vm1") {
+  void write_config(const std::vector<PasstSpec>& passts, const std::string& vm = "vm1",
+                    const std::string& daemon_extra = "") {
     std::string t = "[daemon]\ncontrol_socket = \"" + env.control() + "\"\nstate_dir = \"" + env.dir() +
-                    "/state\"\nnode_dir = \"" + env.dir() + "/dev\"\nlog_level = \"debug\"\n";
+                    "/state\"\nnode_dir = \"" + env.dir() + "/dev\"\nlog_level = \"debug\"\n" + daemon_extra;
     t += "\n[[vm]]\nname = \"" + vm + "\"\nqmp = \"" + env.qmp_path(vm) + "\"\n";
     for (const auto& p : passts)
       t += "[[vm.passt]]\nnetdev = \"" + p.netdev + "\"\nmode = \"" + p.mode + "\"\nsocket = \"" + sock(p, vm) +
@@ -359,6 +360,41 @@ TEST_F(PasstTest, MissingQemuSocketBacksOffWithAClearError) {
   EXPECT_NE(b().value("last_error", "").find("connect to QEMU's stream socket"), std::string::npos) << b().dump();
   EXPECT_TRUE(passt_pids().empty());
   EXPECT_TRUE(env.relinkd().running());
+}
+
+TEST_F(PasstTest, MissingPasstBinaryFailsTheBindingWithTheReason) {
+  PasstSpec p;
+  write_config({p}, "vm1", "passt = \"/nonexistent/passt\"\n");
+  start_qemu({p});
+  env.start_relinkd();
+  ASSERT_TRUE(wait_passt_state("failed")) << explain();
+  const std::string err = b().value("last_error", "");
+  EXPECT_NE(err.find("cannot run passt"), std::string::npos) << err;
+  EXPECT_NE(err.find("/nonexistent/passt"), std::string::npos) << err;
+  EXPECT_TRUE(passt_pids().empty());
+  EXPECT_TRUE(env.relinkd().running());
+}
+
+TEST_F(PasstTest, StreamClientSocketDirectoryPasstCannotWriteIsAClearError) {
+  // Root-owned 0755: nobody cannot create passt's socket there.
+  const std::string dir = "/tmp/relink-pc-" + random_suffix();
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
+  struct Cleanup {
+    std::string d;
+    ~Cleanup() { std::filesystem::remove_all(d); }
+  } cleanup{dir};
+  PasstSpec p;
+  p.mode = "stream-client";
+  p.socket = dir + "/passt.sock";
+  write_config({p});
+  start_qemu({});
+  env.start_relinkd();
+  ASSERT_TRUE(wait_until([&] { return b().value("state", "") == "backoff" || b().value("state", "") == "failed"; }, 10s))
+      << explain();
+  const std::string err = b().value("last_error", "");
+  EXPECT_NE(err.find("cannot create its socket in " + dir), std::string::npos) << err;
+  EXPECT_TRUE(passt_pids().empty());
+  EXPECT_FALSE(std::filesystem::exists(p.socket));
 }
 
 }  // namespace
