@@ -174,7 +174,7 @@ class Loader {
       if (!t) fail(*d, "'daemon' must be a table ([daemon])");
       only_keys(*t,
                 {"control_socket", "state_dir", "node_dir", "log_level", "control_group", "netlink_receive_buffer",
-                 "passt"},
+                 "passt", "qemu_binaries"},
                 "[daemon]");
       cfg.daemon.control_socket = get_string(*t, "control_socket", *d, "[daemon]", cfg.daemon.control_socket);
       if (t->get("control_socket")) need_absolute(*t, "control_socket", cfg.daemon.control_socket);
@@ -191,6 +191,17 @@ class Loader {
           *t, "netlink_receive_buffer", static_cast<int64_t>(cfg.daemon.netlink_receive_buffer), 4096, int64_t{1} << 30));
       cfg.daemon.passt = get_string(*t, "passt", *d, "[daemon]", cfg.daemon.passt);
       if (t->get("passt")) need_absolute(*t, "passt", cfg.daemon.passt);
+      if (const toml::node* q = t->get("qemu_binaries")) {
+        const toml::array* arr = q->as_array();
+        if (!arr || arr->empty()) fail(*q, "'qemu_binaries' must be a non-empty array of absolute paths or patterns");
+        cfg.daemon.qemu_binaries.clear();
+        for (const toml::node& e : *arr) {
+          auto s = e.value<std::string>();
+          if (!e.is_string() || !s || s->empty() || (*s)[0] != '/')
+            fail(e, "each element of 'qemu_binaries' must be an absolute path or pattern (\"/usr/bin/qemu-system-*\")");
+          cfg.daemon.qemu_binaries.push_back(*s);
+        }
+      }
     }
     if (const toml::node* v = root.get("vm")) {
       const toml::array* arr = v->as_array();

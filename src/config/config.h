@@ -69,6 +69,10 @@ struct Daemon {
   std::string control_group;
   // Absolute path of the passt binary run for [[vm.passt]] bindings.
   std::string passt = "/usr/bin/passt";
+  // Programs (fnmatch patterns on /proc/PID/exe) that may receive tap fds
+  // over a QMP socket: a peer running anything else is refused.
+  std::vector<std::string> qemu_binaries = {"/usr/bin/qemu-system-*", "/usr/local/bin/qemu-system-*",
+                                            "/usr/libexec/qemu-kvm"};
 };
 
 struct Config {

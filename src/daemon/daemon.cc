@@ -11,8 +11,10 @@
 
 #include "daemon/qemu_names.h"
 #include "passt/pidfile.h"
+#include "qemu/qmp_peer.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/untrusted.h"
 
 namespace relink::daemon {
 namespace {
@@ -95,6 +97,7 @@ void Daemon::start_vm(const config::Vm& vmcfg, std::map<std::string, std::unique
     VmRt* v = find_vm(name);
     if (!v) return;
     v->qemu_pid = v->qmp->peer_pid();
+    v->last_refusal.clear();
     const uint64_t session = ++v->session;
     logger()->info("{}: QMP connected (QEMU pid {})", name, v->qemu_pid);
     v->attacher->probe(v->cfg.macvtaps, [this, name, session](std::vector<engine::VmConnected> found) {
@@ -123,11 +126,24 @@ void Daemon::start_vm(const config::Vm& vmcfg, std::map<std::string, std::unique
     for (auto& p : v->passts) feed_passt(*v, *p, engine::passt_ev::VmDisconnected{exited});
   };
   cbs.on_event = [this, name](const std::string& event, const nlohmann::json& data) {
-    logger()->debug("{}: QMP event {} {}", name, event, data.dump());
+    if (logger()->should_log(spdlog::level::debug))
+      logger()->debug("{}: QMP event {} {}", name, untrusted::safe_text(event, 64),
+                      untrusted::safe_text(untrusted::dump_json(data), 300));
     if (event != kStreamConnected && event != kStreamDisconnected) return;
     if (VmRt* v = find_vm(name)) passt_stream_event(*v, event, data);
   };
-  vm->qmp = std::make_unique<qemu::QmpClient>(loop_.get(), vmcfg.qmp, std::move(cbs));
+  cbs.on_refused = [this, name](const Error& why) {
+    VmRt* v = find_vm(name);
+    if (!v || v->last_refusal == why.message) return;  // said once per reason, not per retry
+    v->last_refusal = why.message;
+    logger()->warn("{}: {}; retrying slowly", name, why.message);
+  };
+  qemu::QmpOptions qmp_opts;
+  // Read at each connection, so that a reload's qemu_binaries applies to every VM.
+  qmp_opts.verify_peer = [this](int fd, const std::string& path) {
+    return qemu::verify_qmp_peer(fd, path, cfg_.daemon.qemu_binaries);
+  };
+  vm->qmp = std::make_unique<qemu::QmpClient>(loop_.get(), vmcfg.qmp, std::move(cbs), std::move(qmp_opts));
   vm->attacher = std::make_unique<HubAttacher>(*factory_, *vm->qmp, *defer_);
   for (const auto& b : vmcfg.macvtaps) {
     auto rt = std::make_unique<BindingRt>(vmcfg.name, b);

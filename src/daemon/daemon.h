@@ -84,6 +84,7 @@ class Daemon {
     std::vector<std::unique_ptr<PasstRt>> passts;
     pid_t qemu_pid = 0;
     uint64_t session = 0;  // bumped per QMP session, to drop stale probe results
+    std::string last_refusal;  // why the QMP peer was last refused (logged once per reason)
   };
 
   Result<void> setup();

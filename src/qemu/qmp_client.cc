@@ -8,7 +8,9 @@
 #include <array>
 #include <cstring>
 
+#include "util/clock.h"
 #include "util/log.h"
+#include "util/untrusted.h"
 
 namespace relink::qemu {
 namespace {
@@ -17,11 +19,14 @@ constexpr uint64_t kTimerAccuracyUs = 1000;
 constexpr size_t kReadChunk = 16 * 1024;
 constexpr size_t kMaxIov = 64;
 constexpr size_t kExcerptBytes = 120;
+// Deeper than anything QEMU sends; serialising and comparing are recursive.
+constexpr unsigned kMaxJsonDepth = 64;
 
-std::string excerpt(std::string_view text) {
-  if (text.size() <= kExcerptBytes) return std::string(text);
-  return std::string(text.substr(0, kExcerptBytes)) + "...";
-}
+// Peer text for a log line or an error message: valid UTF-8, escaped, short.
+std::string excerpt(std::string_view text) { return untrusted::safe_text(text, kExcerptBytes); }
+
+// connect() errors that mean no QEMU listens there (yet, or any more).
+bool nobody_listens(int err) { return err == ENOENT || err == ECONNREFUSED || err == ENOTDIR; }
 
 std::string ms(uint64_t us) { return std::to_string(us / 1000) + "ms"; }
 
@@ -33,8 +38,8 @@ std::string string_field(const nlohmann::json& obj, const char* key, const char*
 
 // QMP errors are {"class": "GenericError", "desc": "..."}.
 std::string describe_qmp_error(const nlohmann::json& error) {
-  return string_field(error, "class", "GenericError") + ": " +
-         string_field(error, "desc", "(no description)");
+  return untrusted::safe_text(string_field(error, "class", "GenericError"), 64) + ": " +
+         untrusted::safe_text(string_field(error, "desc", "(no description)"), 400);
 }
 
 }  // namespace
@@ -45,6 +50,7 @@ QmpClient::QmpClient(sd_event* loop, std::string socket_path, Callbacks cbs, Qmp
       cbs_(std::move(cbs)),
       opts_(opts),
       log_(log::get("qmp")),
+      watch_(loop, path_, [this] { on_path_change(); }),
       framer_(opts.max_line_bytes),
       defer_(loop) {}
 
@@ -60,6 +66,7 @@ void QmpClient::start() {
 void QmpClient::stop() {
   if (!started_) return;
   started_ = false;
+  watch_.disarm();
   close_socket();
   fail_all_pending(Error{ECANCELED, "QMP client stopped"});
   set_state(State::Idle);
@@ -84,6 +91,21 @@ void QmpClient::set_state(State s) {
 }
 
 void QmpClient::try_connect() {
+  if (opts_.connector) {
+    auto fd = opts_.connector(path_);
+    if (!fd) return schedule_reconnect(fd.error(), nobody_listens(fd.error().code) ? Wait::Absent : Wait::Retry);
+    sd_event_source* s = nullptr;
+    if (int r = sd_event_add_io(loop_, &s, fd->get(), EPOLLIN, &QmpClient::on_io, this); r < 0)
+      return schedule_reconnect(Error::from_errno(-r, "sd_event_add_io"));
+    sock_ = std::move(*fd);
+    io_.reset(s);
+    if (auto r = arm_timer(opts_.connect_timeout_us); !r) {
+      close_socket();
+      return schedule_reconnect(r.error());
+    }
+    set_state(State::Connecting);
+    return connection_established();
+  }
   sockaddr_un addr{};
   if (path_.size() >= sizeof addr.sun_path) {
     return schedule_reconnect(Error{ENAMETOOLONG, "QMP socket path too long: " + path_});
@@ -98,7 +120,8 @@ void QmpClient::try_connect() {
       connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0;
   if (in_progress && errno != EINPROGRESS) {
     const int err = errno;
-    return schedule_reconnect(Error::from_errno(err, "connect " + path_));
+    return schedule_reconnect(Error::from_errno(err, "connect " + path_),
+                              nobody_listens(err) ? Wait::Absent : Wait::Retry);
   }
 
   sd_event_source* s = nullptr;
@@ -119,6 +142,18 @@ void QmpClient::connection_established() {
   ucred cred{};
   socklen_t len = sizeof cred;
   peer_pid_ = getsockopt(sock_.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 ? cred.pid : 0;
+  // Before a byte is read or sent: whoever listens here would get tap fds.
+  if (opts_.verify_peer) {
+    if (auto r = opts_.verify_peer(sock_.get(), path_); !r) {
+      close_socket();
+      if (cbs_.on_refused)
+        defer_.post([alive = std::weak_ptr<char>(alive_), cb = cbs_.on_refused, why = r.error()] {
+          if (!alive.expired()) cb(why);
+        });
+      return schedule_reconnect(r.error(), Wait::Refused);
+    }
+  }
+  watch_.disarm();
   set_state(State::Greeting);
   update_io_events();
 }
@@ -143,17 +178,42 @@ int QmpClient::on_timer(sd_event_source*, uint64_t, void* userdata) {
   return 0;
 }
 
-void QmpClient::schedule_reconnect(const Error& why) {
+void QmpClient::schedule_reconnect(const Error& why, Wait wait) {
   last_error_ = why.message;
-  const uint64_t delay = backoff_us_;
-  backoff_us_ = std::min(backoff_us_ * 2, opts_.reconnect_max_us);
+  wait_ = wait;
   set_state(State::Backoff);
+  timer_.reset();
+  if (wait == Wait::Retry) {
+    watch_.disarm();
+  } else if (!watch_.armed()) {
+    if (auto r = watch_.arm(); !r) log_->debug("{}: cannot watch for the socket ({}), polling", path_, r.error().message);
+  }
+  uint64_t delay = backoff_us_;
+  if (wait != Wait::Retry && backoff_us_ >= opts_.reconnect_max_us) {
+    if (wait == Wait::Absent && watch_.armed()) {
+      // Nothing to do until QEMU creates its socket: no timer, no wakeups.
+      log_->debug("{}: {}, waiting for the socket to appear (watching {})", path_, why.message, watch_.watched());
+      return;
+    }
+    delay = opts_.slow_poll_us;
+  }
+  backoff_us_ = std::min(backoff_us_ * 2, opts_.reconnect_max_us);
   if (auto r = arm_timer(delay); !r) {
     log_->debug("{}: {}; cannot schedule a reconnection ({}), giving up", path_, why.message,
                 r.error().message);
     return;
   }
   log_->debug("{}: {}, retrying in {}", path_, why.message, ms(delay));
+}
+
+void QmpClient::on_path_change() {
+  // A refused peer is not retried on its own events: it could make them at
+  // will. Its slow poll stands.
+  if (state_ != State::Backoff || wait_ != Wait::Absent) return;
+  log_->debug("{}: socket appeared, connecting", path_);
+  backoff_us_ = opts_.reconnect_min_us;
+  timer_.reset();
+  try_connect();
 }
 
 void QmpClient::close_socket() {
@@ -169,6 +229,7 @@ void QmpClient::close_socket() {
 
 void QmpClient::end_session(const Error& why) {
   const bool was_ready = state_ == State::Ready;
+  if (was_ready && monotonic_us() - ready_since_us_ >= opts_.stable_session_us) backoff_us_ = opts_.reconnect_min_us;
   close_socket();
   fail_all_pending(why);
   schedule_reconnect(why);
@@ -267,12 +328,9 @@ void QmpClient::handle_writable() {
 }
 
 void QmpClient::handle_line(std::string_view line) {
-  nlohmann::json msg;
-  try {
-    msg = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
-    return end_session(Error{ECONNRESET, "QMP session reset: invalid JSON: " + excerpt(e.what())});
-  }
+  auto parsed = untrusted::parse_json(line, {opts_.max_line_bytes, kMaxJsonDepth});
+  if (!parsed) return end_session(Error{ECONNRESET, "QMP session reset: " + parsed.error().message});
+  nlohmann::json& msg = *parsed;
   if (!msg.is_object()) {
     return end_session(
         Error{ECONNRESET, "QMP session reset: message is not a JSON object: " + excerpt(line)});
@@ -299,8 +357,7 @@ void QmpClient::handle_line(std::string_view line) {
         return end_session(Error{EPROTO, "qmp_capabilities failed: " + describe_qmp_error(*err)});
       }
       timer_.reset();
-      // The connection works: the next loss starts over with a short wait.
-      backoff_us_ = opts_.reconnect_min_us;
+      ready_since_us_ = monotonic_us();
       set_state(State::Ready);
       last_error_.clear();
       if (cbs_.on_connected) cbs_.on_connected();
@@ -319,7 +376,7 @@ void QmpClient::handle_line(std::string_view line) {
         }
         return;
       }
-      return handle_reply(msg);
+      return handle_reply(msg, line);
     }
     case State::Idle:
     case State::Connecting:
@@ -328,18 +385,18 @@ void QmpClient::handle_line(std::string_view line) {
   }
 }
 
-void QmpClient::handle_reply(const nlohmann::json& msg) {
+void QmpClient::handle_reply(const nlohmann::json& msg, std::string_view line) {
   auto id = msg.find("id");
   // QEMU answers a command it could not parse without an id; ours always parse.
   if (id == msg.end() || !id->is_number_unsigned()) {
-    log_->debug("{}: message without a known id, dropping: {}", path_, excerpt(msg.dump()));
+    log_->debug("{}: message without a known id, dropping: {}", path_, excerpt(line));
     return;
   }
   if (auto ret = msg.find("return"); ret != msg.end()) return complete(id->get<uint64_t>(), *ret);
   if (auto err = msg.find("error"); err != msg.end()) {
     return complete(id->get<uint64_t>(), Error{EREMOTEIO, describe_qmp_error(*err)});
   }
-  log_->debug("{}: message neither reply nor event, dropping: {}", path_, excerpt(msg.dump()));
+  log_->debug("{}: message neither reply nor event, dropping: {}", path_, excerpt(line));
 }
 
 void QmpClient::execute(const std::string& command, nlohmann::json arguments,

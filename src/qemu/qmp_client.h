@@ -26,6 +26,7 @@
 
 #include "qemu/qmp_framer.h"
 #include "util/defer_queue.h"
+#include "util/path_watch.h"
 #include "util/result.h"
 #include "util/sd_event.h"
 #include "util/unique_fd.h"
@@ -43,7 +44,23 @@ struct QmpOptions {
   uint64_t connect_timeout_us = 2'000'000;  // greeting + qmp_capabilities
   uint64_t reconnect_min_us = 100'000;      // backoff doubles up to max
   uint64_t reconnect_max_us = 5'000'000;
+  // Only a session that stayed up this long starts the next wait over at
+  // reconnect_min_us: a peer that resets every session is not reconnected
+  // faster than the backoff allows.
+  uint64_t stable_session_us = 10'000'000;
+  // While no QEMU listens (socket absent or stale), the client waits for the
+  // socket to appear (inotify) once the backoff has reached its maximum, with
+  // no timer at all. Where the directory cannot be watched, and for a refused
+  // peer, it polls this slowly instead.
+  uint64_t slow_poll_us = 30'000'000;
   size_t max_line_bytes = 1 << 20;          // a longer line resets the session
+  // Decides, once connected and before anything is read or sent, whether the
+  // peer may be used (see qmp_peer.h); an error refuses the session. Unset:
+  // any peer (unit tests).
+  std::function<Result<void>(int fd, const std::string& path)> verify_peer;
+  // The transport: returns a connected stream socket for the path. Unset:
+  // a non-blocking AF_UNIX connect (tests and fuzzers hand in a socketpair).
+  std::function<Result<UniqueFd>(const std::string& path)> connector;
 };
 
 class QmpClient {
@@ -57,6 +74,8 @@ class QmpClient {
     // Events in the order QEMU sent them, interleaved with replies as on the
     // wire. `data` is an empty object for events that carry none.
     std::function<void(const std::string& event, const nlohmann::json& data)> on_event;
+    // verify_peer refused the peer (called once per refused attempt).
+    std::function<void(const Error&)> on_refused;
   };
 
   // May throw std::bad_alloc only. Create it on `loop`'s thread; destroy it
@@ -119,12 +138,19 @@ class QmpClient {
   void handle_readable();
   void handle_writable();
   void handle_line(std::string_view line);
-  void handle_reply(const nlohmann::json& msg);
+  void handle_reply(const nlohmann::json& msg, std::string_view line);
   // Ends the session or connection attempt and schedules the next one.
   void end_session(const Error& why);
   void close_socket();
   void fail_all_pending(const Error& why);
-  void schedule_reconnect(const Error& why);
+  // Why the next attempt waits: a timer only, or also the socket appearing.
+  enum class Wait {
+    Retry,    // a failed session or a transient error: backoff timer
+    Absent,   // no QEMU listens: backoff, then only the socket appearing
+    Refused,  // verify_peer said no: backoff, then slow polling and the socket changing
+  };
+  void schedule_reconnect(const Error& why, Wait wait = Wait::Retry);
+  void on_path_change();
   Result<void> arm_timer(uint64_t usec);
   void update_io_events();
   void queue_line(std::string line, UniqueFd fd);
@@ -143,6 +169,9 @@ class QmpClient {
   SdEventSourcePtr io_;     // declared after sock_: unregistered before the fd closes
   SdEventSourcePtr timer_;  // connect timeout / reconnect backoff
   uint64_t backoff_us_ = 0;
+  uint64_t ready_since_us_ = 0;  // when the current session became Ready
+  Wait wait_ = Wait::Retry;
+  PathWatch watch_;
   pid_t peer_pid_ = 0;
   QmpFramer framer_;
   std::deque<OutChunk> outq_;

@@ -23,6 +23,8 @@ namespace relink::test {
 
 inline std::string relinkd_bin() { return binary_dir() + "/relinkd"; }
 inline std::string relinkctl_bin() { return binary_dir() + "/relinkctl"; }
+// This test program, for [daemon] qemu_binaries when it plays QEMU (FakeQmp).
+inline std::string self_exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
 
 struct VmSpec {
   std::string name = "vm1";
@@ -109,8 +111,12 @@ class DaemonEnv {
   Child* qemu(const std::string& vm) { return qemus_.count(vm) ? qemus_[vm].get() : nullptr; }
   QmpSync& test_qmp(const std::string& vm) { return *test_qmp_.at(vm); }
 
-  void start_relinkd() {
-    relinkd_ = Child({relinkd_bin(), "--config", config_path()}, Child::Options{ns_.name(), log_path(), {}});
+  // `wrapper` is a command that runs relinkd by exec'ing it, so that pid()
+  // is relinkd's (e.g. {"prlimit", "--nofile=48:48"}).
+  void start_relinkd(const std::vector<std::string>& wrapper = {}) {
+    std::vector<std::string> argv = wrapper;
+    argv.insert(argv.end(), {relinkd_bin(), "--config", config_path()});
+    relinkd_ = Child(argv, Child::Options{ns_.name(), log_path(), {}});
     ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(control()); }, std::chrono::seconds(10)))
         << "relinkd did not create its control socket\n"
         << read_file(log_path());

@@ -32,7 +32,8 @@ TEST(QmpGarbage, BadSessionsAreResetAndTheNextOneAttaches) {
 
   env.add_veth_parent("p0");
   VmSpec vm;
-  env.write_config({vm});
+  // The fake QMP server is this test program, not QEMU: allow it explicitly.
+  env.write_config({vm}, "qemu_binaries = [\"/usr/bin/qemu-system-*\", \"" + self_exe() + "\"]");
   ASSERT_EQ(symlink(qmp.path().c_str(), env.qmp_path("vm1").c_str()), 0);
   env.start_relinkd();
   ASSERT_TRUE(run_until(loop.get(), [&] { return env.state() == "attached"; }, 20s)) << env.explain();
