@@ -23,6 +23,8 @@ namespace relink::test {
 
 inline std::string relinkd_bin() { return binary_dir() + "/relinkd"; }
 inline std::string relinkctl_bin() { return binary_dir() + "/relinkctl"; }
+// This test program, for [daemon] qemu_binaries when it plays QEMU (FakeQmp).
+inline std::string self_exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
 
 struct VmSpec {
   std::string name = "vm1";
