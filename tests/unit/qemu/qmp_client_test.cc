@@ -70,7 +70,9 @@ class QmpClientTest : public ::testing::Test {
     cbs.on_connected = [this] {
       ++connected_;
       trace_.push_back("connected");
+      if (on_connected_hook_) on_connected_hook_();
     };
+    cbs.on_refused = [this](const Error& why) { refusals_.push_back(why.message); };
     cbs.on_disconnected = [this](const Error& why) {
       ++disconnected_;
       last_disconnect_ = why;
@@ -121,6 +123,8 @@ class QmpClientTest : public ::testing::Test {
   Error last_disconnect_;
   std::vector<std::string> trace_;  // callbacks in the order they ran
   std::function<void()> on_event_hook_;
+  std::function<void()> on_connected_hook_;
+  std::vector<std::string> refusals_;
 };
 
 TEST_F(QmpClientTest, GreetingThenCapabilitiesThenConnected) {
@@ -230,7 +234,7 @@ TEST_F(QmpClientTest, BadLineResetsSessionThenReconnects) {
       {"[1, 2, 3]\r\n", "not a JSON object"},
       {"\"a string\"\r\n", "not a JSON object"},
       {"\r\n", "invalid JSON"},
-      {std::string(200'000, '[') + "\r\n", "invalid JSON"},  // deep nesting must not blow the stack
+      {std::string(200'000, '[') + "\r\n", "nested deeper than 64 levels"},  // must not blow the stack
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.bytes.substr(0, 20));
@@ -442,10 +446,11 @@ class ClosingListener {
   std::vector<uint64_t> times_;
 };
 
-TEST_F(QmpClientTest, BackoffDoublesUpToTheCapAndRestartsAfterASession) {
+TEST_F(QmpClientTest, BackoffDoublesUpToTheCapAndRestartsAfterAStableSession) {
   QmpOptions opts = fast_options();
   opts.reconnect_min_us = 5'000;
   opts.reconnect_max_us = 320'000;
+  opts.stable_session_us = 100'000;
   fake().shutdown();
   auto closing = std::make_unique<ClosingListener>(loop_.get(), fake_->path());
   start_client(opts);
@@ -463,6 +468,7 @@ TEST_F(QmpClientTest, BackoffDoublesUpToTheCapAndRestartsAfterASession) {
   closing.reset();
   fake_->listen();
   ASSERT_TRUE(wait([&] { return connected_ == 1; }));
+  run_for(loop_.get(), 150ms);  // longer than stable_session_us
   const uint64_t lost = monotonic_us();
   fake_->drop_client();
   ASSERT_TRUE(wait([&] { return connected_ == 2; }));
@@ -560,6 +566,160 @@ TEST_F(QmpClientTest, CallbackMayDestroyTheClientAmongCancellations) {
   ASSERT_TRUE(wait([&] { return calls > 0; }));
   run_for(loop_.get(), 50ms);
   EXPECT_EQ(calls, 1);
+}
+
+}  // namespace
+}  // namespace relink::qemu
+
+namespace relink::qemu {
+namespace {
+
+// A peer that greets, negotiates and then drops every session at once must
+// not be reconnected faster than the backoff: only a session that stayed up
+// for stable_session_us starts the wait over.
+TEST_F(QmpClientTest, SessionsDroppedAtOnceKeepTheBackoffGrowing) {
+  QmpOptions opts = fast_options();
+  opts.reconnect_min_us = 5'000;
+  opts.reconnect_max_us = 160'000;
+  opts.stable_session_us = 10'000'000;
+  fake();
+  on_connected_hook_ = [&] { fake_->drop_client(); };
+  start_client(opts);
+  run_for(loop_.get(), 1000ms);
+  // 5+10+20+40+80+160+160+... ms: about 9 sessions in a second; a backoff
+  // reset by each handshake would give well over 100.
+  EXPECT_GE(connected_, 4);
+  EXPECT_LE(connected_, 12);
+  EXPECT_EQ(disconnected_, connected_);
+}
+
+// While nobody listens, the client retries with backoff and then waits for
+// the socket to appear (inotify), with no timer: an offline VM costs no
+// wakeups. The socket appearing connects at once.
+TEST_F(QmpClientTest, AnAbsentSocketIsAwaitedWithoutPolling) {
+  QmpOptions opts = fast_options();
+  opts.reconnect_min_us = 5'000;
+  opts.reconnect_max_us = 40'000;
+  opts.slow_poll_us = 60'000'000;
+  int attempts = 0;
+  opts.connector = [&attempts](const std::string& path) -> Result<UniqueFd> {
+    ++attempts;
+    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    path.copy(addr.sun_path, sizeof addr.sun_path - 1);
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) return Error::last("connect " + path);
+    return fd;
+  };
+  fake().shutdown();
+  start_client(opts);
+  run_for(loop_.get(), 300ms);  // 5+10+20+40 ms of backoff, then quiet
+  const int settled = attempts;
+  EXPECT_GE(settled, 4);
+  EXPECT_LE(settled, 8);
+  run_for(loop_.get(), 500ms);
+  EXPECT_EQ(attempts, settled) << "the client polled for an absent socket";
+  EXPECT_NE(client_->last_error().find("No such file"), std::string::npos) << client_->last_error();
+  const uint64_t t0 = monotonic_us();
+  fake_->listen();
+  ASSERT_TRUE(wait([&] { return connected_ == 1; }, 2s));
+  EXPECT_LT(monotonic_us() - t0, 500'000u);
+}
+
+// The socket's directory may not exist yet either (/run/qemu before the
+// first VM): the watch follows the path down as it is created.
+TEST_F(QmpClientTest, AWatchFollowsMissingDirectoriesDown) {
+  QmpOptions opts = fast_options();
+  opts.reconnect_min_us = 5'000;
+  opts.reconnect_max_us = 20'000;
+  opts.slow_poll_us = 60'000'000;
+  fake().shutdown();
+  char tmpl[] = "/tmp/relink-watch-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string root = tmpl;
+  const std::string sock = root + "/a/b/vm.qmp";
+  QmpClient::Callbacks cbs;
+  cbs.on_connected = [this] { ++connected_; };
+  client_ = std::make_unique<QmpClient>(loop_.get(), sock, std::move(cbs), opts);
+  client_->start();
+  run_for(loop_.get(), 200ms);
+  std::filesystem::create_directory(root + "/a");
+  run_for(loop_.get(), 50ms);
+  std::filesystem::create_directory(root + "/a/b");
+  run_for(loop_.get(), 50ms);
+  fake_->listen();  // in the fake's own directory: no event here yet
+  run_for(loop_.get(), 50ms);
+  EXPECT_EQ(connected_, 0);
+  const uint64_t t0 = monotonic_us();
+  ASSERT_EQ(symlink(fake_->path().c_str(), sock.c_str()), 0);
+  EXPECT_TRUE(wait([&] { return connected_ == 1; }, 2s));
+  EXPECT_LT(monotonic_us() - t0, 500'000u);
+  client_.reset();
+  std::filesystem::remove_all(root);
+}
+
+TEST_F(QmpClientTest, ARefusedPeerGetsNothingAndIsReported) {
+  QmpOptions opts = fast_options();
+  opts.verify_peer = [](int, const std::string& path) -> Result<void> {
+    return Error{EPERM, "QMP socket " + path + " is not QEMU's"};
+  };
+  fake();
+  start_client(opts);
+  ASSERT_TRUE(wait([&] { return !refusals_.empty(); }));
+  run_for(loop_.get(), 100ms);
+  EXPECT_EQ(connected_, 0);
+  EXPECT_FALSE(client_->connected());
+  EXPECT_TRUE(fake_->received().empty()) << "a refused peer was sent a command";
+  EXPECT_NE(refusals_[0].find("is not QEMU's"), std::string::npos);
+  EXPECT_NE(client_->last_error().find("is not QEMU's"), std::string::npos);
+  auto out = run("getfd", {{"fdname", "x"}}, 0);
+  ASSERT_TRUE(wait_done(out));
+  EXPECT_FALSE(**out);
+}
+
+// What the review found crashing relinkd, at the client: each is a reset
+// session with a reason, never an exception.
+TEST_F(QmpClientTest, HostileGreetingsAndMessagesResetTheSession) {
+  struct Case {
+    std::string greeting;
+    std::string want;
+  };
+  const std::string deep = std::string(60000, '[') + std::string(60000, ']');
+  std::string accents;
+  for (int i = 0; i < 100; ++i) accents += "\xc3\xa9";
+  for (const Case& c : std::vector<Case>{
+           {R"({"QMP": 1e400})", "number out of range"},
+           {R"({"QMP": {"x": )" + deep + "}}", "nested deeper than 64"},
+           {"{\"xy\": \"" + accents + "\"}", "expected a QMP greeting"},
+           {"{\"QMP\": \"\xff\xfe\"}", "invalid JSON"},
+           {std::string("{\"QMP\": \"a\0b\"}", 14), "invalid JSON"},
+       }) {
+    SCOPED_TRACE(c.want);
+    client_.reset();
+    fake(FakeQmp::Options{.greeting = c.greeting});
+    start_client();
+    ASSERT_TRUE(wait([&] { return fake_->connections() >= 2; }));
+    EXPECT_EQ(connected_, 0);
+    const std::string err = client_->last_error();
+    EXPECT_NE(err.find(c.want), std::string::npos) << err;
+    // Whatever the peer sent, what is kept is valid UTF-8 that serialises.
+    EXPECT_NO_THROW((void)json(err).dump());
+    EXPECT_LE(err.size(), 400u);
+  }
+}
+
+TEST_F(QmpClientTest, DeepEventsAndRepliesWithoutIdAreDroppedSafely) {
+  std::string nested;
+  for (int i = 0; i < 60000; ++i) nested += "{\"a\":";
+  nested += "1" + std::string(60000, '}');
+  auto& f = fake();
+  f.expect("query-status").raw("{\"event\": \"X\", \"data\": " + nested + "}\n{\"return\": " + nested + "}\n");
+  connect();
+  auto out = run("query-status");
+  ASSERT_TRUE(wait_done(out));
+  EXPECT_FALSE(**out);  // the session was reset under it
+  EXPECT_NE(client_->last_error().find("nested deeper"), std::string::npos) << client_->last_error();
+  ASSERT_TRUE(wait([&] { return connected_ == 2; }));
 }
 
 }  // namespace
