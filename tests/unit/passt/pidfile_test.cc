@@ -2,6 +2,7 @@
 // pidfile itself.
 #include "passt/pidfile.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -51,9 +52,17 @@ std::string stat_line(pid_t pid, const std::string& comm, char state, uint64_t s
   return s + "\n";
 }
 
+// /proc/PID/cmdline: each argument followed by a NUL.
+std::string nul_join(const std::vector<std::string>& args) {
+  std::string out;
+  for (const auto& a : args) out += a + '\0';
+  return out;
+}
+
 class FakeProc : public ::testing::Test {
  protected:
-  void add(pid_t pid, const std::string& comm, char state, uint64_t start_time, const std::string& exe) {
+  void add(pid_t pid, const std::string& comm, char state, uint64_t start_time, const std::string& exe,
+           const std::string& status = "", const std::string& cmdline = "") {
     const std::string dir = root_ / std::to_string(pid);
     fs::create_directories(dir);
     write_text(dir + "/stat", stat_line(pid, comm, state, start_time));
@@ -61,9 +70,37 @@ class FakeProc : public ::testing::Test {
     if (!exe.empty()) {
       ASSERT_EQ(symlink(exe.c_str(), (dir + "/exe").c_str()), 0);
     }
+    if (!status.empty()) write_text(dir + "/status", status);
+    if (!cmdline.empty()) write_text(dir + "/cmdline", cmdline);
   }
   TempDir root_;
 };
+
+TEST_F(FakeProc, ReadsIdsAndCommandLine) {
+  add(4243, "passt.avx2", 'S', 5, "/usr/bin/passt.avx2",
+      "Name:\tpasst.avx2\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t65534\t65534\t65534\t65534\n"
+      "Gid:\t65533\t65533\t65533\t65533\nGroups:\t\n",
+      nul_join({"/usr/bin/passt.avx2", "-f", "--fd", "3", "-t", "10001"}));
+  auto info = read_proc(4243, root_.path());
+  ASSERT_TRUE(info);
+  EXPECT_TRUE(info->ids_known);
+  EXPECT_EQ(info->uids, (std::array<uid_t, 4>{65534, 65534, 65534, 65534}));
+  EXPECT_EQ(info->gids, (std::array<gid_t, 4>{65533, 65533, 65533, 65533}));
+  EXPECT_EQ(info->cmdline, (std::vector<std::string>{"/usr/bin/passt.avx2", "-f", "--fd", "3", "-t", "10001"}));
+
+  // A setuid program: real uid nobody, effective root.
+  add(4244, "su", 'S', 6, "/usr/bin/su", "Uid:\t65534\t0\t0\t0\nGid:\t65534\t65534\t65534\t65534\n", "su");
+  info = read_proc(4244, root_.path());
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->uids, (std::array<uid_t, 4>{65534, 0, 0, 0}));
+  EXPECT_EQ(info->cmdline, std::vector<std::string>{"su"});
+
+  add(4245, "x", 'S', 7, "/x", "Uid:\tgarbage\n", "");
+  info = read_proc(4245, root_.path());
+  ASSERT_TRUE(info);
+  EXPECT_FALSE(info->ids_known);
+  EXPECT_TRUE(info->cmdline.empty());
+}
 
 TEST_F(FakeProc, ReadsStartTimeAndExe) {
   add(4242, "passt", 'S', 123456789, "/usr/bin/passt");
@@ -112,6 +149,12 @@ TEST_F(FakeProc, MissingOrGarbledIsNoProcess) {
 TEST(ReadProcReal, MatchesThisProcess) {
   auto info = read_proc(getpid());
   ASSERT_TRUE(info);
+  EXPECT_TRUE(info->ids_known);
+  EXPECT_EQ(info->uids[0], getuid());
+  EXPECT_EQ(info->uids[1], geteuid());
+  EXPECT_EQ(info->gids[0], getgid());
+  ASSERT_FALSE(info->cmdline.empty());
+  EXPECT_NE(info->cmdline[0].find("relink_unit_passt"), std::string::npos) << info->cmdline[0];
   EXPECT_FALSE(info->zombie);
   EXPECT_GT(info->start_time, 0u);
   EXPECT_EQ(info->exe, fs::read_symlink("/proc/self/exe").string());
@@ -173,6 +216,127 @@ TEST(Adoption, Names) {
   EXPECT_STREQ(adoption_name(Adoption::Adopt), "adopt");
   EXPECT_STREQ(adoption_name(Adoption::Dead), "dead");
   EXPECT_STREQ(adoption_name(Adoption::Reused), "reused");
+  EXPECT_STREQ(adoption_name(Adoption::Outdated), "outdated");
+  EXPECT_STREQ(adoption_name(Adoption::Foreign), "foreign");
+}
+
+// The proof against what the binding runs now.
+const std::vector<std::string> kArgv = {"/usr/bin/passt", "-f", "--socket", "/run/relinkd/web1-net1.sock", "-t",
+                                        "10001"};
+
+Expected expected() {
+  Expected e;
+  e.uid = 65534;
+  e.gid = 65534;
+  e.argv = kArgv;
+  e.mode = "stream-client";
+  e.socket = "/run/relinkd/web1-net1.sock";
+  return e;
+}
+
+PidRecord full_record() {
+  PidRecord r = record();
+  r.uid = 65534;
+  r.gid = 65534;
+  r.argv = kArgv;
+  return r;
+}
+
+ProcInfo passt_proc(uid_t uid = 65534, gid_t gid = 65534, std::vector<std::string> cmdline = kArgv) {
+  ProcInfo p = proc(1000, "/usr/bin/passt");
+  p.ids_known = true;
+  p.uids = {uid, uid, uid, uid};
+  p.gids = {gid, gid, gid, gid};
+  p.cmdline = std::move(cmdline);
+  return p;
+}
+
+TEST(AdoptionProof, TheBindingsPasstIsAdopted) {
+  EXPECT_EQ(decide_adoption(full_record(), passt_proc(), expected()), Adoption::Adopt);
+  ProcInfo avx2 = passt_proc();
+  avx2.exe = "/usr/bin/passt.avx2";  // re-executed itself, argv unchanged
+  EXPECT_EQ(decide_adoption(full_record(), avx2, expected()), Adoption::Adopt);
+  EXPECT_EQ(decide_adoption(full_record(), std::nullopt, expected()), Adoption::Dead);
+  EXPECT_EQ(decide_adoption(full_record(), proc(1000, "", true), expected()), Adoption::Dead);
+}
+
+TEST(AdoptionProof, WrongUserIsNeverSignalled) {
+  // A root process (a forged pidfile naming `sleep` with its start time and exe copied from /proc).
+  PidRecord forged = record();
+  forged.exe = "/usr/bin/sleep";
+  ProcInfo sleep = passt_proc(0, 0, {"sleep", "600"});
+  sleep.exe = "/usr/bin/sleep";
+  EXPECT_EQ(decide_adoption(forged, sleep, expected()), Adoption::Foreign);
+  // Even with passt's own command line.
+  EXPECT_EQ(decide_adoption(record(), passt_proc(0, 0), expected()), Adoption::Foreign);
+  EXPECT_EQ(decide_adoption(record(), passt_proc(1000, 65534), expected()), Adoption::Foreign);
+  EXPECT_EQ(decide_adoption(record(), passt_proc(65534, 0), expected()), Adoption::Foreign);
+  // Real uid runas but effective root (a setuid program): not passt as relinkd runs it.
+  ProcInfo setuid = passt_proc();
+  setuid.uids = {65534, 0, 0, 0};
+  EXPECT_EQ(decide_adoption(record(), setuid, expected()), Adoption::Foreign);
+  ProcInfo saved = passt_proc();
+  saved.gids = {65534, 65534, 0, 65534};
+  EXPECT_EQ(decide_adoption(record(), saved, expected()), Adoption::Foreign);
+  ProcInfo unknown = passt_proc();
+  unknown.ids_known = false;
+  EXPECT_EQ(decide_adoption(record(), unknown, expected()), Adoption::Foreign);
+}
+
+TEST(AdoptionProof, WrongCommandLine) {
+  // A process of runas with another command line, the record carrying none
+  // (a pidfile of an earlier relinkd, or a forged one): proves nothing.
+  EXPECT_EQ(decide_adoption(record(), passt_proc(65534, 65534, {"/usr/bin/passt", "-f"}), expected()),
+            Adoption::Foreign);
+  EXPECT_EQ(decide_adoption(record(), passt_proc(65534, 65534, {}), expected()), Adoption::Foreign);
+  // An earlier relinkd's record, the process running exactly the binding's argv: adopted.
+  EXPECT_EQ(decide_adoption(record(), passt_proc(), expected()), Adoption::Adopt);
+  // The recorded argv differs from what the process runs: not the recorded process.
+  PidRecord other = full_record();
+  other.argv.back() = "10002";
+  EXPECT_EQ(decide_adoption(other, passt_proc(), expected()), Adoption::Reused);
+  // The recorded uid differs from the process's: not the recorded process.
+  PidRecord uid = full_record();
+  uid.uid = 1000;
+  EXPECT_EQ(decide_adoption(uid, passt_proc(), expected()), Adoption::Reused);
+  // Start time or binary differ: the pid was reused.
+  ProcInfo late = passt_proc();
+  late.start_time = 1001;
+  EXPECT_EQ(decide_adoption(full_record(), late, expected()), Adoption::Reused);
+  ProcInfo bash = passt_proc();
+  bash.exe = "/usr/bin/bash";
+  EXPECT_EQ(decide_adoption(full_record(), bash, expected()), Adoption::Reused);
+}
+
+TEST(AdoptionProof, ChangedArgsAreAnOlderConfiguration) {
+  // relinkd recorded and started it with "-t 10001"; the binding now says 10002.
+  Expected now = expected();
+  now.argv.back() = "10002";
+  EXPECT_EQ(decide_adoption(full_record(), passt_proc(), now), Adoption::Outdated);
+  // A passt binary path changed in [daemon] passt.
+  now = expected();
+  now.argv[0] = "/opt/passt/passt";
+  EXPECT_EQ(decide_adoption(full_record(), passt_proc(), now), Adoption::Outdated);
+  // Same argv, mode changed (stream-server's argv does not show its socket).
+  now = expected();
+  now.mode = "vhost-user";
+  EXPECT_EQ(decide_adoption(full_record(), passt_proc(), now), Adoption::Outdated);
+  // Without the recorded argv the old command line proves nothing.
+  now = expected();
+  now.argv.back() = "10002";
+  EXPECT_EQ(decide_adoption(record(), passt_proc(), now), Adoption::Foreign);
+  // Another runas now: the old passt (as nobody) is not provably relinkd's.
+  now = expected();
+  now.uid = now.gid = 1000;
+  EXPECT_EQ(decide_adoption(full_record(), passt_proc(), now), Adoption::Foreign);
+  // Another socket: not a passt for this binding's socket.
+  now = expected();
+  now.socket = "/run/relinkd/other.sock";
+  EXPECT_EQ(decide_adoption(full_record(), passt_proc(), now), Adoption::Foreign);
+  // No expectation at all proves nothing.
+  now = expected();
+  now.argv.clear();
+  EXPECT_EQ(decide_adoption(full_record(), passt_proc(), now), Adoption::Foreign);
 }
 
 TEST(Pidfile, RoundTripWithMode0600) {
@@ -266,6 +430,177 @@ TEST(Pidfile, DescriptiveFieldsAreOptional) {
   EXPECT_EQ(r->exe, "/usr/bin/passt");
   EXPECT_EQ(r->generation, 0u);
   EXPECT_EQ(r->mode, "");
+}
+
+}  // namespace
+}  // namespace relink::passt
+
+namespace relink::passt {
+namespace {
+
+TEST(Pidfile, RoundTripWithIdsAndArgv) {
+  TempDir dir;
+  const std::string path = dir / "net1.pid";
+  PidRecord rec = full_record();
+  rec.argv.push_back("--name=\u00e9t\u00e9");  // UTF-8 survives
+  ASSERT_TRUE(write_pidfile(path, rec));
+  auto r = read_pidfile(path);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(*r, rec);
+}
+
+TEST(ParsePidfile, AcceptsWhatRelinkdWrites) {
+  auto r = parse_pidfile(R"({"pid": 7, "start_time": 9, "exe": "/usr/bin/passt", "generation": 2, "mode": "stream-server",
+                             "socket": "/s", "uid": 65534, "gid": 65533, "argv": ["/usr/bin/passt", "-f"]})",
+                         "/x/net1.pid");
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->pid, 7);
+  EXPECT_EQ(r->uid, 65534);
+  EXPECT_EQ(r->gid, 65533);
+  EXPECT_EQ(r->argv, (std::vector<std::string>{"/usr/bin/passt", "-f"}));
+  // Without the newer fields (an earlier relinkd's pidfile).
+  r = parse_pidfile(R"({"pid": 7, "start_time": 9, "exe": "/usr/bin/passt"})", "/x/net1.pid");
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->uid, -1);
+  EXPECT_EQ(r->gid, -1);
+  EXPECT_TRUE(r->argv.empty());
+}
+
+TEST(ParsePidfile, RefusesMalformedHugeDeepAndInvalidText) {
+  const std::string base = R"("pid": 7, "start_time": 9, "exe": "/usr/bin/passt")";
+  struct Case {
+    std::string text;
+    std::string reason;
+  };
+  std::string deep;
+  for (int i = 0; i < 200; ++i) deep += "[";
+  for (int i = 0; i < 200; ++i) deep += "]";
+  const std::string huge = "{" + base + R"(, "socket": ")" + std::string(5000, 'a') + "\"}";
+  for (const Case& c : std::vector<Case>{
+           {huge, "over 4096 bytes"},
+           {deep, "nested deeper"},
+           {"{" + base + R"(, "argv": [[[["x"]]]]})", "nested deeper"},
+           {"{\"pid\": 7, \"start_time\": 9, \"exe\": \"/usr/bin/p\xff\xfe\"}", "not valid JSON"},
+           {"{\"pid\": 7, \"start_time\": 9, \"exe\": \"/usr/bin/p\xc3\"}", "not valid JSON"},
+           {"\xef\xbb\xbf\x80", "not valid JSON"},
+           {R"({"pid": 0, "start_time": 9, "exe": "/x"})", "out of range"},
+           {R"({"pid": 2147483648, "start_time": 9, "exe": "/x"})", "out of range"},
+           {R"({"pid": 1e3, "start_time": 9, "exe": "/x"})", "\"pid\""},
+           {R"({"pid": 7, "start_time": 1e400, "exe": "/x"})", "not valid JSON"},
+           {R"({"pid": 7, "start_time": 99999999999999999999999, "exe": "/x"})", "start_time"},
+           {"{" + base + R"(, "generation": 18446744073709551615})", "\"generation\""},
+           {"{" + base + R"(, "uid": 4294967295})", "\"uid\""},
+           {"{" + base + R"(, "uid": -1})", "\"uid\""},
+           {"{" + base + R"(, "gid": "0"})", "\"gid\""},
+           {"{" + base + R"(, "argv": []})", "\"argv\""},
+           {"{" + base + R"(, "argv": "passt"})", "\"argv\""},
+           {"{" + base + R"(, "argv": ["passt", 3]})", "\"argv\""},
+           {"{" + base + R"(, "argv": ["pa\u0000sst"]})", "\"argv\""},
+           {"null", "not a JSON object"},
+       }) {
+    auto r = parse_pidfile(c.text, "/x/net1.pid");
+    ASSERT_FALSE(r) << c.text.substr(0, 200);
+    EXPECT_EQ(r.error().code, EINVAL);
+    EXPECT_NE(r.error().message.find(c.reason), std::string::npos) << r.error().message;
+    EXPECT_EQ(r.error().message.rfind("pidfile /x/net1.pid: ", 0), 0u) << r.error().message;
+    // What a peer wrote reaches a log only as safe text.
+    EXPECT_EQ(r.error().message.find('\xff'), std::string::npos);
+    EXPECT_LT(r.error().message.size(), 600u);
+  }
+}
+
+class PidfileTrust : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(dir_.path().empty());
+    path_ = dir_ / "net1.pid";
+  }
+  void expect_refused(const std::string& why) {
+    auto r = read_pidfile(path_);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, EPERM) << r.error().message;
+    EXPECT_NE(r.error().message.find(why), std::string::npos) << r.error().message;
+    EXPECT_NE(r.error().message.find(path_), std::string::npos) << r.error().message;
+  }
+  TempDir dir_;
+  std::string path_;
+};
+
+TEST_F(PidfileTrust, SymlinkIsNeverFollowed) {
+  TempDir elsewhere;
+  const std::string target = elsewhere / "precious";
+  write_text(target, R"({"pid": 1, "start_time": 1, "exe": "/sbin/init"})");
+  ASSERT_EQ(symlink(target.c_str(), path_.c_str()), 0);
+  expect_refused("is a symlink");
+  // Writing replaces the link, removing removes the link: the target stays.
+  ASSERT_TRUE(write_pidfile(path_, record()));
+  EXPECT_EQ(test::read_file(target), R"({"pid": 1, "start_time": 1, "exe": "/sbin/init"})");
+  ASSERT_EQ(unlink(path_.c_str()), 0);
+  ASSERT_EQ(symlink(target.c_str(), path_.c_str()), 0);
+  remove_pidfile(path_);
+  EXPECT_FALSE(fs::exists(fs::symlink_status(path_)));
+  EXPECT_TRUE(fs::exists(target));
+}
+
+TEST_F(PidfileTrust, WritableByOthersOrNotRegularOrTooBigIsRefused) {
+  write_text(path_, R"({"pid": 12, "start_time": 34, "exe": "/usr/bin/passt"})");
+  ASSERT_EQ(chmod(path_.c_str(), 0620), 0);
+  expect_refused("writable by group or others");
+  ASSERT_EQ(chmod(path_.c_str(), 0602), 0);
+  expect_refused("writable by group or others");
+  ASSERT_EQ(chmod(path_.c_str(), 0644), 0);
+  EXPECT_TRUE(read_pidfile(path_));
+
+  write_text(path_, std::string(kMaxPidfileBytes + 1, ' '));
+  expect_refused("over 4096 bytes");
+
+  ASSERT_EQ(unlink(path_.c_str()), 0);
+  ASSERT_EQ(mkfifo(path_.c_str(), 0600), 0);
+  expect_refused("not a regular file");  // and open() did not hang on the FIFO
+  ASSERT_EQ(unlink(path_.c_str()), 0);
+  ASSERT_EQ(mkdir(path_.c_str(), 0700), 0);
+  expect_refused("not a regular file");
+}
+
+TEST_F(PidfileTrust, OwnedByAnotherUserIsRefused) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to give a file away";
+  write_text(path_, R"({"pid": 12, "start_time": 34, "exe": "/usr/bin/passt"})");
+  ASSERT_EQ(chmod(path_.c_str(), 0600), 0);
+  ASSERT_EQ(chown(path_.c_str(), 65534, 65534), 0);
+  expect_refused("is not owned by root");
+}
+
+TEST_F(PidfileTrust, DirectoryMustBeTrustedAndNotASymlink) {
+  ASSERT_TRUE(write_pidfile(path_, record()));
+  ASSERT_EQ(chmod(dir_.path().c_str(), 0777), 0);
+  auto r = read_pidfile(path_);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, EPERM);
+  EXPECT_NE(r.error().message.find("writable by group or others"), std::string::npos) << r.error().message;
+  EXPECT_FALSE(write_pidfile(path_, record()));
+  ASSERT_EQ(chmod(dir_.path().c_str(), 0700), 0);
+
+  TempDir links;
+  const std::string link = links / "vm1";
+  ASSERT_EQ(symlink(dir_.path().c_str(), link.c_str()), 0);
+  EXPECT_FALSE(read_pidfile(link + "/net1.pid"));
+  EXPECT_FALSE(write_pidfile(link + "/net2.pid", record()));
+  EXPECT_FALSE(fs::exists(dir_ / "net2.pid"));
+  EXPECT_FALSE(fs::exists(dir_ / "net2.pid.tmp"));
+  remove_pidfile(link + "/net1.pid");
+  EXPECT_TRUE(fs::exists(path_)) << "removed through a symlinked directory";
+}
+
+TEST_F(PidfileTrust, AStaleTemporaryHardLinkIsNotWrittenThrough) {
+  TempDir elsewhere;
+  const std::string other = elsewhere / "other";
+  write_text(other, "keep me");
+  ASSERT_EQ(link(other.c_str(), (path_ + ".tmp").c_str()), 0);
+  ASSERT_TRUE(write_pidfile(path_, record()));
+  EXPECT_EQ(test::read_file(other), "keep me");
+  auto r = read_pidfile(path_);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(*r, record());
 }
 
 }  // namespace
