@@ -14,6 +14,7 @@
 #include "qemu/qmp_peer.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/trusted_dir.h"
 #include "util/untrusted.h"
 
 namespace relink::daemon {
@@ -30,6 +31,18 @@ Result<void> make_dir(const std::string& path, mode_t mode) {
     return ok();
   }
   if (chmod(path.c_str(), mode) < 0) return Error::last("chmod " + path);
+  return ok();
+}
+
+// state_dir and state_dir/passt hold the pidfiles naming processes relinkd
+// adopts or stops: they must be relinkd's alone (util/trusted_dir.h). What
+// is missing is created; what exists and others could have written is
+// refused, and relinkd does not start.
+Result<void> make_state_dirs(const std::string& state_dir) {
+  auto top = trusted::open_dir(state_dir, 0755);
+  if (!top) return Error{top.error().code, "state_dir: " + top.error().message};
+  auto passt_dir = trusted::open_subdir(top->get(), "passt", 0700, /*create=*/true, state_dir + "/passt");
+  if (!passt_dir) return Error{passt_dir.error().code, "state_dir: " + passt_dir.error().message};
   return ok();
 }
 
@@ -65,9 +78,7 @@ Result<void> Daemon::setup() {
   }
   sd_event_set_watchdog(loop_.get(), true);
 
-  if (auto r = make_dir(cfg_.daemon.state_dir, 0755); !r) return r;
-  // passt pidfiles: only relinkd may write what it later trusts.
-  if (auto r = make_dir(cfg_.daemon.state_dir + "/passt", 0700); !r) return r;
+  if (auto r = make_state_dirs(cfg_.daemon.state_dir); !r) return r;
   spawner_ = std::make_unique<passt::ProcessSpawner>();
   probe_passt_features();
   factory_ = std::make_unique<macvtap::RtnlMacvtapFactory>(cfg_.daemon.node_dir);

@@ -16,6 +16,8 @@
 #include "passt/pidfile.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/trusted_dir.h"
+#include "util/untrusted.h"
 
 namespace relink::daemon {
 namespace {
@@ -56,26 +58,108 @@ Result<UniqueFd> connect_stream(const std::string& path) {
 
 // Readies the path a listening passt (stream-client, vhost-user) binds: its
 // directory must exist and be writable by the user passt runs as, and a
-// socket left by a dead passt is removed.
+// socket left by a dead passt is removed. The directory is handled through
+// an fd opened without following a symlink: its owner may be passt's user,
+// who could otherwise swap it for a link between a check and a use.
 Result<void> prepare_listen_path(const std::string& path, uid_t uid, gid_t gid) {
-  const std::string dir = std::filesystem::path(path).parent_path();
-  struct stat st {};
-  if (stat(dir.c_str(), &st) < 0) {
-    if (errno != ENOENT) return Error::last("stat " + dir);
-    if (mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) return Error::last("create " + dir);
-    if (chown(dir.c_str(), uid, gid) < 0) return Error::last("chown " + dir);
-    if (stat(dir.c_str(), &st) < 0) return Error::last("stat " + dir);
+  const std::filesystem::path fp(path);
+  const std::string dir = fp.parent_path();
+  const std::string name = fp.filename();
+  const std::string parent = fp.parent_path().parent_path();
+  const std::string dir_name = fp.parent_path().filename();
+  if (name.empty()) return Error{EINVAL, "not a socket path: " + path};
+  UniqueFd dfd;
+  if (dir_name.empty()) {
+    dfd.reset(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  } else {
+    UniqueFd pfd(open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!pfd) return Error::last("open " + parent);
+    const int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+    dfd.reset(openat(pfd.get(), dir_name.c_str(), flags));
+    if (!dfd && errno == ENOENT) {
+      const bool created = mkdirat(pfd.get(), dir_name.c_str(), 0755) == 0;
+      if (!created && errno != EEXIST) return Error::last("create " + dir);
+      dfd.reset(openat(pfd.get(), dir_name.c_str(), flags));
+      if (created && dfd && fchown(dfd.get(), uid, gid) < 0) return Error::last("chown " + dir);
+    }
   }
+  if (!dfd) {
+    if (errno == ELOOP || errno == ENOTDIR)
+      return Error{ENOTDIR, "passt's socket directory " + dir + " is a symlink or not a directory: relinkd does not "
+                            "follow it; give the socket a path whose directory is a real one"};
+    return Error::last("open " + dir);
+  }
+  struct stat st {};
+  if (fstat(dfd.get(), &st) < 0) return Error::last("stat " + dir);
   const bool writable = (st.st_uid == uid && (st.st_mode & S_IWUSR)) || (st.st_gid == gid && (st.st_mode & S_IWGRP)) ||
                         (st.st_mode & S_IWOTH);
-  if (!S_ISDIR(st.st_mode) || !writable)
+  if (!writable)
     return Error{EACCES, "passt runs as uid " + std::to_string(uid) + " and cannot create its socket in " + dir +
                              ": make the directory writable by that user, or choose another socket path"};
-  if (lstat(path.c_str(), &st) == 0) {
+  if (fstatat(dfd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
     if (!S_ISSOCK(st.st_mode)) return Error{EEXIST, path + " exists and is not a socket"};
-    if (unlink(path.c_str()) < 0) return Error::last("remove stale socket " + path);
+    if (unlinkat(dfd.get(), name.c_str(), 0) < 0 && errno != ENOENT) return Error::last("remove stale socket " + path);
+  } else if (errno != ENOENT) {
+    return Error::last("stat " + path);
   }
   return ok();
+}
+
+// What a binding runs: the proof an adopted passt must match.
+passt::Expected expected_for(const std::string& passt_exec, const config::PasstBinding& cfg) {
+  return passt::Expected{cfg.uid, cfg.gid, passt::build_argv(passt_exec, cfg.mode, cfg.socket, cfg.args),
+                         passt::mode_name(cfg.mode), cfg.socket};
+}
+
+// The directory of a binding's pidfile, state_dir/passt/VM, opened as a
+// trusted directory (util/trusted_dir.h) level by level, and the pidfile's
+// name in it. `pidfile` is "<state_dir>/passt/<vm>/<netdev>.pid".
+struct PidfileDir {
+  UniqueFd dir;
+  std::string name;
+};
+
+Result<PidfileDir> open_pidfile_dir(const std::string& pidfile, const std::string& vm, bool create) {
+  const std::string middle = "/passt/" + vm + "/";
+  const size_t at = pidfile.rfind(middle);
+  if (at == std::string::npos) return Error{EINVAL, "unexpected pidfile path " + pidfile};
+  const std::string state_dir = pidfile.substr(0, at);
+  auto top = trusted::open_dir(state_dir, 0755);
+  if (!top) return top.error();
+  auto passt_dir = trusted::open_subdir(top->get(), "passt", 0700, create, state_dir + "/passt");
+  if (!passt_dir) return passt_dir.error();
+  auto vm_dir = trusted::open_subdir(passt_dir->get(), vm, 0700, create, state_dir + "/passt/" + vm);
+  if (!vm_dir) return vm_dir.error();
+  return PidfileDir{std::move(*vm_dir), pidfile.substr(at + middle.size())};
+}
+
+Result<passt::PidRecord> read_binding_pidfile(const std::string& pidfile, const std::string& vm) {
+  auto d = open_pidfile_dir(pidfile, vm, /*create=*/false);
+  if (!d) return d.error();
+  return passt::read_pidfile_at(d->dir.get(), d->name, pidfile);
+}
+
+Result<void> write_binding_pidfile(const std::string& pidfile, const std::string& vm, const passt::PidRecord& rec) {
+  auto d = open_pidfile_dir(pidfile, vm, /*create=*/true);
+  if (!d) return d.error();
+  return passt::write_pidfile_at(d->dir.get(), d->name, rec, pidfile);
+}
+
+void remove_binding_pidfile(const std::string& pidfile, const std::string& vm, const std::string& log_name) {
+  auto d = open_pidfile_dir(pidfile, vm, /*create=*/false);
+  Result<void> r = d ? passt::remove_pidfile_at(d->dir.get(), d->name, pidfile) : Result<void>(d.error());
+  if (!r && r.error().code != ENOENT) logger()->warn("{}: not removing the pidfile: {}", log_name, r.error().message);
+}
+
+std::string describe_ids(const passt::ProcInfo& info) {
+  if (!info.ids_known) return "unknown user";
+  return "uid " + std::to_string(info.uids[0]) + " gid " + std::to_string(info.gids[0]);
+}
+
+std::string describe_cmdline(const passt::ProcInfo& info) {
+  std::string line;
+  for (const auto& a : info.cmdline) line += (line.empty() ? "" : " ") + a;
+  return untrusted::safe_text(line, 200);
 }
 
 }  // namespace
@@ -140,8 +224,75 @@ Daemon::PasstRt* Daemon::find_passt(VmRt& vm, const std::string& netdev) {
 void Daemon::passt_vm_connected(VmRt& vm, uint64_t session) {
   if (vm.passts.empty()) return;
   const std::string name = vm.cfg.name;
+  // A passt a previous relinkd left, named by the binding's pidfile: adopted
+  // or stopped only when the process proves to be that passt
+  // (passt::decide_adoption); anything else is never signalled.
+  auto adopt_from_pidfile = [this, name](PasstRt& p, engine::passt_ev::VmConnected& vc) {
+    auto rec = read_binding_pidfile(p.pidfile, p.vm);
+    if (!rec) {
+      if (rec.error().code != ENOENT) logger()->warn("{}: ignoring pidfile: {}", p.name(), rec.error().message);
+      return;
+    }
+    vc.max_generation_seen = rec->generation;
+    const passt::Expected want = expected_for(passt_exec_, p.cfg);
+    auto now = passt::read_proc(rec->pid);
+    auto decision = passt::decide_adoption(*rec, now, want);
+    std::unique_ptr<passt::Process> proc;
+    auto holder = std::make_shared<const passt::Process*>(nullptr);
+    if (decision == passt::Adoption::Adopt || decision == passt::Adoption::Outdated) {
+      const uint64_t gen = rec->generation;
+      auto adopted = passt::Process::adopt(
+          loop_.get(), rec->pid, p.name() + " passt[" + std::to_string(rec->pid) + "]",
+          [this, name, netdev = p.cfg.netdev, gen, holder](const passt::ExitStatus& st) {
+            on_passt_exit(name, netdev, gen, *holder, st);
+          });
+      if (!adopted) {
+        logger()->warn("{}: cannot watch passt pid {}: {}", p.name(), rec->pid, adopted.error().message);
+        return;
+      }
+      // The pidfd holds whatever had the pid when it was opened: look again,
+      // so the process checked is the one the pidfd refers to.
+      now = passt::read_proc(rec->pid);
+      const auto again = passt::decide_adoption(*rec, now, want);
+      if (again == decision) proc = std::move(*adopted);
+      else decision = again == passt::Adoption::Outdated || again == passt::Adoption::Adopt ? passt::Adoption::Reused
+                                                                                             : again;
+    }
+    switch (decision) {
+      case passt::Adoption::Adopt: {
+        const uint64_t gen = rec->generation;
+        const uint64_t started = now_ms() - std::min(now_ms(), age_ms(rec->start_time));
+        logger()->info("{}: adopted running passt pid {} (generation {})", p.name(), rec->pid, gen);
+        *holder = proc.get();
+        p.procs[gen] = std::move(proc);
+        p.live_started_ms = started;
+        p.pidfile_generation = gen;
+        vc.adopt = engine::passt_ev::VmConnected::Adopt{gen, started};
+        return;
+      }
+      case passt::Adoption::Outdated:
+        logger()->info("{}: stopping passt pid {}: it runs an older configuration ({})", p.name(), rec->pid,
+                       describe_cmdline(*now));
+        *holder = proc.get();
+        proc->stop();
+        retiring_.push_back(std::move(proc));
+        break;
+      case passt::Adoption::Dead:
+        logger()->info("{}: passt pid {} from the pidfile is gone", p.name(), rec->pid);
+        break;
+      case passt::Adoption::Reused:
+        logger()->info("{}: passt pid {} from the pidfile is now another process", p.name(), rec->pid);
+        break;
+      case passt::Adoption::Foreign:
+        logger()->warn("{}: pid {} from the pidfile is not provably the passt relinkd started for this binding "
+                       "({}, command line '{}'): leaving it alone, dropping the pidfile",
+                       p.name(), rec->pid, now ? describe_ids(*now) : "gone", now ? describe_cmdline(*now) : "");
+        break;
+    }
+    remove_binding_pidfile(p.pidfile, p.vm, p.name());
+  };
   vm.qmp->execute("human-monitor-command", {{"command-line", "info network"}},
-                  [this, name, session](const Result<nlohmann::json>& r) {
+                  [this, name, session, adopt_from_pidfile](const Result<nlohmann::json>& r) {
                     VmRt* v = find_vm(name);
                     if (!v || v->session != session || !v->qmp->connected()) return;
                     std::map<std::string, bool> streams;
@@ -165,50 +316,7 @@ void Daemon::passt_vm_connected(VmRt& vm, uint64_t session) {
                           break;
                         }
                       // A passt a previous relinkd left.
-                      if (!vc.adopt && !p->refused) {
-                        auto rec = passt::read_pidfile(p->pidfile);
-                        if (!rec && rec.error().code != ENOENT)
-                          logger()->warn("{}: ignoring pidfile: {}", p->name(), rec.error().message);
-                        if (rec) {
-                          vc.max_generation_seen = rec->generation;
-                          const auto decision = passt::decide_adoption(*rec, passt::read_proc(rec->pid));
-                          const bool same = rec->mode == passt::mode_name(p->cfg.mode) && rec->socket == p->cfg.socket;
-                          if (decision == passt::Adoption::Adopt) {
-                            const uint64_t gen = rec->generation;
-                            auto holder = std::make_shared<const passt::Process*>(nullptr);
-                            auto proc = passt::Process::adopt(
-                                loop_.get(), rec->pid, p->name() + " passt[" + std::to_string(rec->pid) + "]",
-                                [this, name, netdev = p->cfg.netdev, gen, holder](const passt::ExitStatus& st) {
-                                  on_passt_exit(name, netdev, gen, *holder, st);
-                                });
-                            if (!proc) {
-                              logger()->warn("{}: cannot watch passt pid {}: {}", p->name(), rec->pid,
-                                             proc.error().message);
-                            } else {
-                              *holder = proc->get();
-                              const uint64_t started = now_ms() - std::min(now_ms(), age_ms(rec->start_time));
-                              if (same) {
-                                logger()->info("{}: adopted running passt pid {} (generation {})", p->name(),
-                                               rec->pid, gen);
-                                p->procs[gen] = std::move(*proc);
-                                p->live_started_ms = started;
-                                p->pidfile_generation = gen;
-                                vc.adopt = engine::passt_ev::VmConnected::Adopt{gen, started};
-                              } else {
-                                logger()->info("{}: stopping passt pid {}: it runs an older configuration",
-                                               p->name(), rec->pid);
-                                (*proc)->stop();
-                                retiring_.push_back(std::move(*proc));
-                                passt::remove_pidfile(p->pidfile);
-                              }
-                            }
-                          } else {
-                            logger()->info("{}: passt pid {} from the pidfile is {}", p->name(), rec->pid,
-                                           decision == passt::Adoption::Dead ? "gone" : "now another process");
-                            passt::remove_pidfile(p->pidfile);
-                          }
-                        }
-                      }
+                      if (!vc.adopt && !p->refused) adopt_from_pidfile(*p, vc);
                       feed_passt(*v, *p, vc);
                     }
                   });
@@ -267,7 +375,7 @@ Result<passt::Spawned> Daemon::spawn_passt(PasstRt& p, uint64_t generation) {
   }
   passt::SpawnRequest req;
   req.path = passt_exec_;
-  req.argv = passt::build_argv(passt_exec_, p.cfg.mode, p.cfg.socket, p.cfg.args);
+  req.argv = expected_for(passt_exec_, p.cfg).argv;
   req.uid = p.cfg.uid;
   req.gid = p.cfg.gid;
   req.handed_fd = handed.get();
@@ -303,9 +411,10 @@ void Daemon::execute_passt(VmRt& vm, PasstRt& p, const engine::PasstAction& acti
             return;
           }
           passt::PidRecord rec{s->pid, s->start_time, s->exe, gen, passt::mode_name(p.cfg.mode), p.cfg.socket};
-          std::error_code ec;
-          std::filesystem::create_directories(std::filesystem::path(p.pidfile).parent_path(), ec);
-          if (auto w = passt::write_pidfile(p.pidfile, rec); !w)
+          rec.uid = p.cfg.uid;
+          rec.gid = p.cfg.gid;
+          rec.argv = expected_for(passt_exec_, p.cfg).argv;
+          if (auto w = write_binding_pidfile(p.pidfile, p.vm, rec); !w)
             logger()->warn("{}: cannot write pidfile (a restarted relinkd will not adopt this passt): {}", p.name(),
                            w.error().message);
           else
@@ -335,7 +444,7 @@ void Daemon::execute_passt(VmRt& vm, PasstRt& p, const engine::PasstAction& acti
             it->second->stop();
           }
           if (p.pidfile_generation == a.generation) {
-            passt::remove_pidfile(p.pidfile);
+            remove_binding_pidfile(p.pidfile, p.vm, p.name());
             p.pidfile_generation = 0;
           }
         } else if constexpr (std::is_same_v<T, engine::StartTimer>) {
@@ -387,7 +496,7 @@ void Daemon::on_passt_exit(const std::string& vm_name, const std::string& netdev
   release(std::move(it->second));
   p->procs.erase(it);
   if (p->pidfile_generation == generation) {
-    passt::remove_pidfile(p->pidfile);
+    remove_binding_pidfile(p->pidfile, p->vm, p->name());
     p->pidfile_generation = 0;
   }
   feed_passt(*v, *p, engine::passt_ev::Exited{generation, st.describe(), now_ms()});
@@ -403,7 +512,7 @@ void Daemon::retire_passt(PasstRt& p) {
     }
   }
   p.procs.clear();
-  passt::remove_pidfile(p.pidfile);
+  remove_binding_pidfile(p.pidfile, p.vm, p.name());
   p.pidfile_generation = 0;
 }
 
