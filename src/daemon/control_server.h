@@ -5,10 +5,12 @@
 #include <sys/types.h>
 #include <systemd/sd-event.h>
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "util/result.h"
@@ -27,34 +29,94 @@ struct Peer {
 // in `group_gid` (primary or supplementary). Pure apart from the group lookup.
 bool peer_allowed(const Peer& peer, std::optional<gid_t> group_gid);
 
+// What one client may hold. Constants rather than [daemon] keys: a
+// legitimate client (relinkctl, a monitoring probe) sends its line at once
+// and is done in milliseconds, so nobody needs to tune these.
+struct ControlLimits {
+  // Connections open at once. At the cap, the oldest connection that has
+  // not sent its request yet is closed to make room for the new one.
+  size_t max_connections = 64;
+  // A connection must have sent its full request line this long after it
+  // was accepted, and have taken its reply this long after it was answered.
+  uint64_t idle_timeout_us = 5'000'000;
+  // Bytes of one request line.
+  size_t max_request = 64 * 1024;
+  // While accept() fails for lack of fds (or any error that would fail
+  // again at once), the listening socket is not watched: it is looked at
+  // again after this pause, doubled each time up to max_pause_us, or as
+  // soon as a connection closes.
+  uint64_t first_pause_us = 100'000;
+  uint64_t max_pause_us = 3'200'000;
+};
+
 class ControlServer {
  public:
   // Returns the reply for a request ({"ok":true,...} or {"ok":false,"error":...}).
   using Handler = std::function<nlohmann::json(const nlohmann::json& request, const Peer& peer)>;
 
-  ControlServer(sd_event* loop, Handler handler);
+  ControlServer(sd_event* loop, Handler handler, ControlLimits limits = {});
   ~ControlServer();
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;
 
   // Binds PATH (replacing a stale socket, never another kind of file), mode
-  // 0600, or 0660 with group `group` when it is not empty.
+  // 0600, or 0660 with group `group` when it is not empty. PATH's directory
+  // must be owned by root (or by relinkd's own user) and writable by its
+  // owner only: elsewhere another user could swap the socket for their own.
   Result<void> listen(const std::string& path, const std::string& group);
   const std::string& path() const { return path_; }
+  size_t connections() const { return conns_.size(); }
 
  private:
   struct Conn;
   static int on_accept(sd_event_source*, int, uint32_t, void*);
   static int on_conn(sd_event_source*, int, uint32_t, void*);
+  static int on_idle_timer(sd_event_source*, uint64_t, void*);
+  static int on_resume_timer(sd_event_source*, uint64_t, void*);
+  void accept_some();
+  void admit(UniqueFd fd);
+  // Returns true when the connection is done with (answered or gone).
+  bool serve(Conn& c);
+  nlohmann::json answer(const std::string& line, const Peer& peer);
+  void respond(Conn& c, const nlohmann::json& reply);
   void close_conn(int fd);
+  bool evict_oldest();
+  void arm_idle_timer();
+  void pause_accepting(int err);
+  void resume_accepting();
+  void under_pressure(const std::string& why);
+  void maybe_pressure_over();
+  uint64_t now_us() const;
 
   sd_event* loop_;
   Handler handler_;
+  ControlLimits limits_;
   std::string path_;
   std::optional<gid_t> group_gid_;
+  UniqueFd dir_fd_;  // the socket's directory, checked once and used for every later step
+  std::string name_;
+  dev_t bound_dev_ = 0;
+  ino_t bound_ino_ = 0;
   UniqueFd listen_fd_;
   SdEventSourcePtr listen_src_;
+  SdEventSourcePtr idle_timer_;
+  SdEventSourcePtr resume_timer_;
   std::map<int, std::unique_ptr<Conn>> conns_;
+  uint64_t next_seq_ = 0;
+  // Lowered from max_connections when fds run out, so that the rest of the
+  // daemon (QMP, macvtap, passt) gets fds back; restored once all is quiet.
+  size_t cap_;
+  bool paused_ = false;
+  uint64_t pause_us_;
+  // One "pressure" episode: from the first eviction or failed accept until
+  // no connection is left open. Logged once at its start and once at its end.
+  bool pressure_ = false;
+  uint64_t pressure_since_us_ = 0;
+  uint64_t evicted_ = 0;
+  uint64_t accept_failures_ = 0;
+  uint64_t idle_closed_ = 0;
+  uint64_t refused_logged_us_ = 0;
+  uint64_t refused_unlogged_ = 0;
 };
 
 // Client side, used by relinkctl: sends one request and waits for the reply.

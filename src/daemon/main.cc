@@ -1,6 +1,9 @@
 // relinkd: keeps QEMU guests' macvtap NICs connected while host links come and go.
+#include <sys/resource.h>
+
 #include <CLI/CLI.hpp>
 
+#include <cstring>
 #include <iostream>
 
 #include "config/config.h"
@@ -52,6 +55,17 @@ int main(int argc, char** argv) {
   }
   const bool journal = getenv("JOURNAL_STREAM") != nullptr;
   relink::log::setup(spdlog::level::from_str(log_level.empty() ? cfg.daemon.log_level : log_level), journal);
+  // systemd starts services with a soft fd limit of 1024 (for select()
+  // users; relinkd has none) and a far higher hard one: take the hard one,
+  // so that many VMs, passt processes and control clients fit.
+  if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    const rlim_t soft = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+      relink::log::get("daemon")->debug("raised the soft fd limit from {} to {}", soft, rl.rlim_max);
+    else
+      relink::log::get("daemon")->debug("cannot raise the soft fd limit from {}: {}", soft, std::strerror(errno));
+  }
   relink::daemon::Daemon daemon(std::move(cfg), log_level);
   return daemon.run();
 }
