@@ -30,6 +30,12 @@ constexpr int kMaxDumpAttempts = 16;
 // longer than this means the dump is stuck.
 constexpr int kDumpRecvTimeoutMs = 1000;
 constexpr uint64_t kResyncRetryUsec = 200'000;
+// Datagrams read per wakeup, from the event socket and from a re-dump: a
+// storm or a dump of thousands of links must not keep the loop from the
+// control socket and QMP.
+constexpr int kDatagramsPerWakeup = 32;
+// A dump datagram holds up to 32 KiB of links: fewer of them per wakeup.
+constexpr int kDumpDatagramsPerWakeup = 8;
 
 spdlog::logger& logger() {
   static auto l = log::get("netlink");
@@ -85,6 +91,39 @@ DumpHeaders check_dump_headers(std::span<const uint8_t> buf, unsigned seq, unsig
 }
 
 }  // namespace
+
+// One datagram of a link dump. Done: the dump is complete; Continue: more
+// is coming (or the datagram belonged to another request).
+LinkWatcher::DumpStep LinkWatcher::consume_dump(std::span<const uint8_t> data, unsigned seq, DumpState& st) {
+  auto batch = parse_link_messages(data);
+  if (!batch) return batch.error();
+  auto headers = check_dump_headers(data, seq, mnl_socket_get_portid(dump_sock_.get()));
+  if (!headers.ours) return false;
+  st.interrupted |= headers.interrupted;
+  if (batch->error != 0) return Error::from_errno(batch->error, "link dump");
+  for (auto& msg : batch->links)
+    if (!msg.deleted) st.links.push_back(std::move(msg.link));
+  return batch->done;
+}
+
+Result<void> LinkWatcher::request_dump(unsigned seq) {
+  int fd = mnl_socket_get_fd(dump_sock_.get());
+  // Drain what an abandoned dump left behind. Each recvmsg() makes the kernel
+  // produce the next chunk, so this also runs such a dump to its end; a new
+  // dump request on a socket with a running dump fails with EBUSY.
+  drain(fd, buf_);
+  alignas(nlmsghdr) char req[NLMSG_SPACE(sizeof(ifinfomsg)) + MNL_ATTR_HDRLEN + sizeof(uint32_t)];
+  nlmsghdr* nlh = mnl_nlmsg_put_header(req);
+  nlh->nlmsg_type = RTM_GETLINK;
+  nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  nlh->nlmsg_seq = seq;
+  auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
+  ifi->ifi_family = AF_UNSPEC;
+  // Counters are of no use here and are most of each message's size.
+  mnl_attr_put_u32(nlh, IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+  if (mnl_socket_sendto(dump_sock_.get(), nlh, nlh->nlmsg_len) < 0) return Error::last("requesting link dump");
+  return ok();
+}
 
 void LinkWatcher::MnlDeleter::operator()(mnl_socket* s) const {
   if (s) mnl_socket_close(s);
@@ -145,6 +184,11 @@ Result<void> LinkWatcher::start() {
   r = sd_event_add_io(loop_, &raw, fd, EPOLLIN, on_io, this);
   if (r < 0) return fail(Error::from_errno(-r, "watching netlink socket"));
   io_.reset(raw);
+  r = sd_event_add_io(loop_, &raw, mnl_socket_get_fd(dump_sock_.get()), EPOLLIN, on_dump_io, this);
+  if (r < 0) return fail(Error::from_errno(-r, "watching netlink dump socket"));
+  dump_io_.reset(raw);
+  r = sd_event_source_set_enabled(dump_io_.get(), SD_EVENT_OFF);
+  if (r < 0) return fail(Error::from_errno(-r, "disabling netlink dump watch"));
   return ok();
 }
 
@@ -154,13 +198,32 @@ int LinkWatcher::on_io(sd_event_source*, int, uint32_t, void* userdata) {
 }
 
 int LinkWatcher::on_retry(sd_event_source*, uint64_t, void* userdata) {
-  static_cast<LinkWatcher*>(userdata)->resync();
+  auto* self = static_cast<LinkWatcher*>(userdata);
+  if (self->resync_) {
+    // A re-dump that got no answer in time: the kernel's dump is stuck.
+    logger().debug("link re-dump: no reply from the kernel, starting over");
+    self->resync_.reset();
+  }
+  self->start_resync();
   return 0;
+}
+
+int LinkWatcher::on_dump_io(sd_event_source*, int, uint32_t, void* userdata) {
+  static_cast<LinkWatcher*>(userdata)->read_dump();
+  return 0;
+}
+
+void LinkWatcher::schedule_resync(uint64_t delay_us) {
+  if (resync_) return;  // one re-dump at a time covers every overrun before it
+  if (sd_event_source_set_time_relative(retry_.get(), delay_us) < 0 ||
+      sd_event_source_set_enabled(retry_.get(), SD_EVENT_ONESHOT) < 0)
+    logger().debug("cannot arm the link resync timer, waiting for the next overrun");
 }
 
 void LinkWatcher::read_all() {
   int fd = mnl_socket_get_fd(sock_.get());
-  while (true) {
+  // Level-triggered: what is left after this many comes on the next wakeup.
+  for (int n = 0; n < kDatagramsPerWakeup; ++n) {
     size_t len = 0;
     int err = recv_from_kernel(fd, buf_, len);
     if (err == EINTR) continue;
@@ -169,13 +232,11 @@ void LinkWatcher::read_all() {
       // The kernel dropped notifications for us: only a re-dump tells what we missed.
       ++overruns_;
       logger().debug("netlink receive queue overrun ({}), re-dumping links", overruns_);
-      resync();
-      continue;
+      return schedule_resync(0);
     }
     if (err == EMSGSIZE) {
       logger().debug("oversized netlink datagram truncated, re-dumping links");
-      resync();
-      continue;
+      return schedule_resync(0);
     }
     if (err != 0) {
       logger().debug("receiving link notifications: {}, ignoring", std::strerror(err));
@@ -186,8 +247,7 @@ void LinkWatcher::read_all() {
     auto batch = parse_link_messages({buf_.data(), len});
     if (!batch) {
       logger().debug("{}, re-dumping links", batch.error().message);
-      resync();
-      continue;
+      return schedule_resync(0);
     }
     std::vector<LinkEvent> events;
     for (const auto& msg : batch->links) {
@@ -199,24 +259,67 @@ void LinkWatcher::read_all() {
   }
 }
 
-void LinkWatcher::resync() {
-  // Everything queued now predates the dump below, which supersedes it;
-  // replaying it after the dump would only flap links through old states.
+// A re-dump runs from the loop, a few datagrams per wakeup, like any other
+// input. The event socket is paused meanwhile: what it queues is newer than
+// the dump and is applied after it (applying a change the dump already
+// showed is a no-op).
+void LinkWatcher::start_resync() {
+  // Everything queued now predates the dump, which supersedes it; replaying
+  // it after the dump would only flap links through old states.
   drain(mnl_socket_get_fd(sock_.get()), buf_);
-  auto links = dump();
-  if (!links) {
-    logger().debug("link re-dump failed: {}, retrying in {}ms", links.error().message,
-                   kResyncRetryUsec / 1000);
-    if (sd_event_source_set_time_relative(retry_.get(), kResyncRetryUsec) < 0 ||
-        sd_event_source_set_enabled(retry_.get(), SD_EVENT_ONESHOT) < 0) {
-      logger().debug("cannot arm the link resync timer, waiting for the next overrun");
+  auto st = std::make_unique<DumpState>();
+  st->seq = ++seq_;
+  st->attempts = resync_ ? resync_->attempts + 1 : 1;
+  if (auto r = request_dump(st->seq); !r) return resync_failed(r.error());
+  (void)sd_event_source_set_enabled(io_.get(), SD_EVENT_OFF);
+  (void)sd_event_source_set_enabled(dump_io_.get(), SD_EVENT_ON);
+  // The same timer, now as the dump's deadline.
+  (void)sd_event_source_set_time_relative(retry_.get(), uint64_t{kDumpRecvTimeoutMs} * 1000);
+  (void)sd_event_source_set_enabled(retry_.get(), SD_EVENT_ONESHOT);
+  resync_ = std::move(st);
+}
+
+void LinkWatcher::read_dump() {
+  if (!resync_) return;
+  int fd = mnl_socket_get_fd(dump_sock_.get());
+  for (int n = 0; n < kDumpDatagramsPerWakeup; ++n) {
+    size_t len = 0;
+    int err = recv_from_kernel(fd, buf_, len);
+    if (err == EINTR) continue;
+    if (err == EAGAIN) return;
+    if (err != 0) return resync_failed(Error::from_errno(err, "receiving link dump"));
+    if (len == 0) continue;
+    auto step = consume_dump({buf_.data(), len}, resync_->seq, *resync_);
+    if (!step) return resync_failed(step.error());
+    if (!*step) continue;
+    if (resync_->interrupted) {
+      // NLM_F_DUMP_INTR: links changed while dumping. Start over, a bounded
+      // number of times.
+      if (resync_->attempts >= kMaxDumpAttempts)
+        return resync_failed(Error{EINTR, "link dump interrupted by concurrent changes"});
+      return start_resync();
     }
-    return;
+    return finish_resync();
   }
+}
+
+void LinkWatcher::finish_resync() {
+  auto done = std::move(resync_);
+  (void)sd_event_source_set_enabled(dump_io_.get(), SD_EVENT_OFF);
   (void)sd_event_source_set_enabled(retry_.get(), SD_EVENT_OFF);
-  auto events = table_.replace_all(*links);
+  (void)sd_event_source_set_enabled(io_.get(), SD_EVENT_ON);
+  auto events = table_.replace_all(done->links);
   logger().debug("link re-dump: {} links, {} events", table_.size(), events.size());
   if (!events.empty()) cb_(events);
+}
+
+void LinkWatcher::resync_failed(const Error& why) {
+  resync_.reset();
+  (void)sd_event_source_set_enabled(dump_io_.get(), SD_EVENT_OFF);
+  (void)sd_event_source_set_enabled(io_.get(), SD_EVENT_ON);
+  (void)sd_event_source_set_enabled(retry_.get(), SD_EVENT_OFF);
+  logger().debug("link re-dump failed: {}, retrying in {}ms", why.message, kResyncRetryUsec / 1000);
+  schedule_resync(kResyncRetryUsec);
 }
 
 Result<std::vector<LinkInfo>> LinkWatcher::dump() {
@@ -231,26 +334,9 @@ Result<std::vector<LinkInfo>> LinkWatcher::dump() {
 
 Result<std::vector<LinkInfo>> LinkWatcher::dump_once() {
   int fd = mnl_socket_get_fd(dump_sock_.get());
-  // Drain what an abandoned dump left behind. Each recvmsg() makes the kernel
-  // produce the next chunk, so this also runs such a dump to its end; a new
-  // dump request on a socket with a running dump fails with EBUSY.
-  drain(fd, buf_);
-
-  alignas(nlmsghdr) char req[NLMSG_SPACE(sizeof(ifinfomsg)) + MNL_ATTR_HDRLEN + sizeof(uint32_t)];
-  nlmsghdr* nlh = mnl_nlmsg_put_header(req);
-  nlh->nlmsg_type = RTM_GETLINK;
-  nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  nlh->nlmsg_seq = ++seq_;
-  auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
-  ifi->ifi_family = AF_UNSPEC;
-  // Counters are of no use here and are most of each message's size.
-  mnl_attr_put_u32(nlh, IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
-  if (mnl_socket_sendto(dump_sock_.get(), nlh, nlh->nlmsg_len) < 0)
-    return Error::last("requesting link dump");
-
-  unsigned portid = mnl_socket_get_portid(dump_sock_.get());
-  std::vector<LinkInfo> links;
-  bool interrupted = false;
+  DumpState st;
+  st.seq = ++seq_;
+  if (auto r = request_dump(st.seq); !r) return r.error();
   while (true) {
     size_t len = 0;
     int err = recv_from_kernel(fd, buf_, len);
@@ -263,20 +349,13 @@ Result<std::vector<LinkInfo>> LinkWatcher::dump_once() {
       continue;
     }
     if (err != 0) return Error::from_errno(err, "receiving link dump");
-    std::span<const uint8_t> data(buf_.data(), len);
-    auto batch = parse_link_messages(data);
-    if (!batch) return batch.error();
-    auto headers = check_dump_headers(data, nlh->nlmsg_seq, portid);
-    if (!headers.ours) continue;
-    interrupted |= headers.interrupted;
-    if (batch->error != 0) return Error::from_errno(batch->error, "link dump");
-    for (auto& msg : batch->links) {
-      if (!msg.deleted) links.push_back(std::move(msg.link));
-    }
-    if (batch->done) break;
+    if (len == 0) continue;
+    auto step = consume_dump({buf_.data(), len}, st.seq, st);
+    if (!step) return step.error();
+    if (*step) break;
   }
-  if (interrupted) return Error{EINTR, "link dump interrupted by concurrent changes"};
-  return links;
+  if (st.interrupted) return Error{EINTR, "link dump interrupted by concurrent changes"};
+  return std::move(st.links);
 }
 
 }  // namespace relink::netlink

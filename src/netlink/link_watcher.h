@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "netlink/link.h"
@@ -44,6 +45,8 @@ class LinkWatcher {
   const LinkTable& table() const { return table_; }
   // Number of ENOBUFS overruns recovered by a re-dump (for status/tests).
   uint64_t overruns() const { return overruns_; }
+  // A re-dump is in progress (it runs a few datagrams per loop iteration).
+  bool resyncing() const { return resync_ != nullptr; }
 
  private:
   struct MnlDeleter {
@@ -51,12 +54,30 @@ class LinkWatcher {
   };
   using MnlSocketPtr = std::unique_ptr<mnl_socket, MnlDeleter>;
 
+  // A link dump in progress.
+  struct DumpState {
+    unsigned seq = 0;
+    int attempts = 0;  // dumps started for this resync (interrupted ones are redone)
+    bool interrupted = false;
+    std::vector<LinkInfo> links;
+  };
+  using DumpStep = Result<bool>;  // true: the dump is complete
+
   static int on_io(sd_event_source* s, int fd, uint32_t revents, void* userdata);
   static int on_retry(sd_event_source* s, uint64_t usec, void* userdata);
+  static int on_dump_io(sd_event_source* s, int fd, uint32_t revents, void* userdata);
   void read_all();
+  // The initial dump, synchronous (start() needs the table).
   Result<std::vector<LinkInfo>> dump();
   Result<std::vector<LinkInfo>> dump_once();
-  void resync();
+  Result<void> request_dump(unsigned seq);
+  DumpStep consume_dump(std::span<const uint8_t> data, unsigned seq, DumpState& st);
+  // Re-dumps after an overrun, asynchronously on the loop.
+  void schedule_resync(uint64_t delay_us);
+  void start_resync();
+  void read_dump();
+  void finish_resync();
+  void resync_failed(const Error& why);
 
   sd_event* loop_;
   Callback cb_;
@@ -64,7 +85,9 @@ class LinkWatcher {
   MnlSocketPtr sock_;       // subscribed to RTNLGRP_LINK
   MnlSocketPtr dump_sock_;  // no groups: only answers to our dump requests
   SdEventSourcePtr io_;
-  SdEventSourcePtr retry_;    // one-shot timer re-trying a failed resync
+  SdEventSourcePtr dump_io_;  // the dump socket, enabled while a re-dump runs
+  SdEventSourcePtr retry_;    // one-shot: starts a resync, or ends a stuck one
+  std::unique_ptr<DumpState> resync_;  // the re-dump in progress
   std::vector<uint8_t> buf_;  // one recv() worth of messages
   LinkTable table_;
   uint64_t overruns_ = 0;

@@ -232,6 +232,23 @@ TEST_F(LinkWatcherOverrunTest, StormOverrunResyncsToTheKernelTable) {
   }
 }
 
+// A re-dump of a thousand links runs a few datagrams per loop iteration, so
+// the control socket and QMP are served while it runs; it still ends with
+// the kernel's table.
+TEST_F(LinkWatcherOverrunTest, ReDumpYieldsToTheLoop) {
+  start(kTinyRcvbuf);
+  storm(2000);  // 2000 links are left: a dump of about 60 datagrams
+  int iterations_mid_dump = 0;
+  ASSERT_TRUE(pump_until(
+      [&] {
+        if (watcher_->resyncing()) ++iterations_mid_dump;
+        return watcher_->overruns() > 0 && !watcher_->resyncing() && table_links() == kernel_links();
+      },
+      30s));
+  EXPECT_GE(iterations_mid_dump, 3) << "the re-dump did not return to the loop";
+  EXPECT_EQ(watcher_->table().size(), 1u + 2000u);
+}
+
 // keep0 is deleted and re-created while notifications are being dropped: the
 // re-dump must still report the old one gone and the new one there.
 TEST_F(LinkWatcherOverrunTest, LinkRecreatedDuringOverrunIsRemovedAndAdded) {
