@@ -35,14 +35,15 @@ class StateDirTest : public ::testing::Test {
   std::string sock() const { return env.dir() + "/vm1-net1.sock"; }
   std::string pidfile() const { return state() + "/passt/vm1/net1.pid"; }
 
-  // One stream-server passt binding, vm1/net1.
-  void write_config(const std::string& args = R"(["-t", "10001"])") {
+  // One passt binding, vm1/net1 (stream-server on sock() unless told).
+  void write_config(const std::string& args = R"(["-t", "10001"])", const std::string& mode = "stream-server",
+                    const std::string& socket = "") {
     DaemonEnv::write_file(env.config_path(), "[daemon]\ncontrol_socket = \"" + env.control() + "\"\nstate_dir = \"" +
                                                  state() + "\"\nnode_dir = \"" + env.dir() +
                                                  "/dev\"\nlog_level = \"debug\"\n\n[[vm]]\nname = \"vm1\"\nqmp = \"" +
-                                                 env.qmp_path("vm1") + "\"\n[[vm.passt]]\nnetdev = \"net1\"\nmode = "
-                                                 "\"stream-server\"\nsocket = \"" +
-                                                 sock() + "\"\nargs = " + args + "\n");
+                                                 env.qmp_path("vm1") + "\"\n[[vm.passt]]\nnetdev = \"net1\"\nmode = \"" +
+                                                 mode + "\"\nsocket = \"" + (socket.empty() ? sock() : socket) +
+                                                 "\"\nargs = " + args + "\n");
   }
   void start_qemu() {
     env.start_qemu_with("vm1", {"-netdev", "stream,id=net1,server=on,addr.type=unix,addr.path=" + sock(), "-device",
@@ -310,6 +311,58 @@ TEST_F(StateDirTest, ArgsChangedWhileRelinkdWasDownReplaceTheOldPasst) {
   ASSERT_TRUE(wait_running()) << explain();
   EXPECT_EQ(pid_of(), current);
   EXPECT_NE(log().find("adopted running passt pid " + std::to_string(current)), std::string::npos) << log();
+}
+
+// stream-client: passt listens, as runas, in a directory relinkd readies.
+TEST_F(StateDirTest, StreamClientSocketDirectoryIsCreatedForRunasAndNeverFollowed) {
+  // Missing: created, owned by runas, and passt listens in it. (Under /tmp:
+  // passt's user cannot reach into the test's root-only directory.)
+  const std::string socks = "/tmp/relink-sd-" + random_suffix();
+  struct Cleanup {
+    std::string d;
+    ~Cleanup() {
+      std::error_code ec;
+      fs::remove_all(d, ec);
+    }
+  } cleanup{socks};
+  write_config(R"(["-t", "10001"])", "stream-client", socks + "/passt.sock");
+  env.start_qemu_with("vm1", {});
+  env.start_relinkd();
+  ASSERT_TRUE(wait_until([&] { return b().is_object() && b().value("state", "") == "starting" && pid_of() > 0; }, 10s))
+      << explain();
+  ASSERT_TRUE(wait_until([&] { return fs::exists(socks + "/passt.sock"); }, 5s)) << explain();
+  struct stat st {};
+  ASSERT_EQ(lstat(socks.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_EQ(st.st_uid, 65534u);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  const int first = pid_of();
+  env.relinkd().kill_now();
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+
+  // A symlink to a directory runas may write: not followed, nothing created
+  // in (or chowned on) the target.
+  const std::string target = env.dir() + "/target";
+  ASSERT_EQ(mkdir(target.c_str(), 0755), 0);
+  ASSERT_EQ(chown(target.c_str(), 65534, 65534), 0);
+  const std::string link = env.dir() + "/linked";
+  ASSERT_EQ(symlink(target.c_str(), link.c_str()), 0);
+  write_config(R"(["-t", "10002"])", "stream-client", link + "/passt.sock");
+  fs::remove(env.log_path());
+  env.start_relinkd();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto j = b();
+        return j.is_object() && (j.value("state", "") == "backoff" || j.value("state", "") == "failed");
+      },
+      10s))
+      << explain();
+  const std::string err = b().value("last_error", "");
+  EXPECT_NE(err.find("passt's socket directory " + link + " is a symlink or not a directory"), std::string::npos) << err;
+  EXPECT_TRUE(fs::is_empty(target));
+  ASSERT_EQ(stat(target.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 65534u);
+  EXPECT_TRUE(env.relinkd().running());
 }
 
 }  // namespace
