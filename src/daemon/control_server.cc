@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "util/log.h"
+#include "util/trusted_dir.h"
 #include "util/untrusted.h"
 
 namespace relink::daemon {
@@ -114,24 +115,13 @@ Result<void> ControlServer::listen(const std::string& path, const std::string& g
   const std::string name = path.substr(slash + 1);
   if (name == "." || name == "..") return Error{EINVAL, "control socket path must name a file: " + path};
 
-  // Every later step goes through this fd, so the directory checked is the
-  // one the socket lands in.
-  UniqueFd dfd(open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!dfd) {
-    if (errno == ELOOP || errno == ENOTDIR)
-      return Error{errno, "control socket directory " + dir +
-                              " is a symbolic link or not a directory: give the directory it stands for"};
-    return Error::last("open control socket directory " + dir);
-  }
-  struct stat dst {};
-  if (fstat(dfd.get(), &dst) < 0) return Error::last("stat " + dir);
-  if ((dst.st_uid != 0 && dst.st_uid != geteuid()) || (dst.st_mode & (S_IWGRP | S_IWOTH))) {
-    char mode[8];
-    snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(dst.st_mode & 07777));
-    return Error{EPERM, "control socket directory " + dir + " must be owned by root and writable by root only (it is "
-                        "owned by uid " + std::to_string(dst.st_uid) + ", mode " + mode +
-                        "): another user could replace the socket there"};
-  }
+  // Only a directory that is root's alone (trusted::open_dir also checks
+  // that its parent cannot swap it): elsewhere another user could replace
+  // the socket with their own and hear what relinkctl sends. Every later
+  // step goes through this fd, so the directory checked is the one used.
+  auto opened = trusted::open_dir(dir, 0755);
+  if (!opened) return Error{opened.error().code, "control socket: " + opened.error().message};
+  UniqueFd dfd = std::move(opened).value();
 
   struct stat st {};
   if (fstatat(dfd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
@@ -174,6 +164,17 @@ Result<void> ControlServer::listen(const std::string& path, const std::string& g
     if (fchownat(sfd.get(), "", 0, *group_gid_, AT_EMPTY_PATH) < 0) return fail(Error::last("chown " + path));
   }
   if (::listen(fd.get(), 64) < 0) return fail(Error::last("listen " + path));
+  // Both timers exist from the start, disabled: the first CLOCK_MONOTONIC
+  // timer of a loop costs sd-event a timerfd, which it could not get when
+  // fds have run out, just when the pause needs its timer.
+  for (auto [timer, cb] : {std::pair{&idle_timer_, &ControlServer::on_idle_timer},
+                           std::pair{&resume_timer_, &ControlServer::on_resume_timer}}) {
+    sd_event_source* t = nullptr;
+    if (int r = sd_event_add_time(loop_, &t, CLOCK_MONOTONIC, UINT64_MAX, kTimerAccuracyUs, cb, this); r < 0)
+      return fail(Error::from_errno(-r, "sd_event_add_time"));
+    timer->reset(t);
+    sd_event_source_set_enabled(t, SD_EVENT_OFF);
+  }
   sd_event_source* s = nullptr;
   if (int r = sd_event_add_io(loop_, &s, fd.get(), EPOLLIN, &ControlServer::on_accept, this); r < 0)
     return fail(Error::from_errno(-r, "sd_event_add_io"));
@@ -313,19 +314,7 @@ void ControlServer::arm_idle_timer() {
   }
   uint64_t next = UINT64_MAX;
   for (const auto& [fd, c] : conns_) next = std::min(next, c->deadline_us);
-  if (!idle_timer_) {
-    sd_event_source* s = nullptr;
-    if (int r = sd_event_add_time(loop_, &s, CLOCK_MONOTONIC, next, kTimerAccuracyUs, &ControlServer::on_idle_timer,
-                                  this);
-        r < 0) {
-      // Connections then stay until they close or are evicted: the cap
-      // still bounds them.
-      logger()->warn("control socket: cannot arm the idle timer: {}, ignoring", std::strerror(-r));
-      return;
-    }
-    idle_timer_.reset(s);
-    return;
-  }
+  if (!idle_timer_) return;
   sd_event_source_set_time(idle_timer_.get(), next);
   sd_event_source_set_enabled(idle_timer_.get(), SD_EVENT_ONESHOT);
 }
@@ -357,19 +346,6 @@ void ControlServer::pause_accepting(int err) {
   paused_ = true;
   const uint64_t at = now_us() + pause_us_;
   pause_us_ = std::min(pause_us_ * 2, limits_.max_pause_us);
-  if (!resume_timer_) {
-    sd_event_source* s = nullptr;
-    if (int r = sd_event_add_time(loop_, &s, CLOCK_MONOTONIC, at, kTimerAccuracyUs, &ControlServer::on_resume_timer,
-                                  this);
-        r < 0) {
-      // Without a timer, listening again waits for a connection to close;
-      // with none open, it must not wait forever.
-      resume_accepting();
-      return;
-    }
-    resume_timer_.reset(s);
-    return;
-  }
   sd_event_source_set_time(resume_timer_.get(), at);
   sd_event_source_set_enabled(resume_timer_.get(), SD_EVENT_ONESHOT);
 }

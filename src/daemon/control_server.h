@@ -61,8 +61,9 @@ class ControlServer {
 
   // Binds PATH (replacing a stale socket, never another kind of file), mode
   // 0600, or 0660 with group `group` when it is not empty. PATH's directory
-  // must be owned by root (or by relinkd's own user) and writable by its
-  // owner only: elsewhere another user could swap the socket for their own.
+  // must be a trusted one (util/trusted_dir.h: relinkd's user owns it, only
+  // it may write there, its parent cannot swap it); it is created (0755)
+  // when missing.
   Result<void> listen(const std::string& path, const std::string& group);
   const std::string& path() const { return path_; }
   size_t connections() const { return conns_.size(); }
