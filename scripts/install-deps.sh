@@ -9,6 +9,8 @@ packages=(
   libmnl-dev libnl-3-dev libnl-route-3-dev libsystemd-dev
   libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
   libgtest-dev libgmock-dev
+  # fuzzing (libFuzzer with ASan+UBSan; llvm for llvm-symbolizer's readable stacks)
+  clang libclang-rt-14-dev llvm
   # tests and demo: namespaces, a real QEMU, a real guest (kernel + busybox initramfs)
   iproute2 procps util-linux kmod qemu-system-x86 busybox-static cpio gzip xz-utils zstd
   passt
