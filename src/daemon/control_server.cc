@@ -26,8 +26,9 @@ constexpr int kAcceptBatch = 16;
 // When fds run out, the connection cap drops to 3/4 of what was open, but
 // never below this.
 constexpr size_t kMinConnections = 4;
-// Refused peers are logged at most this often (the rest are counted).
-constexpr uint64_t kRefusedLogIntervalUs = 10'000'000;
+// Refused peers, and the start of a pressure episode, are logged at most
+// this often (the rest are counted).
+constexpr uint64_t kLogIntervalUs = 10'000'000;
 // Timers may fire this late: lets sd-event coalesce wakeups.
 constexpr uint64_t kTimerAccuracyUs = 50'000;
 
@@ -242,7 +243,7 @@ void ControlServer::admit(UniqueFd c) {
   Peer peer{cred.pid, cred.uid, cred.gid};
   if (!peer_allowed(peer, group_gid_)) {
     const uint64_t now = now_us();
-    if (refused_logged_us_ == 0 || now - refused_logged_us_ >= kRefusedLogIntervalUs) {
+    if (refused_logged_us_ == 0 || now - refused_logged_us_ >= kLogIntervalUs) {
       logger()->warn("refusing control connection from uid {} pid {}{}", cred.uid, cred.pid,
                      refused_unlogged_ ? " (and " + std::to_string(refused_unlogged_) + " more not logged)" : "");
       refused_logged_us_ = now;
@@ -366,6 +367,11 @@ void ControlServer::under_pressure(const std::string& why) {
   if (pressure_) return;
   pressure_ = true;
   pressure_since_us_ = now_us();
+  // Episodes can follow each other quickly when fds come and go: the
+  // unlogged ones are counted into the next summary.
+  pressure_logged_ = pressure_logged_us_ == 0 || pressure_since_us_ - pressure_logged_us_ >= kLogIntervalUs;
+  if (!pressure_logged_) return;
+  pressure_logged_us_ = pressure_since_us_;
   logger()->warn("control socket: {}; logged once until all is quiet again", why);
 }
 
@@ -374,6 +380,7 @@ void ControlServer::maybe_pressure_over() {
   cap_ = std::max<size_t>(1, limits_.max_connections);
   if (!pressure_) return;
   pressure_ = false;
+  if (!pressure_logged_) return;
   logger()->info("control socket: quiet again after {} ms: {} connections closed to make room, {} closed idle, {} "
                  "failed accepts",
                  (now_us() - pressure_since_us_) / 1000, evicted_, idle_closed_, accept_failures_);

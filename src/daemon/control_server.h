@@ -112,7 +112,9 @@ class ControlServer {
   // One "pressure" episode: from the first eviction or failed accept until
   // no connection is left open. Logged once at its start and once at its end.
   bool pressure_ = false;
+  bool pressure_logged_ = false;
   uint64_t pressure_since_us_ = 0;
+  uint64_t pressure_logged_us_ = 0;
   uint64_t evicted_ = 0;
   uint64_t accept_failures_ = 0;
   uint64_t idle_closed_ = 0;

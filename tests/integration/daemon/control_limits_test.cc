@@ -214,6 +214,14 @@ TEST_F(ControlLimits, AcceptOutOfFdsDoesNotSpin) {
       << DaemonEnv::tail(log, 3000);
 }
 
+// So few fds that relinkd can hold only a couple of connections: each
+// accept must free one of its own, and status still gets through.
+TEST_F(ControlLimits, AcceptOutOfFdsWithRoomForTwoConnections) {
+  start("14:14");
+  flood_then_status(2000, 15.0, "nofile 14");
+  EXPECT_NE(read_file(env.log_path()).find("Too many open files"), std::string::npos);
+}
+
 TEST_F(ControlLimits, IdleConnectionsAreClosed) {
   start();
   const pid_t pid = env.relinkd().pid();
