@@ -4,6 +4,7 @@
 // loop), and running out of fds pauses accepting instead of spinning.
 #include "daemon/control_server.h"
 
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -240,6 +241,24 @@ TEST_F(ControlServerTest, OutOfFdsPausesAcceptingInsteadOfSpinning) {
     return all;
   }, 5s));
   for (const auto& r : replies) EXPECT_EQ(nlohmann::json::parse(r.substr(0, r.find('\n')))["ok"], true);
+}
+
+TEST_F(ControlServerTest, GroupSocketIs0660WithThatGroup) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (chown)";
+  struct group* gr = getgrnam("nogroup");
+  if (!gr) GTEST_SKIP() << "no group 'nogroup' here";
+  const gid_t gid = gr->gr_gid;
+  server_ = std::make_unique<ControlServer>(loop_.get(),
+                                            [](const nlohmann::json&, const Peer&) { return nlohmann::json{{"ok", true}}; });
+  auto r = server_->listen(path(), "nogroup");
+  ASSERT_TRUE(r) << r.error().message;
+  struct stat st {};
+  ASSERT_EQ(lstat(path().c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0660u);
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_gid, gid);
+  EXPECT_EQ(nlohmann::json::parse(request("{}\n"))["ok"], true);
 }
 
 TEST_F(ControlServerTest, RefusesADirectoryOthersMayWrite) {
