@@ -345,7 +345,10 @@ class Loader {
   }
 
   MacvtapBinding load_macvtap(const Vm& vm, const toml::node& bn, const toml::table& t) {
-    only_keys(t, {"nic", "parent", "mode", "mac", "queues", "attach", "hub", "macvtap"}, "[[vm.macvtap]]");
+    only_keys(t,
+              {"nic", "parent", "mode", "mac", "queues", "attach", "hub", "macvtap", "parent_mac", "follow_carrier",
+               "release_timeout"},
+              "[[vm.macvtap]]");
     const std::string where = "[[vm.macvtap]] of VM '" + vm.name + "'";
     MacvtapBinding b;
     b.nic = get_string(t, "nic", bn, where);
@@ -368,16 +371,39 @@ class Loader {
     b.mac = *parsed;
     b.queues = static_cast<unsigned>(get_int(t, "queues", 1, 1, 256));
     std::string attach = get_string(t, "attach", bn, where, "hub");
-    if (attach == "replug")
-      fail(*t.get("attach"), "attach = \"replug\" is not supported by this version of relinkd; use \"hub\"");
-    if (attach != "hub") fail(*t.get("attach"), "'attach' must be \"hub\", not \"" + attach + "\"");
-    b.attach = AttachMode::Hub;
+    if (attach == "hub") b.attach = AttachMode::Hub;
+    else if (attach == "replug") b.attach = AttachMode::Replug;
+    else fail(*t.get("attach"), "'attach' must be \"hub\" or \"replug\", not \"" + attach + "\"");
     // A hubport carries one queue: the tap behind it can have only one.
-    if (b.queues != 1) fail(*t.get("queues"), "attach = \"hub\" supports only queues = 1");
+    if (b.attach == AttachMode::Hub && b.queues != 1)
+      fail(*t.get("queues"), "attach = \"hub\" supports only queues = 1; use attach = \"replug\" for multiqueue");
+    if (b.attach == AttachMode::Replug && t.get("hub"))
+      fail(*t.get("hub"), "'hub' is for attach = \"hub\" only");
     b.hub = static_cast<unsigned>(get_int(t, "hub", 0, 0, 2147483647));
+    if (const toml::node* n = t.get("release_timeout")) {
+      if (b.attach != AttachMode::Replug) fail(*n, "'release_timeout' is for attach = \"replug\" only");
+      b.release_timeout_ms = static_cast<uint64_t>(get_int(t, "release_timeout", 10, 1, 600)) * 1000;
+    }
+    if (const toml::node* n = t.get("follow_carrier")) {
+      auto v = n->value<bool>();
+      if (!n->is_boolean() || !v) fail(*n, "'follow_carrier' must be true or false");
+      b.follow_carrier = *v;
+    }
+    if (t.get("parent_mac")) {
+      std::string pm = get_string(t, "parent_mac", bn, where);
+      auto pmac = parse_mac(pm);
+      if (!pmac || *pmac == MacAddress{} || ((*pmac)[0] & 1))
+        fail(*t.get("parent_mac"), "'parent_mac' must be a unicast MAC like a0:36:9f:00:00:01, not \"" + pm + "\"");
+      b.parent_mac = *pmac;
+    }
     b.macvtap = get_string(t, "macvtap", bn, where, default_macvtap_name(vm.name, b.nic));
     if (!valid_ifname(b.macvtap))
       fail(*t.get("macvtap"), "'macvtap' must be an interface name (1-15 characters, no '/', ':' or spaces)");
+    if (kernel_style_macvtap_name(b.macvtap))
+      fail(*t.get("macvtap"), "'macvtap' = \"" + b.macvtap +
+                                  "\": names like macvtapN and macvlanN are libvirt's, which deletes such "
+                                  "interfaces when its domains stop; choose another name");
+    if (b.macvtap == b.parent) fail(*t.get("macvtap"), "'macvtap' must not be the parent's name");
     return b;
   }
 
@@ -386,6 +412,20 @@ class Loader {
 };
 
 }  // namespace
+
+const char* attach_mode_name(AttachMode m) {
+  return m == AttachMode::Replug ? "replug" : "hub";
+}
+
+bool kernel_style_macvtap_name(const std::string& name) {
+  for (const char* prefix : {"macvtap", "macvlan"}) {
+    const std::string p = prefix;
+    if (name.size() > p.size() && name.compare(0, p.size(), p) == 0 &&
+        name.find_first_not_of("0123456789", p.size()) == std::string::npos)
+      return true;
+  }
+  return false;
+}
 
 const Vm* Config::find_vm(const std::string& name) const {
   for (const auto& vm : vms)

@@ -16,8 +16,10 @@
 namespace relink::config {
 
 enum class AttachMode {
-  Hub,  // tap on a second hubport of the NIC's hub: no guest involvement
+  Hub,     // tap on a second hubport of the NIC's hub: no guest involvement
+  Replug,  // NIC peered directly with the tap: device_del, then device_add on a new tap
 };
+const char* attach_mode_name(AttachMode m);
 
 struct MacvtapBinding {
   std::string nic;      // the guest NIC's QEMU device id
@@ -28,6 +30,11 @@ struct MacvtapBinding {
   AttachMode attach = AttachMode::Hub;
   unsigned hub = 0;     // hub id of the NIC's hubport
   std::string macvtap;  // name of the macvtap relinkd creates
+  // Follow the interface with this permanent MAC (IFLA_PERM_ADDRESS, else its
+  // address), whatever it is named; `parent` is then only a fallback.
+  std::optional<MacAddress> parent_mac;
+  bool follow_carrier = true;           // the guest NIC's link mirrors the parent's carrier
+  uint64_t release_timeout_ms = 10'000;  // replug: how long the guest may take to release the NIC
 
   bool operator==(const MacvtapBinding&) const = default;
 };
@@ -102,5 +109,7 @@ std::string default_macvtap_name(const std::string& vm, const std::string& nic);
 
 bool valid_qemu_id(const std::string& id);
 bool valid_ifname(const std::string& name);
+// "macvtapN" / "macvlanN": the names libvirt gives, and deletes when a domain stops.
+bool kernel_style_macvtap_name(const std::string& name);
 
 }  // namespace relink::config

@@ -10,6 +10,7 @@ const char* state_name(State s) {
   switch (s) {
     case State::VmOffline: return "vm-offline";
     case State::WaitingParent: return "waiting-parent";
+    case State::Releasing: return "releasing";
     case State::Attaching: return "attaching";
     case State::Attached: return "attached";
     case State::Backoff: return "backoff";
@@ -26,7 +27,8 @@ uint64_t RetryPolicy::delay_after(unsigned failures) const {
   return std::min(d, max_delay_ms);
 }
 
-Binding::Binding(std::string name, RetryPolicy policy) : name_(std::move(name)), policy_(policy) {}
+Binding::Binding(std::string name, RetryPolicy policy, Style style)
+    : name_(std::move(name)), policy_(policy), style_(std::move(style)) {}
 
 void Binding::set_state(State s) {
   if (s == state_) return;
@@ -34,18 +36,100 @@ void Binding::set_state(State s) {
   state_ = s;
 }
 
+// Hands a new macvtap over. A replugged NIC that QEMU still has must be
+// released first: QEMU would accept a second NIC with the same MAC.
 void Binding::start_attach(std::vector<Action>& out) {
+  if (style_.replug && nic_present_) {
+    start_release(out);
+    return;
+  }
   ++generation_;
   attaching_parent_ = parent_ifindex_;
-  out.push_back(Attach{generation_, parent_ifindex_});
+  out.push_back(Attach{generation_, parent_ifindex_, link_target()});
+  link_up_ = link_target();
   set_state(State::Attaching);
+}
+
+// Asks the guest to release the NIC (again, if it was asked before: QEMU
+// accepts a repeated device_del) and gives it release_timeout_ms.
+void Binding::start_release(std::vector<Action>& out) {
+  out.push_back(Release{generation_});
+  out.push_back(StartTimer{style_.release_timeout_ms});
+  release_pending_ = true;
+  set_state(State::Releasing);
+}
+
+void Binding::fail(std::string error, std::vector<Action>& out) {
+  ++failures_;
+  last_error_ = std::move(error);
+  attaching_parent_ = 0;
+  if (failures_ >= policy_.max_failures) {
+    set_state(State::Failed);
+  } else {
+    out.push_back(StartTimer{policy_.delay_after(failures_)});
+    set_state(State::Backoff);
+  }
+}
+
+void Binding::set_link(bool up, std::vector<Action>& out) {
+  if (link_up_ == up) return;
+  out.push_back(SetLink{up});
+  link_up_ = up;
+}
+
+void Binding::on_carrier(bool carrier, std::vector<Action>& out) {
+  carrier_ = carrier;
+  // Only a NIC on a live tap follows; a NIC without one is down already.
+  if (state_ == State::Attached) set_link(link_target(), out);
+}
+
+// The NIC is gone from QEMU (DEVICE_DELETED, or device_del found none).
+void Binding::on_released(std::vector<Action>& out) {
+  if (!style_.replug) return;
+  const bool was_pending = release_pending_;
+  release_pending_ = false;
+  switch (state_) {
+    case State::Releasing:
+      nic_present_ = false;
+      out.push_back(CancelTimer{});
+      start_attach(out);  // the parent is there: Releasing is left when it goes
+      return;
+    case State::Backoff:
+    case State::Failed:
+      nic_present_ = false;
+      if (!was_pending) return;
+      // A guest that was too slow (paused, then resumed): go on at once.
+      if (state_ == State::Backoff) out.push_back(CancelTimer{});
+      failures_ = 0;
+      if (parent_ifindex_) start_attach(out);
+      else set_state(State::WaitingParent);
+      return;
+    case State::WaitingParent:
+      nic_present_ = false;
+      return;
+    case State::Attached:
+      if (was_pending) return;  // a late answer to a release that an attach overtook
+      // Someone else unplugged the NIC: putting it back is not relinkd's call.
+      nic_present_ = false;
+      detach_current(out, false);
+      last_error_ = "NIC " + style_.nic + " was removed from the VM by someone else; run relinkctl reattach to plug it in again";
+      set_state(State::Failed);
+      return;
+    case State::Attaching:
+    case State::VmOffline:
+    case State::Starting:
+    case State::Running:
+      return;
+  }
 }
 
 // Takes the current generation out of QEMU: the live one when attached, the
 // one in flight when attaching (its late result is then ignored).
 void Binding::detach_current(std::vector<Action>& out, bool link_down) {
-  if (state_ == State::Attached || state_ == State::Attaching)
+  if (state_ == State::Attached || state_ == State::Attaching) {
     out.push_back(Detach{generation_, state_ == State::Attached ? macvtap_ifindex_ : 0, link_down});
+    if (link_down) link_up_ = false;
+  }
   macvtap_ifindex_ = 0;
   attached_parent_ = 0;
   attaching_parent_ = 0;
@@ -68,8 +152,17 @@ void Binding::on_parent(int ifindex, std::vector<Action>& out) {
       detach_current(out, false);  // the name now belongs to a new interface: move to it
       start_attach(out);
       return;
+    case State::Releasing:
+      if (ifindex) return;  // the release goes on; the attach after it uses the parent of that time
+      // Gone again: the release may still complete (Released is remembered).
+      out.push_back(CancelTimer{});
+      set_state(State::WaitingParent);
+      return;
     case State::Attaching:
       if (ifindex == attaching_parent_) return;
+      // A replug in flight ends in device_add or a rollback: its result
+      // decides what comes next, never a second NIC beside it.
+      if (style_.replug) return;
       detach_current(out, ifindex == 0);
       if (ifindex) start_attach(out);
       else set_state(State::WaitingParent);
@@ -95,7 +188,10 @@ std::vector<Action> Binding::handle(const Event& ev) {
       [&](const auto& e) {
         using T = std::decay_t<decltype(e)>;
         if constexpr (std::is_same_v<T, ParentChanged>) {
-          on_parent(e.ifindex, out);
+          // With no parent by that name (renamed away) the carrier is unknown: keep it.
+          if (e.ifindex) carrier_ = e.carrier;
+          if (e.ifindex != parent_ifindex_) on_parent(e.ifindex, out);
+          on_carrier(carrier_, out);
         } else if constexpr (std::is_same_v<T, LinkRemoved>) {
           if (state_ != State::Attached || e.ifindex != macvtap_ifindex_) return;
           macvtap_ifindex_ = 0;  // the kernel deleted it already
@@ -111,19 +207,25 @@ std::vector<Action> Binding::handle(const Event& ev) {
           if (state_ != State::VmOffline) return;
           generation_ = std::max(generation_, e.max_generation_seen);
           failures_ = 0;
+          nic_present_ = e.nic_present;
+          release_pending_ = false;
+          link_up_.reset();  // a new session: what QEMU's link is, is not known
           if (e.adopt && e.adopt->parent_ifindex == parent_ifindex_ && parent_ifindex_ != 0) {
             generation_ = std::max(generation_, e.adopt->generation);
             attached_parent_ = e.adopt->parent_ifindex;
             macvtap_ifindex_ = e.adopt->macvtap_ifindex;
             set_state(State::Attached);
+            set_link(link_target(), out);
           } else if (parent_ifindex_) {
             start_attach(out);
           } else {
             set_state(State::WaitingParent);
+            if (nic_present_) set_link(false, out);  // its tap is dead or missing
           }
         } else if constexpr (std::is_same_v<T, VmDisconnected>) {
           if (state_ == State::VmOffline) return;
-          if (state_ == State::Backoff) out.push_back(CancelTimer{});
+          if (state_ == State::Backoff || state_ == State::Releasing) out.push_back(CancelTimer{});
+          release_pending_ = false;
           // A QEMU that is gone leaves its macvtap behind: delete it. A QEMU
           // that still runs keeps using it; the next session adopts it.
           if (e.vm_exited && state_ == State::Attached)
@@ -133,6 +235,7 @@ std::vector<Action> Binding::handle(const Event& ev) {
           attaching_parent_ = 0;
           set_state(State::VmOffline);
         } else if constexpr (std::is_same_v<T, AttachSucceeded>) {
+          if (style_.replug) nic_present_ = true;  // device_add happened, whichever generation it was
           if (state_ != State::Attaching || e.generation != generation_) {
             // A result that lost a race with a newer event: undo it.
             if (e.generation != generation_ || state_ != State::Attached)
@@ -144,28 +247,46 @@ std::vector<Action> Binding::handle(const Event& ev) {
           attached_parent_ = attaching_parent_;
           macvtap_ifindex_ = e.macvtap_ifindex;
           set_state(State::Attached);
+          // replug ignores parent changes while in flight: catch up now.
+          if (parent_ifindex_ == 0) {
+            detach_current(out, true);
+            set_state(State::WaitingParent);
+          } else if (parent_ifindex_ != attached_parent_) {
+            detach_current(out, false);
+            start_attach(out);
+          } else {
+            set_link(link_target(), out);  // the carrier may have changed meanwhile
+          }
         } else if constexpr (std::is_same_v<T, AttachFailed>) {
           if (state_ != State::Attaching || e.generation != generation_) return;
-          ++failures_;
-          last_error_ = e.error;
-          attaching_parent_ = 0;
-          if (failures_ >= policy_.max_failures) {
-            set_state(State::Failed);
-          } else {
-            out.push_back(StartTimer{policy_.delay_after(failures_)});
-            set_state(State::Backoff);
-          }
+          if (style_.replug) nic_present_ = false;  // a failed replug is rolled back to no NIC
+          fail(e.error, out);
         } else if constexpr (std::is_same_v<T, TimerExpired>) {
+          if (state_ == State::Releasing) {
+            fail("the guest did not release " + style_.nic + " within " +
+                     std::to_string(style_.release_timeout_ms / 1000) +
+                     " s: is it paused or without PCI hotplug?",
+                 out);
+            return;
+          }
           if (state_ != State::Backoff) return;
           if (parent_ifindex_) start_attach(out);
           else set_state(State::WaitingParent);
         } else if constexpr (std::is_same_v<T, ReattachRequested>) {
           if (state_ == State::VmOffline) return;
-          if (state_ == State::Backoff) out.push_back(CancelTimer{});
+          if (state_ == State::Attaching && style_.replug) return;  // one replug at a time
+          if (state_ == State::Backoff || state_ == State::Releasing) out.push_back(CancelTimer{});
           failures_ = 0;
           detach_current(out, parent_ifindex_ == 0);
           if (parent_ifindex_) start_attach(out);
           else set_state(State::WaitingParent);
+        } else if constexpr (std::is_same_v<T, Released>) {
+          on_released(out);
+        } else if constexpr (std::is_same_v<T, ReleaseFailed>) {
+          if (state_ != State::Releasing) return;
+          out.push_back(CancelTimer{});
+          release_pending_ = false;
+          fail(e.error, out);
         }
       },
       ev);

@@ -146,8 +146,22 @@ INSTANTIATE_TEST_SUITE_P(
                 "8:10", "between 1 and 256"},
         BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\nqueues = 4\n",
                 "8:10", "only queues = 1"},
-        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\nattach = \"replug\"\n",
-                "8:10", "not supported"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\nattach = \"plug\"\n",
+                "8:10", "\"hub\" or \"replug\""},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\nattach = \"replug\"\nhub = 1\n",
+                "9:7", "attach = \"hub\" only"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\nrelease_timeout = 5\n",
+                "8:19", "attach = \"replug\" only"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\nattach = \"replug\"\nrelease_timeout = 0\n",
+                "9:19", "between 1 and 600"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\nfollow_carrier = \"yes\"\n",
+                "8:18", "true or false"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\nparent_mac = \"ff:ff:ff:ff:ff:ff\"\n",
+                "8:14", "unicast MAC"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\nmacvtap = \"macvtap3\"\n",
+                "8:11", "libvirt's"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\nmacvtap = \"p\"\n",
+                "8:11", "parent's name"},
         BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\nhub = -1\n",
                 "8:7", "between 0 and"},
         BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\nqueus = 1\n",
@@ -350,6 +364,46 @@ TEST(ConfigPasst, ContribExampleIsValid) {
   ASSERT_NO_THROW(c = load_string(uncommented, "relinkd.toml")) << uncommented;
   ASSERT_FALSE(c.vms.empty());
   EXPECT_EQ(c.vms.back().passts.size(), 1u);
+}
+
+TEST(Config, ReplugBindingLoadsEveryField) {
+  auto cfg = config::load_string(R"([[vm]]
+name = "a"
+qmp = "/q"
+[[vm.macvtap]]
+nic = "net0"
+parent = "eth0"
+mac = "52:54:00:00:00:01"
+attach = "replug"
+queues = 4
+release_timeout = 3
+follow_carrier = false
+parent_mac = "a0:36:9f:00:00:01"
+)",
+                                 "t.toml");
+  const auto& b = cfg.vms.at(0).macvtaps.at(0);
+  EXPECT_EQ(b.attach, config::AttachMode::Replug);
+  EXPECT_EQ(b.queues, 4u);
+  EXPECT_EQ(b.release_timeout_ms, 3000u);
+  EXPECT_FALSE(b.follow_carrier);
+  ASSERT_TRUE(b.parent_mac);
+  EXPECT_EQ(format_mac(*b.parent_mac), "a0:36:9f:00:00:01");
+  auto d = config::load_string("[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = "
+                               "\"p\"\nmac = \"52:54:00:00:00:01\"\n",
+                               "t.toml");
+  const auto& h = d.vms.at(0).macvtaps.at(0);
+  EXPECT_EQ(h.attach, config::AttachMode::Hub);
+  EXPECT_TRUE(h.follow_carrier);
+  EXPECT_EQ(h.release_timeout_ms, 10000u);
+  EXPECT_FALSE(h.parent_mac);
+}
+
+TEST(Config, LibvirtStyleMacvtapNamesAreRecognised) {
+  EXPECT_TRUE(config::kernel_style_macvtap_name("macvtap0"));
+  EXPECT_TRUE(config::kernel_style_macvtap_name("macvlan12"));
+  EXPECT_FALSE(config::kernel_style_macvtap_name("macvtap"));
+  EXPECT_FALSE(config::kernel_style_macvtap_name("macvtap0a"));
+  EXPECT_FALSE(config::kernel_style_macvtap_name("rl13c76489"));
 }
 
 TEST(Config, MissingFileIsAClearError) {

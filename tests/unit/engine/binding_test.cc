@@ -35,6 +35,7 @@ struct BindingTest : ::testing::Test {
 
 TEST(StateName, AllStatesHaveDesignNames) {
   EXPECT_STREQ(state_name(State::VmOffline), "vm-offline");
+  EXPECT_STREQ(state_name(State::Releasing), "releasing");
   EXPECT_STREQ(state_name(State::WaitingParent), "waiting-parent");
   EXPECT_STREQ(state_name(State::Attaching), "attaching");
   EXPECT_STREQ(state_name(State::Attached), "attached");
@@ -77,9 +78,11 @@ TEST_F(BindingTest, VmConnectedWithParentAttaches) {
   EXPECT_EQ(b.state(), State::Attaching);
 }
 
-TEST_F(BindingTest, VmConnectedWithoutParentWaits) {
+TEST_F(BindingTest, VmConnectedWithoutParentWaitsWithTheLinkDown) {
   auto a = b.handle(VmConnected{});
-  EXPECT_TRUE(a.empty());
+  ASSERT_EQ(a.size(), 1u);
+  ASSERT_NE(nth<SetLink>(a, 0), nullptr);
+  EXPECT_FALSE(nth<SetLink>(a, 0)->up);  // the NIC has no live tap
   EXPECT_EQ(b.state(), State::WaitingParent);
 }
 
@@ -92,7 +95,9 @@ TEST_F(BindingTest, VmConnectedContinuesAfterHighestGenerationSeen) {
 TEST_F(BindingTest, VmConnectedAdoptsLiveMacvtapOnCurrentParent) {
   (void)b.handle(ParentChanged{10});
   auto a = b.handle(VmConnected{VmConnected::Adopt{7, 20, 10}, 7});
-  EXPECT_TRUE(a.empty());
+  ASSERT_EQ(a.size(), 1u);  // only the link, set to the parent's carrier
+  ASSERT_NE(nth<SetLink>(a, 0), nullptr);
+  EXPECT_TRUE(nth<SetLink>(a, 0)->up);
   EXPECT_EQ(b.state(), State::Attached);
   EXPECT_EQ(b.generation(), 7u);
   EXPECT_EQ(b.macvtap_ifindex(), 20);
