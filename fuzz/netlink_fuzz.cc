@@ -3,6 +3,7 @@
 // crash either, and the table must stay consistent.
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 
 #include "fuzz_check.h"
@@ -18,6 +19,22 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 namespace {
 
+// find_by_mac() of a MAC that link l holds: some host interface holding it
+// at the level reported, never a guest's macvtap/macvlan, never a wrong one.
+void check_mac_lookup(const LinkTable& table, const LinkInfo& l,
+                      const std::optional<relink::MacAddress>& mac) {
+  if (!mac) return;
+  const MacMatch m = table.find_by_mac(*mac);
+  FUZZ_CHECK((m.link != nullptr) == (m.count > 0));
+  if (*mac == relink::MacAddress{}) FUZZ_CHECK(!m);
+  const bool guest = l.kind == "macvtap" || l.kind == "macvlan";
+  if (!guest && *mac != relink::MacAddress{}) FUZZ_CHECK(m);
+  if (!m) return;
+  FUZZ_CHECK(m.link->kind != "macvtap" && m.link->kind != "macvlan");
+  FUZZ_CHECK(m.by_perm ? m.link->perm_mac == *mac : m.link->mac == *mac);
+  FUZZ_CHECK(table.find(m.link->ifindex) == m.link);
+}
+
 void check_table(const LinkTable& table) {
   auto all = table.all();
   FUZZ_CHECK(all.size() == table.size());
@@ -26,6 +43,9 @@ void check_table(const LinkTable& table) {
     FUZZ_CHECK(found != nullptr);
     FUZZ_CHECK(*found == l);
     if (const LinkInfo* by_name = table.find_by_name(l.name)) FUZZ_CHECK(by_name->name == l.name);
+    if (l.perm_mac) FUZZ_CHECK(*l.perm_mac != relink::MacAddress{});  // the parser drops zeros
+    check_mac_lookup(table, l, l.mac);
+    check_mac_lookup(table, l, l.perm_mac);
   }
 }
 

@@ -19,6 +19,11 @@ struct LinkInfo {
   int parent_ifindex = 0;  // IFLA_LINK (lower device), 0 if none
   int master_ifindex = 0;  // IFLA_MASTER (bridge/bond port), 0 if none
   std::optional<MacAddress> mac;  // IFLA_ADDRESS when it is 6 bytes
+  // IFLA_PERM_ADDRESS when it is 6 bytes and not all zero: the address the
+  // driver read from the hardware, which survives MAC changes. Only devices
+  // that have one report it (physical NICs; not veth, bridge, vlan, macvtap,
+  // which get random, inherited or assigned MACs), and only since Linux 5.6.
+  std::optional<MacAddress> perm_mac;
   unsigned flags = 0;             // ifi_flags (IFF_UP, IFF_RUNNING, ...)
   uint8_t operstate = 0;          // IFLA_OPERSTATE (IF_OPER_*)
   std::string macvlan_mode;       // macvtap/macvlan: "vepa" | "bridge" | "private" | "passthru" | "source"

@@ -9,6 +9,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -50,6 +51,15 @@ bool get_u32(const nlattr* attr, uint32_t& out) {
   if (mnl_attr_validate(attr, MNL_TYPE_U32) < 0) return false;
   out = mnl_attr_get_u32(attr);
   return true;
+}
+
+// A 6-byte address attribute (IFLA_ADDRESS, IFLA_PERM_ADDRESS); other
+// lengths are not Ethernet MACs and yield nothing.
+std::optional<MacAddress> get_mac(const nlattr* attr) {
+  if (mnl_attr_get_payload_len(attr) != sizeof(MacAddress)) return std::nullopt;
+  MacAddress mac;
+  std::memcpy(mac.data(), mnl_attr_get_payload(attr), mac.size());
+  return mac;
 }
 
 std::string macvlan_mode_name(uint32_t mode) {
@@ -115,12 +125,16 @@ Result<LinkMessage> parse_link(const nlmsghdr* nlh) {
         return true;
       case IFLA_LINK_NETNSID: other_netns = true; return true;
       case IFLA_ADDRESS:
-        if (mnl_attr_get_payload_len(a) == 6) {
-          MacAddress mac;
-          std::memcpy(mac.data(), mnl_attr_get_payload(a), mac.size());
-          link.mac = mac;
-        }
+        // Other lengths are other link layers (IPv4 tunnels: 4 bytes): no MAC.
+        link.mac = get_mac(a);
         return true;
+      case IFLA_PERM_ADDRESS: {
+        // The kernel omits an all-zero one; a message carrying one anyway
+        // names no hardware address.
+        auto perm = get_mac(a);
+        if (perm && *perm != MacAddress{}) link.perm_mac = perm;
+        return true;
+      }
       case IFLA_OPERSTATE:
         if (mnl_attr_validate(a, MNL_TYPE_U8) < 0) return false;
         link.operstate = mnl_attr_get_u8(a);

@@ -82,6 +82,24 @@ const LinkInfo* LinkTable::find_by_name(const std::string& name) const {
   return it == by_name_.end() ? nullptr : find(it->second);
 }
 
+MacMatch LinkTable::find_by_mac(const MacAddress& mac) const {
+  MacMatch perm, current;
+  if (mac == MacAddress{}) return current;
+  auto note = [](MacMatch& m, const LinkInfo& l) {
+    if (m.count++ == 0) m.link = &l;  // by_index_ is in ifindex order
+  };
+  for (const auto& [ifindex, l] : by_index_) {
+    if (l.kind == "macvtap" || l.kind == "macvlan") continue;
+    if (l.perm_mac == mac) note(perm, l);
+    if (l.mac == mac) note(current, l);
+  }
+  if (perm) {
+    perm.by_perm = true;
+    return perm;
+  }
+  return current;
+}
+
 std::vector<LinkInfo> LinkTable::all() const {
   std::vector<LinkInfo> out;
   out.reserve(by_index_.size());

@@ -2,6 +2,7 @@
 // with a new ifindex is a new interface; a rename is a change of name.
 #pragma once
 
+#include <cstddef>
 #include <map>
 #include <string>
 #include <unordered_map>
@@ -10,6 +11,17 @@
 #include "netlink/link.h"
 
 namespace relink::netlink {
+
+// The answer of LinkTable::find_by_mac().
+struct MacMatch {
+  const LinkInfo* link = nullptr;  // the lowest ifindex among the matches, or nullptr
+  size_t count = 0;                // how many interfaces matched at that level
+  bool by_perm = false;            // matched a permanent MAC, not a current one
+
+  explicit operator bool() const { return link != nullptr; }
+  // Several interfaces match equally well: `link` is only the first of them.
+  bool ambiguous() const { return count > 1; }
+};
 
 class LinkTable {
  public:
@@ -23,6 +35,13 @@ class LinkTable {
 
   const LinkInfo* find(int ifindex) const;
   const LinkInfo* find_by_name(const std::string& name) const;
+  // The interface that owns a MAC: one whose permanent MAC (perm_mac) it is,
+  // else, when no interface has it as permanent MAC, one whose current MAC it
+  // is. macvtap and macvlan devices are never matched (their MACs are
+  // guests'), nor is the all-zero MAC (lo and others without an address).
+  // A bridge or vlan usually carries the MAC of a port or lower device, so a
+  // current-MAC match can be ambiguous: see MacMatch.
+  MacMatch find_by_mac(const MacAddress& mac) const;
   size_t size() const { return by_index_.size(); }
   std::vector<LinkInfo> all() const;
 

@@ -320,6 +320,61 @@ TEST(LinkParser, MacvlanModes) {
   }
 }
 
+// A NIC whose MAC was changed: IFLA_ADDRESS is the current MAC,
+// IFLA_PERM_ADDRESS the one the driver read from the hardware.
+TEST(LinkParser, PermanentAddress) {
+  const MacAddress current{0x02, 0x00, 0x00, 0x00, 0x00, 0xaa};
+  const MacAddress perm{0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
+  MessageBuilder b;
+  nlmsghdr* nlh = b.link(RTM_NEWLINK, 2, "eth0");
+  static_cast<ifinfomsg*>(mnl_nlmsg_get_payload(nlh))->ifi_flags = IFF_UP | IFF_LOWER_UP;
+  mnl_attr_put(nlh, IFLA_ADDRESS, current.size(), current.data());
+  mnl_attr_put(nlh, IFLA_PERM_ADDRESS, perm.size(), perm.data());
+  mnl_attr_put_u8(nlh, IFLA_OPERSTATE, IF_OPER_UP);
+  b.end();
+  ParsedBatch batch = parse_ok(b.bytes());
+  ASSERT_EQ(batch.links.size(), 1u);
+  const LinkInfo& l = batch.links[0].link;
+  EXPECT_EQ(l.kind, "physical");
+  EXPECT_EQ(l.mac, current);
+  EXPECT_EQ(l.perm_mac, perm);
+  EXPECT_EQ(l.operstate, IF_OPER_UP);
+}
+
+// Only 6-byte, non-zero permanent addresses are MACs; anything else is not an
+// error, just no permanent MAC (InfiniBand's are 20 bytes).
+TEST(LinkParser, PermanentAddressOfOtherShapesIsNone) {
+  const uint8_t bytes[20] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 7, 8, 9, 10};
+  const uint8_t zeros[6] = {};
+  struct Case {
+    const void* data;
+    size_t len;
+  };
+  for (const Case& c : {Case{bytes, 4}, Case{bytes, 5}, Case{bytes, 7}, Case{bytes, 20},
+                        Case{bytes, 0}, Case{zeros, 6}}) {
+    MessageBuilder b;
+    nlmsghdr* nlh = b.link(RTM_NEWLINK, 2, "eth0");
+    mnl_attr_put(nlh, IFLA_PERM_ADDRESS, c.len, c.data);
+    mnl_attr_put(nlh, IFLA_ADDRESS, 6, bytes);
+    b.end();
+    ParsedBatch batch = parse_ok(b.bytes());
+    ASSERT_EQ(batch.links.size(), 1u) << c.len;
+    EXPECT_EQ(batch.links[0].link.perm_mac, std::nullopt) << c.len << " bytes";
+    EXPECT_EQ(batch.links[0].link.mac, parse_mac("52:54:00:12:34:56"));
+  }
+}
+
+// veth, bridge, macvtap and macvlan devices have no permanent address, and
+// the kernel sends none (lo's is all zero, so it is left out too).
+TEST(LinkParser, VirtualDevicesInCapturesHaveNoPermanentAddress) {
+  for (const char* file : {"dump.bin", "newlink.bin", "rename.bin", "nomaster.bin"}) {
+    ParsedBatch batch = parse_ok(fixture(file));
+    ASSERT_FALSE(batch.links.empty()) << file;
+    for (const auto& msg : batch.links)
+      EXPECT_EQ(msg.link.perm_mac, std::nullopt) << file << ": " << msg.link.name;
+  }
+}
+
 TEST(LinkParser, ParentInAnotherNamespaceIsNoParent) {
   MessageBuilder b;
   nlmsghdr* nlh = b.link(RTM_NEWLINK, 10, "veth0");

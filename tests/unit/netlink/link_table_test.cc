@@ -3,10 +3,13 @@
 #include <gtest/gtest.h>
 #include <linux/if.h>
 
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
 #include <vector>
+
+#include "util/mac.h"
 
 namespace relink::netlink {
 namespace {
@@ -238,6 +241,157 @@ TEST(LinkTable, NameIndexStaysConsistent) {
       expect_name_index_consistent(t, probe);
     }
   }
+}
+
+// --- find_by_mac -------------------------------------------------------------
+
+constexpr MacAddress kNicMac{0x52, 0x54, 0x00, 0xab, 0xcd, 0x01};
+constexpr MacAddress kOtherMac{0x02, 0x00, 0x00, 0x00, 0x00, 0x99};
+
+LinkInfo with_macs(LinkInfo l, std::optional<MacAddress> mac, std::optional<MacAddress> perm) {
+  l.mac = mac;
+  l.perm_mac = perm;
+  return l;
+}
+
+TEST(LinkTableFindByMac, PermanentMacWinsOverLowerIfindexWithItAsCurrentMac) {
+  LinkTable t;
+  // A bridge and a vlan carry the NIC's MAC as their current one; only the NIC
+  // has it as permanent MAC.
+  t.apply(added(with_macs(link(2, "br0", "bridge"), kNicMac, std::nullopt)));
+  t.apply(added(with_macs(link(3, "eth0.5", "vlan", 5), kNicMac, std::nullopt)));
+  t.apply(added(with_macs(link(5, "eth0"), kNicMac, kNicMac)));
+  MacMatch m = t.find_by_mac(kNicMac);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m.link->name, "eth0");
+  EXPECT_TRUE(m.by_perm);
+  EXPECT_EQ(m.count, 1u);
+  EXPECT_FALSE(m.ambiguous());
+}
+
+TEST(LinkTableFindByMac, CurrentMacWhenNoInterfaceHasItAsPermanentMac) {
+  LinkTable t;
+  t.apply(added(with_macs(link(2, "eth0"), kNicMac, kNicMac)));
+  t.apply(added(with_macs(link(4, "va", "veth", 6), kOtherMac, std::nullopt)));
+  t.apply(added(with_macs(link(6, "vb", "veth", 4), std::nullopt, std::nullopt)));
+  MacMatch m = t.find_by_mac(kOtherMac);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m.link->name, "va");
+  EXPECT_FALSE(m.by_perm);
+  EXPECT_EQ(m.count, 1u);
+  EXPECT_FALSE(t.find_by_mac(MacAddress{0x02, 0, 0, 0, 0, 0x42}));
+}
+
+// A NIC whose MAC was changed is found by its permanent MAC and by its new one.
+TEST(LinkTableFindByMac, ChangedMacIsFoundBothWays) {
+  LinkTable t;
+  t.apply(added(with_macs(link(2, "eth0"), kNicMac, kNicMac)));
+  auto ev = t.apply(added(with_macs(link(2, "eth0"), kOtherMac, kNicMac)));
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].type, LinkEventType::Changed);
+
+  MacMatch perm = t.find_by_mac(kNicMac);
+  ASSERT_TRUE(perm);
+  EXPECT_EQ(perm.link->ifindex, 2);
+  EXPECT_TRUE(perm.by_perm);
+  MacMatch current = t.find_by_mac(kOtherMac);
+  ASSERT_TRUE(current);
+  EXPECT_EQ(current.link->ifindex, 2);
+  EXPECT_FALSE(current.by_perm);
+}
+
+TEST(LinkTableFindByMac, SkipsMacvtapAndMacvlan) {
+  LinkTable t;
+  // Guests' MACs: even a permanent one (which the kernel never reports for
+  // them) does not make them a host interface.
+  t.apply(added(with_macs(link(7, "mvt0", "macvtap", 9), kOtherMac, kOtherMac)));
+  t.apply(added(with_macs(link(8, "mvl0", "macvlan", 9), kOtherMac, std::nullopt)));
+  EXPECT_FALSE(t.find_by_mac(kOtherMac));
+  EXPECT_EQ(t.find_by_mac(kOtherMac).count, 0u);
+
+  t.apply(added(with_macs(link(9, "eth1"), kOtherMac, std::nullopt)));
+  MacMatch m = t.find_by_mac(kOtherMac);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m.link->name, "eth1");
+  EXPECT_EQ(m.count, 1u) << "the macvtap and macvlan do not count";
+}
+
+TEST(LinkTableFindByMac, AmbiguousCurrentMacGivesLowestIfindexAndCount) {
+  LinkTable t;
+  // A bridge takes the MAC of a port: both hold it, neither as permanent MAC.
+  t.apply(added(with_macs(link(9, "br0", "bridge"), kOtherMac, std::nullopt)));
+  t.apply(added(with_macs(link(4, "vb", "veth", 3), kOtherMac, std::nullopt)));
+  t.apply(added(with_macs(link(6, "vc", "veth", 5), kOtherMac, std::nullopt)));
+  MacMatch m = t.find_by_mac(kOtherMac);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m.link->ifindex, 4);
+  EXPECT_EQ(m.count, 3u);
+  EXPECT_TRUE(m.ambiguous());
+  EXPECT_FALSE(m.by_perm);
+}
+
+TEST(LinkTableFindByMac, AmbiguousPermanentMacGivesLowestIfindexAndCount) {
+  LinkTable t;
+  // Two NICs with the same burnt-in MAC (cloned VMs, bad firmware); a third
+  // interface with it as current MAC does not count at the permanent level.
+  t.apply(added(with_macs(link(3, "br0", "bridge"), kNicMac, std::nullopt)));
+  t.apply(added(with_macs(link(12, "eth1"), kOtherMac, kNicMac)));
+  t.apply(added(with_macs(link(5, "eth0"), kNicMac, kNicMac)));
+  MacMatch m = t.find_by_mac(kNicMac);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m.link->name, "eth0");
+  EXPECT_EQ(m.count, 2u);
+  EXPECT_TRUE(m.ambiguous());
+  EXPECT_TRUE(m.by_perm);
+}
+
+// Renames keep the match (same ifindex); a re-created interface is found
+// under its new ifindex, and a removed one is gone.
+TEST(LinkTableFindByMac, FollowsRenamesRecreationAndRemoval) {
+  LinkTable t;
+  t.apply(added(with_macs(link(2, "eth0"), kNicMac, kNicMac)));
+  t.apply(added(with_macs(link(2, "wan"), kNicMac, kNicMac)));
+  MacMatch m = t.find_by_mac(kNicMac);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m.link->ifindex, 2);
+  EXPECT_EQ(m.link->name, "wan");
+
+  // Renamed away, and another interface took the old name: the MAC still
+  // names the renamed one.
+  t.apply(added(with_macs(link(3, "eth0", "veth", 4), kOtherMac, std::nullopt)));
+  m = t.find_by_mac(kNicMac);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m.link->name, "wan");
+  EXPECT_EQ(t.find_by_mac(kOtherMac).link->name, "eth0");
+
+  t.apply(deleted(link(2, "wan")));
+  EXPECT_FALSE(t.find_by_mac(kNicMac));
+  t.apply(added(with_macs(link(11, "wan"), kNicMac, kNicMac)));
+  m = t.find_by_mac(kNicMac);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m.link->ifindex, 11);
+  EXPECT_EQ(m.count, 1u);
+}
+
+TEST(LinkTableFindByMac, AllZeroMacMatchesNothing) {
+  LinkTable t;
+  t.apply(added(with_macs(link(1, "lo"), MacAddress{}, std::nullopt)));
+  t.apply(added(with_macs(link(2, "tun0", "tun"), MacAddress{}, std::nullopt)));
+  MacMatch m = t.find_by_mac(MacAddress{});
+  EXPECT_FALSE(m);
+  EXPECT_EQ(m.count, 0u);
+}
+
+TEST(LinkTableFindByMac, ReplaceAllIsSeen) {
+  LinkTable t;
+  t.apply(added(with_macs(link(2, "eth0"), kNicMac, kNicMac)));
+  t.replace_all({with_macs(link(2, "eth0"), kOtherMac, kNicMac),
+                 with_macs(link(7, "br0", "bridge"), kNicMac, std::nullopt)});
+  MacMatch m = t.find_by_mac(kNicMac);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m.link->name, "eth0");
+  EXPECT_TRUE(m.by_perm);
+  EXPECT_EQ(t.find_by_mac(kOtherMac).link->name, "eth0");
 }
 
 }  // namespace
