@@ -31,6 +31,11 @@ struct LinkInfo {
   bool operator==(const LinkInfo&) const = default;
 };
 
+// The interface has carrier: it is up (IFF_UP) and its lower layer is up
+// (IFF_LOWER_UP: the NIC has link, a veth's peer is up, a bridge has a port
+// that forwards). The kernel notifies a change of either flag on RTNLGRP_LINK.
+bool has_carrier(const LinkInfo& link);
+
 // One RTM_NEWLINK / RTM_DELLINK message, decoded.
 struct LinkMessage {
   bool deleted = false;  // RTM_DELLINK

@@ -2,6 +2,7 @@
 #include "netlink/link_watcher.h"
 
 #include <gtest/gtest.h>
+#include <linux/if.h>
 
 #include <chrono>
 #include <functional>
@@ -192,6 +193,91 @@ TEST_F(LinkWatcherTest, RenameAwayAndBackIsChangedWithOldName) {
   EXPECT_EQ(watcher_->table().find_by_name("vz"), nullptr);
   EXPECT_EQ(watcher_->table().find_by_name("va")->ifindex, ifindex);
   for (const auto& e : events_) EXPECT_NE(e.type, LinkEventType::Removed) << e.link.name;
+}
+
+// --- carrier -----------------------------------------------------------------
+
+class LinkWatcherCarrierTest : public LinkWatcherTest {
+ protected:
+  // Index of the first Changed event for `name` at or after `from` whose
+  // has_carrier() is `carrier`, or -1.
+  int find_carrier_change(const std::string& name, bool carrier, size_t from = 0) const {
+    for (size_t i = from; i < events_.size(); ++i) {
+      const auto& e = events_[i];
+      if (e.type == LinkEventType::Changed && e.link.name == name && has_carrier(e.link) == carrier)
+        return static_cast<int>(i);
+    }
+    return -1;
+  }
+
+  bool table_carrier(const std::string& name) const {
+    const LinkInfo* l = watcher_->table().find_by_name(name);
+    EXPECT_NE(l, nullptr) << name;
+    return l && has_carrier(*l);
+  }
+};
+
+// The peer of a veth going down takes the carrier (IFF_LOWER_UP) of the local
+// end, which stays administratively up; the peer coming back restores it.
+TEST_F(LinkWatcherCarrierTest, VethPeerDownAndUpIsAChangeOfCarrier) {
+  ns_->ip("link add va type veth peer name vb");
+  ns_->ip("link set va up");
+  ns_->ip("link set vb up");
+  start();
+  ASSERT_TRUE(pump_until([&] { return table_carrier("va"); })) << "va never had carrier";
+  events_.clear();
+
+  ns_->ip("link set vb down");
+  ASSERT_TRUE(pump_until([&] { return find_carrier_change("va", false) >= 0; }))
+      << "no Changed event without carrier for va";
+  const LinkEvent& down = events_[static_cast<size_t>(find_carrier_change("va", false))];
+  EXPECT_TRUE(down.link.flags & IFF_UP) << "va itself stays up";
+  EXPECT_FALSE(down.link.flags & IFF_LOWER_UP);
+  EXPECT_EQ(down.link.ifindex, ns_->ifindex("va"));
+  EXPECT_FALSE(table_carrier("va"));
+
+  const size_t mark = events_.size();
+  ns_->ip("link set vb up");
+  ASSERT_TRUE(pump_until([&] { return find_carrier_change("va", true, mark) >= 0; }))
+      << "no Changed event with carrier for va";
+  EXPECT_TRUE(table_carrier("va"));
+  for (const auto& e : events_) EXPECT_EQ(e.type, LinkEventType::Changed) << e.link.name;
+}
+
+// A bridge has carrier while one of its ports forwards: the last port losing
+// its carrier takes the bridge's. forward_delay 0: a port forwards as soon as
+// it is up (the default 15 s would leave the bridge without carrier that long).
+TEST_F(LinkWatcherCarrierTest, BridgeLosesCarrierWithItsLastUpPort) {
+  ns_->ip("link add br0 type bridge forward_delay 0");
+  ns_->ip("link add va type veth peer name vb");
+  ns_->ip("link add pa type veth peer name pb");
+  ns_->ip("link set va master br0");
+  ns_->ip("link set pa master br0");
+  for (const char* dev : {"br0", "va", "vb", "pa", "pb"}) ns_->ip(std::string("link set ") + dev + " up");
+  start();
+  ASSERT_TRUE(pump_until([&] { return table_carrier("br0"); })) << "br0 never had carrier";
+  events_.clear();
+
+  ns_->ip("link set vb down");
+  ASSERT_TRUE(pump_until([&] { return find_carrier_change("va", false) >= 0; }));
+  // The bridge's carrier follows through the kernel's linkwatch, which may
+  // delay it by up to a second: give it that long to (wrongly) go.
+  pump_until([] { return false; }, 1500ms);
+  EXPECT_EQ(find_carrier_change("br0", false), -1) << "pa still forwards";
+  EXPECT_TRUE(table_carrier("br0"));
+
+  ns_->ip("link set pb down");
+  ASSERT_TRUE(pump_until([&] { return find_carrier_change("br0", false) >= 0; }))
+      << "no Changed event without carrier for br0";
+  const LinkEvent& lost = events_[static_cast<size_t>(find_carrier_change("br0", false))];
+  EXPECT_TRUE(lost.link.flags & IFF_UP) << "br0 itself stays up";
+  EXPECT_FALSE(table_carrier("br0"));
+
+  const size_t mark = events_.size();
+  ns_->ip("link set pb up");
+  ASSERT_TRUE(pump_until([&] { return find_carrier_change("br0", true, mark) >= 0; }))
+      << "no Changed event with carrier for br0";
+  EXPECT_TRUE(table_carrier("br0"));
 }
 
 class LinkWatcherOverrunTest : public LinkWatcherTest {

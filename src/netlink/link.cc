@@ -1,0 +1,12 @@
+#include "netlink/link.h"
+
+#include <linux/if.h>
+
+namespace relink::netlink {
+
+bool has_carrier(const LinkInfo& link) {
+  constexpr unsigned kUpWithCarrier = IFF_UP | IFF_LOWER_UP;
+  return (link.flags & kUpWithCarrier) == kUpWithCarrier;
+}
+
+}  // namespace relink::netlink
