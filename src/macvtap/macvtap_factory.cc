@@ -6,6 +6,7 @@
 #include <netlink/errno.h>
 #include <netlink/netlink.h>
 #include <netlink/route/link.h>
+#include <netlink/route/link/inet6.h>
 #include <netlink/route/link/macvtap.h>
 #include <sys/sysmacros.h>
 
@@ -156,7 +157,8 @@ Result<Macvtap> RtnlMacvtapFactory::create(const MacvtapSpec& spec) {
   // IFF_ALLMULTI: a macvtap passes only the multicast groups in its own
   // filter, and nothing copies the guest's groups there; without it the
   // guest's IPv6 neighbour discovery (solicited-node groups) is dropped.
-  rtnl_link_set_flags(link.get(), IFF_UP | IFF_ALLMULTI);
+  // Not IFF_UP yet: see configure_host_side().
+  rtnl_link_set_flags(link.get(), IFF_ALLMULTI);
   if (int err = rtnl_link_add(sock_, link.get(), NLM_F_CREATE | NLM_F_EXCL); err < 0) {
     return nl_error(err, what);
   }
@@ -201,6 +203,7 @@ Result<Macvtap> RtnlMacvtapFactory::open_created(const MacvtapSpec& spec, int& i
     return Error{EEXIST, "another link took the name before it could be opened"};
   }
   ifindex = rtnl_link_get_ifindex(link.get());
+  if (auto r = configure_host_side(link.get()); !r) return r.error();
 
   auto dev = read_macvtap_dev_at(sysfs_net_.get(), spec.name, ifindex);
   if (!dev) return dev.error();
@@ -209,6 +212,37 @@ Result<Macvtap> RtnlMacvtapFactory::open_created(const MacvtapSpec& spec, int& i
   auto fds = open_tap_queues(dirs, ifindex, *dev, spec.queues);
   if (!fds) return fds.error();
   return Macvtap{ifindex, spec.name, *dev, std::move(fds).value()};
+}
+
+// The host must not use the guest's interface for IPv6 of its own: with the
+// default address generation it gives the macvtap the link-local address the
+// guest derives from the same MAC, runs DAD against the guest and sends router
+// solicitations and MLD reports from it. IN6_ADDR_GEN_MODE_NONE leaves it
+// without any address. addrconf makes the link-local address when the link
+// goes up, so the mode has to be in place before that, in a request of its
+// own: the kernel refuses IFLA_AF_SPEC/AF_INET6 in the request that creates a
+// link (EAFNOSUPPORT), and applies a link's flags before its IFLA_AF_SPEC in
+// one change request.
+Result<void> RtnlMacvtapFactory::configure_host_side(rtnl_link* created) {
+  LinkPtr no_ipv6(rtnl_link_alloc());
+  if (!no_ipv6) return Error{ENOMEM, "out of memory"};
+  if (int err = rtnl_link_inet6_set_addr_gen_mode(no_ipv6.get(), IN6_ADDR_GEN_MODE_NONE); err < 0)
+    return nl_error(err, "set IPv6 address generation mode none");
+  const int err = rtnl_link_change(sock_, created, no_ipv6.get(), 0);
+  if (err == -NLE_AF_NOSUPPORT) {
+    // The link has no IPv6 state to configure: IPv6 is disabled in the
+    // kernel (no /proc/sys/net/ipv6), or the link's MTU is below IPv6's 1280.
+    log::get("macvtap")->debug("{}: no IPv6 on it, address generation left alone",
+                               rtnl_link_get_name(created));
+  } else if (err < 0) {
+    return nl_error(err, "set IPv6 address generation mode none");
+  }
+
+  LinkPtr up(rtnl_link_alloc());
+  if (!up) return Error{ENOMEM, "out of memory"};
+  rtnl_link_set_flags(up.get(), IFF_UP);
+  if (int e = rtnl_link_change(sock_, created, up.get(), 0); e < 0) return nl_error(e, "set it up");
+  return ok();
 }
 
 Result<void> RtnlMacvtapFactory::remove(int ifindex) {

@@ -12,6 +12,7 @@
 #include "util/unique_fd.h"
 
 struct nl_sock;
+struct rtnl_link;
 
 namespace relink::macvtap {
 
@@ -80,6 +81,12 @@ class MacvtapFactory {
 // deleted, since deleting by name could hit someone else's link; find() and
 // remove() are there for such leftovers.
 //
+// IPv6: the host configures none on the macvtaps it creates (address
+// generation mode none, set before the link goes up): no link-local address,
+// no router solicitations, DAD or MLD reports from the guest's MAC. Where the
+// kernel has no IPv6 for the link (IPv6 disabled, MTU below 1280) there is
+// nothing to turn off and creation goes on.
+//
 // passthru: the kernel gives a passthru macvtap its parent's MAC and ignores
 // the one asked for; the factory does not rewrite the parent's MAC (a host
 // interface it could not restore reliably). The parent is put in promiscuous
@@ -104,6 +111,9 @@ class RtnlMacvtapFactory final : public MacvtapFactory {
   // Sets ifindex once the link is known to be the one just created.
   Result<Macvtap> open_created(const MacvtapSpec& spec, int& ifindex);
   bool stacked_on_parent(int link_ifindex, int parent_ifindex);
+  // Turns off the host's IPv6 address generation on the new link, then sets
+  // it up (it is created down so that the order holds).
+  Result<void> configure_host_side(rtnl_link* created);
 
   std::string node_dir_;
   nl_sock* sock_ = nullptr;

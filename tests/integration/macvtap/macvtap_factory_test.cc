@@ -14,10 +14,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
+#include <string>
+#include <thread>
 
 #include "macvtap_helpers.h"
 #include "support/harness.h"
@@ -284,6 +289,84 @@ TEST_F(MacvtapTrafficTest, PassthruDeliversFramesForGuestMac) {
       << strerror(errno);
   const int fd = created->fds[0].get();
   EXPECT_TRUE(receive(fd, vnet_hdr_len(fd), payload)) << "no frame arrived on the macvtap fd";
+}
+
+// --- the host keeps its IPv6 off the guest's interface ------------------------
+
+// `ip -6 addr show dev DEV`: empty when the link has no IPv6 address.
+std::string ipv6_addrs(const test::Netns& ns, const std::string& dev) {
+  return ns.ip("-6 addr show dev " + dev);
+}
+
+// Frames the host itself sent through DEV (nothing writes to its queues here).
+uint64_t tx_packets(const test::Netns& ns, const std::string& dev) {
+  auto j = nlohmann::json::parse(ns.ip("-j -s link show dev " + dev), nullptr, false);
+  if (!j.is_array() || j.empty() || !j[0].contains("stats64")) return UINT64_MAX;
+  return j[0]["stats64"]["tx"].value("packets", UINT64_MAX);
+}
+
+// By default the host gives a macvtap that goes up the link-local address the
+// guest derives from the same MAC, runs DAD and sends MLD reports and router
+// solicitations from it. A macvtap made by `ip link` next to the factory's
+// shows that this kernel does; the factory's gets no address and sends
+// nothing.
+TEST_F(MacvtapFactoryTest, HostConfiguresNoIpv6OnIt) {
+  const int parent = make_veth_parent();
+  std::optional<Macvtap> created;
+  {
+    test::ScopedNetnsEnter enter(ns_->name());
+    ASSERT_TRUE(enter.ok());
+    RtnlMacvtapFactory factory(node_dir_);
+    auto r = factory.create(spec(parent));
+    ASSERT_TRUE(r) << r.error().message;
+    created = std::move(r).value();
+  }
+  const auto up_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(ip_link(*ns_, "mvt0")->up);
+
+  ns_->ip("link add link v0 name ctl0 address 52:54:00:12:34:57 type macvtap");
+  ns_->ip("link set ctl0 up");
+  EXPECT_TRUE(test::wait_until(
+      [&] {
+        return ipv6_addrs(*ns_, "ctl0").find("inet6 fe80::") != std::string::npos &&
+               tx_packets(*ns_, "ctl0") > 0;
+      },
+      std::chrono::seconds(5), std::chrono::milliseconds(50)))
+      << "precondition: a macvtap set up by ip gets a link-local address and sends from it: "
+      << ipv6_addrs(*ns_, "ctl0") << ", " << tx_packets(*ns_, "ctl0") << " frames sent";
+
+  // Give the factory's as long (DAD and the first MLD report start within
+  // about a second of IFF_UP).
+  std::this_thread::sleep_until(up_at + std::chrono::seconds(2));
+  EXPECT_EQ(ipv6_addrs(*ns_, "mvt0"), "");
+  EXPECT_EQ(tx_packets(*ns_, "mvt0"), 0u) << "the host sent frames from the guest's MAC";
+  const std::string details = ns_->ip("-d link show dev mvt0");
+  EXPECT_NE(details.find("addrgenmode none"), std::string::npos) << details;
+  expect_queue_fd(created->fds[0].get(), created->dev, "mvt0", false);
+}
+
+// A link below IPv6's minimum MTU (1280) has no IPv6 state, as every link has
+// on a kernel with IPv6 disabled: the kernel refuses an address generation
+// mode for it (EAFNOSUPPORT), and creation goes on.
+TEST_F(MacvtapFactoryTest, LinkWithoutIpv6IsCreatedAnyway) {
+  ns_->ip("link add v0 mtu 1000 type veth peer name v1 mtu 1000");
+  ns_->ip("link set v0 up");
+  ns_->ip("link set v1 up");
+  const int parent = ns_->ifindex("v0");
+  test::ScopedNetnsEnter enter(ns_->name());
+  ASSERT_TRUE(enter.ok());
+  RtnlMacvtapFactory factory(node_dir_);
+  auto created = factory.create(spec(parent));
+  ASSERT_TRUE(created) << created.error().message;
+
+  const std::string details = ns_->ip("-d link show dev mvt0");
+  EXPECT_NE(details.find(" mtu 1000 "), std::string::npos) << details;
+  EXPECT_EQ(details.find("addrgenmode"), std::string::npos)
+      << "precondition: the link has no IPv6 state: " << details;
+  EXPECT_TRUE(ip_link(*ns_, "mvt0")->up);
+  EXPECT_EQ(ipv6_addrs(*ns_, "mvt0"), "");
+  ASSERT_EQ(created->fds.size(), 1u);
+  expect_queue_fd(created->fds[0].get(), created->dev, "mvt0", false);
 }
 
 // --- failures leave nothing behind -----------------------------------------
