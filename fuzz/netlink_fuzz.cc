@@ -33,6 +33,15 @@ void check_mac_lookup(const LinkTable& table, const LinkInfo& l,
   FUZZ_CHECK(m.link->kind != "macvtap" && m.link->kind != "macvlan");
   FUZZ_CHECK(m.by_perm ? m.link->perm_mac == *mac : m.link->mac == *mac);
   FUZZ_CHECK(table.find(m.link->ifindex) == m.link);
+  // includes() names exactly the `count` matches, the first being `link`.
+  size_t included = 0;
+  const LinkInfo* first = nullptr;
+  for (const auto& other : table.all()) {
+    if (!m.includes(other)) continue;
+    if (included++ == 0) first = table.find(other.ifindex);
+  }
+  FUZZ_CHECK(included == m.count);
+  FUZZ_CHECK(first == m.link);
 }
 
 void check_table(const LinkTable& table) {

@@ -82,22 +82,31 @@ const LinkInfo* LinkTable::find_by_name(const std::string& name) const {
   return it == by_name_.end() ? nullptr : find(it->second);
 }
 
+namespace {
+
+bool is_guest_side(const LinkInfo& l) { return l.kind == "macvtap" || l.kind == "macvlan"; }
+
+}  // namespace
+
+bool MacMatch::includes(const LinkInfo& l) const {
+  if (!link || is_guest_side(l)) return false;
+  return by_perm ? l.perm_mac == mac : l.mac == mac;
+}
+
 MacMatch LinkTable::find_by_mac(const MacAddress& mac) const {
   MacMatch perm, current;
+  perm.mac = current.mac = mac;
+  perm.by_perm = true;
   if (mac == MacAddress{}) return current;
   auto note = [](MacMatch& m, const LinkInfo& l) {
     if (m.count++ == 0) m.link = &l;  // by_index_ is in ifindex order
   };
   for (const auto& [ifindex, l] : by_index_) {
-    if (l.kind == "macvtap" || l.kind == "macvlan") continue;
+    if (is_guest_side(l)) continue;
     if (l.perm_mac == mac) note(perm, l);
     if (l.mac == mac) note(current, l);
   }
-  if (perm) {
-    perm.by_perm = true;
-    return perm;
-  }
-  return current;
+  return perm ? perm : current;
 }
 
 std::vector<LinkInfo> LinkTable::all() const {

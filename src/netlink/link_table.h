@@ -18,9 +18,15 @@ struct MacMatch {
   size_t count = 0;                // how many interfaces matched at that level
   bool by_perm = false;            // matched a permanent MAC, not a current one
 
+  MacAddress mac{};                // what was looked up
+
   explicit operator bool() const { return link != nullptr; }
   // Several interfaces match equally well: `link` is only the first of them.
   bool ambiguous() const { return count > 1; }
+  // `l` is one of the `count` matches (to prefer another of them than `link`,
+  // say the one with a configured name): it holds the MAC at the level
+  // matched, permanent or current, and is no macvtap/macvlan.
+  bool includes(const LinkInfo& l) const;
 };
 
 class LinkTable {

@@ -330,6 +330,38 @@ TEST(LinkTableFindByMac, AmbiguousCurrentMacGivesLowestIfindexAndCount) {
   EXPECT_FALSE(m.by_perm);
 }
 
+// The caller may prefer another of the matches (the one with the configured
+// name): includes() says which links are among them, at the level matched.
+TEST(LinkTableFindByMac, IncludesTellsTheOtherMatches) {
+  LinkTable t;
+  t.apply(added(with_macs(link(2, "vb", "veth", 3), kOtherMac, std::nullopt)));
+  t.apply(added(with_macs(link(5, "br0", "bridge"), kOtherMac, std::nullopt)));
+  t.apply(added(with_macs(link(6, "eth0"), kNicMac, kNicMac)));
+  t.apply(added(with_macs(link(7, "mvt0", "macvtap", 5), kOtherMac, std::nullopt)));
+  MacMatch m = t.find_by_mac(kOtherMac);
+  ASSERT_TRUE(m.ambiguous());
+  EXPECT_EQ(m.mac, kOtherMac);
+  EXPECT_TRUE(m.includes(*t.find_by_name("vb")));
+  EXPECT_TRUE(m.includes(*t.find_by_name("br0")));
+  EXPECT_FALSE(m.includes(*t.find_by_name("eth0")));
+  EXPECT_FALSE(m.includes(*t.find_by_name("mvt0"))) << "a guest's, even with the MAC";
+
+  // Matched by permanent MAC: an interface that only carries it as current
+  // MAC (a bridge with the NIC as port) is not among the matches, and a NIC
+  // whose MAC was changed away from its permanent one is.
+  t.apply(added(with_macs(link(8, "br1", "bridge"), kNicMac, std::nullopt)));
+  t.apply(added(with_macs(link(9, "eth1"), kOtherMac, kNicMac)));
+  MacMatch p = t.find_by_mac(kNicMac);
+  ASSERT_TRUE(p.by_perm);
+  EXPECT_EQ(p.count, 2u);
+  EXPECT_EQ(p.link->name, "eth0");
+  EXPECT_TRUE(p.includes(*t.find_by_name("eth1")));
+  EXPECT_FALSE(p.includes(*t.find_by_name("br1")));
+
+  MacMatch none = t.find_by_mac(MacAddress{0x02, 0, 0, 0, 0, 0x42});
+  EXPECT_FALSE(none.includes(*t.find_by_name("vb")));
+}
+
 TEST(LinkTableFindByMac, AmbiguousPermanentMacGivesLowestIfindexAndCount) {
   LinkTable t;
   // Two NICs with the same burnt-in MAC (cloned VMs, bad firmware); a third
