@@ -41,7 +41,11 @@ std::string detail(const json& b) {
     if (b.contains("last_exit") && b["last_exit"].is_string()) d += " last-exit=\"" + cell(b, "last_exit") + "\"";
     return d;
   }
-  return "parent=" + cell(b, "parent") + " macvtap=" + cell(b, "macvtap");
+  std::string d = cell(b, "attach") + " parent=" + cell(b, "parent") + " macvtap=" + cell(b, "macvtap");
+  if (b.contains("carrier") && b["carrier"].is_boolean()) d += b["carrier"].get<bool>() ? " carrier=on" : " carrier=off";
+  if (b.contains("last_release_ms") && b["last_release_ms"].is_number())
+    d += " released-in=" + std::to_string(static_cast<long>(b["last_release_ms"].get<double>())) + "ms";
+  return d;
 }
 
 void print_status(const json& st) {

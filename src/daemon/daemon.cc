@@ -9,7 +9,9 @@
 #include <cstring>
 #include <filesystem>
 
+#include "daemon/hub_attach.h"
 #include "daemon/qemu_names.h"
+#include "daemon/replug_attach.h"
 #include "passt/pidfile.h"
 #include "qemu/qmp_peer.h"
 #include "util/clock.h"
@@ -47,6 +49,16 @@ Result<void> make_state_dirs(const std::string& state_dir) {
 }
 
 }  // namespace
+
+Daemon::BindingRt::BindingRt(std::string v, config::MacvtapBinding c)
+    : vm(std::move(v)), cfg(std::move(c)), engine(vm + "/" + cfg.nic, engine::RetryPolicy{}, [&] {
+        engine::Style st;
+        st.replug = cfg.attach == config::AttachMode::Replug;
+        st.release_timeout_ms = cfg.release_timeout_ms;
+        st.follow_carrier = cfg.follow_carrier;
+        st.nic = cfg.nic;
+        return st;
+      }()) {}
 
 Daemon::Daemon(config::Config cfg, std::string log_level_override)
     : cfg_(std::move(cfg)), log_level_override_(std::move(log_level_override)) {}
@@ -111,20 +123,7 @@ void Daemon::start_vm(const config::Vm& vmcfg, std::map<std::string, std::unique
     v->last_refusal.clear();
     const uint64_t session = ++v->session;
     logger()->info("{}: QMP connected (QEMU pid {})", name, v->qemu_pid);
-    v->attacher->probe(v->cfg.macvtaps, [this, name, session](std::vector<engine::VmConnected> found) {
-      VmRt* vv = find_vm(name);
-      if (!vv || vv->session != session || !vv->qmp->connected()) return;
-      for (size_t i = 0; i < vv->bindings.size() && i < found.size(); ++i) {
-        auto& vc = found[i];
-        // A macvtap made on a macvlan parent sits on the macvlan's lower device.
-        const int parent = resolve_parent(vv->bindings[i]->cfg);
-        const netlink::LinkInfo* p = links_->table().find(parent);
-        if (vc.adopt && p && vc.adopt->parent_ifindex == p->parent_ifindex &&
-            (p->kind == "macvlan" || p->kind == "macvtap"))
-          vc.adopt->parent_ifindex = parent;
-        feed(*vv, *vv->bindings[i], vc);
-      }
-    });
+    probe_bindings(*v, session);
     passt_vm_connected(*v, session);
   };
   cbs.on_disconnected = [this, name](const Error& why) {
@@ -140,8 +139,11 @@ void Daemon::start_vm(const config::Vm& vmcfg, std::map<std::string, std::unique
     if (logger()->should_log(spdlog::level::debug))
       logger()->debug("{}: QMP event {} {}", name, untrusted::safe_text(event, 64),
                       untrusted::safe_text(untrusted::dump_json(data), 300));
+    VmRt* v = find_vm(name);
+    if (!v) return;
+    if (event == "DEVICE_DELETED") on_device_deleted(*v, data);
     if (event != kStreamConnected && event != kStreamDisconnected) return;
-    if (VmRt* v = find_vm(name)) passt_stream_event(*v, event, data);
+    passt_stream_event(*v, event, data);
   };
   cbs.on_refused = [this, name](const Error& why) {
     VmRt* v = find_vm(name);
@@ -155,12 +157,14 @@ void Daemon::start_vm(const config::Vm& vmcfg, std::map<std::string, std::unique
     return qemu::verify_qmp_peer(fd, path, cfg_.daemon.qemu_binaries);
   };
   vm->qmp = std::make_unique<qemu::QmpClient>(loop_.get(), vmcfg.qmp, std::move(cbs), std::move(qmp_opts));
-  vm->attacher = std::make_unique<HubAttacher>(*factory_, *vm->qmp, *defer_);
+  vm->hub = std::make_unique<HubAttacher>(*factory_, *vm->qmp, *defer_);
+  vm->replug = std::make_unique<ReplugAttacher>(*factory_, *vm->qmp, *defer_);
   for (const auto& b : vmcfg.macvtaps) {
+    (b.attach == config::AttachMode::Replug ? vm->replug_cfgs : vm->hub_cfgs).push_back(b);
     auto rt = std::make_unique<BindingRt>(vmcfg.name, b);
     rt->daemon = this;
     rt->owner = raw;
-    (void)rt->engine.handle(engine::ParentChanged{resolve_parent(b)});
+    (void)rt->engine.handle(parent_of(b));
     vm->bindings.push_back(std::move(rt));
   }
   for (const auto& pc : vmcfg.passts) {
@@ -179,9 +183,76 @@ void Daemon::start_vm(const config::Vm& vmcfg, std::map<std::string, std::unique
   raw->qmp->start();
 }
 
+// Each strategy's attacher looks at what QEMU has of its bindings; the
+// results are fed in binding order once both have answered.
+void Daemon::probe_bindings(VmRt& vm, uint64_t session) {
+  const std::string name = vm.cfg.name;
+  vm.hub->probe(vm.hub_cfgs, [this, name, session](std::vector<engine::VmConnected> hub_found) {
+    VmRt* v = find_vm(name);
+    if (!v || v->session != session || !v->qmp->connected()) return;
+    v->replug->probe(v->replug_cfgs, [this, name, session, hub_found = std::move(hub_found)](
+                                         std::vector<engine::VmConnected> replug_found) {
+      VmRt* vv = find_vm(name);
+      if (!vv || vv->session != session || !vv->qmp->connected()) return;
+      size_t hi = 0, ri = 0;
+      for (auto& b : vv->bindings) {
+        const bool replug = b->cfg.attach == config::AttachMode::Replug;
+        auto& list = replug ? replug_found : hub_found;
+        size_t& i = replug ? ri : hi;
+        if (i >= list.size()) continue;
+        engine::VmConnected vc = list[i++];
+        // A macvtap made on a macvlan parent sits on the macvlan's lower device.
+        const int parent = resolve_parent(b->cfg);
+        const netlink::LinkInfo* p = links_->table().find(parent);
+        if (vc.adopt && p && vc.adopt->parent_ifindex == p->parent_ifindex &&
+            (p->kind == "macvlan" || p->kind == "macvtap"))
+          vc.adopt->parent_ifindex = parent;
+        feed(*vv, *b, vc);
+      }
+    });
+  });
+}
+
+// DEVICE_DELETED comes twice for a virtio NIC: first for its backend (no
+// "device", a path under the NIC), then for the NIC itself.
+void Daemon::on_device_deleted(VmRt& vm, const nlohmann::json& data) {
+  if (!data.is_object()) return;
+  auto it = data.find("device");
+  if (it == data.end() || !it->is_string()) return;
+  const std::string& dev = it->get_ref<const std::string&>();
+  for (auto& b : vm.bindings) {
+    if (b->cfg.attach != config::AttachMode::Replug || b->cfg.nic != dev) continue;
+    if (b->release_sent_us) {
+      b->last_release_ms = static_cast<double>(monotonic_us() - b->release_sent_us) / 1000.0;
+      b->release_sent_us = 0;
+      logger()->info("{}/{}: the guest released the NIC in {:.0f} ms", vm.cfg.name, dev, b->last_release_ms);
+    } else {
+      logger()->info("{}/{}: the NIC was unplugged", vm.cfg.name, dev);
+    }
+    feed(vm, *b, engine::Released{});
+  }
+}
+
 int Daemon::resolve_parent(const config::MacvtapBinding& b) const {
+  if (b.parent_mac) {
+    const auto m = links_->table().find_by_mac(*b.parent_mac);
+    if (m && !dead_parents_.count(m.link->ifindex)) {
+      // Several interfaces share the MAC (a bridge and its port): the one
+      // with the configured name wins if it is among them.
+      const netlink::LinkInfo* named = links_->table().find_by_name(b.parent);
+      if (m.ambiguous() && named && named->mac == *b.parent_mac && !dead_parents_.count(named->ifindex))
+        return named->ifindex;
+      return m.link->ifindex;
+    }
+  }
   const netlink::LinkInfo* l = links_->table().find_by_name(b.parent);
   return l && !dead_parents_.count(l->ifindex) ? l->ifindex : 0;
+}
+
+engine::ParentChanged Daemon::parent_of(const config::MacvtapBinding& b) const {
+  const int ifindex = resolve_parent(b);
+  const netlink::LinkInfo* l = ifindex ? links_->table().find(ifindex) : nullptr;
+  return engine::ParentChanged{ifindex, l && netlink::has_carrier(*l)};
 }
 
 void Daemon::on_links(const std::vector<netlink::LinkEvent>& events) {
@@ -190,10 +261,23 @@ void Daemon::on_links(const std::vector<netlink::LinkEvent>& events) {
   for (const auto& ev : events)
     if (ev.type == netlink::LinkEventType::Removed) dead_parents_.erase(ev.link.ifindex);
   // Parents first: a name may have moved to a new ifindex within the batch.
+  // Only the batch's end state is fed, so a carrier that flapped within it
+  // costs the guest nothing.
   for (auto& vm : vms_)
     for (auto& b : vm->bindings) {
-      const int parent = resolve_parent(b->cfg);
-      if (parent != b->engine.parent_ifindex()) feed(*vm, *b, engine::ParentChanged{parent}, now);
+      const engine::ParentChanged pc = parent_of(b->cfg);
+      if (pc.ifindex == b->engine.parent_ifindex() && (!pc.ifindex || pc.carrier == b->engine.carrier())) continue;
+      if (pc.ifindex && pc.ifindex != b->engine.parent_ifindex()) {
+        const netlink::LinkInfo* l = links_->table().find(pc.ifindex);
+        const bool by_mac = b->cfg.parent_mac && l && (l->perm_mac == b->cfg.parent_mac || l->mac == b->cfg.parent_mac);
+        logger()->info("{}/{}: parent is {} (ifindex {}){}", vm->cfg.name, b->cfg.nic, l ? l->name : "?", pc.ifindex,
+                       by_mac ? " by its MAC " + format_mac(*b->cfg.parent_mac)
+                              : " by its name");
+      } else if (pc.ifindex) {
+        logger()->info("{}/{}: parent {} {} carrier", vm->cfg.name, b->cfg.nic, b->cfg.parent,
+                       pc.carrier ? "has" : "lost");
+      }
+      feed(*vm, *b, pc, now);
     }
   for (const auto& ev : events) {
     if (ev.type != netlink::LinkEventType::Removed) continue;
@@ -211,7 +295,7 @@ void Daemon::on_links(const std::vector<netlink::LinkEvent>& events) {
         const int parent = b->engine.attached_parent_ifindex();
         if (parent && !if_indextoname(static_cast<unsigned>(parent), name)) {
           dead_parents_.insert(parent);
-          if (b->engine.parent_ifindex() == parent) feed(*vm, *b, engine::ParentChanged{0}, now);
+          if (b->engine.parent_ifindex() == parent) feed(*vm, *b, engine::ParentChanged{0, false}, now);
         }
         feed(*vm, *b, engine::LinkRemoved{ev.link.ifindex}, now);
       }
@@ -229,7 +313,7 @@ void Daemon::run_attaches() {
     BindingRt* b = v ? find_binding(*v, q.nic) : nullptr;
     // A later event of the same batch may have moved the binding on already.
     if (!b || b->engine.generation() != q.generation || b->engine.state() != engine::State::Attaching) continue;
-    made.emplace_back(q, v->attacher->create(b->cfg, q.parent_ifindex));
+    made.emplace_back(q, v->attacher_for(b->cfg).create(b->cfg, q.parent_ifindex));
   }
   queued_attaches_.clear();
   for (auto& [q, mvt] : made) {
@@ -237,7 +321,7 @@ void Daemon::run_attaches() {
     BindingRt* b = v ? find_binding(*v, q.nic) : nullptr;
     if (!b) continue;
     auto done = attach_done(q.vm, q.nic, q.generation);
-    if (mvt) v->attacher->hand_over(b->cfg, q.generation, std::move(mvt.value()), std::move(done));
+    if (mvt) v->attacher_for(b->cfg).hand_over(b->cfg, q.generation, std::move(mvt.value()), q.link_up, std::move(done));
     else defer_->post([done, err = mvt.error().message] { done(AttachResult{false, 0, err}); });
   }
 }
@@ -301,13 +385,29 @@ void Daemon::execute(VmRt& vm, BindingRt& b, const engine::Action& action, uint6
           b.trigger_us = trigger_us;
           logger()->debug("{}/{}: attaching generation {} on ifindex {}", vm.cfg.name, b.cfg.nic, a.generation,
                           a.parent_ifindex);
-          if (in_link_batch_) {
-            queued_attaches_.push_back({vm.cfg.name, b.cfg.nic, a.generation, a.parent_ifindex});
-            return;
-          }
-          vm.attacher->attach(b.cfg, a.generation, a.parent_ifindex, attach_done(vm.cfg.name, b.cfg.nic, a.generation));
+          queued_attaches_.push_back({vm.cfg.name, b.cfg.nic, a.generation, a.parent_ifindex, a.link_up});
+          if (!in_link_batch_) run_attaches();
         } else if constexpr (std::is_same_v<T, engine::Detach>) {
-          vm.attacher->detach(b.cfg, a.generation, a.macvtap_ifindex, a.link_down);
+          vm.attacher_for(b.cfg).detach(b.cfg, a.generation, a.macvtap_ifindex, a.link_down);
+        } else if constexpr (std::is_same_v<T, engine::Release>) {
+          b.release_sent_us = monotonic_us();
+          logger()->info("{}/{}: asking the guest to release the NIC (device_del)", vm.cfg.name, b.cfg.nic);
+          const std::string vm_name = vm.cfg.name, nic = b.cfg.nic;
+          vm.attacher_for(b.cfg).release(b.cfg, a.generation, [this, vm_name, nic](Attacher::ReleaseResult r) {
+            VmRt* v = find_vm(vm_name);
+            BindingRt* bb = v ? find_binding(*v, nic) : nullptr;
+            if (!bb) return;
+            if (r.already_gone) {
+              bb->release_sent_us = 0;
+              feed(*v, *bb, engine::Released{});
+            } else if (!r.error.empty()) {
+              bb->release_sent_us = 0;
+              feed(*v, *bb, engine::ReleaseFailed{r.error});
+            }
+          });
+        } else if constexpr (std::is_same_v<T, engine::SetLink>) {
+          logger()->debug("{}/{}: link {}", vm.cfg.name, b.cfg.nic, a.up ? "on" : "off");
+          vm.attacher_for(b.cfg).set_link(b.cfg, a.up);
         } else if constexpr (std::is_same_v<T, engine::StartTimer>) {
           sd_event_source* s = nullptr;
           if (int r = sd_event_add_time_relative(loop_.get(), &s, CLOCK_MONOTONIC, a.delay_ms * 1000, 1000,
@@ -441,13 +541,25 @@ nlohmann::json Daemon::status() const {
           {"macvtap_ifindex", e.macvtap_ifindex()},
           {"mode", macvtap::mode_name(b->cfg.mode)},
           {"mac", format_mac(b->cfg.mac)},
-          {"attach", "hub"},
-          {"hub", b->cfg.hub},
+          {"attach", config::attach_mode_name(b->cfg.attach)},
           {"attaches", b->attaches},
           {"failures", e.failures()},
           {"last_error", e.last_error()},
+          {"follow_carrier", b->cfg.follow_carrier},
       };
-      j["last_reattach_ms"] = b->last_reattach_ms >= 0 ? nlohmann::json(b->last_reattach_ms) : nlohmann::json(nullptr);
+      auto ms_or_null = [](double ms) { return ms >= 0 ? nlohmann::json(ms) : nlohmann::json(nullptr); };
+      j["last_reattach_ms"] = ms_or_null(b->last_reattach_ms);
+      // The parent's carrier as relinkd last saw it (null: no parent).
+      j["carrier"] = e.parent_ifindex() ? nlohmann::json(e.carrier()) : nlohmann::json(nullptr);
+      j["link"] = e.link_up() ? nlohmann::json(*e.link_up() ? "up" : "down") : nlohmann::json(nullptr);
+      j["parent_mac"] = b->cfg.parent_mac ? nlohmann::json(format_mac(*b->cfg.parent_mac)) : nlohmann::json(nullptr);
+      if (b->cfg.attach == config::AttachMode::Hub) {
+        j["hub"] = b->cfg.hub;
+      } else {
+        j["queues"] = b->cfg.queues;
+        j["release_timeout_s"] = b->cfg.release_timeout_ms / 1000;
+        j["last_release_ms"] = ms_or_null(b->last_release_ms);
+      }
       bindings.push_back(std::move(j));
     }
     for (const auto& p : vm->passts) bindings.push_back(passt_status(*p));

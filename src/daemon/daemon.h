@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "config/config.h"
+#include "daemon/attacher.h"
 #include "daemon/control_server.h"
-#include "daemon/hub_attach.h"
 #include "engine/binding.h"
 #include "engine/passt_binding.h"
 #include "macvtap/macvtap_factory.h"
@@ -55,8 +55,9 @@ class Daemon {
     uint64_t trigger_us = 0;        // when the event behind the current attach was seen
     double last_reattach_ms = -1;   // trigger -> NIC link up on the new tap
     uint64_t attaches = 0;          // successful attaches
-    BindingRt(std::string v, config::MacvtapBinding c)
-        : vm(std::move(v)), cfg(std::move(c)), engine(vm + "/" + cfg.nic) {}
+    uint64_t release_sent_us = 0;   // replug: when device_del was sent (0: none pending)
+    double last_release_ms = -1;    // replug: device_del -> DEVICE_DELETED, the last time
+    BindingRt(std::string v, config::MacvtapBinding c);
   };
   // A passt binding: its engine, and the passt processes of its generations
   // (normally one; a stopped one stays until it is gone).
@@ -79,7 +80,12 @@ class Daemon {
   struct VmRt {
     config::Vm cfg;
     std::unique_ptr<qemu::QmpClient> qmp;
-    std::unique_ptr<HubAttacher> attacher;
+    // One attacher per strategy, and the bindings each serves (in config order).
+    std::unique_ptr<Attacher> hub, replug;
+    std::vector<config::MacvtapBinding> hub_cfgs, replug_cfgs;
+    Attacher& attacher_for(const config::MacvtapBinding& b) {
+      return b.attach == config::AttachMode::Replug ? *replug : *hub;
+    }
     std::vector<std::unique_ptr<BindingRt>> bindings;
     std::vector<std::unique_ptr<PasstRt>> passts;
     pid_t qemu_pid = 0;
@@ -93,6 +99,9 @@ class Daemon {
   void start_vm(const config::Vm& vm, std::map<std::string, std::unique_ptr<PasstRt>> carry = {});
   void on_links(const std::vector<netlink::LinkEvent>& events);
   int resolve_parent(const config::MacvtapBinding& b) const;
+  engine::ParentChanged parent_of(const config::MacvtapBinding& b) const;
+  void probe_bindings(VmRt& vm, uint64_t session);
+  void on_device_deleted(VmRt& vm, const nlohmann::json& data);
   void feed(VmRt& vm, BindingRt& b, const engine::Event& ev, uint64_t trigger_us = 0);
   void execute(VmRt& vm, BindingRt& b, const engine::Action& a, uint64_t trigger_us);
   void run_attaches();
@@ -146,6 +155,7 @@ class Daemon {
     std::string vm, nic;
     uint64_t generation = 0;
     int parent_ifindex = 0;
+    bool link_up = true;
   };
   std::vector<QueuedAttach> queued_attaches_;
   bool in_link_batch_ = false;

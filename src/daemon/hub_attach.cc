@@ -51,18 +51,8 @@ Result<macvtap::Macvtap> HubAttacher::create(const config::MacvtapBinding& b, in
   return created;
 }
 
-void HubAttacher::attach(const config::MacvtapBinding& b, uint64_t generation, int parent_ifindex,
-                         std::function<void(AttachResult)> done) {
-  auto created = create(b, parent_ifindex);
-  if (!created) {
-    defer_.post([done, err = created.error().message] { done(AttachResult{false, 0, err}); });
-    return;
-  }
-  hand_over(b, generation, std::move(created.value()), std::move(done));
-}
-
 void HubAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generation, macvtap::Macvtap mvt,
-                            std::function<void(AttachResult)> done) {
+                            bool link_up, std::function<void(AttachResult)> done) {
   struct Op {
     macvtap::Macvtap mvt;
     bool getfd = false, tap = false, uplink = false, link = false;
@@ -90,7 +80,7 @@ void HubAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generation
                  else op->fail("netdev_add hubport", r);
                });
   // QMP runs commands in order: when this reply arrives, all four have run.
-  qmp_.execute("set_link", {{"name", b.nic}, {"up", true}},
+  qmp_.execute("set_link", {{"name", b.nic}, {"up", link_up}},
                [this, op, done, fdn, tap, up, &b](qemu::QmpReply r) {
                  if (r) op->link = true;
                  else op->fail("set_link", r);
@@ -118,6 +108,17 @@ void HubAttacher::detach(const config::MacvtapBinding& b, uint64_t generation, i
     del_netdev(tap_id(b.nic, generation));
   }
   if (macvtap_ifindex) remove_macvtap_if_ours(b, macvtap_ifindex);
+}
+
+void HubAttacher::release(const config::MacvtapBinding& b, uint64_t, std::function<void(ReleaseResult)> done) {
+  defer_.post([done, nic = b.nic] { done(ReleaseResult{false, nic + " is hub-attached: it is never unplugged"}); });
+}
+
+void HubAttacher::set_link(const config::MacvtapBinding& b, bool up) {
+  if (!qmp_.connected()) return;
+  qmp_.execute("set_link", {{"name", b.nic}, {"up", up}}, [nic = b.nic, up](qemu::QmpReply r) {
+    if (!r) logger()->warn("{}: set_link {}: {}", nic, up ? "on" : "off", r.error().message);
+  });
 }
 
 void HubAttacher::probe(const std::vector<config::MacvtapBinding>& bindings,
@@ -153,8 +154,8 @@ void HubAttacher::probe(const std::vector<config::MacvtapBinding>& bindings,
         if (pieces.uplink) del_netdev(uplink_id(b.nic, gen));
         if (pieces.tap) del_netdev(tap_id(b.nic, gen));
       }
-      if (keep) qmp_.execute("set_link", {{"name", b.nic}, {"up", true}}, [](qemu::QmpReply) {});
-      else if (existing && *existing) remove_macvtap_if_ours(b, (*existing)->ifindex);
+      // An adopted generation's link is the engine's to set (it follows the carrier).
+      if (!keep && existing && *existing) remove_macvtap_if_ours(b, (*existing)->ifindex);
       out.push_back(vc);
     }
     done(std::move(out));

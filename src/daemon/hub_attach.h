@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "daemon/attacher.h"
 #include "engine/binding.h"
 #include "macvtap/macvtap_factory.h"
 #include "qemu/qmp_client.h"
@@ -19,39 +20,31 @@
 
 namespace relink::daemon {
 
-struct AttachResult {
-  bool ok = false;
-  int macvtap_ifindex = 0;
-  std::string error;
-};
-
-class HubAttacher {
+class HubAttacher final : public Attacher {
  public:
   HubAttacher(macvtap::MacvtapFactory& factory, qemu::QmpClient& qmp, DeferQueue& defer)
       : factory_(factory), qmp_(qmp), defer_(defer) {}
 
-  // Creates the macvtap on the parent and hands it to QEMU: getfd, netdev_add
-  // tap, netdev_add hubport, set_link on, pipelined. Rolls back whatever was
-  // done on any failure. `done` is always called later, from the event loop.
-  void attach(const config::MacvtapBinding& b, uint64_t generation, int parent_ifindex,
-              std::function<void(AttachResult)> done);
-
-  // attach() in two steps, so that a caller with many bindings can create
-  // every macvtap before QEMU starts working on the first hand-over (on a
-  // small machine, busy QEMUs otherwise slow the remaining creates down).
-  Result<macvtap::Macvtap> create(const config::MacvtapBinding& b, int parent_ifindex);
-  void hand_over(const config::MacvtapBinding& b, uint64_t generation, macvtap::Macvtap mvt,
-                 std::function<void(AttachResult)> done);
+  Result<macvtap::Macvtap> create(const config::MacvtapBinding& b, int parent_ifindex) override;
+  // getfd, netdev_add tap, netdev_add hubport, set_link, pipelined. Rolls back
+  // whatever was done on any failure.
+  void hand_over(const config::MacvtapBinding& b, uint64_t generation, macvtap::Macvtap mvt, bool link_up,
+                 std::function<void(AttachResult)> done) override;
 
   // Removes generation's uplink and tap from QEMU (when connected) and deletes
   // the macvtap if it is still the binding's. Pieces already gone are fine.
-  void detach(const config::MacvtapBinding& b, uint64_t generation, int macvtap_ifindex, bool link_down);
+  void detach(const config::MacvtapBinding& b, uint64_t generation, int macvtap_ifindex, bool link_down) override;
 
   // Reads what QEMU holds of every binding of the VM; adopts a generation whose
   // uplink, tap and macvtap are all alive and whose device QEMU really holds
   // open; removes every other piece of ours. One VmConnected per binding.
   void probe(const std::vector<config::MacvtapBinding>& bindings,
-             std::function<void(std::vector<engine::VmConnected>)> done);
+             std::function<void(std::vector<engine::VmConnected>)> done) override;
+
+  // A hub-attached NIC is never unplugged: the engine does not ask.
+  void release(const config::MacvtapBinding& b, uint64_t generation,
+               std::function<void(ReleaseResult)> done) override;
+  void set_link(const config::MacvtapBinding& b, bool up) override;
 
  private:
   void remove_macvtap_if_ours(const config::MacvtapBinding& b, int ifindex);

@@ -32,6 +32,9 @@ struct VmSpec {
   std::string parent = "p0";
   std::string mac = "52:54:00:12:34:56";
   int hub = 0;
+  std::string attach = "hub";  // "hub" or "replug"
+  unsigned queues = 1;
+  std::string extra;           // more lines for the [[vm.macvtap]] table
 };
 
 class DaemonEnv {
@@ -63,7 +66,12 @@ class DaemonEnv {
     for (const auto& vm : vms) {
       t += "\n[[vm]]\nname = \"" + vm.name + "\"\nqmp = \"" + qmp_path(vm.name) + "\"\n";
       t += "[[vm.macvtap]]\nnic = \"" + vm.nic + "\"\nparent = \"" + vm.parent + "\"\nmode = \"bridge\"\nmac = \"" +
-           vm.mac + "\"\nhub = " + std::to_string(vm.hub) + "\n";
+           vm.mac + "\"\n";
+      if (vm.attach == "replug")
+        t += "attach = \"replug\"\nqueues = " + std::to_string(vm.queues) + "\n";
+      else
+        t += "hub = " + std::to_string(vm.hub) + "\n";
+      t += vm.extra;
     }
     return t;
   }
@@ -86,16 +94,19 @@ class DaemonEnv {
                     guest);
   }
   // A QEMU with the given network options (-netdev/-device ...).
+  // `prefix` runs QEMU by exec'ing it (e.g. a shell that opens an fd for it).
   void start_qemu_with(const std::string& name, const std::vector<std::string>& net,
-                       const std::vector<std::string>& guest = {}) {
+                       const std::vector<std::string>& guest = {}, const std::string& machine = "q35",
+                       const std::vector<std::string>& prefix = {}) {
     VmSpec vm;
     vm.name = name;
     std::filesystem::remove(qmp_path(vm.name));
     std::filesystem::remove(test_qmp_path(vm.name));
-    std::vector<std::string> argv = {
-        "qemu-system-x86_64", "-nodefaults", "-display", "none", "-machine", "q35", "-accel", "tcg",
+    std::vector<std::string> argv = prefix;
+    argv.insert(argv.end(), {
+        "qemu-system-x86_64", "-nodefaults", "-display", "none", "-machine", machine, "-accel", "tcg",
         "-m", guest.empty() ? "64" : "256", "-qmp", "unix:" + qmp_path(vm.name) + ",server=on,wait=off", "-qmp",
-        "unix:" + test_qmp_path(vm.name) + ",server=on,wait=off"};
+        "unix:" + test_qmp_path(vm.name) + ",server=on,wait=off"});
     argv.insert(argv.end(), net.begin(), net.end());
     if (guest.empty()) argv.push_back("-S");
     argv.insert(argv.end(), guest.begin(), guest.end());
@@ -103,6 +114,37 @@ class DaemonEnv {
     auto q = std::make_unique<QmpSync>();
     ASSERT_TRUE(q->connect(test_qmp_path(vm.name))) << read_file(dir_ + "/" + vm.name + ".qemu.log");
     test_qmp_[vm.name] = std::move(q);
+  }
+  // A QEMU wired directly, as a launcher starts one: the NIC peered with a
+  // tap netdev whose fd is a macvtap the launcher made (`launcher_macvtap`
+  // on the VM's parent, opened and passed on the command line), or with no
+  // netdev at all when that is empty. On q35 the NIC sits on a
+  // pcie-root-port of its own.
+  void start_qemu_direct(const VmSpec& vm, const std::string& machine, const std::string& launcher_macvtap,
+                         const std::vector<std::string>& guest = {}) {
+    std::vector<std::string> net, prefix;
+    std::string dev = "virtio-net-pci,id=" + vm.nic + ",mac=" + vm.mac;
+    if (machine == "q35") {
+      net = {"-device", "pcie-root-port,id=rp1,chassis=1,slot=1"};
+      dev += ",bus=rp1";
+    }
+    if (!launcher_macvtap.empty()) {
+      ns_.ip("link add link " + vm.parent + " name " + launcher_macvtap + " address " + vm.mac +
+             " type macvtap mode bridge");
+      ns_.ip("link set " + launcher_macvtap + " up");
+      const int ifindex = ns_.ifindex(launcher_macvtap);
+      const std::string devno =
+          ns_.run("cat /sys/class/net/" + launcher_macvtap + "/macvtap/tap" + std::to_string(ifindex) + "/dev").out;
+      unsigned maj = 0, min = 0;
+      ASSERT_EQ(sscanf(devno.c_str(), "%u:%u", &maj, &min), 2) << devno;
+      const std::string node = dir_ + "/" + launcher_macvtap + ".node";
+      ASSERT_EQ(mknod(node.c_str(), S_IFCHR | 0600, makedev(maj, min)), 0) << node;
+      prefix = {"sh", "-c", "exec 3<>" + node + "; exec \"$0\" \"$@\""};
+      net.insert(net.end(), {"-netdev", "tap,id=hostnet0,fd=3,vhost=off"});
+      dev += ",netdev=hostnet0";
+    }
+    net.insert(net.end(), {"-device", dev});
+    start_qemu_with(vm.name, net, guest, machine, prefix);
   }
   void kill_qemu(const std::string& vm) {
     test_qmp_.erase(vm);
@@ -145,10 +187,10 @@ class DaemonEnv {
   }
   // Waits until the binding is in `want` (and, if gen > 0, at that generation).
   bool wait_state(const std::string& want, uint64_t gen = 0, const std::string& vm = "vm1",
-                  std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+                  std::chrono::milliseconds timeout = std::chrono::seconds(10), const std::string& nic = "nic0") {
     return wait_until(
         [&] {
-          auto b = binding(vm);
+          auto b = binding(vm, nic);
           return b.is_object() && b.value("state", "") == want && (gen == 0 || b.value("generation", 0ull) == gen);
         },
         timeout, std::chrono::milliseconds(10));

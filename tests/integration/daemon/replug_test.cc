@@ -1,0 +1,268 @@
+// attach = "replug" end to end: a real guest (Debian kernel + busybox
+// initramfs, TCG) whose NIC is peered directly with a tap, as a launcher
+// wires it, with the launcher's own macvtap. relinkd adopts it; when the
+// parent is deleted and re-created, it re-plugs the NIC on a new macvtap and
+// the guest answers again. Also: a paused guest, carrier following for both
+// attach styles, a parent found by its MAC, and the host's hands off the
+// macvtaps' IPv6.
+#include <sys/sysmacros.h>
+
+#include <thread>
+
+#include "daemon_env.h"
+
+namespace relink::test {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+constexpr const char* kGuestIp = "192.0.2.2";
+constexpr const char* kPeerIp = "192.0.2.1";
+
+class Replug : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    RELINK_REQUIRE_ROOT();
+    guest_dir_ = binary_dir() + "/guest";
+    auto r = sh("bash " + source_dir() + "/tests/guest/build-guest.sh " + guest_dir_);
+    ASSERT_EQ(r.status, 0) << "building the test guest failed:\n" << r.out;
+    vm.nic = "net0";
+    vm.attach = "replug";
+  }
+  // Parent p0 in relinkd's namespace; its veth peer p1 in the peer namespace
+  // with the peer's address, as a switch port would be.
+  void add_parent() {
+    env.ns().ip("link add p0 type veth peer name p1 netns " + peer.name());
+    env.ns().ip("link set p0 up");
+    peer.ip("addr add " + std::string(kPeerIp) + "/24 dev p1");
+    peer.ip("link set p1 up");
+  }
+  std::vector<std::string> guest_args(const std::string& tag) {
+    const std::string kernel = std::filesystem::exists(guest_dir_ + "/vmlinux") ? "/vmlinux" : "/vmlinuz";
+    return {"-no-reboot", "-serial", "file:" + env.dir() + "/console.log", "-kernel", guest_dir_ + kernel,
+            "-initrd", guest_dir_ + "/initramfs.cpio.gz", "-append",
+            "console=ttyS0 quiet panic=-1 relink.tag=" + tag + " relink.ip=" + std::string(kGuestIp) +
+                "/24 relink.serve=8080 relink.poll=0.05"};
+  }
+  bool guest_answers(std::chrono::seconds timeout) {
+    return wait_until([&] { return peer.run(std::string("busybox ping -c1 -W1 ") + kGuestIp).status == 0; },
+                      timeout, 200ms);
+  }
+  std::string hello() { return peer.run(std::string("busybox nc -w 3 ") + kGuestIp + " 8080 </dev/null").out; }
+  std::string console() { return read_file(env.dir() + "/console.log"); }
+  size_t markers(const std::string& marker) {
+    const std::string c = console();
+    size_t n = 0;
+    for (size_t p = c.find(marker); p != std::string::npos; p = c.find(marker, p + 1)) ++n;
+    return n;
+  }
+  bool wait_for_marker(const std::string& marker, size_t count, std::chrono::seconds timeout = 10s) {
+    return wait_until([&] { return markers(marker) >= count; }, timeout, 20ms);
+  }
+  bool wait_ready() {
+    return wait_until([&] { return console().find("RELINK-GUEST-READY") != std::string::npos; }, 120s, 100ms);
+  }
+  std::string explain() {
+    return env.explain() + "\nguest console (tail):\n" + DaemonEnv::tail(console(), 2000) + "\ninfo network:\n" +
+           env.test_qmp(vm.name).info_network();
+  }
+  json qom(const std::string& prop) {
+    auto r = env.test_qmp(vm.name).execute("qom-get", {{"path", "/machine/peripheral/" + vm.nic}, {"property", prop}});
+    return r.contains("return") ? r["return"] : json(nullptr);
+  }
+  // What identifies the NIC to the guest: the same before and after a replug.
+  json identity() {
+    return {{"type", qom("type")}, {"mac", qom("mac")}, {"addr", qom("addr")}, {"parent_bus", qom("parent_bus")}};
+  }
+  // The tap netdevs QEMU has: exactly one, peered with the NIC.
+  size_t taps() {
+    size_t n = 0;
+    for (const auto& c : daemon::parse_info_network(env.test_qmp(vm.name).info_network()))
+      if (c.name.find("tap") != std::string::npos || c.name == "hostnet0") ++n;
+    return n;
+  }
+  // QEMU holds the device of the macvtap relinkd reports, and no other macvtap.
+  void expect_qemu_holds_current_macvtap() {
+    auto b = env.binding(vm.name, vm.nic);
+    const std::string mvt = b.value("macvtap", "");
+    const int ifindex = env.ns().ifindex(mvt);
+    ASSERT_GT(ifindex, 0) << mvt << " missing\n" << explain();
+    EXPECT_EQ(b.value("macvtap_ifindex", 0), ifindex);
+    auto dev = env.ns().run("cat /sys/class/net/" + mvt + "/macvtap/tap" + std::to_string(ifindex) + "/dev");
+    unsigned maj = 0, min = 0;
+    ASSERT_EQ(sscanf(dev.out.c_str(), "%u:%u", &maj, &min), 2) << dev.out;
+    EXPECT_TRUE(daemon::process_holds_device(env.qemu(vm.name)->pid(), makedev(maj, min)));
+    auto v6 = env.ns().run("ip -6 addr show dev " + mvt);
+    EXPECT_EQ(v6.out.find("inet6"), std::string::npos) << "the host configured IPv6 on " << mvt << ":\n" << v6.out;
+  }
+  // Deletes the parent (the macvtap goes with it) and re-creates it; the
+  // binding ends attached at `gen` and the guest answers on the new NIC.
+  void flap(uint64_t gen) {
+    env.ns().ip("link del p0");
+    ASSERT_TRUE(env.wait_state("waiting-parent", 0, vm.name, 10s, vm.nic)) << explain();
+    add_parent();
+    ASSERT_TRUE(env.wait_state("attached", gen, vm.name, 30s, vm.nic)) << explain();
+    expect_qemu_holds_current_macvtap();
+    ASSERT_TRUE(guest_answers(30s)) << "guest unreachable after replug " << gen << "\n" << explain();
+    EXPECT_NE(hello().find("RELINK-GUEST-HELLO"), std::string::npos) << explain();
+  }
+
+  void carrier_follows(uint64_t gen);
+
+  DaemonEnv env;
+  Netns peer{"peer"};
+  VmSpec vm;
+  std::string guest_dir_;
+};
+
+TEST_F(Replug, AdoptsTheLaunchersTapThenReplugsOnQ35RootPort) {
+  add_parent();
+  env.write_config({vm});
+  env.start_qemu_direct(vm, "q35", "lmv0", guest_args("q35"));
+  env.start_relinkd();
+  ASSERT_TRUE(env.wait_state("attached", 0, vm.name, 10s, vm.nic)) << explain();
+  EXPECT_NE(read_file(env.log_path()).find("adopt"), std::string::npos) << explain();
+  ASSERT_TRUE(wait_ready()) << explain();
+  ASSERT_TRUE(guest_answers(30s)) << "guest unreachable through the launcher's macvtap\n" << explain();
+  const json before = identity();
+  ASSERT_TRUE(before["type"].is_string()) << before.dump();
+  for (uint64_t gen = 1; gen <= 3; ++gen) {
+    SCOPED_TRACE("replug " + std::to_string(gen));
+    flap(gen);
+    EXPECT_EQ(identity(), before) << "the NIC came back different";
+    EXPECT_EQ(taps(), 1u) << env.test_qmp(vm.name).info_network();
+  }
+  auto b = env.binding(vm.name, vm.nic);
+  EXPECT_EQ(b.value("attach", ""), "replug");
+  EXPECT_TRUE(b["last_release_ms"].is_number()) << b.dump();
+  EXPECT_EQ(env.ns().ifindex("lmv0"), 0) << "the launcher's macvtap went with its parent";
+  EXPECT_EQ(console().find("RELINK-GUEST-ERROR"), std::string::npos) << explain();
+}
+
+TEST_F(Replug, AdoptsAndReplugsOnI440fx) {
+  add_parent();
+  env.write_config({vm});
+  env.start_qemu_direct(vm, "pc", "lmv0", guest_args("pc"));
+  env.start_relinkd();
+  ASSERT_TRUE(env.wait_state("attached", 0, vm.name, 10s, vm.nic)) << explain();
+  ASSERT_TRUE(wait_ready()) << explain();
+  ASSERT_TRUE(guest_answers(30s)) << explain();
+  const json before = identity();
+  flap(1);
+  EXPECT_EQ(identity(), before);
+  EXPECT_EQ(taps(), 1u) << env.test_qmp(vm.name).info_network();
+}
+
+// A paused guest cannot release its NIC: the binding gives up after
+// release_timeout with a reason, leaves nothing behind, and goes on as soon
+// as the guest runs again.
+TEST_F(Replug, PausedGuestTimesOutThenContinuesWhenResumed) {
+  vm.extra = "release_timeout = 2\n";
+  add_parent();
+  env.write_config({vm});
+  env.start_qemu_direct(vm, "q35", "lmv0", guest_args("paused"));
+  env.start_relinkd();
+  ASSERT_TRUE(env.wait_state("attached", 0, vm.name, 10s, vm.nic)) << explain();
+  ASSERT_TRUE(wait_ready()) << explain();
+  ASSERT_TRUE(guest_answers(30s)) << explain();
+
+  ASSERT_TRUE(env.test_qmp(vm.name).execute("stop").contains("return"));
+  env.ns().ip("link del p0");
+  ASSERT_TRUE(env.wait_state("waiting-parent", 0, vm.name, 10s, vm.nic)) << explain();
+  add_parent();
+  ASSERT_TRUE(env.wait_state("releasing", 0, vm.name, 10s, vm.nic)) << explain();
+  ASSERT_TRUE(env.wait_state("backoff", 0, vm.name, 10s, vm.nic)) << explain();
+  const std::string err = env.binding(vm.name, vm.nic).value("last_error", "");
+  EXPECT_EQ(err, "the guest did not release net0 within 2 s: is it paused or without PCI hotplug?");
+  // Nothing was made while the old NIC is there: no macvtap of relinkd's, no new tap in QEMU.
+  const std::string mvt = env.binding(vm.name, vm.nic).value("macvtap", "");
+  EXPECT_EQ(env.ns().ifindex(mvt), 0) << explain();
+  EXPECT_EQ(taps(), 1u) << env.test_qmp(vm.name).info_network();
+  EXPECT_TRUE(env.relinkd().running());
+
+  ASSERT_TRUE(env.test_qmp(vm.name).execute("cont").contains("return"));
+  ASSERT_TRUE(env.wait_state("attached", 1, vm.name, 30s, vm.nic)) << explain();
+  expect_qemu_holds_current_macvtap();
+  EXPECT_TRUE(guest_answers(30s)) << "guest unreachable after it was resumed\n" << explain();
+}
+
+// The far end of the parent's veth goes down and up: the parent loses and
+// regains carrier, the guest's link follows, and nothing is re-plugged.
+void Replug::carrier_follows(uint64_t gen) {
+  ASSERT_TRUE(env.wait_state("attached", gen, vm.name, 10s, vm.nic)) << explain();
+  ASSERT_TRUE(wait_ready()) << explain();
+  ASSERT_TRUE(guest_answers(30s)) << explain();
+  const size_t down0 = markers("RELINK-GUEST-CARRIER 0"), up0 = markers("RELINK-GUEST-CARRIER 1");
+  for (size_t i = 1; i <= 2; ++i) {
+    peer.ip("link set p1 down");
+    ASSERT_TRUE(wait_for_marker("RELINK-GUEST-CARRIER 0", down0 + i)) << explain();
+    EXPECT_EQ(env.binding(vm.name, vm.nic)["carrier"], false) << explain();
+    peer.ip("link set p1 up");
+    ASSERT_TRUE(wait_for_marker("RELINK-GUEST-CARRIER 1", up0 + i)) << explain();
+    EXPECT_EQ(env.binding(vm.name, vm.nic)["carrier"], true) << explain();
+  }
+  // A fast flap ends in the parent's final state, with nothing re-plugged.
+  for (int i = 0; i < 5; ++i) {
+    peer.ip("link set p1 down");
+    peer.ip("link set p1 up");
+  }
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(env.binding(vm.name, vm.nic)["link"], "up") << explain();
+  EXPECT_EQ(env.binding(vm.name, vm.nic).value("generation", 99u), gen) << explain();
+  EXPECT_TRUE(guest_answers(20s)) << explain();
+}
+
+TEST_F(Replug, GuestLinkFollowsTheParentsCarrier) {
+  add_parent();
+  env.write_config({vm});
+  env.start_qemu_direct(vm, "q35", "lmv0", guest_args("carrier"));
+  env.start_relinkd();
+  carrier_follows(0);
+}
+
+TEST_F(Replug, HubAttachedGuestLinkFollowsTheParentsCarrierToo) {
+  vm.attach = "hub";
+  vm.nic = "nic0";
+  add_parent();
+  env.write_config({vm});
+  env.start_qemu(vm, guest_args("hubcarrier"));
+  env.start_relinkd();
+  carrier_follows(1);
+}
+
+// parent_mac: the parent comes back under another name with the same MAC
+// (a dock's NIC re-enumerated): relinkd follows it there.
+TEST_F(Replug, ParentFoundByItsMacUnderANewName) {
+  vm.attach = "hub";
+  vm.nic = "nic0";
+  const std::string parent_mac = "02:00:00:00:0a:01";
+  vm.extra = "parent_mac = \"" + parent_mac + "\"\n";
+  env.ns().ip("link add p0 address " + parent_mac + " type veth peer name q0");
+  env.ns().ip("link set p0 up");
+  env.ns().ip("link set q0 up");
+  env.write_config({vm});
+  env.start_qemu(vm);
+  env.start_relinkd();
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  env.ns().ip("link del p0");
+  ASSERT_TRUE(env.wait_state("waiting-parent", 0, vm.name, 10s, vm.nic)) << env.explain();
+  env.ns().ip("link add eth7 address " + parent_mac + " type veth peer name q7");
+  env.ns().ip("link set eth7 up");
+  env.ns().ip("link set q7 up");
+  ASSERT_TRUE(env.wait_state("attached", 2)) << env.explain();
+  auto b = env.binding("vm1", "nic0");
+  EXPECT_EQ(b.value("parent_ifindex", 0), env.ns().ifindex("eth7"));
+  const std::string mvt = b.value("macvtap", "");
+  EXPECT_NE(env.ns().run("ip -o link show " + mvt).out.find("@eth7"), std::string::npos);
+  EXPECT_NE(read_file(env.log_path()).find("parent is eth7 (ifindex " + std::to_string(env.ns().ifindex("eth7")) +
+                                           ") by its MAC " + parent_mac),
+            std::string::npos)
+      << env.explain();
+  // The host configured no IPv6 on relinkd's macvtap.
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(env.ns().run("ip -6 addr show dev " + mvt).out.find("inet6"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace relink::test
