@@ -187,10 +187,16 @@ void Daemon::start_vm(const config::Vm& vmcfg, std::map<std::string, std::unique
 // results are fed in binding order once both have answered.
 void Daemon::probe_bindings(VmRt& vm, uint64_t session) {
   const std::string name = vm.cfg.name;
-  vm.hub->probe(vm.hub_cfgs, [this, name, session](std::vector<engine::VmConnected> hub_found) {
+  // A strategy with no binding here has nothing to look at.
+  auto probe = [](Attacher& a, const std::vector<config::MacvtapBinding>& cfgs,
+                  std::function<void(std::vector<engine::VmConnected>)> done) {
+    if (cfgs.empty()) done({});
+    else a.probe(cfgs, std::move(done));
+  };
+  probe(*vm.hub, vm.hub_cfgs, [this, name, session, probe](std::vector<engine::VmConnected> hub_found) {
     VmRt* v = find_vm(name);
     if (!v || v->session != session || !v->qmp->connected()) return;
-    v->replug->probe(v->replug_cfgs, [this, name, session, hub_found = std::move(hub_found)](
+    probe(*v->replug, v->replug_cfgs, [this, name, session, hub_found = std::move(hub_found)](
                                          std::vector<engine::VmConnected> replug_found) {
       VmRt* vv = find_vm(name);
       if (!vv || vv->session != session || !vv->qmp->connected()) return;
