@@ -230,6 +230,7 @@ void Daemon::on_device_deleted(VmRt& vm, const nlohmann::json& data) {
     if (b->cfg.attach != config::AttachMode::Replug || b->cfg.nic != dev) continue;
     if (b->release_sent_us) {
       b->last_release_ms = static_cast<double>(monotonic_us() - b->release_sent_us) / 1000.0;
+      b->round_release_ms = b->last_release_ms;
       b->release_sent_us = 0;
       logger()->info("{}/{}: the guest released the NIC in {:.0f} ms", vm.cfg.name, dev, b->last_release_ms);
     } else {
@@ -339,11 +340,15 @@ std::function<void(AttachResult)> Daemon::attach_done(const std::string& vm_name
     BindingRt* bb = v ? find_binding(*v, nic) : nullptr;
     if (!bb) return;
     if (!r.ok) {
+      if (gen == bb->engine.generation()) bb->round_release_ms = -1;
       feed(*v, *bb, engine::AttachFailed{gen, r.error});
       return;
     }
     if (gen == bb->engine.generation()) {
       bb->last_reattach_ms = static_cast<double>(monotonic_us() - bb->trigger_us) / 1000.0;
+      if (bb->cfg.attach == config::AttachMode::Replug)
+        bb->last_own_ms = bb->last_reattach_ms - std::max(0.0, bb->round_release_ms);
+      bb->round_release_ms = -1;
       ++bb->attaches;
     }
     feed(*v, *bb, engine::AttachSucceeded{gen, r.macvtap_ifindex});
@@ -388,7 +393,8 @@ void Daemon::execute(VmRt& vm, BindingRt& b, const engine::Action& action, uint6
       [&](const auto& a) {
         using T = std::decay_t<decltype(a)>;
         if constexpr (std::is_same_v<T, engine::Attach>) {
-          b.trigger_us = trigger_us;
+          // After a release, the attach is timed from what started the release.
+          if (b.round_release_ms < 0) b.trigger_us = trigger_us;
           logger()->debug("{}/{}: attaching generation {} on ifindex {}", vm.cfg.name, b.cfg.nic, a.generation,
                           a.parent_ifindex);
           queued_attaches_.push_back({vm.cfg.name, b.cfg.nic, a.generation, a.parent_ifindex, a.link_up});
@@ -396,6 +402,8 @@ void Daemon::execute(VmRt& vm, BindingRt& b, const engine::Action& action, uint6
         } else if constexpr (std::is_same_v<T, engine::Detach>) {
           vm.attacher_for(b.cfg).detach(b.cfg, a.generation, a.macvtap_ifindex, a.link_down);
         } else if constexpr (std::is_same_v<T, engine::Release>) {
+          b.trigger_us = trigger_us;
+          b.round_release_ms = -1;
           b.release_sent_us = monotonic_us();
           logger()->info("{}/{}: asking the guest to release the NIC (device_del)", vm.cfg.name, b.cfg.nic);
           const std::string vm_name = vm.cfg.name, nic = b.cfg.nic;
@@ -565,6 +573,8 @@ nlohmann::json Daemon::status() const {
         j["queues"] = b->cfg.queues;
         j["release_timeout_s"] = b->cfg.release_timeout_ms / 1000;
         j["last_release_ms"] = ms_or_null(b->last_release_ms);
+        // relinkd's own part of the last replug: all of it but the guest's release.
+        j["last_own_ms"] = ms_or_null(b->last_own_ms);
       }
       bindings.push_back(std::move(j));
     }

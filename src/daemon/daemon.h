@@ -57,6 +57,8 @@ class Daemon {
     uint64_t attaches = 0;          // successful attaches
     uint64_t release_sent_us = 0;   // replug: when device_del was sent (0: none pending)
     double last_release_ms = -1;    // replug: device_del -> DEVICE_DELETED, the last time
+    double round_release_ms = -1;   // replug: the release of the attach in progress (-1: none)
+    double last_own_ms = -1;        // replug: last_reattach_ms without the guest's release
     BindingRt(std::string v, config::MacvtapBinding c);
   };
   // A passt binding: its engine, and the passt processes of its generations

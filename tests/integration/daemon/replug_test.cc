@@ -135,7 +135,11 @@ TEST_F(Replug, AdoptsTheLaunchersTapThenReplugsOnQ35RootPort) {
   }
   auto b = env.binding(vm.name, vm.nic);
   EXPECT_EQ(b.value("attach", ""), "replug");
-  EXPECT_TRUE(b["last_release_ms"].is_number()) << b.dump();
+  ASSERT_TRUE(b["last_release_ms"].is_number()) << b.dump();
+  ASSERT_TRUE(b["last_own_ms"].is_number()) << b.dump();
+  // Timed from the parent's return: the guest's release is part of it.
+  EXPECT_GE(b["last_reattach_ms"].get<double>(), b["last_release_ms"].get<double>()) << b.dump();
+  EXPECT_GT(b["last_own_ms"].get<double>(), 0) << b.dump();
   EXPECT_EQ(env.ns().ifindex("lmv0"), 0) << "the launcher's macvtap went with its parent";
   EXPECT_EQ(console().find("RELINK-GUEST-ERROR"), std::string::npos) << explain();
 }
