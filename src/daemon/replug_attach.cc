@@ -1,0 +1,584 @@
+#include "daemon/replug_attach.h"
+
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <charconv>
+#include <cstdio>
+#include <memory>
+#include <optional>
+
+#include "config/config.h"
+#include "daemon/qemu_names.h"
+#include "util/log.h"
+#include "util/untrusted.h"
+
+namespace relink::daemon {
+namespace {
+
+using nlohmann::json;
+
+auto logger() { return log::get("replug"); }
+
+bool is_not_found(const Error& e) { return e.message.rfind("DeviceNotFound", 0) == 0; }
+// qom-get of a property the driver does not have.
+bool is_no_such_property(const Error& e) {
+  return e.message.rfind("GenericError: Property '", 0) == 0 && e.message.find("' not found") != std::string::npos;
+}
+// QEMU 7.2 refuses a second device_del while the first is pending.
+bool is_unplug_pending(const Error& e) {
+  return e.message.find("is already in the process of unplug") != std::string::npos;
+}
+
+// What probe() reads of every NIC, in this order. Beyond what identifies the
+// NIC (type, mac, netdev, addr, parent_bus), these are carried over to the
+// new device, each only where the driver has it and only when it is not what
+// device_add would pick by itself:
+//   mq            on only (multiqueue for the guest)
+//   vectors       MSI-X vectors; QEMU's default is 2 * queues + 2 for the
+//                 backend it is plugged on, so only another value is carried
+//   host_mtu      non-zero (the MTU the guest is told)
+//   rx_queue_size, tx_queue_size   other than 256 (ring sizes)
+//   romfile       always (the same file, or "" for no option ROM)
+//   bootindex     set (not -1)
+//   acpi-index    non-zero (guest interface naming, e.g. systemd's "eno1")
+// Everything else the new device gets from its driver's defaults and the
+// machine's compat properties, as at start-up. Offload switches, speed and
+// duplex set on the original command line are not carried.
+constexpr const char* kProps[] = {"type",          "mac",           "netdev",  "addr",      "parent_bus",
+                                  "mq",            "vectors",       "host_mtu", "romfile",   "bootindex",
+                                  "rx_queue_size", "tx_queue_size", "acpi-index"};
+
+bool plain_name(const std::string& s, size_t max) {
+  if (s.empty() || s.size() > max) return false;
+  for (char c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+  return true;
+}
+
+std::optional<int64_t> int_value(const json& v, int64_t lo, int64_t hi) {
+  if (!v.is_number_integer()) return std::nullopt;
+  int64_t x = 0;
+  if (v.is_number_unsigned()) {
+    if (v.get<uint64_t>() > static_cast<uint64_t>(hi)) return std::nullopt;
+    x = static_cast<int64_t>(v.get<uint64_t>());
+  } else {
+    x = v.get<int64_t>();
+  }
+  if (x < lo || x > hi) return std::nullopt;
+  return x;
+}
+
+// The char device behind QEMU's fd `fd`, if it is one.
+std::optional<dev_t> fd_device(pid_t pid, int fd) {
+  struct stat st {};
+  const std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
+  if (stat(path.c_str(), &st) != 0 || !S_ISCHR(st.st_mode)) return std::nullopt;
+  return st.st_rdev;
+}
+
+}  // namespace
+
+std::string pci_addr_arg(int devfn) {
+  char buf[16];
+  snprintf(buf, sizeof buf, "%x.%x", (devfn >> 3) & 0x1f, devfn & 7);
+  return buf;
+}
+
+std::string bus_name_of(const std::string& qom_path) {
+  const size_t slash = qom_path.rfind('/');
+  std::string name = slash == std::string::npos ? qom_path : qom_path.substr(slash + 1);
+  return plain_name(name, 128) ? name : "";
+}
+
+std::optional<MacvtapLink> parse_macvtap_link(const std::string& target) {
+  // ".../net/NAME/macvtap/tapIFINDEX"
+  const size_t tap = target.rfind('/');
+  if (tap == std::string::npos || target.compare(tap + 1, 3, "tap") != 0) return std::nullopt;
+  const std::string digits = target.substr(tap + 4);
+  int ifindex = 0;
+  auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), ifindex);
+  if (digits.empty() || ec != std::errc() || p != digits.data() + digits.size() || ifindex <= 0) return std::nullopt;
+  const std::string suffix = "/macvtap";
+  const std::string head = target.substr(0, tap);
+  if (head.size() <= suffix.size() || head.compare(head.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return std::nullopt;
+  const std::string dir = head.substr(0, head.size() - suffix.size());  // ".../net/NAME"
+  const size_t name_at = dir.rfind('/');
+  if (name_at == std::string::npos || name_at < 4 || dir.compare(name_at - 4, 4, "/net") != 0) return std::nullopt;
+  std::string name = dir.substr(name_at + 1);
+  if (!config::valid_ifname(name)) return std::nullopt;
+  return MacvtapLink{std::move(name), ifindex};
+}
+
+const NicTemplate* ReplugAttacher::nic_template(const std::string& nic) const {
+  auto it = templates_.find(nic);
+  return it == templates_.end() ? nullptr : &it->second;
+}
+
+void ReplugAttacher::del_netdev(const std::string& id) {
+  qmp_.execute("netdev_del", {{"id", id}}, [id](qemu::QmpReply r) {
+    if (!r && !is_not_found(r.error())) logger()->warn("netdev_del {}: {}, ignoring", id, r.error().message);
+  });
+}
+
+void ReplugAttacher::remove_macvtap_if_ours(const config::MacvtapBinding& b, int ifindex) {
+  // Only a macvtap with the binding's name is ours: an adopted one may be the
+  // launcher's. By ifindex only while that ifindex still carries the name: a
+  // freed ifindex may belong to someone else by now.
+  auto found = factory_.find(b.macvtap);
+  if (!found) {
+    logger()->warn("{}: looking up macvtap {}: {}", b.nic, b.macvtap, found.error().message);
+    return;
+  }
+  if (!*found || (ifindex && (*found)->ifindex != ifindex)) return;
+  if (auto r = factory_.remove((*found)->ifindex); !r)
+    logger()->warn("{}: deleting macvtap {}: {}", b.nic, b.macvtap, r.error().message);
+}
+
+// --- probe --------------------------------------------------------------------
+
+struct ReplugAttacher::ProbeState {
+  const std::vector<config::MacvtapBinding>* bindings = nullptr;
+  std::function<void(std::vector<engine::VmConnected>)> done;
+  pid_t pid = 0;
+  struct Nic {
+    bool absent = false;        // DeviceNotFound: QEMU has no such device
+    std::string error;          // the first other failure
+    std::map<std::string, json> values;  // property -> value, for the properties the driver has
+  };
+  std::vector<Nic> nics;
+};
+
+void ReplugAttacher::probe(const std::vector<config::MacvtapBinding>& bindings,
+                           std::function<void(std::vector<engine::VmConnected>)> done) {
+  auto st = std::make_shared<ProbeState>();
+  st->bindings = &bindings;
+  st->done = std::move(done);
+  st->pid = qmp_.peer_pid();
+  st->nics.resize(bindings.size());
+  // Pipelined: QMP runs commands in order, so when "info network" answers,
+  // every qom-get before it has been answered.
+  for (size_t i = 0; i < bindings.size(); ++i) {
+    const std::string path = "/machine/peripheral/" + bindings[i].nic;
+    for (const char* prop : kProps) {
+      qmp_.execute("qom-get", {{"path", path}, {"property", prop}}, [st, i, p = std::string(prop)](qemu::QmpReply r) {
+        auto& nic = st->nics[i];
+        if (r) nic.values[p] = std::move(*r);
+        else if (is_not_found(r.error())) nic.absent = true;
+        else if (!is_no_such_property(r.error()) && nic.error.empty()) nic.error = "qom-get " + p + ": " + r.error().message;
+      });
+    }
+  }
+  qmp_.execute("human-monitor-command", {{"command-line", "info network"}},
+               [this, st](qemu::QmpReply r) { finish_probe(st, r); });
+}
+
+void ReplugAttacher::finish_probe(const std::shared_ptr<ProbeState>& st, const qemu::QmpReply& info) {
+  std::vector<NetClient> clients;
+  if (info && info->is_string()) clients = parse_info_network(info->get<std::string>());
+  else logger()->warn("info network: {}; not adopting", info ? "not a string" : info.error().message);
+  const bool have_network = info && info->is_string();
+
+  std::vector<engine::VmConnected> out;
+  for (size_t i = 0; i < st->bindings->size(); ++i) {
+    const auto& b = (*st->bindings)[i];
+    const auto& nic = st->nics[i];
+    engine::VmConnected vc;
+    auto gens = find_generations(clients, b.nic);
+    if (!gens.empty()) vc.max_generation_seen = gens.rbegin()->first;
+    const std::optional<NicPeer> peer = nic.absent ? std::nullopt : nic_peer(clients, b.nic);
+
+    // The template, from what qom-get said.
+    std::optional<NicTemplate> tmpl;
+    std::string why_no_template;
+    if (nic.absent) {
+      vc.nic_present = false;
+      why_no_template = "QEMU has no device " + b.nic;
+    } else if (!nic.error.empty()) {
+      why_no_template = nic.error;
+    } else {
+      NicTemplate t;
+      t.id = b.nic;
+      t.qemu_pid = st->pid;
+      auto str = [&](const char* p) -> std::optional<std::string> {
+        auto it = nic.values.find(p);
+        if (it == nic.values.end() || !it->second.is_string()) return std::nullopt;
+        return it->second.get<std::string>();
+      };
+      auto num = [&](const char* p, int64_t lo, int64_t hi) -> std::optional<int64_t> {
+        auto it = nic.values.find(p);
+        return it == nic.values.end() ? std::nullopt : int_value(it->second, lo, hi);
+      };
+      auto has = [&](const char* p) { return nic.values.count(p) != 0; };
+      auto driver = str("type");
+      auto mac = str("mac");
+      auto mac_parsed = mac ? parse_mac(*mac) : std::nullopt;
+      auto netdev = str("netdev");
+      if (!driver || !plain_name(*driver, 64)) {
+        why_no_template = "its type is not a plain QOM type name (" +
+                          untrusted::safe_text(driver ? *driver : std::string("none"), 80) + ")";
+      } else if (!mac_parsed) {
+        why_no_template = "it has no MAC address property (" + untrusted::safe_text(mac.value_or("none"), 80) + ")";
+      } else if (!netdev || (!netdev->empty() && !config::valid_qemu_id(*netdev))) {
+        why_no_template = "its netdev is not a QEMU id (" + untrusted::safe_text(netdev.value_or("none"), 80) + ")";
+      } else {
+        t.driver = *driver;
+        t.mac = *mac_parsed;
+        t.netdev = *netdev;
+        if (auto a = num("addr", -1, 255)) t.addr = static_cast<int>(*a);
+        else if (has("addr")) why_no_template = "its PCI address is out of range";
+        if (auto pb = str("parent_bus")) {
+          t.bus = bus_name_of(*pb);
+          if (t.bus.empty() && !pb->empty())
+            why_no_template = "its bus is not a plain name (" + untrusted::safe_text(*pb, 120) + ")";
+        }
+        t.has_mq = has("mq") && has("vectors");
+        const size_t queues = peer && !peer->fds.empty() ? peer->fds.size() : 1;
+        if (auto it = nic.values.find("mq"); it != nic.values.end() && it->second.is_boolean() &&
+                                              it->second.get<bool>())
+          t.props["mq"] = true;
+        if (auto v = num("vectors", 0, 0xffff); v && *v != static_cast<int64_t>(2 * queues + 2)) t.props["vectors"] = *v;
+        if (auto v = num("host_mtu", 0, 0xffff); v && *v != 0) t.props["host_mtu"] = *v;
+        if (auto v = num("rx_queue_size", 0, 0xffff); v && *v != 256) t.props["rx_queue_size"] = *v;
+        if (auto v = num("tx_queue_size", 0, 0xffff); v && *v != 256) t.props["tx_queue_size"] = *v;
+        if (auto v = num("bootindex", -1, 0x7fffffff); v && *v >= 0) t.props["bootindex"] = *v;
+        if (auto v = num("acpi-index", 0, 0xffffffff); v && *v != 0) t.props["acpi-index"] = *v;
+        if (auto rom = str("romfile")) {
+          // Sent back to QEMU as it is: only text that needs no escaping.
+          if (rom->size() <= 1024 && untrusted::safe_text(*rom, 2048) == *rom) t.props["romfile"] = *rom;
+          else why_no_template = "its romfile is not plain text";
+        }
+        if (why_no_template.empty()) tmpl = std::move(t);
+      }
+    }
+    if (tmpl) {
+      if (tmpl->mac != b.mac)
+        logger()->warn("{}: the NIC's MAC is {}, the binding's {}: the NIC keeps its own when plugged in again", b.nic,
+                       format_mac(tmpl->mac), format_mac(b.mac));
+      logger()->debug("{}: template: {} mac {} bus {} addr {} netdev {} props {}", b.nic, tmpl->driver,
+                      format_mac(tmpl->mac), tmpl->bus, tmpl->addr >= 0 ? pci_addr_arg(tmpl->addr) : "-",
+                      tmpl->netdev, untrusted::dump_json(tmpl->props));
+      templates_[b.nic] = std::move(*tmpl);
+    } else {
+      // A template read from this very QEMU process earlier (relinkd's QMP
+      // session dropped mid-replug) still describes the NIC.
+      auto it = templates_.find(b.nic);
+      const bool kept = it != templates_.end() && st->pid > 0 && it->second.qemu_pid == st->pid;
+      if (!kept && it != templates_.end()) templates_.erase(it);
+      logger()->info("{}: cannot read how to plug the NIC in again: {}{}", b.nic, why_no_template,
+                     kept ? "; keeping what was read before from this QEMU" : "; it will not be released");
+    }
+
+    // Adoption: the NIC's tap is a live macvtap with the binding's MAC.
+    std::optional<dev_t> peer_dev;
+    // Whether what the NIC uses is known for sure (then anything else of ours is a leftover).
+    bool known = have_network && st->pid > 0 && nic.error.empty();
+    if (peer && have_network && st->pid > 0) {
+      const std::string netdev = untrusted::safe_text(peer->netdev, 80);
+      std::string why_not;
+      if (peer->type != "tap" || peer->fds.empty() || peer->fds[0] < 0) {
+        why_not = "its backend " + netdev + " is not a tap QEMU got as an fd";
+      } else {
+        for (int fd : peer->fds) {
+          auto d = fd < 0 ? std::nullopt : fd_device(st->pid, fd);
+          if (!d || (peer_dev && *d != *peer_dev)) {
+            peer_dev.reset();
+            known = false;
+            why_not = "QEMU's fd " + std::to_string(fd) + " of tap " + netdev + " is not the same character device";
+            break;
+          }
+          peer_dev = d;
+        }
+      }
+      std::optional<MacvtapLink> link;
+      if (peer_dev) {
+        char target[512];
+        const std::string sys = "/sys/dev/char/" + std::to_string(major(*peer_dev)) + ":" +
+                                std::to_string(minor(*peer_dev));
+        const ssize_t n = readlink(sys.c_str(), target, sizeof target - 1);
+        if (n > 0) link = parse_macvtap_link(std::string(target, static_cast<size_t>(n)));
+        if (!link) why_not = "tap " + netdev + "'s device " + sys.substr(14) + " is not a macvtap";
+      }
+      if (link) {
+        auto found = factory_.find(link->name);
+        if (!found) why_not = "looking up macvtap " + link->name + ": " + found.error().message;
+        else if (!*found || (*found)->ifindex != link->ifindex || (*found)->dev != *peer_dev)
+          why_not = "macvtap " + link->name + " is not in relinkd's network namespace";
+        else if (!(*found)->mac || *(*found)->mac != b.mac)
+          why_not = "macvtap " + link->name + " has MAC " +
+                    ((*found)->mac ? format_mac(*(*found)->mac) : std::string("none")) + ", not the binding's";
+        else if (!vc.nic_present)
+          why_not = "the NIC is gone";
+        else {
+          const auto& m = **found;
+          uint64_t gen = 0;
+          for (const auto& [g, pieces] : gens)
+            if (pieces.tap && tap_id(b.nic, g) == peer->netdev) gen = g;
+          vc.adopt = engine::VmConnected::Adopt{gen, m.ifindex, m.parent_ifindex};
+          if (link->name != b.macvtap) adopted_[b.nic] = Adopted{link->name, m.ifindex, m.parent_ifindex};
+          else adopted_.erase(b.nic);
+          logger()->info("{}: adopting macvtap {} (ifindex {} on parent ifindex {}) as generation {}: QEMU holds "
+                         "its device through tap {} ({} queue{}) and its MAC is the binding's",
+                         b.nic, link->name, m.ifindex, m.parent_ifindex, gen, netdev, peer->fds.size(),
+                         peer->fds.size() == 1 ? "" : "s");
+        }
+      }
+      if (!vc.adopt) logger()->info("{}: not adopting: {}", b.nic, why_not);
+    } else if (vc.nic_present && have_network && !peer) {
+      logger()->info("{}: not adopting: the NIC has no backend of its own", b.nic);
+    }
+
+    // Our taps that are not the NIC's backend are leftovers (a crash mid-replug).
+    for (const auto& [gen, pieces] : gens) {
+      const std::string id = tap_id(b.nic, gen);
+      if (!pieces.tap || (peer && peer->netdev == id)) continue;
+      logger()->info("{}: deleting leftover netdev {}", b.nic, id);
+      del_netdev(id);
+    }
+    // So is a macvtap of ours that the NIC does not use (adopted or not: an
+    // adopted launcher's macvtap is not named like ours).
+    if (!vc.adopt) adopted_.erase(b.nic);
+    auto existing = known ? factory_.find(b.macvtap) : Result<std::optional<macvtap::ExistingMacvtap>>(std::nullopt);
+    if (existing && *existing && (!peer_dev || (*existing)->dev != *peer_dev)) {
+      logger()->info("{}: deleting leftover macvtap {} (ifindex {}): the NIC does not use it", b.nic, b.macvtap,
+                     (*existing)->ifindex);
+      remove_macvtap_if_ours(b, (*existing)->ifindex);
+    }
+    out.push_back(vc);
+  }
+  st->done(std::move(out));
+}
+
+// --- release ------------------------------------------------------------------
+
+void ReplugAttacher::release(const config::MacvtapBinding& b, uint64_t,
+                             std::function<void(ReleaseResult)> done) {
+  const NicTemplate* t = nic_template(b.nic);
+  if (!t || t->qemu_pid != qmp_.peer_pid()) {
+    // Unplugging a NIC that cannot be plugged in again would lose it for
+    // good: only find out whether it is there at all.
+    qmp_.execute("qom-get", {{"path", "/machine/peripheral/" + b.nic}, {"property", "type"}},
+                 [done, nic = b.nic](qemu::QmpReply r) {
+                   if (!r && is_not_found(r.error())) {
+                     done(ReleaseResult{true, {}});
+                     return;
+                   }
+                   done(ReleaseResult{false, "device_del " + nic +
+                                                 ": not sent: relinkd could not read how to plug the NIC in again "
+                                                 "when it connected to QEMU" +
+                                                 (r ? std::string() : " (" + r.error().message + ")")});
+                 });
+    return;
+  }
+  qmp_.execute("device_del", {{"id", b.nic}}, [this, done, nic = b.nic](qemu::QmpReply r) {
+    const bool asked = r || is_not_found(r.error()) || is_unplug_pending(r.error());
+    if (auto a = adopted_.find(nic); asked && a != adopted_.end()) a->second.released = true;
+    if (r) done(ReleaseResult{});
+    else if (is_not_found(r.error())) done(ReleaseResult{true, {}});
+    else if (is_unplug_pending(r.error())) done(ReleaseResult{});  // asked before: still asked
+    else done(ReleaseResult{false, "device_del " + nic + ": " + r.error().message});
+  });
+}
+
+// --- attach -------------------------------------------------------------------
+
+Result<macvtap::Macvtap> ReplugAttacher::create(const config::MacvtapBinding& b, int parent_ifindex) {
+  macvtap::MacvtapSpec spec{b.macvtap, parent_ifindex, b.mode, b.mac, b.queues};
+  auto created = factory_.create(spec);
+  if (!created && created.error().code == EEXIST) {
+    // A macvtap of ours survived (a detach that could not delete it, or a
+    // crash): it is not in use, since only the attached generation is, and
+    // the NIC is unplugged while a new one is made. Or the MAC is taken
+    // (the kernel's EADDRINUSE, which libnl reports as "exists").
+    auto ours = factory_.find(b.macvtap);
+    bool retry = false;
+    if (ours && *ours) {
+      remove_macvtap_if_ours(b, 0);
+      retry = true;
+    } else {
+      retry = remove_adopted_rival(b, parent_ifindex);
+    }
+    if (retry) created = factory_.create(spec);
+  }
+  if (created) adopted_.erase(b.nic);
+  return created;
+}
+
+bool ReplugAttacher::remove_adopted_rival(const config::MacvtapBinding& b, int parent_ifindex) {
+  auto it = adopted_.find(b.nic);
+  if (it == adopted_.end() || !it->second.released) return false;  // its NIC may still use it
+  const Adopted a = it->second;
+  auto found = factory_.find(a.name);
+  if (!found || !*found || (*found)->ifindex != a.ifindex || (*found)->parent_ifindex != parent_ifindex ||
+      !(*found)->mac || *(*found)->mac != b.mac) {
+    adopted_.erase(it);
+    return false;
+  }
+  logger()->info("{}: deleting macvtap {} (ifindex {}), adopted from the launcher: it holds the MAC {} on the "
+                 "parent, and the NIC it served was unplugged for a new macvtap",
+                 b.nic, a.name, a.ifindex, format_mac(b.mac));
+  adopted_.erase(it);
+  if (auto r = factory_.remove(a.ifindex); !r) {
+    logger()->warn("{}: deleting macvtap {}: {}", b.nic, a.name, r.error().message);
+    return false;
+  }
+  return true;
+}
+
+void ReplugAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generation, macvtap::Macvtap mvt,
+                               bool link_up, std::function<void(AttachResult)> done) {
+  struct Op {
+    macvtap::Macvtap mvt;
+    std::vector<std::string> fd_names;
+    std::vector<bool> getfd_ok;
+    bool tap = false;
+    std::string error;
+    void fail(const std::string& step, const qemu::QmpReply& r) {
+      if (error.empty()) error = step + ": " + r.error().message;
+    }
+  };
+  auto op = std::make_shared<Op>();
+  op->mvt = std::move(mvt);
+  const std::string nic = b.nic, tap = tap_id(b.nic, generation);
+
+  // Undoes what is in QEMU (the caller says what), deletes the macvtap and
+  // reports the failure.
+  auto fail = [this, op, done, nic, tap](bool del_tap) {
+    if (del_tap) {
+      del_netdev(tap);
+    } else {
+      for (size_t i = 0; i < op->fd_names.size(); ++i)
+        if (op->getfd_ok[i]) qmp_.execute("closefd", {{"fdname", op->fd_names[i]}}, [](qemu::QmpReply) {});
+    }
+    op->mvt.fds.clear();
+    if (auto rm = factory_.remove(op->mvt.ifindex); !rm)
+      logger()->warn("{}: rollback: deleting macvtap: {}", nic, rm.error().message);
+    logger()->debug("{}: hand-over of {} failed: {}", nic, tap, op->error);
+    done(AttachResult{false, 0, op->error});
+  };
+
+  auto it = templates_.find(b.nic);
+  if (it == templates_.end() || op->mvt.fds.empty()) {
+    std::string error = it == templates_.end()
+                            ? "device_add " + nic + ": not sent: relinkd never read how the NIC was plugged in (QEMU "
+                                                    "did not have it when relinkd connected)"
+                            : "no queue fd to hand over";
+    op->mvt.fds.clear();
+    if (auto rm = factory_.remove(op->mvt.ifindex); !rm)
+      logger()->warn("{}: rollback: deleting macvtap: {}", nic, rm.error().message);
+    defer_.post([done, error] { done(AttachResult{false, 0, error}); });
+    return;
+  }
+
+  // 1. The NIC must be gone: deleting the backend of a NIC still plugged in
+  //    would orphan it for good (netdev_del leaves it peer_deleted).
+  qmp_.execute(
+      "qom-get", {{"path", "/machine/peripheral/" + nic}, {"property", "type"}},
+      [this, op, fail, done, nic, tap, link_up, generation](qemu::QmpReply gone) {
+        if (gone || !is_not_found(gone.error())) {
+          op->error = gone ? "device_add " + nic + ": not sent: the NIC is still plugged in (not released yet)"
+                           : "checking that " + nic + " is unplugged: " + gone.error().message;
+          fail(false);
+          return;
+        }
+        auto t = templates_.find(nic);
+        if (t == templates_.end()) {  // dropped by a probe meanwhile
+          op->error = "device_add " + nic + ": not sent: no template";
+          fail(false);
+          return;
+        }
+        // 2. Pipelined: the old backend out, the queue fds in, the new tap.
+        if (!t->second.netdev.empty()) {
+          qmp_.execute("netdev_del", {{"id", t->second.netdev}},
+                       [nic, old = t->second.netdev](qemu::QmpReply r) {
+                         if (!r && !is_not_found(r.error()))
+                           logger()->warn("{}: netdev_del {} (the previous backend): {}, ignoring", nic, old,
+                                          r.error().message);
+                       });
+        }
+        const size_t queues = op->mvt.fds.size();
+        op->getfd_ok.assign(queues, false);
+        std::string fds;
+        for (size_t q = 0; q < queues; ++q) {
+          std::string name = fd_name(nic, generation);
+          if (queues > 1) name += "-q" + std::to_string(q);
+          op->fd_names.push_back(name);
+          fds += (q ? ":" : "") + name;
+          qmp_.execute("getfd", {{"fdname", name}}, [op, q](qemu::QmpReply r) {
+            if (r) op->getfd_ok[q] = true;
+            else op->fail("getfd", r);
+          }, op->mvt.fds[q].get());
+        }
+        json tap_args = {{"type", "tap"}, {"id", tap}};
+        tap_args[queues > 1 ? "fds" : "fd"] = fds;
+        // Not pipelined with device_add: if this failed because a netdev of
+        // that id already exists, device_add would plug the NIC onto it.
+        qmp_.execute("netdev_add", tap_args, [this, op, fail, done, nic, tap, link_up, queues](qemu::QmpReply r) {
+          if (r) op->tap = true;
+          else op->fail("netdev_add tap", r);
+          op->mvt.fds.clear();  // QEMU has its own copies now (or none)
+          if (!op->tap) {
+            fail(false);
+            return;
+          }
+          auto cur = templates_.find(nic);
+          if (cur == templates_.end()) {
+            op->error = "device_add " + nic + ": not sent: no template";
+            fail(true);
+            return;
+          }
+          cur->second.netdev.clear();  // deleted above (or it never was)
+          const NicTemplate& tm = cur->second;
+          // 3. The NIC, as it was, on the new tap.
+          json args = tm.props;
+          args["driver"] = tm.driver;
+          args["id"] = nic;
+          args["netdev"] = tap;
+          args["mac"] = format_mac(tm.mac);
+          if (!tm.bus.empty()) args["bus"] = tm.bus;
+          if (tm.addr >= 0) args["addr"] = pci_addr_arg(tm.addr);
+          if (queues > 1 && tm.has_mq) {
+            if (!args.contains("mq")) args["mq"] = true;
+            if (!args.contains("vectors")) args["vectors"] = 2 * queues + 2;
+          }
+          qmp_.execute("device_add", args, [this, op, fail, done, nic, tap](qemu::QmpReply d) {
+            if (!d) {
+              op->fail("device_add", d);
+              fail(true);
+              return;
+            }
+            if (auto t2 = templates_.find(nic); t2 != templates_.end()) t2->second.netdev = tap;
+            logger()->debug("{}: plugged in again on {}", nic, tap);
+            done(AttachResult{true, op->mvt.ifindex, {}});
+          });
+          if (!link_up)
+            qmp_.execute("set_link", {{"name", nic}, {"up", false}}, [nic](qemu::QmpReply s) {
+              if (!s && !is_not_found(s.error()))
+                logger()->warn("{}: set_link off after device_add: {}, ignoring", nic, s.error().message);
+            });
+        });
+      });
+}
+
+void ReplugAttacher::detach(const config::MacvtapBinding& b, uint64_t, int macvtap_ifindex, bool link_down) {
+  // No netdev_del: a NIC is never re-peered, so its tap stays until the NIC
+  // is released; hand_over deletes it then.
+  if (link_down && qmp_.connected()) set_link(b, false);
+  if (macvtap_ifindex) remove_macvtap_if_ours(b, macvtap_ifindex);
+}
+
+void ReplugAttacher::set_link(const config::MacvtapBinding& b, bool up) {
+  if (!qmp_.connected()) return;
+  qmp_.execute("set_link", {{"name", b.nic}, {"up", up}}, [nic = b.nic, up](qemu::QmpReply r) {
+    if (r) return;
+    // Unplugged (released, or being plugged in again): its new device's link
+    // is set when it is plugged in.
+    if (is_not_found(r.error())) logger()->debug("{}: set_link {}: {}", nic, up ? "on" : "off", r.error().message);
+    else logger()->warn("{}: set_link {}: {}", nic, up ? "on" : "off", r.error().message);
+  });
+}
+
+}  // namespace relink::daemon

@@ -1,0 +1,124 @@
+// Carries out the engine's actions for replug-attached NICs: NICs peered
+// directly with a tap netdev, the way libvirt and launch scripts wire a
+// macvtap (`-netdev tap,id=hostnet0,fd=N -device virtio-net-pci,
+// netdev=hostnet0,id=net0,...`).
+//
+// QEMU cannot re-peer a NIC with a new backend (netdev_del leaves it
+// peer_deleted for good, qom-set of `netdev` is refused), so a new macvtap
+// reaches the guest only through a new NIC: device_del, the guest lets go
+// (DEVICE_DELETED, routed by the daemon), then device_add of the same NIC on
+// the new tap. probe() reads what that device_add needs (a NicTemplate) while
+// the NIC is still there.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "daemon/attacher.h"
+#include "qemu/qmp_client.h"
+#include "util/defer_queue.h"
+#include "util/mac.h"
+
+namespace relink::daemon {
+
+// What device_add needs to plug a NIC in again as it was, read from QEMU.
+struct NicTemplate {
+  std::string driver;   // QOM type, e.g. "virtio-net-pci"
+  std::string id;       // the device id (the binding's nic)
+  MacAddress mac{};
+  std::string bus;      // bus name for device_add ("pci.0", "pcie.0", a root port's id); "" if none
+  int addr = -1;        // PCI devfn (slot << 3 | function); -1: not a PCI device or not known
+  // Carried properties, as device_add arguments (see replug_attach.cc).
+  nlohmann::json props = nlohmann::json::object();
+  bool has_mq = false;       // the driver has `mq` and `vectors` (multiqueue virtio-net)
+  std::string netdev;        // the NIC's current backend: deleted before the next device_add
+  pid_t qemu_pid = 0;        // the QEMU process it was read from
+};
+
+// device_add's form of a PCI devfn: "slot.function" in hex ("2.0", "1f.7").
+// QEMU 7.2 turns a JSON number for `addr` into a string and parses it as a
+// hex slot, so 16 (slot 2) would become slot 0x16.
+std::string pci_addr_arg(int devfn);
+// The bus name device_add wants from a QOM `parent_bus` path: its last
+// component ("/machine/i440fx/pci.0" -> "pci.0",
+// "/machine/peripheral/rp1/rp1" -> "rp1"); "" if that is not a plain name.
+std::string bus_name_of(const std::string& qom_path);
+// The macvtap interface name and ifindex behind a /sys/dev/char link target
+// ("../../devices/virtual/net/NAME/macvtap/tapIFINDEX"); nullopt for anything
+// else (a tun/tap, another class of device).
+struct MacvtapLink {
+  std::string name;
+  int ifindex = 0;
+};
+std::optional<MacvtapLink> parse_macvtap_link(const std::string& target);
+
+class ReplugAttacher final : public Attacher {
+ public:
+  ReplugAttacher(macvtap::MacvtapFactory& factory, qemu::QmpClient& qmp, DeferQueue& defer)
+      : factory_(factory), qmp_(qmp), defer_(defer) {}
+
+  // Per binding, pipelined: qom-get of the NIC's type and the properties the
+  // template needs, then "info network" for the NIC's backend. The tap's fd
+  // is followed through /proc/<qemu>/fd and /sys/dev/char to a macvtap; one
+  // that QEMU really holds and that has the binding's MAC is adopted,
+  // whatever its name (it may be the launcher's). Our own taps that are not
+  // the NIC's backend are deleted.
+  void probe(const std::vector<config::MacvtapBinding>& bindings,
+             std::function<void(std::vector<engine::VmConnected>)> done) override;
+
+  // device_del of the NIC. DeviceNotFound: already gone.
+  void release(const config::MacvtapBinding& b, uint64_t generation,
+               std::function<void(ReleaseResult)> done) override;
+
+  // Like HubAttacher::create. The kernel lets only one macvtap with a given
+  // MAC be up on a parent: if the launcher's macvtap adopted for this NIC
+  // still sits on the parent with the binding's MAC and release() has had
+  // the NIC unplugged, it is deleted (only relinkd's new macvtap can take
+  // its place).
+  Result<macvtap::Macvtap> create(const config::MacvtapBinding& b, int parent_ifindex) override;
+
+  // Checks the NIC is gone; netdev_del of its previous backend, getfd per
+  // queue, netdev_add tap (pipelined); then device_add from the template and
+  // set_link off when !link_up. Rolls back on any failure.
+  void hand_over(const config::MacvtapBinding& b, uint64_t generation, macvtap::Macvtap mvt, bool link_up,
+                 std::function<void(AttachResult)> done) override;
+
+  // set_link off if asked; deletes the macvtap if it is ours (named
+  // b.macvtap). The NIC stays peered with its tap until it is released:
+  // hand_over deletes the old backend.
+  void detach(const config::MacvtapBinding& b, uint64_t generation, int macvtap_ifindex, bool link_down) override;
+
+  void set_link(const config::MacvtapBinding& b, bool up) override;
+
+  // The template probe() read for `nic` (nullptr: none).
+  const NicTemplate* nic_template(const std::string& nic) const;
+
+ private:
+  struct ProbeState;
+  void finish_probe(const std::shared_ptr<ProbeState>& st, const qemu::QmpReply& info);
+  void remove_macvtap_if_ours(const config::MacvtapBinding& b, int ifindex);
+  // create() found the binding's MAC taken on the parent by the macvtap
+  // adopted from the launcher: deletes it if it still is that one.
+  bool remove_adopted_rival(const config::MacvtapBinding& b, int parent_ifindex);
+  void del_netdev(const std::string& id);
+
+  macvtap::MacvtapFactory& factory_;
+  qemu::QmpClient& qmp_;
+  DeferQueue& defer_;
+  std::map<std::string, NicTemplate> templates_;  // by NIC id
+  // A macvtap adopted by probe() that is not ours (the launcher's), by NIC id.
+  struct Adopted {
+    std::string name;
+    int ifindex = 0;
+    int parent_ifindex = 0;
+    bool released = false;  // release() got the NIC unplugged (or asked QEMU to)
+  };
+  std::map<std::string, Adopted> adopted_;
+};
+
+}  // namespace relink::daemon
