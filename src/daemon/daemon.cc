@@ -247,7 +247,7 @@ int Daemon::resolve_parent(const config::MacvtapBinding& b) const {
       // Several interfaces share the MAC (a bridge and its port): the one
       // with the configured name wins if it is among them.
       const netlink::LinkInfo* named = links_->table().find_by_name(b.parent);
-      if (m.ambiguous() && named && named->mac == *b.parent_mac && !dead_parents_.count(named->ifindex))
+      if (m.ambiguous() && named && m.includes(*named) && !dead_parents_.count(named->ifindex))
         return named->ifindex;
       return m.link->ifindex;
     }

@@ -270,3 +270,30 @@ TEST_F(Replug, ParentFoundByItsMacUnderANewName) {
 
 }  // namespace
 }  // namespace relink::test
+
+namespace relink::test {
+namespace {
+
+// A bridge carries the MAC of its port: both match parent_mac, and the one
+// named `parent` is chosen, not merely the lowest ifindex (the port).
+TEST_F(Replug, AmbiguousParentMacPrefersTheNamedInterface) {
+  vm.attach = "hub";
+  vm.nic = "nic0";
+  vm.parent = "br0";
+  const std::string mac = "02:00:00:00:0b:01";
+  vm.extra = "parent_mac = \"" + mac + "\"\n";
+  env.ns().ip("link add pv0 address " + mac + " type veth peer name pv1");
+  env.ns().ip("link add br0 type bridge");
+  env.ns().ip("link set br0 address " + mac);
+  env.ns().ip("link set pv0 master br0");
+  for (const char* l : {"pv0", "pv1", "br0"}) env.ns().ip(std::string("link set ") + l + " up");
+  ASSERT_LT(env.ns().ifindex("pv0"), env.ns().ifindex("br0"));
+  env.write_config({vm});
+  env.start_qemu(vm);
+  env.start_relinkd();
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  EXPECT_EQ(env.binding("vm1", "nic0").value("parent_ifindex", 0), env.ns().ifindex("br0")) << env.explain();
+}
+
+}  // namespace
+}  // namespace relink::test
