@@ -14,6 +14,10 @@
 #include "macvtap/macvtap_factory.h"
 #include "util/result.h"
 
+namespace relink::qemu {
+class QmpClient;
+}
+
 namespace relink::daemon {
 
 struct AttachResult {
@@ -63,5 +67,15 @@ class Attacher {
   // The engine's SetLink: the guest NIC's link state.
   virtual void set_link(const config::MacvtapBinding& b, bool up) = 0;
 };
+
+// What attachers share.
+// QEMU's answer for an id it does not have (DeviceNotFound).
+bool qmp_not_found(const Error& e);
+// netdev_del; a netdev that is already gone is fine, other errors are logged.
+void delete_netdev(qemu::QmpClient& qmp, const std::string& id);
+// Deletes the binding's macvtap (by its configured name: one of another name,
+// a launcher's, is never relinkd's to delete). With an ifindex, only while
+// that ifindex still carries the name: a freed ifindex may be someone else's.
+void remove_macvtap_if_ours(macvtap::MacvtapFactory& factory, const config::MacvtapBinding& b, int ifindex);
 
 }  // namespace relink::daemon

@@ -16,28 +16,8 @@ using nlohmann::json;
 
 auto logger() { return log::get("attach"); }
 
-bool is_not_found(const Error& e) { return e.message.rfind("DeviceNotFound", 0) == 0; }
 
 }  // namespace
-
-void HubAttacher::del_netdev(const std::string& id) {
-  qmp_.execute("netdev_del", {{"id", id}}, [id](qemu::QmpReply r) {
-    if (!r && !is_not_found(r.error())) logger()->warn("netdev_del {}: {}, ignoring", id, r.error().message);
-  });
-}
-
-void HubAttacher::remove_macvtap_if_ours(const config::MacvtapBinding& b, int ifindex) {
-  // Delete by ifindex only while that ifindex still carries the binding's
-  // name: an ifindex freed by the kernel may belong to someone else by now.
-  auto found = factory_.find(b.macvtap);
-  if (!found) {
-    logger()->warn("{}: looking up macvtap {}: {}", b.nic, b.macvtap, found.error().message);
-    return;
-  }
-  if (!*found || (ifindex && (*found)->ifindex != ifindex)) return;
-  if (auto r = factory_.remove((*found)->ifindex); !r)
-    logger()->warn("{}: deleting macvtap {}: {}", b.nic, b.macvtap, r.error().message);
-}
 
 Result<macvtap::Macvtap> HubAttacher::create(const config::MacvtapBinding& b, int parent_ifindex) {
   macvtap::MacvtapSpec spec{b.macvtap, parent_ifindex, b.mode, b.mac, b.queues};
@@ -45,7 +25,7 @@ Result<macvtap::Macvtap> HubAttacher::create(const config::MacvtapBinding& b, in
   if (!created && created.error().code == EEXIST) {
     // A macvtap of ours survived (a detach that could not delete it, or a
     // crash): it is not in use, since only the attached generation is.
-    remove_macvtap_if_ours(b, 0);
+    remove_macvtap_if_ours(factory_, b, 0);
     created = factory_.create(spec);
   }
   return created;
@@ -91,8 +71,8 @@ void HubAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generation
                    return;
                  }
                  // Undo in reverse order; an fd that no netdev took is closed.
-                 if (op->uplink) del_netdev(up);
-                 if (op->tap) del_netdev(tap);
+                 if (op->uplink) delete_netdev(qmp_, up);
+                 if (op->tap) delete_netdev(qmp_, tap);
                  else if (op->getfd) qmp_.execute("closefd", {{"fdname", fdn}}, [](qemu::QmpReply) {});
                  if (auto rm = factory_.remove(ifindex); !rm)
                    logger()->warn("{}: rollback: deleting macvtap: {}", b.nic, rm.error().message);
@@ -104,10 +84,10 @@ void HubAttacher::detach(const config::MacvtapBinding& b, uint64_t generation, i
                          bool link_down) {
   if (qmp_.connected()) {
     if (link_down) qmp_.execute("set_link", {{"name", b.nic}, {"up", false}}, [](qemu::QmpReply) {});
-    del_netdev(uplink_id(b.nic, generation));
-    del_netdev(tap_id(b.nic, generation));
+    delete_netdev(qmp_, uplink_id(b.nic, generation));
+    delete_netdev(qmp_, tap_id(b.nic, generation));
   }
-  if (macvtap_ifindex) remove_macvtap_if_ours(b, macvtap_ifindex);
+  if (macvtap_ifindex) remove_macvtap_if_ours(factory_, b, macvtap_ifindex);
 }
 
 void HubAttacher::release(const config::MacvtapBinding& b, uint64_t, std::function<void(ReleaseResult)> done) {
@@ -151,11 +131,11 @@ void HubAttacher::probe(const std::vector<config::MacvtapBinding>& bindings,
       }
       for (const auto& [gen, pieces] : gens) {
         if (keep && gen == *keep) continue;
-        if (pieces.uplink) del_netdev(uplink_id(b.nic, gen));
-        if (pieces.tap) del_netdev(tap_id(b.nic, gen));
+        if (pieces.uplink) delete_netdev(qmp_, uplink_id(b.nic, gen));
+        if (pieces.tap) delete_netdev(qmp_, tap_id(b.nic, gen));
       }
       // An adopted generation's link is the engine's to set (it follows the carrier).
-      if (!keep && existing && *existing) remove_macvtap_if_ours(b, (*existing)->ifindex);
+      if (!keep && existing && *existing) remove_macvtap_if_ours(factory_, b, (*existing)->ifindex);
       out.push_back(vc);
     }
     done(std::move(out));

@@ -47,8 +47,6 @@ class HubAttacher final : public Attacher {
   void set_link(const config::MacvtapBinding& b, bool up) override;
 
  private:
-  void remove_macvtap_if_ours(const config::MacvtapBinding& b, int ifindex);
-  void del_netdev(const std::string& id);
 
   macvtap::MacvtapFactory& factory_;
   qemu::QmpClient& qmp_;

@@ -22,7 +22,6 @@ using nlohmann::json;
 
 auto logger() { return log::get("replug"); }
 
-bool is_not_found(const Error& e) { return e.message.rfind("DeviceNotFound", 0) == 0; }
 // qom-get of a property the driver does not have.
 bool is_no_such_property(const Error& e) {
   return e.message.rfind("GenericError: Property '", 0) == 0 && e.message.find("' not found") != std::string::npos;
@@ -118,26 +117,6 @@ const NicTemplate* ReplugAttacher::nic_template(const std::string& nic) const {
   return it == templates_.end() ? nullptr : &it->second;
 }
 
-void ReplugAttacher::del_netdev(const std::string& id) {
-  qmp_.execute("netdev_del", {{"id", id}}, [id](qemu::QmpReply r) {
-    if (!r && !is_not_found(r.error())) logger()->warn("netdev_del {}: {}, ignoring", id, r.error().message);
-  });
-}
-
-void ReplugAttacher::remove_macvtap_if_ours(const config::MacvtapBinding& b, int ifindex) {
-  // Only a macvtap with the binding's name is ours: an adopted one may be the
-  // launcher's. By ifindex only while that ifindex still carries the name: a
-  // freed ifindex may belong to someone else by now.
-  auto found = factory_.find(b.macvtap);
-  if (!found) {
-    logger()->warn("{}: looking up macvtap {}: {}", b.nic, b.macvtap, found.error().message);
-    return;
-  }
-  if (!*found || (ifindex && (*found)->ifindex != ifindex)) return;
-  if (auto r = factory_.remove((*found)->ifindex); !r)
-    logger()->warn("{}: deleting macvtap {}: {}", b.nic, b.macvtap, r.error().message);
-}
-
 // --- probe --------------------------------------------------------------------
 
 struct ReplugAttacher::ProbeState {
@@ -167,7 +146,7 @@ void ReplugAttacher::probe(const std::vector<config::MacvtapBinding>& bindings,
       qmp_.execute("qom-get", {{"path", path}, {"property", prop}}, [st, i, p = std::string(prop)](qemu::QmpReply r) {
         auto& nic = st->nics[i];
         if (r) nic.values[p] = std::move(*r);
-        else if (is_not_found(r.error())) nic.absent = true;
+        else if (qmp_not_found(r.error())) nic.absent = true;
         else if (!is_no_such_property(r.error()) && nic.error.empty()) nic.error = "qom-get " + p + ": " + r.error().message;
       });
     }
@@ -336,7 +315,7 @@ void ReplugAttacher::finish_probe(const std::shared_ptr<ProbeState>& st, const q
       const std::string id = tap_id(b.nic, gen);
       if (!pieces.tap || (peer && peer->netdev == id)) continue;
       logger()->info("{}: deleting leftover netdev {}", b.nic, id);
-      del_netdev(id);
+      delete_netdev(qmp_, id);
     }
     // So is a macvtap of ours that the NIC does not use (adopted or not: an
     // adopted launcher's macvtap is not named like ours).
@@ -345,7 +324,7 @@ void ReplugAttacher::finish_probe(const std::shared_ptr<ProbeState>& st, const q
     if (existing && *existing && (!peer_dev || (*existing)->dev != *peer_dev)) {
       logger()->info("{}: deleting leftover macvtap {} (ifindex {}): the NIC does not use it", b.nic, b.macvtap,
                      (*existing)->ifindex);
-      remove_macvtap_if_ours(b, (*existing)->ifindex);
+      remove_macvtap_if_ours(factory_, b, (*existing)->ifindex);
     }
     out.push_back(vc);
   }
@@ -362,7 +341,7 @@ void ReplugAttacher::release(const config::MacvtapBinding& b, uint64_t,
     // good: only find out whether it is there at all.
     qmp_.execute("qom-get", {{"path", "/machine/peripheral/" + b.nic}, {"property", "type"}},
                  [done, nic = b.nic](qemu::QmpReply r) {
-                   if (!r && is_not_found(r.error())) {
+                   if (!r && qmp_not_found(r.error())) {
                      done(ReleaseResult{true, {}});
                      return;
                    }
@@ -374,10 +353,10 @@ void ReplugAttacher::release(const config::MacvtapBinding& b, uint64_t,
     return;
   }
   qmp_.execute("device_del", {{"id", b.nic}}, [this, done, nic = b.nic](qemu::QmpReply r) {
-    const bool asked = r || is_not_found(r.error()) || is_unplug_pending(r.error());
+    const bool asked = r || qmp_not_found(r.error()) || is_unplug_pending(r.error());
     if (auto a = adopted_.find(nic); asked && a != adopted_.end()) a->second.released = true;
     if (r) done(ReleaseResult{});
-    else if (is_not_found(r.error())) done(ReleaseResult{true, {}});
+    else if (qmp_not_found(r.error())) done(ReleaseResult{true, {}});
     else if (is_unplug_pending(r.error())) done(ReleaseResult{});  // asked before: still asked
     else done(ReleaseResult{false, "device_del " + nic + ": " + r.error().message});
   });
@@ -396,7 +375,7 @@ Result<macvtap::Macvtap> ReplugAttacher::create(const config::MacvtapBinding& b,
     auto ours = factory_.find(b.macvtap);
     bool retry = false;
     if (ours && *ours) {
-      remove_macvtap_if_ours(b, 0);
+      remove_macvtap_if_ours(factory_, b, 0);
       retry = true;
     } else {
       retry = remove_adopted_rival(b, parent_ifindex);
@@ -448,7 +427,7 @@ void ReplugAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generat
   // reports the failure.
   auto fail = [this, op, done, nic, tap](bool del_tap) {
     if (del_tap) {
-      del_netdev(tap);
+      delete_netdev(qmp_, tap);
     } else {
       for (size_t i = 0; i < op->fd_names.size(); ++i)
         if (op->getfd_ok[i]) qmp_.execute("closefd", {{"fdname", op->fd_names[i]}}, [](qemu::QmpReply) {});
@@ -478,7 +457,7 @@ void ReplugAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generat
   qmp_.execute(
       "qom-get", {{"path", "/machine/peripheral/" + nic}, {"property", "type"}},
       [this, op, fail, done, nic, tap, link_up, generation](qemu::QmpReply gone) {
-        if (gone || !is_not_found(gone.error())) {
+        if (gone || !qmp_not_found(gone.error())) {
           op->error = gone ? "device_add " + nic + ": not sent: the NIC is still plugged in (not released yet)"
                            : "checking that " + nic + " is unplugged: " + gone.error().message;
           fail(false);
@@ -494,7 +473,7 @@ void ReplugAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generat
         if (!t->second.netdev.empty()) {
           qmp_.execute("netdev_del", {{"id", t->second.netdev}},
                        [nic, old = t->second.netdev](qemu::QmpReply r) {
-                         if (!r && !is_not_found(r.error()))
+                         if (!r && !qmp_not_found(r.error()))
                            logger()->warn("{}: netdev_del {} (the previous backend): {}, ignoring", nic, old,
                                           r.error().message);
                        });
@@ -556,7 +535,7 @@ void ReplugAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generat
           });
           if (!link_up)
             qmp_.execute("set_link", {{"name", nic}, {"up", false}}, [nic](qemu::QmpReply s) {
-              if (!s && !is_not_found(s.error()))
+              if (!s && !qmp_not_found(s.error()))
                 logger()->warn("{}: set_link off after device_add: {}, ignoring", nic, s.error().message);
             });
         });
@@ -567,7 +546,7 @@ void ReplugAttacher::detach(const config::MacvtapBinding& b, uint64_t, int macvt
   // No netdev_del: a NIC is never re-peered, so its tap stays until the NIC
   // is released; hand_over deletes it then.
   if (link_down && qmp_.connected()) set_link(b, false);
-  if (macvtap_ifindex) remove_macvtap_if_ours(b, macvtap_ifindex);
+  if (macvtap_ifindex) remove_macvtap_if_ours(factory_, b, macvtap_ifindex);
 }
 
 void ReplugAttacher::set_link(const config::MacvtapBinding& b, bool up) {
@@ -576,7 +555,7 @@ void ReplugAttacher::set_link(const config::MacvtapBinding& b, bool up) {
     if (r) return;
     // Unplugged (released, or being plugged in again): its new device's link
     // is set when it is plugged in.
-    if (is_not_found(r.error())) logger()->debug("{}: set_link {}: {}", nic, up ? "on" : "off", r.error().message);
+    if (qmp_not_found(r.error())) logger()->debug("{}: set_link {}: {}", nic, up ? "on" : "off", r.error().message);
     else logger()->warn("{}: set_link {}: {}", nic, up ? "on" : "off", r.error().message);
   });
 }

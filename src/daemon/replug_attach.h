@@ -101,11 +101,9 @@ class ReplugAttacher final : public Attacher {
  private:
   struct ProbeState;
   void finish_probe(const std::shared_ptr<ProbeState>& st, const qemu::QmpReply& info);
-  void remove_macvtap_if_ours(const config::MacvtapBinding& b, int ifindex);
   // create() found the binding's MAC taken on the parent by the macvtap
   // adopted from the launcher: deletes it if it still is that one.
   bool remove_adopted_rival(const config::MacvtapBinding& b, int parent_ifindex);
-  void del_netdev(const std::string& id);
 
   macvtap::MacvtapFactory& factory_;
   qemu::QmpClient& qmp_;
