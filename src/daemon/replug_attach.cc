@@ -432,6 +432,16 @@ void ReplugAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generat
       for (size_t i = 0; i < op->fd_names.size(); ++i)
         if (op->getfd_ok[i]) qmp_.execute("closefd", {{"fdname", op->fd_names[i]}}, [](qemu::QmpReply) {});
     }
+    // The old backend goes too, but only if the NIC is really gone: a NIC
+    // still plugged in would be orphaned for good.
+    qmp_.execute("qom-get", {{"path", "/machine/peripheral/" + nic}, {"property", "type"}},
+                 [this, nic](qemu::QmpReply gone) {
+                   if (gone || !qmp_not_found(gone.error())) return;
+                   auto t = templates_.find(nic);
+                   if (t == templates_.end() || t->second.netdev.empty()) return;
+                   delete_netdev(qmp_, t->second.netdev);
+                   t->second.netdev.clear();
+                 });
     op->mvt.fds.clear();
     if (auto rm = factory_.remove(op->mvt.ifindex); !rm)
       logger()->warn("{}: rollback: deleting macvtap: {}", nic, rm.error().message);
@@ -452,94 +462,79 @@ void ReplugAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generat
     return;
   }
 
-  // 1. The NIC must be gone: deleting the backend of a NIC still plugged in
-  //    would orphan it for good (netdev_del leaves it peer_deleted).
-  qmp_.execute(
-      "qom-get", {{"path", "/machine/peripheral/" + nic}, {"property", "type"}},
-      [this, op, fail, done, nic, tap, link_up, generation](qemu::QmpReply gone) {
-        if (gone || !qmp_not_found(gone.error())) {
-          op->error = gone ? "device_add " + nic + ": not sent: the NIC is still plugged in (not released yet)"
-                           : "checking that " + nic + " is unplugged: " + gone.error().message;
-          fail(false);
-          return;
-        }
-        auto t = templates_.find(nic);
-        if (t == templates_.end()) {  // dropped by a probe meanwhile
-          op->error = "device_add " + nic + ": not sent: no template";
-          fail(false);
-          return;
-        }
-        // 2. Pipelined: the old backend out, the queue fds in, the new tap.
-        if (!t->second.netdev.empty()) {
-          qmp_.execute("netdev_del", {{"id", t->second.netdev}},
-                       [nic, old = t->second.netdev](qemu::QmpReply r) {
-                         if (!r && !qmp_not_found(r.error()))
-                           logger()->warn("{}: netdev_del {} (the previous backend): {}, ignoring", nic, old,
-                                          r.error().message);
-                       });
-        }
-        const size_t queues = op->mvt.fds.size();
-        op->getfd_ok.assign(queues, false);
-        std::string fds;
-        for (size_t q = 0; q < queues; ++q) {
-          std::string name = fd_name(nic, generation);
-          if (queues > 1) name += "-q" + std::to_string(q);
-          op->fd_names.push_back(name);
-          fds += (q ? ":" : "") + name;
-          qmp_.execute("getfd", {{"fdname", name}}, [op, q](qemu::QmpReply r) {
-            if (r) op->getfd_ok[q] = true;
-            else op->fail("getfd", r);
-          }, op->mvt.fds[q].get());
-        }
-        json tap_args = {{"type", "tap"}, {"id", tap}};
-        tap_args[queues > 1 ? "fds" : "fd"] = fds;
-        // Not pipelined with device_add: if this failed because a netdev of
-        // that id already exists, device_add would plug the NIC onto it.
-        qmp_.execute("netdev_add", tap_args, [this, op, fail, done, nic, tap, link_up, queues](qemu::QmpReply r) {
-          if (r) op->tap = true;
-          else op->fail("netdev_add tap", r);
-          op->mvt.fds.clear();  // QEMU has its own copies now (or none)
-          if (!op->tap) {
-            fail(false);
-            return;
-          }
-          auto cur = templates_.find(nic);
-          if (cur == templates_.end()) {
-            op->error = "device_add " + nic + ": not sent: no template";
-            fail(true);
-            return;
-          }
-          cur->second.netdev.clear();  // deleted above (or it never was)
-          const NicTemplate& tm = cur->second;
-          // 3. The NIC, as it was, on the new tap.
-          json args = tm.props;
-          args["driver"] = tm.driver;
-          args["id"] = nic;
-          args["netdev"] = tap;
-          args["mac"] = format_mac(tm.mac);
-          if (!tm.bus.empty()) args["bus"] = tm.bus;
-          if (tm.addr >= 0) args["addr"] = pci_addr_arg(tm.addr);
-          if (queues > 1 && tm.has_mq) {
-            if (!args.contains("mq")) args["mq"] = true;
-            if (!args.contains("vectors")) args["vectors"] = 2 * queues + 2;
-          }
-          qmp_.execute("device_add", args, [this, op, fail, done, nic, tap](qemu::QmpReply d) {
-            if (!d) {
-              op->fail("device_add", d);
-              fail(true);
-              return;
-            }
-            if (auto t2 = templates_.find(nic); t2 != templates_.end()) t2->second.netdev = tap;
-            logger()->debug("{}: plugged in again on {}", nic, tap);
-            done(AttachResult{true, op->mvt.ifindex, {}});
+  // 1. Pipelined: the queue fds in, the new tap. The NIC's old backend stays
+  //    until the new NIC is in: closing the old macvtap's last fd blocks
+  //    QEMU's main loop for 8-20 ms here, which must not delay the guest's
+  //    return. And a NIC that is still plugged in (not released after all)
+  //    makes device_add fail on its duplicate id, with its backend untouched.
+  const size_t queues = op->mvt.fds.size();
+  op->getfd_ok.assign(queues, false);
+  std::string fds;
+  for (size_t q = 0; q < queues; ++q) {
+    std::string name = fd_name(nic, generation);
+    if (queues > 1) name += "-q" + std::to_string(q);
+    op->fd_names.push_back(name);
+    fds += (q ? ":" : "") + name;
+    qmp_.execute("getfd", {{"fdname", name}}, [op, q](qemu::QmpReply r) {
+      if (r) op->getfd_ok[q] = true;
+      else op->fail("getfd", r);
+    }, op->mvt.fds[q].get());
+  }
+  json tap_args = {{"type", "tap"}, {"id", tap}};
+  tap_args[queues > 1 ? "fds" : "fd"] = fds;
+  // Not pipelined with device_add: if this failed because a netdev of that
+  // id already exists, device_add would plug the NIC onto it.
+  qmp_.execute("netdev_add", tap_args, [this, op, fail, done, nic, tap, link_up, queues](qemu::QmpReply r) {
+    if (r) op->tap = true;
+    else op->fail("netdev_add tap", r);
+    op->mvt.fds.clear();  // QEMU has its own copies now (or none)
+    if (!op->tap) {
+      fail(false);
+      return;
+    }
+    auto cur = templates_.find(nic);
+    if (cur == templates_.end()) {  // dropped by a probe meanwhile
+      op->error = "device_add " + nic + ": not sent: no template";
+      fail(true);
+      return;
+    }
+    const NicTemplate& tm = cur->second;
+    // 2. The NIC, as it was, on the new tap.
+    json args = tm.props;
+    args["driver"] = tm.driver;
+    args["id"] = nic;
+    args["netdev"] = tap;
+    args["mac"] = format_mac(tm.mac);
+    if (!tm.bus.empty()) args["bus"] = tm.bus;
+    if (tm.addr >= 0) args["addr"] = pci_addr_arg(tm.addr);
+    if (queues > 1 && tm.has_mq) {
+      if (!args.contains("mq")) args["mq"] = true;
+      if (!args.contains("vectors")) args["vectors"] = 2 * queues + 2;
+    }
+    qmp_.execute("device_add", args, [this, op, fail, done, nic, tap](qemu::QmpReply d) {
+      if (!d) {
+        op->fail("device_add", d);
+        fail(true);
+        return;
+      }
+      // 3. The old backend, off the guest's path.
+      if (auto t2 = templates_.find(nic); t2 != templates_.end()) {
+        if (!t2->second.netdev.empty() && t2->second.netdev != tap)
+          qmp_.execute("netdev_del", {{"id", t2->second.netdev}}, [nic, old = t2->second.netdev](qemu::QmpReply del) {
+            if (!del && !qmp_not_found(del.error()))
+              logger()->warn("{}: netdev_del {} (the previous backend): {}, ignoring", nic, old, del.error().message);
           });
-          if (!link_up)
-            qmp_.execute("set_link", {{"name", nic}, {"up", false}}, [nic](qemu::QmpReply s) {
-              if (!s && !qmp_not_found(s.error()))
-                logger()->warn("{}: set_link off after device_add: {}, ignoring", nic, s.error().message);
-            });
-        });
+        t2->second.netdev = tap;
+      }
+      logger()->debug("{}: plugged in again on {}", nic, tap);
+      done(AttachResult{true, op->mvt.ifindex, {}});
+    });
+    if (!link_up)
+      qmp_.execute("set_link", {{"name", nic}, {"up", false}}, [nic](qemu::QmpReply s) {
+        if (!s && !qmp_not_found(s.error()))
+          logger()->warn("{}: set_link off after device_add: {}, ignoring", nic, s.error().message);
       });
+  });
 }
 
 void ReplugAttacher::detach(const config::MacvtapBinding& b, uint64_t, int macvtap_ifindex, bool link_down) {

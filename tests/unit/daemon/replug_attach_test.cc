@@ -279,9 +279,6 @@ TEST_F(ReplugAttachUnit, HandOverMultiqueueInOrder) {
   fake_->expect("netdev_del", {{"id", "net0.tap2"}});
   probe({b_});
   b_.queues = 2;
-  fake_->expect("qom-get", {{"path", "/machine/peripheral/net0"}, {"property", "type"}})
-      .error("DeviceNotFound", "Device '/machine/peripheral/net0' not found");
-  fake_->expect("netdev_del", {{"id", "net0.tap4"}});
   fake_->expect("getfd", {{"fdname", "relink-net0-5-q0"}});
   fake_->expect("getfd", {{"fdname", "relink-net0-5-q1"}});
   fake_->expect("netdev_add", {{"type", "tap"}, {"id", "net0.tap5"}, {"fds", "relink-net0-5-q0:relink-net0-5-q1"}});
@@ -296,6 +293,8 @@ TEST_F(ReplugAttachUnit, HandOverMultiqueueInOrder) {
                                {"tx_queue_size", 1024},
                                {"romfile", "efi-virtio.rom"}});
   fake_->expect("set_link", {{"name", "net0"}, {"up", false}});
+  // The old backend last, once the NIC is in: its close is slow.
+  fake_->expect("netdev_del", {{"id", "net0.tap4"}});
   auto r = hand_over(b_, 5, false);
   EXPECT_TRUE(r.ok) << r.error;
   EXPECT_EQ(r.macvtap_ifindex, 40);
@@ -305,24 +304,26 @@ TEST_F(ReplugAttachUnit, HandOverMultiqueueInOrder) {
   EXPECT_EQ(attacher_->nic_template("net0")->netdev, "net0.tap5");
   // device_add got nothing it should not have.
   const auto& cmds = fake_->received();
-  const auto& add = cmds[cmds.size() - 2];
+  const auto& add = cmds[cmds.size() - 3];
   ASSERT_EQ(add.name, "device_add");
   EXPECT_EQ(add.arguments.size(), 10u) << add.arguments.dump();
+  EXPECT_EQ(cmds[cmds.size() - 6].fds.size(), 1u);
   EXPECT_EQ(cmds[cmds.size() - 5].fds.size(), 1u);
-  EXPECT_EQ(cmds[cmds.size() - 4].fds.size(), 1u);
 }
 
 TEST_F(ReplugAttachUnit, DeviceAddFailureDeletesTheNewTap) {
   expect_probe("net0", virtio_values(), kNetwork);
   fake_->expect("netdev_del", {{"id", "net0.tap2"}});
   probe({b_});
-  fake_->expect("qom-get", {{"property", "type"}}).error("DeviceNotFound", "Device '/machine/peripheral/net0' not found");
-  fake_->expect("netdev_del", {{"id", "net0.tap4"}}).error("DeviceNotFound", "Device 'net0.tap4' not found");
   fake_->expect("getfd", {{"fdname", "relink-net0-5"}});
   fake_->expect("netdev_add", {{"type", "tap"}, {"id", "net0.tap5"}, {"fd", "relink-net0-5"}});
   fake_->expect("device_add", {{"netdev", "net0.tap5"}})
       .error("GenericError", "PCI: slot 2 function 0 not available for virtio-net-pci, in use by virtio-net-pci,id=x");
   fake_->expect("netdev_del", {{"id", "net0.tap5"}});
+  // The NIC is gone: its old backend goes as well.
+  fake_->expect("qom-get", {{"path", "/machine/peripheral/net0"}, {"property", "type"}})
+      .error("DeviceNotFound", "Device '/machine/peripheral/net0' not found");
+  fake_->expect("netdev_del", {{"id", "net0.tap4"}});
   auto r = hand_over(b_, 5, true);
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error,
@@ -331,7 +332,7 @@ TEST_F(ReplugAttachUnit, DeviceAddFailureDeletesTheNewTap) {
   drain();
   EXPECT_EQ(fake_->expectations_left(), 0u);
   EXPECT_EQ(factory_.removed, std::vector<int>{40});
-  // The old backend is gone either way: the next try does not delete it again.
+  // The old backend is gone: the next try does not delete it again.
   EXPECT_EQ(attacher_->nic_template("net0")->netdev, "");
 }
 
@@ -340,12 +341,12 @@ TEST_F(ReplugAttachUnit, NetdevAddFailureClosesTheFds) {
   fake_->expect("netdev_del", {{"id", "net0.tap2"}});
   probe({b_});
   b_.queues = 2;
-  fake_->expect("qom-get", {{"property", "type"}}).error("DeviceNotFound", "Device '/machine/peripheral/net0' not found");
-  fake_->expect("netdev_del", {{"id", "net0.tap4"}});
   fake_->expect("getfd", {{"fdname", "relink-net0-5-q0"}});
   fake_->expect("getfd", {{"fdname", "relink-net0-5-q1"}}).error("GenericError", "No file descriptor supplied via SCM_RIGHTS");
   fake_->expect("netdev_add").error("GenericError", "File descriptor named 'relink-net0-5-q1' has not been found");
   fake_->expect("closefd", {{"fdname", "relink-net0-5-q0"}});
+  fake_->expect("qom-get", {{"property", "type"}}).error("DeviceNotFound", "Device '/machine/peripheral/net0' not found");
+  fake_->expect("netdev_del", {{"id", "net0.tap4"}});
   auto r = hand_over(b_, 5, true);
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "getfd: GenericError: No file descriptor supplied via SCM_RIGHTS");
@@ -354,15 +355,23 @@ TEST_F(ReplugAttachUnit, NetdevAddFailureClosesTheFds) {
   EXPECT_EQ(factory_.removed, std::vector<int>{40});
 }
 
+// A NIC that is still plugged in makes device_add fail on its id: its
+// backend is never touched (deleting it would orphan the NIC for good).
 TEST_F(ReplugAttachUnit, NoHandOverWhileTheNicIsPlugged) {
   expect_probe("net0", virtio_values(), kNetwork);
   fake_->expect("netdev_del", {{"id", "net0.tap2"}});
   probe({b_});
+  fake_->expect("getfd", {{"fdname", "relink-net0-5"}});
+  fake_->expect("netdev_add", {{"type", "tap"}, {"id", "net0.tap5"}, {"fd", "relink-net0-5"}});
+  fake_->expect("device_add", {{"id", "net0"}}).error("GenericError", "Duplicate device ID 'net0' for device");
+  fake_->expect("netdev_del", {{"id", "net0.tap5"}});
   fake_->expect("qom-get", {{"property", "type"}}).returns("virtio-net-pci");
   auto r = hand_over(b_, 5, true);
   EXPECT_FALSE(r.ok);
-  EXPECT_NE(r.error.find("still plugged in"), std::string::npos) << r.error;
+  EXPECT_NE(r.error.find("Duplicate device ID"), std::string::npos) << r.error;
   drain();
+  for (const auto& c : fake_->received())
+    EXPECT_FALSE(c.name == "netdev_del" && c.arguments.value("id", "") == "net0.tap4") << "the NIC's backend was deleted";
   EXPECT_EQ(fake_->expectations_left(), 0u);
   EXPECT_EQ(factory_.removed, std::vector<int>{40});
   EXPECT_EQ(attacher_->nic_template("net0")->netdev, "net0.tap4");
