@@ -10,8 +10,9 @@
 //    both (last_release_ms, last_own_ms). The floor is a child of this
 //    program doing only the unavoidable on the same event, on the same QEMU
 //    while relinkd is stopped: device_del, wait for the NIC's DEVICE_DELETED,
-//    netdev_del the old tap, create + open the macvtap, getfd + netdev_add
-//    tap + device_add pipelined, the replies (each step's time is reported).
+//    create + open the macvtap, getfd + netdev_add tap + device_add
+//    pipelined, the replies (each step's time is reported); then, off the
+//    measured path as relinkd does it, netdev_del of the old tap.
 //    Floor and relinkd flaps come in alternating blocks; relinkd adopts what
 //    the floor left, as it would a launcher's macvtap.
 // 2. What a user sees. Two guests, one hub-wired and one replug-wired, both
@@ -103,9 +104,9 @@ void print_help() {
       "     own      parent's RTM_NEWLINK -> device_add acknowledged, minus the release\n"
       "   relinkd's figures are its own last_release_ms and last_own_ms (status --json).\n"
       "   The floor is this program as a minimal client on the same QEMU, relinkd not running:\n"
-      "   on the same RTM_NEWLINK, device_del -> wait for DEVICE_DELETED -> netdev_del old tap\n"
-      "   -> macvtap create + open -> getfd + netdev_add tap + device_add (same driver, id, mac,\n"
-      "   bus, addr) pipelined -> the replies. Reported: release p50/p90, own p50/p90/p99, the\n"
+      "   on the same RTM_NEWLINK, device_del -> wait for DEVICE_DELETED -> macvtap create +\n"
+      "   open -> getfd + netdev_add tap + device_add (same driver, id, mac, bus, addr) pipelined\n"
+      "   -> the replies; then netdev_del of the old tap, not timed. Reported: release p50/p90, own p50/p90/p99, the\n"
       "   ratio relinkd/floor of the own part's p50. Goals: relinkd's own p50 <= 5 ms and\n"
       "   <= 1.5x the floor's. The floor's own part is also broken down by step.\n"
       "2. What a user sees (--user-flaps K, default 20 per style). Two guests managed by one\n"
@@ -285,9 +286,9 @@ int floor_child(const std::vector<std::string>& a) {
         replied = true;
       }
     }
-    // 2. Old backend out (not waited for), new macvtap, fd + tap + NIC in one go.
+    // 2. New macvtap, fd + tap + NIC in one go; the old backend out after the
+    //    NIC is in (its close blocks QEMU for milliseconds: not on the path).
     const std::string tap = "flr" + tag + ".tap" + std::to_string(gen), fdn = "flr-fd" + std::to_string(gen);
-    q.send(cmd("netdev_del", {{"id", old_netdev}}));
     auto mvt = factory.create(macvtap::MacvtapSpec{"flrmvt0", last, macvtap::Mode::Bridge, *mac, 1});
     if (!mvt) die("floor: macvtap: " + mvt.error().message);
     q.send(cmd("getfd", {{"fdname", fdn}}), mvt->fds[0].get());
@@ -297,12 +298,15 @@ int floor_child(const std::vector<std::string>& a) {
     const uint64_t t_made = monotonic_us();
     const char* steps[] = {"netdev_del", "getfd", "netdev_add", "device_add"};
     uint64_t t_reply[4] = {};
-    for (size_t i = 0; i < 4; ++i) {
+    for (size_t i = 1; i < 4; ++i) {
       json r = q.reply(deadline);
       t_reply[i] = monotonic_us();
       if (!r.contains("return")) die(std::string("floor: ") + steps[i] + ": " + r.dump());
     }
     const uint64_t t1 = t_reply[3];
+    q.send(cmd("netdev_del", {{"id", old_netdev}}));
+    if (json r = q.reply(deadline); !r.contains("return")) die("floor: netdev_del: " + r.dump());
+    t_reply[0] = monotonic_us();
     old_netdev = tap;
     // Where the own part goes, from DEVICE_DELETED: macvtap made, then each reply.
     std::printf("flap %.3f %.3f %.3f %.3f %.3f %.3f %.3f\n", ms(t0, t1), ms(t_del, t_gone), ms(t_gone, t_made),
@@ -884,7 +888,7 @@ int run(int argc, char** argv) {
   row("relinkd: total (last_reattach_ms)", daemon.total);
   std::printf("   the floor's own part, each from DEVICE_DELETED received:\n");
   row("floor: macvtap created + opened", floor.made);
-  row("floor: netdev_del (old tap) answered", floor.netdev_del);
+  row("floor: netdev_del (old tap, after) answered", floor.netdev_del);
   row("floor: getfd answered", floor.getfd);
   row("floor: netdev_add answered", floor.netdev_add);
   row("floor: device_add answered", floor.device_add);
