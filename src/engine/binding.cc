@@ -50,8 +50,8 @@ void Binding::start_attach(std::vector<Action>& out) {
   set_state(State::Attaching);
 }
 
-// Asks the guest to release the NIC (again, if it was asked before: QEMU
-// accepts a repeated device_del) and gives it release_timeout_ms.
+// Asks the guest to release the NIC and gives it release_timeout_ms. Asking
+// again is harmless: QEMU answers that the unplug is already under way.
 void Binding::start_release(std::vector<Action>& out) {
   out.push_back(Release{generation_});
   out.push_back(StartTimer{style_.release_timeout_ms});
