@@ -233,8 +233,25 @@ void Daemon::on_device_deleted(VmRt& vm, const nlohmann::json& data) {
       b->round_release_ms = b->last_release_ms;
       b->release_sent_us = 0;
       logger()->info("{}/{}: the guest released the NIC in {:.0f} ms", vm.cfg.name, dev, b->last_release_ms);
-    } else {
-      logger()->info("{}/{}: the NIC was unplugged", vm.cfg.name, dev);
+    } else if (b->engine.state() == engine::State::Attached) {
+      // Not asked for. It may be the late event of the NIC's previous device:
+      // QEMU can answer a repeated device_del with DeviceNotFound before it
+      // sends DEVICE_DELETED, and the NIC is plugged in again meanwhile. Only
+      // a NIC that QEMU no longer has was unplugged.
+      const std::string vm_name = vm.cfg.name, nic = dev;
+      vm.qmp->execute("qom-get", {{"path", "/machine/peripheral/" + nic}, {"property", "type"}},
+                      [this, vm_name, nic](qemu::QmpReply r) {
+                        VmRt* v = find_vm(vm_name);
+                        BindingRt* bb = v ? find_binding(*v, nic) : nullptr;
+                        if (!bb) return;
+                        if (r || !qmp_not_found(r.error())) {
+                          logger()->debug("{}/{}: DEVICE_DELETED of the NIC's previous device", vm_name, nic);
+                          return;
+                        }
+                        logger()->info("{}/{}: the NIC was unplugged", vm_name, nic);
+                        feed(*v, *bb, engine::Released{});
+                      });
+      continue;
     }
     feed(vm, *b, engine::Released{});
   }
