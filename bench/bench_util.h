@@ -1,7 +1,11 @@
-// What every benchmark needs: percentiles, and a fatal error that unwinds.
+// What every benchmark needs: percentiles, a fatal error that unwinds, and
+// the floors' one QMP write (bytes, with an fd on the same sendmsg).
 #pragma once
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -22,5 +26,25 @@ struct Fatal : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 [[noreturn]] inline void die(const std::string& msg) { throw Fatal(msg); }
+
+// Writes `bytes` to a blocking socket in one sendmsg, with `pass_fd` (if >= 0)
+// as SCM_RIGHTS, as QMP's getfd wants it. True if all of it was written.
+inline bool send_with_fd(int sock, const std::string& bytes, int pass_fd) {
+  iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
+  if (pass_fd >= 0) {
+    m.msg_control = ctl;
+    m.msg_controllen = sizeof ctl;
+    cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+  }
+  return sendmsg(sock, &m, MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
+}
 
 }  // namespace relink::bench

@@ -205,21 +205,7 @@ struct FloorQmp {
     }
   }
   void send(const std::string& bytes, int pass_fd = -1) {
-    iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
-    if (pass_fd >= 0) {
-      m.msg_control = ctl;
-      m.msg_controllen = sizeof ctl;
-      cmsghdr* c = CMSG_FIRSTHDR(&m);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int));
-      std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
-    }
-    if (sendmsg(fd, &m, MSG_NOSIGNAL) != static_cast<ssize_t>(bytes.size())) die("floor: sendmsg");
+    if (!bench::send_with_fd(fd, bytes, pass_fd)) die("floor: sendmsg");
   }
 };
 
