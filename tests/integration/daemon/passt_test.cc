@@ -254,7 +254,15 @@ TEST_F(PasstTest, QemuExitStopsPasstAndItsReturnStartsOne) {
   EXPECT_TRUE(b()["pid"].is_null());
   start_qemu({p});
   ASSERT_TRUE(wait_running(2, "net1", 15s)) << explain();
-  ASSERT_TRUE(env.test_qmp("vm1").wait_events(kStreamConnected, 1, 5000));
+  // relinkd already watches the QMP path, so passt may connect before the
+  // test's monitor is in command mode and sees events: ask QEMU instead
+  // (`info network` names the peer once the stream is connected).
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return env.test_qmp("vm1").info_network().find("net1: index=0,type=stream,unix:") != std::string::npos;
+      },
+      5s, 10ms))
+      << env.test_qmp("vm1").info_network();
   EXPECT_TRUE(exactly_one_passt(pid_of()));
 }
 
