@@ -9,11 +9,15 @@ packages=(
   libmnl-dev libnl-3-dev libnl-route-3-dev libsystemd-dev
   libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
   libgtest-dev libgmock-dev
+  # libvirt VMs: libvirt's C library and an XML parser for their live XML
+  libvirt-dev libxml2-dev
   # fuzzing (libFuzzer with ASan+UBSan; llvm for llvm-symbolizer's readable stacks)
   clang libclang-rt-14-dev llvm
   # tests and demo: namespaces, a real QEMU, a real guest (kernel + busybox initramfs)
   iproute2 procps util-linux kmod qemu-system-x86 busybox-static cpio gzip xz-utils zstd
   passt
+  # tests: a real libvirtd (run in each test's own namespace) and virsh
+  libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
 )
 
 if [ "$(id -u)" -ne 0 ]; then
