@@ -165,10 +165,42 @@ class Loader {
       fail(*t.get(key), "'" + std::string(key) + "' is too long for a unix socket path (max 107 bytes)");
   }
 
+  bool get_bool(const toml::table& t, std::string_view key, bool def) const {
+    const toml::node* n = t.get(key);
+    if (!n) return def;
+    if (!n->is_boolean()) fail(*n, "'" + std::string(key) + "' must be true or false");
+    return *n->value<bool>();
+  }
+
+  void load_libvirt(Libvirt& lv, const toml::node& node) const {
+    const toml::table* t = node.as_table();
+    if (!t) fail(node, "'libvirt' must be a table ([libvirt])");
+    only_keys(*t, {"enabled", "uri", "domains", "pid_dir", "release_timeout", "follow_carrier"}, "[libvirt]");
+    lv.enabled = get_bool(*t, "enabled", true);
+    lv.uri = get_string(*t, "uri", node, "[libvirt]", lv.uri);
+    if (lv.uri.empty()) fail(*t->get("uri"), "'uri' must not be empty (libvirt's default is \"qemu:///system\")");
+    lv.pid_dir = get_string(*t, "pid_dir", node, "[libvirt]", lv.pid_dir);
+    if (t->get("pid_dir")) need_absolute(*t, "pid_dir", lv.pid_dir);
+    lv.release_timeout_ms = static_cast<uint64_t>(get_int(*t, "release_timeout", 10, 1, 600)) * 1000;
+    lv.follow_carrier = get_bool(*t, "follow_carrier", lv.follow_carrier);
+    if (const toml::node* d = t->get("domains")) {
+      const toml::array* arr = d->as_array();
+      if (!arr) fail(*d, "'domains' must be an array of domain names");
+      std::set<std::string> seen;
+      for (const toml::node& e : *arr) {
+        auto s = e.value<std::string>();
+        if (!e.is_string() || !s || s->empty()) fail(e, "each element of 'domains' must be a domain name");
+        if (!seen.insert(*s).second) fail(e, "domain '" + *s + "' is listed twice in 'domains'");
+        lv.domains.push_back(*s);
+      }
+    }
+  }
+
   Config load(const toml::table& root) {
     Config cfg;
     cfg.path = path_;
-    only_keys(root, {"daemon", "vm"}, "the top level");
+    only_keys(root, {"daemon", "libvirt", "vm"}, "the top level");
+    if (const toml::node* l = root.get("libvirt")) load_libvirt(cfg.libvirt, *l);
     if (const toml::node* d = root.get("daemon")) {
       const toml::table* t = d->as_table();
       if (!t) fail(*d, "'daemon' must be a table ([daemon])");
@@ -414,7 +446,12 @@ class Loader {
 }  // namespace
 
 const char* attach_mode_name(AttachMode m) {
-  return m == AttachMode::Replug ? "replug" : "hub";
+  switch (m) {
+    case AttachMode::Replug: return "replug";
+    case AttachMode::Libvirt: return "libvirt";
+    case AttachMode::Hub: break;
+  }
+  return "hub";
 }
 
 bool kernel_style_macvtap_name(const std::string& name) {

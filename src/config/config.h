@@ -18,6 +18,7 @@ namespace relink::config {
 enum class AttachMode {
   Hub,     // tap on a second hubport of the NIC's hub: no guest involvement
   Replug,  // NIC peered directly with the tap: device_del, then device_add on a new tap
+  Libvirt,  // a libvirt domain's direct interface: detached and attached again through libvirt
 };
 const char* attach_mode_name(AttachMode m);
 
@@ -82,9 +83,25 @@ struct Daemon {
                                             "/usr/libexec/qemu-kvm"};
 };
 
+// libvirt as a source of VMs: every running domain's <interface
+// type='direct'> is a binding, re-plugged through libvirt's API.
+struct Libvirt {
+  bool enabled = false;  // a [libvirt] table turns it on
+  std::string uri = "qemu:///system";
+  std::vector<std::string> domains;  // follow only these (empty: every running domain)
+  // Where libvirt keeps its QEMU pidfiles (<domain>.pid), to check which tap
+  // QEMU holds after an attach.
+  std::string pid_dir = "/run/libvirt/qemu";
+  uint64_t release_timeout_ms = 10'000;  // how long a guest may take to release a NIC
+  bool follow_carrier = true;
+
+  bool operator==(const Libvirt&) const = default;
+};
+
 struct Config {
   std::string path;
   Daemon daemon;
+  Libvirt libvirt;
   std::vector<Vm> vms;
 
   const Vm* find_vm(const std::string& name) const;

@@ -42,10 +42,18 @@ std::string detail(const json& b) {
     return d;
   }
   std::string d = cell(b, "attach") + " parent=" + cell(b, "parent") + " macvtap=" + cell(b, "macvtap");
+  if (b.contains("wrong_tap") && b["wrong_tap"].is_string()) d += " WRONG-TAP";
   if (b.contains("carrier") && b["carrier"].is_boolean()) d += b["carrier"].get<bool>() ? " carrier=on" : " carrier=off";
   if (b.contains("last_release_ms") && b["last_release_ms"].is_number())
     d += " released-in=" + std::to_string(static_cast<long>(b["last_release_ms"].get<double>())) + "ms";
   return d;
+}
+
+// How relinkd reaches the VM: its QMP session, or libvirt.
+std::string vm_link(const json& vm) {
+  if (cell(vm, "source") != "libvirt") return cell(vm, "qmp");
+  if (cell(vm, "libvirt") != "connected") return "libvirt-down";
+  return vm.value("paused", false) ? "libvirt-paused" : "libvirt";
 }
 
 void print_status(const json& st) {
@@ -54,13 +62,13 @@ void print_status(const json& st) {
   for (const auto& vm : st.value("vms", json::array())) {
     const auto& bindings = vm.value("bindings", json::array());
     if (bindings.empty())
-      std::printf("%-12s %-12s (no bindings)\n", cell(vm, "name").c_str(), cell(vm, "qmp").c_str());
+      std::printf("%-12s %-12s (no bindings)\n", cell(vm, "name").c_str(), vm_link(vm).c_str());
     // A VM that is not connected says why in place of its bindings' errors.
     const std::string vm_error = vm.contains("qmp_error") ? "QMP: " + cell(vm, "qmp_error") : "";
     for (const auto& b : bindings) {
       const bool passt = cell(b, "kind") == "passt";
       std::printf("%-12s %-12s %-8s %-10s %-15s %5s %10s  %-40s %s\n", cell(vm, "name").c_str(),
-                  cell(vm, "qmp").c_str(), cell(b, "kind").c_str(), cell(b, passt ? "netdev" : "nic").c_str(),
+                  vm_link(vm).c_str(), cell(b, "kind").c_str(), cell(b, passt ? "netdev" : "nic").c_str(),
                   cell(b, "state").c_str(), cell(b, "generation").c_str(),
                   ms(b, passt ? "last_recovery_ms" : "last_reattach_ms").c_str(), detail(b).c_str(),
                   vm_error.empty() ? cell(b, "last_error").c_str() : vm_error.c_str());

@@ -24,6 +24,9 @@ struct AttachResult {
   bool ok = false;
   int macvtap_ifindex = 0;
   std::string error;
+  // ok, but QEMU does not hold the new macvtap's device (libvirt opened
+  // another namespace's /dev/tap<ifindex>): why, for the log and status.
+  std::string wrong_tap;
 };
 
 class Attacher {
@@ -39,7 +42,8 @@ class Attacher {
 
   // The engine's Attach, in two steps so that a caller with many bindings can
   // create every macvtap before QEMU starts working on the first hand-over.
-  // create(): the macvtap on the parent, with b.queues fds.
+  // create(): the macvtap on the parent, with b.queues fds (an attacher whose
+  // hand-over makes the macvtap itself, as libvirt does, returns an empty one).
   virtual Result<macvtap::Macvtap> create(const config::MacvtapBinding& b, int parent_ifindex) = 0;
   // hand_over(): gives the macvtap to QEMU as `generation`; the NIC's link
   // ends up `link_up`. Rolls back everything on failure (no fd or netdev

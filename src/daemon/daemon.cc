@@ -53,7 +53,7 @@ Result<void> make_state_dirs(const std::string& state_dir) {
 Daemon::BindingRt::BindingRt(std::string v, config::MacvtapBinding c)
     : vm(std::move(v)), cfg(std::move(c)), engine(vm + "/" + cfg.nic, engine::RetryPolicy{}, [&] {
         engine::Style st;
-        st.replug = cfg.attach == config::AttachMode::Replug;
+        st.replug = cfg.attach != config::AttachMode::Hub;
         st.release_timeout_ms = cfg.release_timeout_ms;
         st.follow_carrier = cfg.follow_carrier;
         st.nic = cfg.nic;
@@ -107,6 +107,8 @@ Result<void> Daemon::setup() {
   if (auto r = control_->listen(cfg_.daemon.control_socket, cfg_.daemon.control_group); !r) return r;
 
   for (const auto& vm : cfg_.vms) start_vm(vm);
+  if (cfg_.libvirt.enabled)
+    if (auto r = start_libvirt(); !r) return r;
   return ok();
 }
 
@@ -183,40 +185,49 @@ void Daemon::start_vm(const config::Vm& vmcfg, std::map<std::string, std::unique
   raw->qmp->start();
 }
 
-// Each strategy's attacher looks at what QEMU has of its bindings; the
-// results are fed in binding order once both have answered.
+// Each strategy's attacher looks at what the VM has of its bindings, one
+// after the other; the results are fed in binding order once all have answered.
+struct Daemon::ProbeFound {
+  std::map<config::AttachMode, std::vector<engine::VmConnected>> by_mode;
+};
+
+namespace {
+constexpr config::AttachMode kStrategies[] = {config::AttachMode::Hub, config::AttachMode::Replug,
+                                              config::AttachMode::Libvirt};
+}  // namespace
+
 void Daemon::probe_bindings(VmRt& vm, uint64_t session) {
-  const std::string name = vm.cfg.name;
-  // A strategy with no binding here has nothing to look at.
-  auto probe = [](Attacher& a, const std::vector<config::MacvtapBinding>& cfgs,
-                  std::function<void(std::vector<engine::VmConnected>)> done) {
-    if (cfgs.empty()) done({});
-    else a.probe(cfgs, std::move(done));
-  };
-  probe(*vm.hub, vm.hub_cfgs, [this, name, session, probe](std::vector<engine::VmConnected> hub_found) {
-    VmRt* v = find_vm(name);
-    if (!v || v->session != session || !v->qmp->connected()) return;
-    probe(*v->replug, v->replug_cfgs, [this, name, session, hub_found = std::move(hub_found)](
-                                         std::vector<engine::VmConnected> replug_found) {
-      VmRt* vv = find_vm(name);
-      if (!vv || vv->session != session || !vv->qmp->connected()) return;
-      size_t hi = 0, ri = 0;
-      for (auto& b : vv->bindings) {
-        const bool replug = b->cfg.attach == config::AttachMode::Replug;
-        auto& list = replug ? replug_found : hub_found;
-        size_t& i = replug ? ri : hi;
-        if (i >= list.size()) continue;
-        engine::VmConnected vc = list[i++];
-        // A macvtap made on a macvlan parent sits on the macvlan's lower device.
-        const int parent = resolve_parent(b->cfg);
-        const netlink::LinkInfo* p = links_->table().find(parent);
-        if (vc.adopt && p && vc.adopt->parent_ifindex == p->parent_ifindex &&
-            (p->kind == "macvlan" || p->kind == "macvtap"))
-          vc.adopt->parent_ifindex = parent;
-        feed(*vv, *b, vc);
-      }
+  probe_from(vm.cfg.name, session, 0, std::make_shared<ProbeFound>());
+}
+
+void Daemon::probe_from(const std::string& name, uint64_t session, size_t index, std::shared_ptr<ProbeFound> found) {
+  VmRt* v = find_vm(name);
+  if (!v || v->session != session || !v->connected()) return;
+  for (; index < std::size(kStrategies); ++index) {
+    const config::AttachMode mode = kStrategies[index];
+    const auto& cfgs = v->cfgs_for(mode);
+    // A strategy with no binding here has nothing to look at.
+    if (cfgs.empty()) continue;
+    v->attacher_for(mode).probe(cfgs, [this, name, session, index, found, mode](std::vector<engine::VmConnected> r) {
+      found->by_mode[mode] = std::move(r);
+      probe_from(name, session, index + 1, found);
     });
-  });
+    return;
+  }
+  std::map<config::AttachMode, size_t> next;
+  for (auto& b : v->bindings) {
+    auto& list = found->by_mode[b->cfg.attach];
+    size_t& i = next[b->cfg.attach];
+    if (i >= list.size()) continue;
+    engine::VmConnected vc = list[i++];
+    // A macvtap made on a macvlan parent sits on the macvlan's lower device.
+    const int parent = resolve_parent(b->cfg);
+    const netlink::LinkInfo* p = links_->table().find(parent);
+    if (vc.adopt && p && vc.adopt->parent_ifindex == p->parent_ifindex &&
+        (p->kind == "macvlan" || p->kind == "macvtap"))
+      vc.adopt->parent_ifindex = parent;
+    feed(*v, *b, vc);
+  }
 }
 
 // DEVICE_DELETED comes twice for a virtio NIC: first for its backend (no
@@ -363,7 +374,7 @@ std::function<void(AttachResult)> Daemon::attach_done(const std::string& vm_name
     }
     if (gen == bb->engine.generation()) {
       bb->last_reattach_ms = static_cast<double>(monotonic_us() - bb->trigger_us) / 1000.0;
-      if (bb->cfg.attach == config::AttachMode::Replug)
+      if (bb->cfg.attach != config::AttachMode::Hub)
         bb->last_own_ms = bb->last_reattach_ms - std::max(0.0, bb->round_release_ms);
       bb->round_release_ms = -1;
       ++bb->attaches;
@@ -372,6 +383,18 @@ std::function<void(AttachResult)> Daemon::attach_done(const std::string& vm_name
     if (bb->engine.state() == engine::State::Attached)
       logger()->info("{}/{}: attached generation {} on {} in {:.2f} ms", vm_name, nic, gen, bb->cfg.parent,
                      bb->last_reattach_ms);
+    if (!r.wrong_tap.empty() && gen == bb->engine.generation()) {
+      // The guest's NIC has some other tap: plug it in again (libvirt's next
+      // macvtap gets another ifindex), a few times.
+      bb->wrong_tap = r.wrong_tap;
+      logger()->error("{}/{}: {}", vm_name, nic, r.wrong_tap);
+      if (++bb->wrong_tap_retries <= 3) feed(*v, *bb, engine::ReattachRequested{});
+      return;
+    }
+    if (r.wrong_tap.empty() && gen == bb->engine.generation()) {
+      bb->wrong_tap.clear();
+      bb->wrong_tap_retries = 0;
+    }
     // The macvtap may have vanished while QEMU was being told about it,
     // before the link watcher saw it appear at all.
     char name[IF_NAMESIZE];
@@ -422,7 +445,8 @@ void Daemon::execute(VmRt& vm, BindingRt& b, const engine::Action& action, uint6
           b.trigger_us = trigger_us;
           b.round_release_ms = -1;
           b.release_sent_us = monotonic_us();
-          logger()->info("{}/{}: asking the guest to release the NIC (device_del)", vm.cfg.name, b.cfg.nic);
+          logger()->info("{}/{}: asking the guest to release the NIC ({})", vm.cfg.name, b.cfg.nic,
+                         vm.from_libvirt ? "libvirt detach" : "device_del");
           const std::string vm_name = vm.cfg.name, nic = b.cfg.nic;
           vm.attacher_for(b.cfg).release(b.cfg, a.generation, [this, vm_name, nic](Attacher::ReleaseResult r) {
             VmRt* v = find_vm(vm_name);
@@ -507,6 +531,18 @@ Result<void> Daemon::reload() {
   // what QEMU already has. A VM that left the configuration is no longer
   // managed: its QEMU keeps its macvtaps, but its passt processes are stopped,
   // as are those of passt bindings that left or changed.
+  // libvirt VMs stay as they are unless [libvirt] changed; then the source
+  // starts anew and adopts what each domain has.
+  std::vector<std::unique_ptr<VmRt>> libvirt_vms;
+  for (auto& v : vms_)
+    if (v->from_libvirt) libvirt_vms.push_back(std::move(v));
+  std::erase(vms_, nullptr);
+  const bool libvirt_changed = !(previous.libvirt == cfg_.libvirt);
+  if (libvirt_changed) {
+    libvirt_vms.clear();
+    libvirt_.reset();
+    libvirt_conflicts_.clear();
+  }
   std::vector<std::unique_ptr<VmRt>> old = std::move(vms_);
   vms_.clear();
   for (const auto& vmcfg : cfg_.vms) {
@@ -550,6 +586,26 @@ Result<void> Daemon::reload() {
                    v->passts.empty() ? "" : " (its passt stopped)");
   }
   old.clear();
+  for (auto& v : libvirt_vms) {
+    if (cfg_.find_vm(v->cfg.name)) {
+      libvirt_conflicts_[v->cfg.name] = "a VM of the config file has this name";
+      logger()->error("libvirt domain {} has the name of a VM in {}: not followed", v->cfg.name, cfg_.path);
+      continue;
+    }
+    vms_.push_back(std::move(v));
+  }
+  // A VM that left the config file may be a libvirt domain: look again.
+  if (libvirt_ && !libvirt_changed)
+    for (auto it = libvirt_conflicts_.begin(); it != libvirt_conflicts_.end();) {
+      if (cfg_.find_vm(it->first)) {
+        ++it;
+        continue;
+      }
+      libvirt_->refresh(it->first);
+      it = libvirt_conflicts_.erase(it);
+    }
+  if (cfg_.libvirt.enabled && !libvirt_)
+    if (auto r = start_libvirt(); !r) logger()->error("libvirt: {}", r.error().message);
   logger()->info("configuration reloaded from {} ({} VMs)", cfg_.path, cfg_.vms.size());
   sd_notify(0, "READY=1");
   return ok();
@@ -584,6 +640,8 @@ nlohmann::json Daemon::status() const {
       j["carrier"] = e.parent_ifindex() ? nlohmann::json(e.carrier()) : nlohmann::json(nullptr);
       j["link"] = e.link_up() ? nlohmann::json(*e.link_up() ? "up" : "down") : nlohmann::json(nullptr);
       j["parent_mac"] = b->cfg.parent_mac ? nlohmann::json(format_mac(*b->cfg.parent_mac)) : nlohmann::json(nullptr);
+      if (vm->from_libvirt) j["source"] = "libvirt";
+      if (!b->wrong_tap.empty()) j["wrong_tap"] = b->wrong_tap;
       if (b->cfg.attach == config::AttachMode::Hub) {
         j["hub"] = b->cfg.hub;
       } else {
@@ -596,12 +654,20 @@ nlohmann::json Daemon::status() const {
       bindings.push_back(std::move(j));
     }
     for (const auto& p : vm->passts) bindings.push_back(passt_status(*p));
-    nlohmann::json v = {{"name", vm->cfg.name},
-                        {"qmp", vm->qmp->connected() ? "connected" : "disconnected"},
-                        {"qmp_socket", vm->cfg.qmp},
-                        {"bindings", std::move(bindings)}};
-    if (vm->qmp->connected()) v["qemu_pid"] = vm->qemu_pid;
-    else if (!vm->qmp->last_error().empty()) v["qmp_error"] = vm->qmp->last_error();
+    nlohmann::json v = {{"name", vm->cfg.name}, {"bindings", std::move(bindings)}};
+    if (vm->from_libvirt) {
+      v["source"] = "libvirt";
+      v["domain"] = vm->cfg.name;
+      v["libvirt"] = vm->libvirt_live ? "connected" : "disconnected";
+      v["paused"] = vm->paused;
+      v["qemu_pid"] = vm->libvirt->info().qemu_pid ? nlohmann::json(vm->libvirt->info().qemu_pid) : nlohmann::json(nullptr);
+    } else {
+      v["source"] = "config";
+      v["qmp"] = vm->qmp->connected() ? "connected" : "disconnected";
+      v["qmp_socket"] = vm->cfg.qmp;
+      if (vm->qmp->connected()) v["qemu_pid"] = vm->qemu_pid;
+      else if (!vm->qmp->last_error().empty()) v["qmp_error"] = vm->qmp->last_error();
+    }
     vms.push_back(std::move(v));
   }
   return {{"vms", std::move(vms)},
@@ -609,7 +675,8 @@ nlohmann::json Daemon::status() const {
            {{"version", RELINK_VERSION},
             {"config", cfg_.path},
             {"uptime_s", static_cast<double>(monotonic_us() - started_us_) / 1e6},
-            {"netlink_overruns", links_ ? links_->overruns() : 0}}}};
+            {"netlink_overruns", links_ ? links_->overruns() : 0}}},
+          {"libvirt", libvirt_status()}};
 }
 
 nlohmann::json Daemon::handle_control(const nlohmann::json& req) {
@@ -623,7 +690,10 @@ nlohmann::json Daemon::handle_control(const nlohmann::json& req) {
     const std::string vm_name = req.value("vm", ""), nic = req.value("nic", "");
     VmRt* vm = find_vm(vm_name);
     if (!vm) return {{"ok", false}, {"error", "no VM named '" + vm_name + "'"}};
-    if (!vm->qmp->connected()) return {{"ok", false}, {"error", "VM '" + vm_name + "' is offline (QMP not connected)"}};
+    if (!vm->connected())
+      return {{"ok", false},
+              {"error", "VM '" + vm_name + "' is offline (" +
+                            (vm->from_libvirt ? "libvirt not connected" : "QMP not connected") + ")"}};
     int n = 0;
     for (auto& b : vm->bindings)
       if (nic.empty() || b->cfg.nic == nic) {
@@ -650,13 +720,15 @@ int Daemon::run() {
     logger()->critical("cannot start: {}", r.error().message);
     return 1;
   }
-  logger()->info("relinkd {} running: {} VMs, control socket {}", RELINK_VERSION, vms_.size(),
+  logger()->info("relinkd {} running: {} VMs{}, control socket {}", RELINK_VERSION, vms_.size(),
+                 cfg_.libvirt.enabled ? " and libvirt's domains (" + cfg_.libvirt.uri + ")" : "",
                  cfg_.daemon.control_socket);
   sd_notify(0, "READY=1");
   int r = sd_event_loop(loop_.get());
   // VMs keep their network: relinkd leaves every attachment as it is, and a
   // later relinkd adopts them.
   vms_.clear();
+  libvirt_.reset();
   control_.reset();
   return r < 0 ? 1 : 0;
 }

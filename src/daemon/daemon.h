@@ -14,8 +14,10 @@
 #include "config/config.h"
 #include "daemon/attacher.h"
 #include "daemon/control_server.h"
+#include "daemon/libvirt_attach.h"
 #include "engine/binding.h"
 #include "engine/passt_binding.h"
+#include "libvirt/libvirt_source.h"
 #include "macvtap/macvtap_factory.h"
 #include "netlink/link_watcher.h"
 #include "passt/passt.h"
@@ -59,6 +61,8 @@ class Daemon {
     double last_release_ms = -1;    // replug: device_del -> DEVICE_DELETED, the last time
     double round_release_ms = -1;   // replug: the release of the attach in progress (-1: none)
     double last_own_ms = -1;        // replug: last_reattach_ms without the guest's release
+    std::string wrong_tap;          // libvirt: QEMU does not hold the macvtap libvirt made (why)
+    unsigned wrong_tap_retries = 0; // libvirt: replugs in a row for a wrong tap
     BindingRt(std::string v, config::MacvtapBinding c);
   };
   // A passt binding: its engine, and the passt processes of its generations
@@ -81,13 +85,35 @@ class Daemon {
   };
   struct VmRt {
     config::Vm cfg;
-    std::unique_ptr<qemu::QmpClient> qmp;
+    // Where the VM comes from: the config file (a QMP socket), or libvirt (a
+    // running domain; no QMP session: relinkd never talks to its QEMU).
+    bool from_libvirt = false;
+    std::unique_ptr<qemu::QmpClient> qmp;  // config VMs only
+    bool libvirt_live = false;             // libvirt VMs: described over a live connection
+    bool paused = false;                   // libvirt VMs: not running guest code
     // One attacher per strategy, and the bindings each serves (in config order).
     std::unique_ptr<Attacher> hub, replug;
-    std::vector<config::MacvtapBinding> hub_cfgs, replug_cfgs;
-    Attacher& attacher_for(const config::MacvtapBinding& b) {
-      return b.attach == config::AttachMode::Replug ? *replug : *hub;
+    std::unique_ptr<LibvirtAttacher> libvirt;
+    std::vector<config::MacvtapBinding> hub_cfgs, replug_cfgs, libvirt_cfgs;
+    Attacher& attacher_for(const config::MacvtapBinding& b) { return attacher_for(b.attach); }
+    Attacher& attacher_for(config::AttachMode m) {
+      switch (m) {
+        case config::AttachMode::Replug: return *replug;
+        case config::AttachMode::Libvirt: return *libvirt;
+        case config::AttachMode::Hub: break;
+      }
+      return *hub;
     }
+    std::vector<config::MacvtapBinding>& cfgs_for(config::AttachMode m) {
+      switch (m) {
+        case config::AttachMode::Replug: return replug_cfgs;
+        case config::AttachMode::Libvirt: return libvirt_cfgs;
+        case config::AttachMode::Hub: break;
+      }
+      return hub_cfgs;
+    }
+    // Something relinkd can hand taps to: QMP connected, or libvirt describing the domain.
+    bool connected() const { return qmp ? qmp->connected() : libvirt_live; }
     std::vector<std::unique_ptr<BindingRt>> bindings;
     std::vector<std::unique_ptr<PasstRt>> passts;
     pid_t qemu_pid = 0;
@@ -103,6 +129,19 @@ class Daemon {
   int resolve_parent(const config::MacvtapBinding& b) const;
   engine::ParentChanged parent_of(const config::MacvtapBinding& b) const;
   void probe_bindings(VmRt& vm, uint64_t session);
+  // Probes the strategies from `index` on, then feeds what they found.
+  struct ProbeFound;
+  void probe_from(const std::string& vm, uint64_t session, size_t index, std::shared_ptr<ProbeFound> found);
+  // libvirt VMs (daemon_libvirt.cc).
+  Result<void> start_libvirt();
+  void on_libvirt_connection(bool up, const std::string& error);
+  void on_libvirt_domain(const libvirt::DomainInfo& info);
+  void on_libvirt_domain_gone(const std::string& domain, const std::string& why);
+  void on_libvirt_listed(const std::vector<std::string>& running);
+  void on_libvirt_device_removed(const std::string& domain, const std::string& alias, bool failed);
+  void add_libvirt_binding(VmRt& vm, const libvirt::DirectInterface& iface, bool probe);
+  void remove_binding(VmRt& vm, const std::string& nic);
+  nlohmann::json libvirt_status() const;
   void on_device_deleted(VmRt& vm, const nlohmann::json& data);
   void feed(VmRt& vm, BindingRt& b, const engine::Event& ev, uint64_t trigger_us = 0);
   void execute(VmRt& vm, BindingRt& b, const engine::Action& a, uint64_t trigger_us);
@@ -140,6 +179,9 @@ class Daemon {
   std::unique_ptr<macvtap::MacvtapFactory> factory_;
   std::unique_ptr<ControlServer> control_;
   std::vector<std::unique_ptr<VmRt>> vms_;
+  std::unique_ptr<libvirt::Source> libvirt_;
+  // libvirt domains that are also VMs of the config file: not followed (why).
+  std::map<std::string, std::string> libvirt_conflicts_;
   std::vector<SdEventSourcePtr> signals_;
   std::unique_ptr<passt::Spawner> spawner_;
   // What the installed passt supports (probed at start and on reload);

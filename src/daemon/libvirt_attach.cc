@@ -1,0 +1,143 @@
+#include "daemon/libvirt_attach.h"
+
+#include "daemon/hub_attach.h"
+#include "util/log.h"
+
+namespace relink::daemon {
+namespace {
+
+auto logger() { return log::get("libvirt"); }
+
+}  // namespace
+
+config::MacvtapBinding libvirt_binding(const libvirt::DirectInterface& iface, const config::Libvirt& cfg) {
+  config::MacvtapBinding b;
+  b.nic = iface.alias;
+  b.parent = iface.source_dev;
+  // libvirt says "passthrough" where the kernel says "passthru".
+  b.mode = macvtap::parse_mode(iface.mode == "passthrough" ? "passthru" : iface.mode).value_or(macvtap::Mode::Vepa);
+  b.mac = iface.mac;
+  b.queues = iface.queues ? iface.queues : 1;
+  b.attach = config::AttachMode::Libvirt;
+  b.macvtap = iface.target_dev;
+  b.follow_carrier = cfg.follow_carrier;
+  b.release_timeout_ms = cfg.release_timeout_ms;
+  return b;
+}
+
+void LibvirtAttacher::update(const libvirt::DomainInfo& info) {
+  info_ = info;
+  for (const auto& i : info.desc.interfaces) last_seen_[i.mac] = i;
+}
+
+const libvirt::DirectInterface* LibvirtAttacher::interface(const MacAddress& mac) const {
+  for (const auto& i : info_.desc.interfaces)
+    if (i.mac == mac) return &i;
+  return nullptr;
+}
+
+void LibvirtAttacher::probe(const std::vector<config::MacvtapBinding>& bindings,
+                            std::function<void(std::vector<engine::VmConnected>)> done) {
+  std::vector<engine::VmConnected> out;
+  for (const auto& b : bindings) {
+    engine::VmConnected vc;
+    const libvirt::DirectInterface* i = interface(b.mac);
+    vc.nic_present = i != nullptr;
+    uint64_t& gen = generations_[b.mac];
+    vc.max_generation_seen = gen;
+    if (i && !i->target_dev.empty()) {
+      // The macvtap the live XML names must be alive, carry the interface's
+      // MAC, and be the device QEMU holds: after its parent went away, the
+      // name may already be another domain's new macvtap.
+      auto found = factory_.find(i->target_dev);
+      if (found && found.value() && found.value()->mac == b.mac && found.value()->parent_ifindex > 0 &&
+          info_.qemu_pid > 0 && process_holds_device(info_.qemu_pid, found.value()->dev)) {
+        if (!gen) gen = 1;
+        vc.adopt = engine::VmConnected::Adopt{gen, found.value()->ifindex, found.value()->parent_ifindex};
+      }
+    }
+    out.push_back(vc);
+  }
+  defer_.post([done = std::move(done), out = std::move(out)] { done(out); });
+}
+
+Result<macvtap::Macvtap> LibvirtAttacher::create(const config::MacvtapBinding&, int) {
+  return macvtap::Macvtap{};
+}
+
+void LibvirtAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generation, macvtap::Macvtap,
+                                bool link_up, std::function<void(AttachResult)> done) {
+  auto it = last_seen_.find(b.mac);
+  if (it == last_seen_.end()) {
+    defer_.post([done, nic = b.nic] { done(AttachResult{false, 0, "libvirt never described " + nic, {}}); });
+    return;
+  }
+  auto xml = libvirt::attach_xml(it->second, link_up);
+  if (!xml) {
+    defer_.post([done, err = xml.error().message] { done(AttachResult{false, 0, err, {}}); });
+    return;
+  }
+  logger()->debug("{}: attaching {} again: {}", domain_, b.nic, xml.value());
+  source_.attach(domain_, xml.value(), [this, alive = std::weak_ptr<int>(alive_), mac = b.mac, generation,
+                                        done](Result<libvirt::DomainInfo> r) {
+    if (alive.expired()) return;
+    if (!r) {
+      done(AttachResult{false, 0, r.error().message, {}});
+      return;
+    }
+    update(r.value());
+    const libvirt::DirectInterface* i = interface(mac);
+    if (!i || i->target_dev.empty()) {
+      done(AttachResult{false, 0, "libvirt attached the interface but its live XML names no macvtap", {}});
+      return;
+    }
+    generations_[mac] = generation;
+    auto found = factory_.find(i->target_dev);
+    if (!found || !found.value()) {
+      done(AttachResult{false, 0,
+                        "the macvtap " + i->target_dev + " libvirt made is already gone" +
+                            (found ? "" : ": " + found.error().message),
+                        {}});
+      return;
+    }
+    AttachResult res{true, found.value()->ifindex, {}, {}};
+    const int pid = info_.qemu_pid;
+    if (pid <= 0)
+      res.wrong_tap = "cannot check the tap QEMU holds: no QEMU pid in libvirt's pidfile";
+    else if (!process_holds_device(pid, found.value()->dev))
+      res.wrong_tap = "QEMU (pid " + std::to_string(pid) + ") does not hold the device of " + i->target_dev +
+                      " (ifindex " + std::to_string(found.value()->ifindex) +
+                      "): libvirt opened /dev/tap" + std::to_string(found.value()->ifindex) +
+                      ", which is another network namespace's macvtap";
+    done(res);
+  });
+}
+
+void LibvirtAttacher::detach(const config::MacvtapBinding& b, uint64_t, int, bool link_down) {
+  if (link_down) set_link(b, false);
+}
+
+void LibvirtAttacher::release(const config::MacvtapBinding& b, uint64_t, std::function<void(ReleaseResult)> done) {
+  auto it = last_seen_.find(b.mac);
+  const std::string alias = it != last_seen_.end() ? it->second.alias : b.nic;
+  source_.detach(domain_, alias, [done](libvirt::Source::DetachResult r) {
+    if (r.ok) done({});
+    else if (r.not_found) done(ReleaseResult{true, {}});
+    else done(ReleaseResult{false, r.error});
+  });
+}
+
+void LibvirtAttacher::set_link(const config::MacvtapBinding& b, bool up) {
+  const libvirt::DirectInterface* i = interface(b.mac);
+  if (!i) return;  // released: attached again with the link it needs
+  auto xml = libvirt::link_update_xml(*i, up);
+  if (!xml) {
+    logger()->warn("{}/{}: link {}: {}", domain_, b.nic, up ? "up" : "down", xml.error().message);
+    return;
+  }
+  source_.update(domain_, xml.value(), [domain = domain_, nic = b.nic, up](Result<void> r) {
+    if (!r) logger()->warn("{}/{}: link {}: {}", domain, nic, up ? "up" : "down", r.error().message);
+  });
+}
+
+}  // namespace relink::daemon

@@ -1,0 +1,109 @@
+// libvirt as a source of VMs: one thread owns the connection to libvirtd,
+// runs libvirt's event loop, follows the running domains and carries out
+// requests (detach, attach, link updates). Everything it learns is posted
+// back to relinkd's sd-event loop, so libvirt's synchronous RPCs never block
+// it. The connection is re-opened with backoff when libvirtd goes away; each
+// new connection lists every running domain again.
+#pragma once
+
+#include <systemd/sd-event.h>
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "libvirt/domain_xml.h"
+#include "util/result.h"
+#include "util/sd_event.h"
+#include "util/unique_fd.h"
+
+namespace relink::libvirt {
+
+// A running domain as libvirt describes it.
+struct DomainInfo {
+  Domain desc;
+  int qemu_pid = 0;     // from libvirt's pidfile (0: unknown)
+  bool paused = false;  // not running guest code (paused, suspended, ...)
+};
+
+struct SourceOptions {
+  std::string uri = "qemu:///system";
+  std::vector<std::string> domains;            // empty: every running domain
+  std::string pid_dir = "/run/libvirt/qemu";   // where libvirt keeps <domain>.pid
+  unsigned reconnect_min_ms = 250;
+  unsigned reconnect_max_ms = 5000;
+};
+
+class Source {
+ public:
+  // All called from relinkd's loop.
+  struct Callbacks {
+    // The connection came up (after every domain was listed) or went down.
+    std::function<void(bool up, const std::string& error)> on_connection;
+    // A followed domain runs (on connect, start, resume, pause, device
+    // change): its live description.
+    std::function<void(const DomainInfo&)> on_domain;
+    // A domain stopped; also, after a reconnect, one no longer running.
+    std::function<void(const std::string& domain)> on_domain_gone;
+    // After each (re)connect: every followed domain that runs now.
+    std::function<void(const std::vector<std::string>& running)> on_listed;
+    std::function<void(const std::string& domain, const std::string& alias)> on_device_removed;
+    std::function<void(const std::string& domain, const std::string& alias)> on_device_removal_failed;
+  };
+
+  Source(sd_event* loop, SourceOptions opts, Callbacks cbs);
+  ~Source();  // stops the thread; the connection is closed
+  Source(const Source&) = delete;
+  Source& operator=(const Source&) = delete;
+
+  Result<void> start();
+  bool connected() const { return connected_; }
+  const std::string& last_error() const { return last_error_; }
+  const SourceOptions& options() const { return opts_; }
+  // Whether a domain of this name is followed (the `domains` list).
+  bool follows(const std::string& domain) const;
+
+  // Requests; each reports once, from the loop.
+  struct DetachResult {
+    bool ok = false;
+    bool not_found = false;  // the domain has no device with this alias
+    std::string error;
+  };
+  // virDomainDetachDeviceAlias (asynchronous: success means asked).
+  void detach(const std::string& domain, const std::string& alias, std::function<void(DetachResult)> done);
+  // virDomainAttachDeviceFlags(LIVE), then the domain's live description.
+  void attach(const std::string& domain, const std::string& xml, std::function<void(Result<DomainInfo>)> done);
+  // virDomainUpdateDeviceFlags(LIVE).
+  void update(const std::string& domain, const std::string& xml, std::function<void(Result<void>)> done);
+  // Reads the domain again (on_domain, or on_domain_gone).
+  void refresh(const std::string& domain);
+
+ private:
+  struct Thread;
+  void post_job(std::function<void(Thread&)> job);
+  void post_result(std::function<void()> fn);
+  static int on_results(sd_event_source*, int, uint32_t, void* userdata);
+
+  sd_event* loop_;
+  SourceOptions opts_;
+  Callbacks cbs_;
+  bool connected_ = false;
+  std::string last_error_ = "not connected yet";
+
+  UniqueFd results_fd_;  // eventfd: results are waiting
+  SdEventSourcePtr results_source_;
+  std::mutex mu_;
+  std::deque<std::function<void()>> results_;
+  std::deque<std::function<void(Thread&)>> jobs_;
+  UniqueFd wake_read_, wake_write_;  // pipe: jobs are waiting, or stop
+  std::atomic<bool> stop_{false};
+  std::unique_ptr<Thread> thread_state_;
+  std::thread thread_;
+};
+
+}  // namespace relink::libvirt
