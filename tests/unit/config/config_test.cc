@@ -173,6 +173,14 @@ INSTANTIATE_TEST_SUITE_P(
                 "[[vm.macvtap]]\nnic = \"m\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\n",
                 "8:1", "used by two bindings"},
         BadCase{"[daemon]\npasst = \"passt\"\n", "2:9", "'passt' must be an absolute path"},
+        BadCase{"[libvirt]\nuri = \"\"\n", "2:7", "must not be empty"},
+        BadCase{"[libvirt]\ndomains = \"web\"\n", "2:11", "array of domain names"},
+        BadCase{"[libvirt]\ndomains = [\"web\", \"web\"]\n", "2:19", "listed twice"},
+        BadCase{"[libvirt]\nrelease_timeout = 0\n", "2:19", "between 1 and 600"},
+        BadCase{"[libvirt]\npid_dir = \"run/libvirt\"\n", "2:11", "absolute path"},
+        BadCase{"[libvirt]\nenabled = 1\n", "2:11", "true or false"},
+        BadCase{"[libvirt]\nurl = \"qemu:///system\"\n", "2:1", "unknown key 'url'"},
+        BadCase{"libvirt = 1\n", "1:11", "must be a table"},
         BadCase{"[daemon]\npasst = 1\n", "2:9", "'passt' must be a string"}));
 
 // [[vm.passt]] ---------------------------------------------------------------
@@ -364,6 +372,36 @@ TEST(ConfigPasst, ContribExampleIsValid) {
   ASSERT_NO_THROW(c = load_string(uncommented, "relinkd.toml")) << uncommented;
   ASSERT_FALSE(c.vms.empty());
   EXPECT_EQ(c.vms.back().passts.size(), 1u);
+}
+
+TEST(Config, LibvirtTableTurnsTheSourceOnWithDefaults) {
+  EXPECT_FALSE(load_string("", "x").libvirt.enabled);
+  auto on = load_string("[libvirt]\n", "x").libvirt;
+  EXPECT_TRUE(on.enabled);
+  EXPECT_EQ(on.uri, "qemu:///system");
+  EXPECT_TRUE(on.domains.empty());
+  EXPECT_EQ(on.pid_dir, "/run/libvirt/qemu");
+  EXPECT_EQ(on.release_timeout_ms, 10'000u);
+  EXPECT_TRUE(on.follow_carrier);
+  auto c = load_string(R"([libvirt]
+enabled = true
+uri = "qemu:///system?socket=/tmp/x/libvirt-sock"
+domains = ["web", "db"]
+pid_dir = "/tmp/x/qemu"
+release_timeout = 3
+follow_carrier = false
+)", "x").libvirt;
+  EXPECT_EQ(c.uri, "qemu:///system?socket=/tmp/x/libvirt-sock");
+  EXPECT_EQ(c.domains, (std::vector<std::string>{"web", "db"}));
+  EXPECT_EQ(c.pid_dir, "/tmp/x/qemu");
+  EXPECT_EQ(c.release_timeout_ms, 3000u);
+  EXPECT_FALSE(c.follow_carrier);
+  EXPECT_FALSE(load_string("[libvirt]\nenabled = false\n", "x").libvirt.enabled);
+}
+
+// The shipped example follows libvirt's domains.
+TEST(Config, ContribExampleFollowsLibvirt) {
+  EXPECT_TRUE(load_file(std::string(RELINK_SOURCE_DIR) + "/contrib/relinkd.toml").libvirt.enabled);
 }
 
 TEST(Config, ReplugBindingLoadsEveryField) {
