@@ -331,6 +331,16 @@ void Daemon::on_links(const std::vector<netlink::LinkEvent>& events) {
         if (parent && !if_indextoname(static_cast<unsigned>(parent), name)) {
           dead_parents_.insert(parent);
           if (b->engine.parent_ifindex() == parent) feed(*vm, *b, engine::ParentChanged{0, false}, now);
+        } else if (vm->from_libvirt) {
+          // libvirt deletes the macvtap of an interface its owner detaches
+          // before it reports the removal: give that report a moment before
+          // the loss counts as a dead tap to replace.
+          after(kLibvirtRemovalGraceMs, [this, name = vm->cfg.name, nic = b->cfg.nic, ifindex = ev.link.ifindex] {
+            VmRt* v = find_vm(name);
+            BindingRt* bb = v ? find_binding(*v, nic) : nullptr;
+            if (bb && bb->engine.macvtap_ifindex() == ifindex) feed(*v, *bb, engine::LinkRemoved{ifindex});
+          });
+          continue;
         }
         feed(*vm, *b, engine::LinkRemoved{ev.link.ifindex}, now);
       }
@@ -447,6 +457,7 @@ void Daemon::execute(VmRt& vm, BindingRt& b, const engine::Action& action, uint6
           b.release_sent_us = monotonic_us();
           logger()->info("{}/{}: asking the guest to release the NIC ({})", vm.cfg.name, b.cfg.nic,
                          vm.from_libvirt ? "libvirt detach" : "device_del");
+          keep_resumable(vm, b);
           const std::string vm_name = vm.cfg.name, nic = b.cfg.nic;
           vm.attacher_for(b.cfg).release(b.cfg, a.generation, [this, vm_name, nic](Attacher::ReleaseResult r) {
             VmRt* v = find_vm(vm_name);
@@ -478,6 +489,29 @@ void Daemon::execute(VmRt& vm, BindingRt& b, const engine::Action& action, uint6
         }
       },
       action);
+}
+
+void Daemon::after(uint64_t ms, std::function<void()> fn) {
+  auto* heap = new std::function<void()>(std::move(fn));
+  sd_event_source* s = nullptr;
+  auto run = [](sd_event_source* src, uint64_t, void* userdata) -> int {
+    auto* f = static_cast<std::function<void()>*>(userdata);
+    (*f)();
+    // Fired once: the loop's reference becomes ours and is dropped, which
+    // frees `f` through the destroy callback.
+    sd_event_source_set_floating(src, 0);
+    sd_event_source_unref(src);
+    return 0;
+  };
+  if (int r = sd_event_add_time_relative(loop_.get(), &s, CLOCK_MONOTONIC, ms * 1000, 1000, run, heap); r < 0) {
+    logger()->error("cannot arm a timer: {}", std::strerror(-r));
+    delete heap;
+    return;
+  }
+  sd_event_source_set_destroy_callback(s, [](void* userdata) { delete static_cast<std::function<void()>*>(userdata); });
+  // Freed with the loop if it never fires.
+  sd_event_source_set_floating(s, 1);
+  sd_event_source_unref(s);
 }
 
 int Daemon::on_timer(sd_event_source*, uint64_t, void* userdata) {

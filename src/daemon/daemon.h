@@ -141,6 +141,7 @@ class Daemon {
   void on_libvirt_device_removed(const std::string& domain, const std::string& alias, bool failed);
   void add_libvirt_binding(VmRt& vm, const libvirt::DirectInterface& iface, bool probe);
   void remove_binding(VmRt& vm, const std::string& nic);
+  void keep_resumable(VmRt& vm, BindingRt& b);
   nlohmann::json libvirt_status() const;
   void on_device_deleted(VmRt& vm, const nlohmann::json& data);
   void feed(VmRt& vm, BindingRt& b, const engine::Event& ev, uint64_t trigger_us = 0);
@@ -170,6 +171,9 @@ class Daemon {
   nlohmann::json handle_control(const nlohmann::json& req);
   static int on_signal(sd_event_source*, const signalfd_siginfo*, void*);
   static int on_timer(sd_event_source*, uint64_t, void*);
+  // Runs `fn` from the loop in `ms` milliseconds (it must look up what it needs).
+  void after(uint64_t ms, std::function<void()> fn);
+  static constexpr uint64_t kLibvirtRemovalGraceMs = 1000;
 
   config::Config cfg_;
   std::string log_level_override_;

@@ -115,6 +115,9 @@ void Daemon::on_libvirt_domain(const libvirt::DomainInfo& info) {
   if (vm->paused != info.paused)
     logger()->info("{}: {}", name, info.paused ? "paused" : "running");
   vm->paused = info.paused;
+  if (vm->paused)
+    for (auto& b : vm->bindings)
+      if (b->engine.state() != engine::State::Attached) keep_resumable(*vm, *b);
   const bool was_live = vm->libvirt_live;
   vm->libvirt_live = true;
 
@@ -201,13 +204,36 @@ void Daemon::on_libvirt_device_removed(const std::string& domain, const std::str
     b->release_sent_us = 0;
     logger()->info("{}/{}: the guest released the NIC in {:.0f} ms", domain, alias, b->last_release_ms);
   } else if (b->engine.state() == engine::State::Attached) {
-    // Not asked for, and healthy: its owner detached it. The live XML that
-    // follows drops the binding.
+    // Not asked for, and healthy: its owner detached it.
+    logger()->info("{}/{}: interface detached by its owner: no longer followed", domain, alias);
+    remove_binding(*vm, alias);
     return;
   }
   // Asked for, or a late answer to a release that timed out or was lost with
   // a libvirtd restart.
   feed(*vm, *b, engine::Released{});
+}
+
+// libvirt cannot resume a paused domain whose direct interface's macvtap is
+// gone: it sets that name online first, and fails. A stand-in macvtap of the
+// same name on the returned parent lets the user resume it; the guest then
+// releases the NIC, libvirt deletes the stand-in with the interface, and the
+// NIC is plugged in anew. QEMU never gets the stand-in's fd.
+void Daemon::keep_resumable(VmRt& vm, BindingRt& b) {
+  if (!vm.from_libvirt || !vm.paused) return;
+  const libvirt::DirectInterface* i = vm.libvirt->interface(b.cfg.mac);
+  if (!i || i->target_dev.empty() || links_->table().find_by_name(i->target_dev)) return;
+  const int parent = resolve_parent(b.cfg);
+  if (!parent) return;
+  macvtap::MacvtapSpec spec{i->target_dev, parent, b.cfg.mode, b.cfg.mac, 1};
+  auto made = factory_->create(spec);
+  if (!made) {
+    logger()->warn("{}/{}: cannot make a stand-in {} for libvirt to resume the domain with: {}", vm.cfg.name,
+                   b.cfg.nic, i->target_dev, made.error().message);
+    return;
+  }
+  logger()->info("{}/{}: made a stand-in macvtap {} so that libvirt can resume the paused domain", vm.cfg.name,
+                 b.cfg.nic, i->target_dev);
 }
 
 nlohmann::json Daemon::libvirt_status() const {

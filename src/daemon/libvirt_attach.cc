@@ -1,12 +1,44 @@
 #include "daemon/libvirt_attach.h"
 
-#include "daemon/hub_attach.h"
+#include <dirent.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string_view>
+
 #include "util/log.h"
 
 namespace relink::daemon {
 namespace {
 
 auto logger() { return log::get("libvirt"); }
+
+// QEMU holds `dev` through a device node that still exists. A macvtap's
+// minor number is reused as soon as it is deleted, so QEMU's fd of a macvtap
+// that went with its parent can carry the very major:minor of a new one; its
+// node (libvirt opens /dev/tap<ifindex>) was removed with it, though.
+bool holds_live_device(pid_t pid, dev_t dev) {
+  if (pid <= 0) return false;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  std::unique_ptr<DIR, int (*)(DIR*)> d(opendir(dir.c_str()), closedir);
+  if (!d) return false;
+  constexpr std::string_view kDeleted = " (deleted)";
+  while (dirent* e = readdir(d.get())) {
+    if (e->d_name[0] == '.') continue;
+    const std::string path = dir + "/" + e->d_name;
+    struct stat st {};
+    if (stat(path.c_str(), &st) != 0 || !S_ISCHR(st.st_mode) || st.st_rdev != dev) continue;
+    char target[PATH_MAX];
+    const ssize_t n = readlink(path.c_str(), target, sizeof target - 1);
+    if (n <= 0) continue;
+    const std::string_view t(target, static_cast<size_t>(n));
+    if (t.size() >= kDeleted.size() && t.substr(t.size() - kDeleted.size()) == kDeleted) continue;
+    return true;
+  }
+  return false;
+}
 
 }  // namespace
 
@@ -51,7 +83,7 @@ void LibvirtAttacher::probe(const std::vector<config::MacvtapBinding>& bindings,
       // name may already be another domain's new macvtap.
       auto found = factory_.find(i->target_dev);
       if (found && found.value() && found.value()->mac == b.mac && found.value()->parent_ifindex > 0 &&
-          info_.qemu_pid > 0 && process_holds_device(info_.qemu_pid, found.value()->dev)) {
+          info_.qemu_pid > 0 && holds_live_device(info_.qemu_pid, found.value()->dev)) {
         if (!gen) gen = 1;
         vc.adopt = engine::VmConnected::Adopt{gen, found.value()->ifindex, found.value()->parent_ifindex};
       }
@@ -104,7 +136,7 @@ void LibvirtAttacher::hand_over(const config::MacvtapBinding& b, uint64_t genera
     const int pid = info_.qemu_pid;
     if (pid <= 0)
       res.wrong_tap = "cannot check the tap QEMU holds: no QEMU pid in libvirt's pidfile";
-    else if (!process_holds_device(pid, found.value()->dev))
+    else if (!holds_live_device(pid, found.value()->dev))
       res.wrong_tap = "QEMU (pid " + std::to_string(pid) + ") does not hold the device of " + i->target_dev +
                       " (ifindex " + std::to_string(found.value()->ifindex) +
                       "): libvirt opened /dev/tap" + std::to_string(found.value()->ifindex) +
@@ -123,6 +155,9 @@ void LibvirtAttacher::release(const config::MacvtapBinding& b, uint64_t, std::fu
   source_.detach(domain_, alias, [done](libvirt::Source::DetachResult r) {
     if (r.ok) done({});
     else if (r.not_found) done(ReleaseResult{true, {}});
+    // Asked before (a release that timed out, or one from before a libvirtd
+    // restart) and still pending in QEMU: still asked.
+    else if (r.error.find("is already in the process of unplug") != std::string::npos) done({});
     else done(ReleaseResult{false, r.error});
   });
 }

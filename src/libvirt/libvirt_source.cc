@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <mutex>
 
@@ -171,6 +172,7 @@ int Source::on_results(sd_event_source*, int fd, uint32_t, void* userdata) {
 void Source::detach(const std::string& domain, const std::string& alias, std::function<void(DetachResult)> done) {
   post_job([domain, alias, done = std::move(done)](Thread& t) {
     DetachResult r;
+    logger()->debug("{}: detach {}", domain, alias);
     DomainPtr dom(t.conn ? virDomainLookupByName(t.conn, domain.c_str()) : nullptr);
     if (!t.conn) {
       r.error = "not connected to libvirt";
@@ -188,6 +190,7 @@ void Source::detach(const std::string& domain, const std::string& alias, std::fu
 
 void Source::attach(const std::string& domain, const std::string& xml, std::function<void(Result<DomainInfo>)> done) {
   post_job([domain, xml, done = std::move(done)](Thread& t) {
+    logger()->debug("{}: attach device", domain);
     DomainPtr dom(t.conn ? virDomainLookupByName(t.conn, domain.c_str()) : nullptr);
     Result<DomainInfo> r = Error{EIO, "not connected to libvirt"};
     if (t.conn && !dom) r = Error{ENOENT, last_libvirt_error("domain " + domain)};
@@ -201,6 +204,7 @@ void Source::attach(const std::string& domain, const std::string& xml, std::func
 
 void Source::update(const std::string& domain, const std::string& xml, std::function<void(Result<void>)> done) {
   post_job([domain, xml, done = std::move(done)](Thread& t) {
+    logger()->debug("{}: update device", domain);
     DomainPtr dom(t.conn ? virDomainLookupByName(t.conn, domain.c_str()) : nullptr);
     Result<void> r = Error{EIO, "not connected to libvirt"};
     if (t.conn && !dom) r = Error{ENOENT, last_libvirt_error("domain " + domain)};
@@ -356,7 +360,10 @@ void Source::Thread::run_jobs() {
       disconnect("the connection to libvirtd was closed");
       schedule_reconnect();
     }
+    const auto t0 = std::chrono::steady_clock::now();
     job(*this);
+    logger()->debug("libvirt call took {:.1f} ms",
+                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
 }
 
