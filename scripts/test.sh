@@ -42,12 +42,12 @@ fi
 
 status=0
 
-# Tests must leave nothing behind: no namespaces, no QEMU, no relinkd, no
+# Tests must leave nothing behind: no namespaces, no QEMU, no relinkd, no libvirtd, no
 # passt (tests run it as "passt -f --fd 3 ..." or on a /tmp/relink-* socket).
 check_leftovers() {
   local leftovers procs
   leftovers=$(ip netns list 2>/dev/null | grep -o '^relink-[^ ]*' || true)
-  procs=$(pgrep -a -f "$1/relinkd|qemu-system-x86_64 .*relink|passt(\.avx2)? -f (--fd 3|--socket /tmp/relink-)" || true)
+  procs=$(pgrep -a -f "$1/relinkd|qemu-system-x86_64 .*relink|/usr/sbin/libvirtd|qemu-system-x86_64 -name guest=|passt(\.avx2)? -f (--fd 3|--socket /tmp/relink-)" || true)
   if [ -n "$leftovers$procs" ]; then
     echo "test.sh: tests ($1) left things behind:" >&2
     [ -n "$leftovers" ] && echo "  namespaces: $leftovers" >&2

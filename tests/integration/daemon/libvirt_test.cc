@@ -329,6 +329,41 @@ TEST_F(LibvirtVms, ParentThatNeverReturnsAndDomainDestroyedWhileReleasing) {
   EXPECT_TRUE(lv.domains().empty());
 }
 
+// libvirt opens the new macvtap as /dev/tap<ifindex>, and /dev is shared by
+// every network namespace: when another namespace has a macvtap with that
+// ifindex, the node is that one's and QEMU gets the wrong device. relinkd
+// finds out, says so, and plugs the NIC in again (on a macvtap with another
+// ifindex).
+TEST_F(LibvirtVms, WrongTapFromAnotherNamespaceIsFoundAndReplugged) {
+  ASSERT_NO_FATAL_FAILURE(boot(guest("g1")));
+  ASSERT_NO_FATAL_FAILURE(start_relinkd());
+  ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
+  env.ns().ip("link del p0");
+  ASSERT_TRUE(env.wait_state("waiting-parent", 0, "g1", 10s, "net0")) << explain();
+  // Where the namespace's ifindex counter stands: the parent gets the next
+  // ifindex, libvirt's new macvtap the one after.
+  env.ns().ip("link add rlprobe0 type veth peer name rlprobe1");
+  const int last = std::max(env.ns().ifindex("rlprobe0"), env.ns().ifindex("rlprobe1"));
+  env.ns().ip("link del rlprobe0");
+  ASSERT_GT(last, 0);
+  const int predicted = last + 2;
+  Netns other{"other"};
+  other.ip("link add op0 type veth peer name op1");
+  other.ip("link set op0 up");
+  other.ip("link add link op0 name omv index " + std::to_string(predicted) + " type macvtap mode bridge");
+  ASSERT_EQ(other.ifindex("omv"), predicted);
+  add_parent();
+  ASSERT_EQ(env.ns().ifindex("p0"), last + 1) << "the parent did not get the predicted ifindex";
+  ASSERT_TRUE(env.wait_state("attached", 3, "g1", 30s, "net0")) << explain();
+  const std::string log = read_file(env.log_path());
+  EXPECT_NE(log.find("which is another network namespace's macvtap"), std::string::npos) << explain();
+  EXPECT_NE(log.find("/dev/tap" + std::to_string(predicted)), std::string::npos) << explain();
+  ASSERT_NO_FATAL_FAILURE(expect_qemu_holds_only("g1"));
+  EXPECT_NE(env.binding("g1", "net0").value("macvtap_ifindex", 0), predicted);
+  EXPECT_TRUE(guest_answers(30s)) << explain();
+  EXPECT_EQ(other.ifindex("omv"), predicted) << "the other namespace's macvtap is not relinkd's";
+}
+
 // A domain named like a VM of the config file is not followed, and says so.
 TEST_F(LibvirtVms, DomainNamedLikeAConfiguredVmIsRefused) {
   ASSERT_TRUE(lv.create(domain_xml(no_os("vm1", {"52:54:00:00:01:01"})), "--paused"));
