@@ -7,6 +7,7 @@
 // go, a paused guest, libvirtd restarts, a parent that never returns, a
 // domain destroyed while its NIC is being released.
 #include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
@@ -362,6 +363,56 @@ TEST_F(LibvirtVms, WrongTapFromAnotherNamespaceIsFoundAndReplugged) {
   EXPECT_NE(env.binding("g1", "net0").value("macvtap_ifindex", 0), predicted);
   EXPECT_TRUE(guest_answers(30s)) << explain();
   EXPECT_EQ(other.ifindex("omv"), predicted) << "the other namespace's macvtap is not relinkd's";
+}
+
+// libvirt's calls run off relinkd's loop: with libvirtd hung (SIGSTOP) in
+// the middle of a replug, the control socket still answers at once; once
+// libvirtd runs again, the replug completes.
+TEST_F(LibvirtVms, HungLibvirtdBlocksNothingElse) {
+  ASSERT_NO_FATAL_FAILURE(boot(guest("g1")));
+  ASSERT_NO_FATAL_FAILURE(start_relinkd());
+  ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
+  env.ns().ip("link del p0");
+  ASSERT_TRUE(env.wait_state("waiting-parent", 0, "g1", 10s, "net0")) << explain();
+  ASSERT_EQ(::kill(lv.pid(), SIGSTOP), 0);
+  struct Cont {
+    pid_t pid;
+    ~Cont() { ::kill(pid, SIGCONT); }
+  } cont{lv.pid()};
+  add_parent();
+  ASSERT_TRUE(env.wait_state("releasing", 0, "g1", 10s, "net0")) << explain();
+  for (int i = 0; i < 5; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto st = env.status();
+    const auto took = std::chrono::steady_clock::now() - t0;
+    ASSERT_TRUE(st.is_object());
+    EXPECT_LT(took, 2s) << "status waited for libvirt";
+    std::this_thread::sleep_for(200ms);
+  }
+  ::kill(lv.pid(), SIGCONT);
+  ASSERT_TRUE(env.wait_state("attached", 2, "g1", 30s, "net0")) << explain();
+  ASSERT_NO_FATAL_FAILURE(expect_qemu_holds_only("g1"));
+  EXPECT_TRUE(guest_answers(30s)) << explain();
+}
+
+// The guest's link follows the parent's carrier through libvirt (a live
+// <link state> update); nothing is re-plugged.
+TEST_F(LibvirtVms, GuestLinkFollowsTheParentsCarrier) {
+  ASSERT_NO_FATAL_FAILURE(boot(guest("g1")));
+  ASSERT_NO_FATAL_FAILURE(start_relinkd());
+  ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
+  const std::string getlink = std::string("domif-getlink g1 ") + kMac;
+  peer.ip("link set p1 down");
+  ASSERT_TRUE(wait_until([&] { return lv.virsh(getlink).out.find(" down") != std::string::npos; }, 10s))
+      << lv.virsh(getlink).out << explain();
+  EXPECT_EQ(env.binding("g1", "net0").value("link", ""), "down");
+  peer.ip("link set p1 up");
+  ASSERT_TRUE(wait_until([&] { return lv.virsh(getlink).out.find(" up") != std::string::npos; }, 10s))
+      << lv.virsh(getlink).out << explain();
+  EXPECT_TRUE(guest_answers(30s)) << explain();
+  auto b = env.binding("g1", "net0");
+  EXPECT_EQ(b.value("generation", 0u), 1u) << "nothing re-plugged";
+  EXPECT_EQ(b.value("state", ""), "attached");
 }
 
 // A domain named like a VM of the config file is not followed, and says so.
