@@ -1,6 +1,5 @@
 #include "util/log.h"
 
-#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/sinks/base_sink.h>
 
 #include <cstdio>
@@ -9,11 +8,27 @@
 namespace relink::log {
 namespace {
 
-// stderr lines with sd-daemon(3) "<N>" priority prefixes, which journald reads
-// from a service's stderr.
-class JournalPrefixSink final : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+// One sink for every logger, safe to use from several threads (relinkd's
+// loop and its libvirt thread): stderr lines, either with a timestamp or,
+// under journald, with sd-daemon(3) "<N>" priority prefixes instead (journald
+// reads them from a service's stderr and keeps its own timestamps). setup()
+// switches the style in place, so a reload never changes a logger's sinks
+// while another thread logs, and keeps the line format.
+class StderrSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  void set_journal(bool journal) {
+    std::lock_guard lock(mutex_);
+    journal_ = journal;
+  }
+
  protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
+    if (!journal_) {
+      spdlog::memory_buf_t buf;
+      formatter_->format(msg, buf);
+      std::fwrite(buf.data(), 1, buf.size(), stderr);
+      return;
+    }
     int prio = 6;
     switch (msg.level) {
       case spdlog::level::trace:
@@ -28,11 +43,14 @@ class JournalPrefixSink final : public spdlog::sinks::base_sink<spdlog::details:
                  msg.logger_name.data(), static_cast<int>(msg.payload.size()), msg.payload.data());
   }
   void flush_() override { std::fflush(stderr); }
+
+ private:
+  bool journal_ = false;
 };
 
 struct State {
   std::mutex mu;
-  spdlog::sink_ptr sink = std::make_shared<spdlog::sinks::stderr_sink_st>();
+  std::shared_ptr<StderrSink> sink = std::make_shared<StderrSink>();
   spdlog::level::level_enum level = spdlog::level::warn;
 };
 
@@ -58,13 +76,8 @@ void setup(spdlog::level::level_enum level, bool journal_prefix) {
   auto& s = state();
   std::lock_guard lock(s.mu);
   s.level = level;
-  if (journal_prefix) s.sink = std::make_shared<JournalPrefixSink>();
-  else s.sink = std::make_shared<spdlog::sinks::stderr_sink_st>();
-  spdlog::apply_all([&](const std::shared_ptr<spdlog::logger>& l) {
-    l->sinks().clear();
-    l->sinks().push_back(s.sink);
-    l->set_level(level);
-  });
+  s.sink->set_journal(journal_prefix);
+  spdlog::apply_all([&](const std::shared_ptr<spdlog::logger>& l) { l->set_level(level); });
 }
 
 }  // namespace relink::log
