@@ -173,10 +173,11 @@ int main(int argc, char** argv) {
       std::cout << "idle_bench: what relinkd costs while nothing happens (wakeups per minute, CPU, RSS)\n"
                    "with N VMs attached and with N VMs offline, next to relinkd with no VM and to a\n"
                    "poller reconnecting N offline VMs every 5 s, all measured in this run.\n"
-                   "Needs root (namespaces, QEMU). Takes about 3 x S + 40 seconds.\n\n"
+                   "Needs root (namespaces, QEMU). Takes about 3 x S + 40 seconds (2 minutes with the defaults).\n\n"
                    "Usage: idle_bench [--vms N] [--seconds S]\n"
                    "  --vms N       VMs per scenario (default 32)\n"
-                   "  --seconds S   length of each measuring window (default 30)\n";
+                   "  --seconds S   length of each measuring window (default 30)\n"
+                   "  -h, --help    this text\n";
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }

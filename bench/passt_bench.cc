@@ -15,7 +15,7 @@
 // is as independent of the measurement as relinkd's. Then the same for
 // relinkd (one `[[vm.passt]]` stream-server binding), with a fresh QEMU.
 //
-// Usage (root): passt_bench [--kills N] [--port P] [--only floor|relinkd] [--passt PATH]
+// Usage (root): passt_bench [--kills N] [--port P] [--only floor|relinkd] [--passt PATH] [--help]
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -537,6 +537,45 @@ std::vector<double> col(const std::vector<Sample>& s, double Sample::*f) {
   return v;
 }
 
+constexpr const char* kUsage =
+    "usage: passt_bench [--kills N] [--port P] [--only floor|relinkd] [--passt PATH] [--help]";
+
+void print_help() {
+  std::printf(
+      "%s   (run as root; the measurement is not part of ctest)\n"
+      "\n"
+      "Measures how long a VM behind passt (stream-server: QEMU 7.2 listens on\n"
+      "-netdev stream,server=on, relinkd connects and runs passt --fd) is cut off when\n"
+      "passt is killed: from the SIGKILL (sent by this program) until BOTH a port passt\n"
+      "forwards (-t P) listens on the host again AND QEMU has reported one more\n"
+      "NETDEV_STREAM_CONNECTED. The port is looked at every %d us once the killed passt\n"
+      "is gone. QEMU runs stopped (-S, TCG) in a throwaway namespace (relink-pbench-*).\n"
+      "\n"
+      "Next to relinkd it measures a floor in the same run: this program connects to\n"
+      "QEMU's socket, forks and execs passt -f --fd 3 -t P as nobody, waits on its pidfd\n"
+      "and starts over, nothing else. Each kill comes at least %.1f s after that passt\n"
+      "started (relinkd counts a passt that dies sooner as a failed start and backs off).\n"
+      "Reported: p50, p90, p99 and max for each, split into old passt gone, CONNECTED and\n"
+      "port listening; relinkd's own last_recovery_ms; the ratio relinkd/floor and the\n"
+      "goals (p50 <= 2x the floor, p50 <= 10 ms, p99 <= 25 ms).\n"
+      "\n"
+      "A run with the defaults (100 kills each) takes about 4 minutes: about 1.2 s per kill,\n"
+      "for the floor and for relinkd. Everything it creates (the namespace, QEMU, passt,\n"
+      "relinkd, /tmp/relink-pbench-*) is removed on exit, on failure and on SIGINT/SIGTERM.\n"
+      "Do not run it while scripts/test.sh runs (that removes relink-* namespaces and kills\n"
+      "passt -f --fd 3 processes).\n"
+      "\n"
+      "Options:\n"
+      "  --kills N               kills for the floor and for relinkd (default 100)\n"
+      "  --port P                the port passt forwards (default 10001)\n"
+      "  --only floor|relinkd    measure one side only\n"
+      "  --passt PATH            the passt binary (default /usr/bin/passt)\n"
+      "  -h, --help              this text\n"
+      "Environment: RELINK_BENCH_LOG=LEVEL runs relinkd at that log level (default info) and\n"
+      "keeps its log as /tmp/relink-passt-bench-relinkd.log.\n",
+      kUsage, static_cast<int>(kProbeStepUs), static_cast<double>(kMinRunUs) / 1e6);
+}
+
 void row(const char* name, const std::vector<double>& v) {
   std::printf("  %-38s n=%-4zu p50 %7.3f  p90 %7.3f  p99 %7.3f  max %7.3f ms\n", name, v.size(), pct(v, 50),
               pct(v, 90), pct(v, 99), v.empty() ? 0 : *std::max_element(v.begin(), v.end()));
@@ -558,18 +597,22 @@ int main(int argc, char** argv) {
 int run(int argc, char** argv) {
   int kills = 100, port = 10001;
   std::string only;
-  for (int i = 1; i < argc; i += 2) {
-    std::string a = argv[i];
-    if (i + 1 >= argc) die("usage: passt_bench [--kills N] [--port P] [--only floor|relinkd] [--passt PATH]");
-    if (a == "--kills") kills = std::atoi(argv[i + 1]);
-    else if (a == "--port") port = std::atoi(argv[i + 1]);
-    else if (a == "--only") only = argv[i + 1];
-    else if (a == "--passt") g_passt = argv[i + 1];
-    else die("usage: passt_bench [--kills N] [--port P] [--only floor|relinkd] [--passt PATH]");
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      print_help();
+      return 0;
+    }
+    if (i + 1 >= argc) die(kUsage);
+    if (a == "--kills") kills = std::atoi(argv[++i]);
+    else if (a == "--port") port = std::atoi(argv[++i]);
+    else if (a == "--only") only = argv[++i];
+    else if (a == "--passt") g_passt = argv[++i];
+    else die(kUsage);
   }
   if (kills < 1 || port < 1 || port > 65535 || (!only.empty() && only != "floor" && only != "relinkd"))
-    die("usage: passt_bench [--kills N] [--port P] [--only floor|relinkd] [--passt PATH]");
-  if (!test::is_root()) die("needs root (namespaces, QEMU, passt as nobody)");
+    die(kUsage);
+  if (!test::is_root()) die("needs root (namespaces, QEMU, passt as nobody); see --help");
   if (g_passt.empty() || g_passt[0] != '/' || access(g_passt.c_str(), X_OK) != 0)
     die("--passt: not an executable absolute path: " + g_passt);
   // A passt killed by us must not take this process down with a SIGPIPE.

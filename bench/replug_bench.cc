@@ -89,7 +89,7 @@ constexpr const char* kUsage = "usage: replug_bench [--flaps N] [--user-flaps K]
 
 void print_help() {
   std::printf(
-      "%s   (run as root; nothing runs without being asked: not part of ctest)\n"
+      "%s   (run as root; the measurement is not part of ctest)\n"
       "\n"
       "Measures attach = \"replug\" with booted test guests (Debian kernel + busybox\n"
       "initramfs under TCG, built by tests/guest/build-guest.sh into BUILD/guest), QEMU 7.2.\n"
@@ -126,7 +126,7 @@ void print_help() {
       "Options:\n"
       "  --flaps N        flaps for the floor and again for relinkd in part 1 (default 40)\n"
       "  --user-flaps K   flaps per attach style in part 2 (default 20)\n"
-      "  --help           this text\n"
+      "  -h, --help       this text\n"
       "Environment: RELINK_BENCH_LOG=LEVEL runs relinkd at that log level (default warn) and\n"
       "keeps its log as /tmp/relink-replug-bench-relinkd.log.\n",
       kUsage, kBlocks, static_cast<int>(kSettle.count()));

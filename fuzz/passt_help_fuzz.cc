@@ -17,6 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(!why || !why->empty());
   }
   (void)is_syslog_noise(text);
+  (void)is_problem_line(text);
   (void)parse_mode(text);
   return 0;
 }

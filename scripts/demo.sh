@@ -4,6 +4,17 @@
 # relinkd supervises, stays reachable while passt is killed. Self-contained: it installs what it
 # needs, builds relink, and does everything in throwaway network namespaces
 # that it removes on exit. Run as root on Debian 12:  scripts/demo.sh
+#
+# The first run installs packages, builds relinkd and relinkctl (about 7
+# minutes on 2 cores) and downloads Debian's kernel package for the guest
+# (about 70 MB); later runs reuse all of it and take under a minute.
+#
+# Environment:
+#   RELINK_BUILD_DIR   build directory to use or create (default build/); an
+#                      existing one is reused: not configured again, and only
+#                      what changed is recompiled
+#   RELINK_DEMO_FLAPS  parent flaps and passt kills (default 3)
+#   NO_COLOR           set: no bold headings (they are only used on a terminal)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -12,13 +23,46 @@ flaps=${RELINK_DEMO_FLAPS:-3}
 
 if [ "$(id -u)" -ne 0 ]; then echo "demo: run as root (namespaces, macvtap, QEMU)" >&2; exit 1; fi
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold= plain=; fi
+say() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
+started=$SECONDS
+step_start=$SECONDS
+took() { printf '%d:%02d' $(( (SECONDS - $1) / 60 )) $(( (SECONDS - $1) % 60 )); }
+step_done() { echo "  done in $(took "$step_start")"; }
 
-say "installing dependencies and building relink"
+if [ -f "$build/CMakeCache.txt" ] && [ -s "$build/guest/initramfs.cpio.gz" ]; then
+  echo "demo: reusing the build in $build (packages, relink and the guest image were set up by an earlier run)"
+else
+  echo "demo: the first run installs packages, builds relink (about 7 minutes on 2 cores) and downloads"
+  echo "      Debian's kernel package for the guest (about 70 MB); later runs reuse it all and take under a minute."
+fi
+
+say "[1/3] dependencies (scripts/install-deps.sh: apt-get only for what is missing)"
+step_start=$SECONDS
 bash scripts/install-deps.sh
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j"$(nproc)" --target relinkd relinkctl >/dev/null
-bash tests/guest/build-guest.sh "$build/guest" >/dev/null
+step_done
+
+say "[2/3] building relinkd and relinkctl in $build (full output: $build/demo-build.log)"
+step_start=$SECONDS
+mkdir -p "$build"
+build_log=$build/demo-build.log
+: >"$build_log"
+if [ -f "$build/CMakeCache.txt" ]; then
+  echo "  configured already: reusing it (cmake --build recompiles only what changed)"
+else
+  echo "  configuring (cmake)"
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >>"$build_log" 2>&1 ||
+    { tail -n 30 "$build_log" >&2; echo "demo: cmake failed (see $build_log)" >&2; exit 1; }
+fi
+cmake --build "$build" -j"$(nproc)" --target relinkd relinkctl 2>&1 | tee -a "$build_log" |
+  bash scripts/build-progress.sh ||
+  { tail -n 30 "$build_log" >&2; echo "demo: the build failed (see $build_log)" >&2; exit 1; }
+step_done
+
+say "[3/3] the guest image: Debian's kernel + a busybox initramfs (tests/guest/build-guest.sh)"
+step_start=$SECONDS
+bash tests/guest/build-guest.sh "$build/guest" 2>&1 | sed -u 's/^build-guest: /  /'
+step_done
 
 tag=$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
 host=relink-demo-$tag      # where the parent interface and relinkd live
@@ -123,6 +167,19 @@ wait_state attached
 for _ in $(seq 1 600); do grep -q RELINK-GUEST-READY "$work/console.log" 2>/dev/null && break; sleep 0.1; done
 ping_guest && echo "  guest 192.0.2.2 answers ping from the LAN" || { echo "demo: guest unreachable" >&2; exit 1; }
 
+# Each binding's last_reattach_ms (macvtap) or last_recovery_ms (passt), from
+# status --json; the macvtap binding comes first.
+field_ms() {
+  "$build/relinkctl" --socket "$work/control.sock" status --json | sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p" | head -1
+}
+# "median M ms (min A, max B, N samples)" of the arguments.
+spread() {
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+    m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "median %.2f ms (min %.2f, max %.2f, %d samples)", m, v[1], v[NR], NR }'
+}
+reattach_ms=() recovery_ms=()
+
 for i in $(seq 1 "$flaps"); do
   say "flap $i/$flaps: deleting eth0 (the kernel deletes the VM's macvtap with it)"
   ip -n "$host" link del eth0
@@ -131,6 +188,8 @@ for i in $(seq 1 "$flaps"); do
   say "flap $i/$flaps: re-creating eth0"
   add_parent
   wait_state attached
+  reattach_ms+=("$(field_ms last_reattach_ms)")
+  echo "  relinkd reattached the NIC in ${reattach_ms[-1]} ms"
   ping_guest && echo "  guest answers ping again" || { echo "demo: guest unreachable after reattach" >&2; exit 1; }
   echo "  and its TCP service: $(ip netns exec "$peer" busybox nc -w 3 192.0.2.2 8080 </dev/null)"
 done
@@ -164,12 +223,14 @@ for i in $(seq 1 "$flaps"); do
   say "kill $i/$flaps: kill -9 passt (pid $pid)"
   kill -9 "$pid"
   wait_passt running
-  echo "  new passt pid $(passt_field pid); through it again: $(hello_passt || echo 'NO ANSWER')"
+  recovery_ms+=("$(field_ms last_recovery_ms)")
+  echo "  new passt pid $(passt_field pid): QEMU's stream connected again ${recovery_ms[-1]} ms after the old one died"
+  echo "  through it again: $(hello_passt || echo 'NO ANSWER')"
 done
 
 say "relinkctl status"
 "$build/relinkctl" --socket "$work/control.sock" status
-ms=$("$build/relinkctl" --socket "$work/control.sock" status --json | sed -n 's/.*"last_reattach_ms": \([0-9.]*\).*/\1/p')
-pms=$("$build/relinkctl" --socket "$work/control.sock" status --json | sed -n 's/.*"last_recovery_ms": \([0-9.]*\).*/\1/p' | head -1)
-say "done: the last reattach took ${ms} ms from the parent's return to the NIC's link up on the new tap;"
-echo "   the last passt recovery took ${pms} ms from its death to QEMU's stream connected again"
+say "done in $(took "$started")"
+echo "  reattach, from the parent's return to the NIC's link up on the new tap: $(spread "${reattach_ms[@]}")"
+echo "  passt recovery, from its death to QEMU's stream connected again:       $(spread "${recovery_ms[@]}")"
+echo "  (single samples vary with the machine's load; the benchmarks take hundreds: docs/operations.md#benchmarks)"

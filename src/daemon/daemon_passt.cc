@@ -25,6 +25,24 @@ namespace {
 auto logger() { return log::get("daemon"); }
 uint64_t now_ms() { return monotonic_us() / 1000; }
 
+// One level per kind of exit, whichever the loop learns of first (the exit,
+// or QEMU's report of the dropped stream): stopped by relinkd, or a clean
+// exit (QEMU closed the stream) is info; a signal from elsewhere, a failure
+// status or an unknown status is a warning.
+void log_passt_exit(const passt::Process& proc, const passt::ExitStatus& st, const std::string& what) {
+  if (proc.ended_by_stop(st)) logger()->info("{} {}, stopped by relinkd", what, st.describe());
+  else if (st.known && !st.signaled && st.value == 0) logger()->info("{} {}", what, st.describe());
+  else logger()->warn("{} {}", what, st.describe());
+}
+
+// passt's own output: its start-up banner and notes are chatter (debug);
+// what reads as an error is a warning. Under the "passt" logger, as passt's
+// words, not relinkd's.
+void log_passt_line(const std::string& log_name, std::string_view line) {
+  if (passt::is_problem_line(line)) log::get("passt")->warn("{}: {}", log_name, line);
+  else log::get("passt")->debug("{}: {}", log_name, line);
+}
+
 // How long ago a process started, from its /proc start time (clock ticks
 // since boot).
 uint64_t age_ms(uint64_t start_ticks) {
@@ -421,11 +439,13 @@ void Daemon::execute_passt(VmRt& vm, PasstRt& p, const engine::PasstAction& acti
             p.pidfile_generation = gen;
           const pid_t pid = s->pid;
           auto holder = std::make_shared<const passt::Process*>(nullptr);
+          std::string log_name = p.name() + " passt[" + std::to_string(pid) + "]";
           auto proc = passt::Process::watch(
-              loop_.get(), std::move(*s), p.name() + " passt[" + std::to_string(pid) + "]",
+              loop_.get(), std::move(*s), log_name,
               [this, vm_name, netdev, gen, holder](const passt::ExitStatus& st) {
                 on_passt_exit(vm_name, netdev, gen, *holder, st);
-              });
+              },
+              [log_name](std::string_view line) { log_passt_line(log_name, line); });
           if (!proc) {
             // Not watchable: it must not run unsupervised.
             logger()->error("{}: cannot watch passt pid {}: {}; killing it", p.name(), pid, proc.error().message);
@@ -439,7 +459,9 @@ void Daemon::execute_passt(VmRt& vm, PasstRt& p, const engine::PasstAction& acti
           post_passt(vm_name, netdev, engine::passt_ev::Spawned{gen, now_ms()});
         } else if constexpr (std::is_same_v<T, act::Stop>) {
           auto it = p.procs.find(a.generation);
-          if (it != p.procs.end() && !it->second->exited()) {
+          // One that is gone already (killed from outside, its exit not yet
+          // dispatched) is not stopped: its exit is reported as what it was.
+          if (it != p.procs.end() && it->second->alive()) {
             logger()->info("{}: stopping passt pid {} (generation {})", p.name(), it->second->pid(), a.generation);
             it->second->stop();
           }
@@ -480,7 +502,7 @@ void Daemon::on_passt_exit(const std::string& vm_name, const std::string& netdev
   };
   for (auto it = retiring_.begin(); it != retiring_.end(); ++it)
     if (it->get() == proc) {
-      logger()->info("{}/{}: retired passt pid {} {}", vm_name, netdev, proc->pid(), st.describe());
+      log_passt_exit(*proc, st, vm_name + "/" + netdev + ": retired passt pid " + std::to_string(proc->pid()));
       release(std::move(*it));
       retiring_.erase(it);
       return;
@@ -490,9 +512,8 @@ void Daemon::on_passt_exit(const std::string& vm_name, const std::string& netdev
   if (!p) return;
   auto it = p->procs.find(generation);
   if (it == p->procs.end() || it->second.get() != proc) return;
-  const bool expected = generation != p->engine.live_generation();
-  (expected ? logger()->info("{}: passt pid {} (generation {}) {}", p->name(), proc->pid(), generation, st.describe())
-            : logger()->warn("{}: passt pid {} (generation {}) {}", p->name(), proc->pid(), generation, st.describe()));
+  log_passt_exit(*proc, st, p->name() + ": passt pid " + std::to_string(proc->pid()) + " (generation " +
+                              std::to_string(generation) + ")");
   release(std::move(it->second));
   p->procs.erase(it);
   if (p->pidfile_generation == generation) {
@@ -506,9 +527,11 @@ void Daemon::retire_passt(PasstRt& p) {
   p.timer.reset();
   for (auto& [gen, proc] : p.procs) {
     if (!proc->exited()) {
-      logger()->info("{}: binding removed from the configuration, stopping passt pid {}", p.name(), proc->pid());
-      proc->stop();
-      retiring_.push_back(std::move(proc));
+      if (proc->alive()) {
+        logger()->info("{}: binding removed from the configuration, stopping passt pid {}", p.name(), proc->pid());
+        proc->stop();
+      }
+      retiring_.push_back(std::move(proc));  // its exit is logged when the loop dispatches it
     }
   }
   p.procs.clear();

@@ -190,4 +190,26 @@ bool is_syslog_noise(std::string_view line) {
   return digits > 0 && line.substr(digits) == kSuffix;
 }
 
+bool is_problem_line(std::string_view line) {
+  if (line.empty() || line.front() == ' ' || line.front() == '\t') return false;
+  // Words of passt's err() and warn() messages (conf.c, tcp.c, util.c, ...)
+  // and of getopt's; matched case-insensitively at word starts.
+  static constexpr std::string_view kWords[] = {
+      "invalid",  "can't",        "cannot",        "couldn't",       "could not",
+      "failed",   "failure",      "error",         "unrecognized",   "unknown",
+      "conflict", "redundant",    "overlapping",   "multiple",       "not usable",
+      "too long", "denied",       "not permitted", "refused",        "no such",
+      "mutually exclusive",       "already in use", "requires an argument",
+  };
+  std::string lower(line);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string_view text(lower);
+  for (std::string_view word : kWords) {
+    for (size_t pos = text.find(word); pos != std::string_view::npos; pos = text.find(word, pos + 1)) {
+      if (pos == 0 || !std::isalnum(static_cast<unsigned char>(text[pos - 1]))) return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace relink::passt

@@ -59,4 +59,15 @@ std::vector<std::string> build_argv(const std::string& passt_path, Mode mode, co
 // noise in relinkd's log.
 bool is_syslog_noise(std::string_view line);
 
+// Whether a line passt printed reports a problem. passt puts no level on its
+// stderr lines: its start-up banner ("Template interface: ...", "DHCP:", an
+// indented detail line each), its warnings about an address family it cannot
+// use ("No external routable interface for IPv6") and its errors all look
+// alike. Its error messages name the failure ("Failed to bind any port ...",
+// "Invalid ...", "Can't ...", "External interface not usable", getopt's
+// "unrecognized option"): a line with such a word is a problem. Indented lines
+// are details of the line before (the banner's addresses, the QEMU command
+// line with the socket path in it) and never are.
+bool is_problem_line(std::string_view line);
+
 }  // namespace relink::passt

@@ -86,8 +86,11 @@ std::vector<std::string> split_cmdline(std::string_view raw) {
 // ')' itself, so the fields start after the *last* ')'.
 struct StatFields {
   char state = '?';
+  uint64_t flags = 0;  // field 9, the kernel's PF_* bits
   uint64_t start_time = 0;
 };
+
+constexpr uint64_t kPfExiting = 0x4;  // PF_EXITING, include/linux/sched.h
 
 std::optional<StatFields> parse_stat(std::string_view stat) {
   size_t close = stat.rfind(')');
@@ -106,6 +109,9 @@ std::optional<StatFields> parse_stat(std::string_view stat) {
     if (field == 3) {
       if (tok.size() != 1) return std::nullopt;
       out.state = tok[0];
+    } else if (field == 9) {
+      auto [p, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), out.flags);
+      if (ec != std::errc{} || p != tok.data() + tok.size()) return std::nullopt;
     } else if (field == 22) {
       auto [p, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), out.start_time);
       if (ec != std::errc{} || p != tok.data() + tok.size()) return std::nullopt;
@@ -144,6 +150,7 @@ std::optional<ProcInfo> read_proc(pid_t pid, const std::string& proc_root) {
   // 'X' (dead) is only ever seen in a race with the final reap; 'x' is its
   // spelling in kernels before 3.13.
   info.zombie = fields->state == 'Z' || fields->state == 'X' || fields->state == 'x';
+  info.exiting = (fields->flags & kPfExiting) != 0;
   // A zombie (or a kernel thread) has no exe: leave it empty.
   char buf[PATH_MAX];
   ssize_t n = ::readlinkat(dir.get(), "exe", buf, sizeof buf);

@@ -44,6 +44,11 @@ struct ProcInfo {
   uint64_t start_time = 0;
   std::string exe;      // readlink of /proc/PID/exe; may end in " (deleted)"
   bool zombie = false;  // state Z or X
+  // PF_EXITING: do_exit() has begun (killed, or exiting). The process is torn
+  // down before it becomes a zombie, its files (QEMU's stream) first and its
+  // namespaces later, which can take milliseconds; only then does its pidfd
+  // report the exit. A zombie has it too.
+  bool exiting = false;
   // /proc/PID/status "Uid:" and "Gid:": real, effective, saved, filesystem.
   // A process whose ids could not be read has ids_known false.
   bool ids_known = false;

@@ -294,7 +294,8 @@ std::string ExitStatus::describe() const {
 // ---------------------------------------------------------------------------
 // Process
 
-Result<std::unique_ptr<Process>> Process::watch(sd_event* loop, Spawned s, std::string log_name, ExitCb on_exit) {
+Result<std::unique_ptr<Process>> Process::watch(sd_event* loop, Spawned s, std::string log_name, ExitCb on_exit,
+                                                LineCb on_line) {
   if (!s.pidfd) return Error{EINVAL, "watch " + log_name + ": no pidfd"};
   std::unique_ptr<Process> p(new Process());
   p->loop_ = loop;
@@ -304,6 +305,7 @@ Result<std::unique_ptr<Process>> Process::watch(sd_event* loop, Spawned s, std::
   p->log_ = std::move(s.log);
   p->log_name_ = std::move(log_name);
   p->on_exit_ = std::move(on_exit);
+  p->on_line_ = std::move(on_line);
 
   sd_event_source* src = nullptr;
   if (int r = sd_event_add_io(loop, &src, p->pidfd_.get(), EPOLLIN, &Process::on_pidfd, p.get()); r < 0) {
@@ -340,8 +342,32 @@ Process::~Process() {
   pid_src_.reset();
 }
 
+bool Process::alive() const {
+  if (exited_) return false;
+  // A pidfd polls readable once its process has exited.
+  pollfd pfd{pidfd_.get(), POLLIN, 0};
+  int r;
+  do r = ::poll(&pfd, 1, 0);
+  while (r < 0 && errno == EINTR);
+  if (r != 0) return false;
+  // Not exited yet, but maybe dying: a killed passt closes its files (QEMU
+  // reports the stream dropped) milliseconds before its pidfd reports the
+  // exit, while the kernel tears down its namespaces. The pid is still this
+  // process's: an unreaped child's cannot be reused, and an adopted one's
+  // only after an exit the pidfd just did not report.
+  auto info = read_proc(pid_);
+  return info && !info->exiting && !info->zombie;
+}
+
+bool Process::ended_by_stop(const ExitStatus& st) const {
+  if (!stop_requested_) return false;
+  if (!st.known || !st.signaled) return true;
+  return st.value == SIGTERM || (st.value == SIGKILL && kill_sent_);
+}
+
 void Process::stop(uint64_t kill_after_ms) {
   if (exited_) return;
+  stop_requested_ = true;
   if (sys_pidfd_send_signal(pidfd_.get(), SIGTERM) < 0 && errno != ESRCH) {
     log::get("passt")->debug("{}: SIGTERM to pid {}: {}", log_name_, pid_, std::strerror(errno));
   }
@@ -352,6 +378,7 @@ void Process::stop(uint64_t kill_after_ms) {
       r < 0) {
     // Without a timer there is no later: kill now.
     log::get("passt")->debug("{}: no kill timer ({}), sending SIGKILL now", log_name_, std::strerror(-r));
+    kill_sent_ = true;
     sys_pidfd_send_signal(pidfd_.get(), SIGKILL);
     return;
   }
@@ -362,6 +389,7 @@ int Process::on_kill_timer(sd_event_source*, uint64_t, void* userdata) {
   auto* self = static_cast<Process*>(userdata);
   if (!self->exited_) {
     log::get("passt")->debug("{}: pid {} still alive after SIGTERM, sending SIGKILL", self->log_name_, self->pid_);
+    self->kill_sent_ = true;
     sys_pidfd_send_signal(self->pidfd_.get(), SIGKILL);
   }
   return 0;
@@ -399,7 +427,8 @@ void Process::flush_log(bool eof) {
   auto emit = [&](std::string_view line) {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.empty() || is_syslog_noise(line)) return;
-    logger->info("{}: {}", log_name_, line);
+    if (on_line_) on_line_(line);
+    else logger->debug("{}: {}", log_name_, line);
   };
 
   bool closed = false;

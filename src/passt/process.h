@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "util/result.h"
@@ -60,15 +61,20 @@ struct ExitStatus {
   std::string describe() const;  // "exited with status 1", "killed by SIGKILL", "exited (status unknown)"
 };
 
-// One passt process on the loop: its exit (pidfd) and its log lines, which go
-// to relinkd's log as "<log_name>: <line>" (syslog noise dropped, lines
-// bounded). Destroying a Process stops watching but leaves passt running.
+// One passt process on the loop: its exit (pidfd) and its output lines
+// (syslog noise dropped, lines bounded). Destroying a Process stops watching
+// but leaves passt running.
 class Process {
  public:
   using ExitCb = std::function<void(const ExitStatus&)>;
+  // One line of the process's output, without its line end.
+  using LineCb = std::function<void(std::string_view line)>;
 
-  // Watches a child from Spawner::spawn. on_exit is called once, from the loop.
-  static Result<std::unique_ptr<Process>> watch(sd_event* loop, Spawned s, std::string log_name, ExitCb on_exit);
+  // Watches a child from Spawner::spawn. on_exit is called once, from the
+  // loop. Output lines go to on_line, or without one to the "passt" logger at
+  // debug as "<log_name>: <line>".
+  static Result<std::unique_ptr<Process>> watch(sd_event* loop, Spawned s, std::string log_name, ExitCb on_exit,
+                                                LineCb on_line = {});
   // Watches a process relinkd did not start in this life (pidfd_open); its
   // output is not available and its exit status is unknown.
   static Result<std::unique_ptr<Process>> adopt(sd_event* loop, pid_t pid, std::string log_name, ExitCb on_exit);
@@ -78,10 +84,19 @@ class Process {
   Process& operator=(const Process&) = delete;
 
   pid_t pid() const { return pid_; }
+  // on_exit has run.
   bool exited() const { return exited_; }
+  // Still running: not exited, its pidfd reports no exit the loop has yet to
+  // dispatch, and it is not dying (a passt killed from outside is gone before
+  // on_exit runs, and QEMU's report of the dropped stream comes first).
+  bool alive() const;
   // SIGTERM now, SIGKILL after kill_after_ms if it is still alive. on_exit
   // still fires when it is gone.
   void stop(uint64_t kill_after_ms = 1000);
+  // Whether `st`, its exit, is the one stop() asked for: stop() was called
+  // and it did not die of a signal relinkd never sent (a SIGKILL from
+  // elsewhere while it handled SIGTERM is not relinkd's doing).
+  bool ended_by_stop(const ExitStatus& st) const;
 
  private:
   Process() = default;
@@ -96,8 +111,10 @@ class Process {
   bool exited_ = false;
   UniqueFd pidfd_, log_;
   SdEventSourcePtr pid_src_, log_src_, kill_timer_;
+  bool stop_requested_ = false, kill_sent_ = false;
   std::string log_name_, partial_;
   ExitCb on_exit_;
+  LineCb on_line_;
 };
 
 // Runs `passt --help` as uid/gid (bounded time, no shell) and parses it.

@@ -159,6 +159,70 @@ TEST_F(PasstTest, KilledPasstIsReplacedTwentyTimesInARow) {
   EXPECT_TRUE(env.relinkd().running());
 }
 
+// relinkd's log lines ("DATE TIME LEVEL LOGGER: MESSAGE") that contain `text`,
+// as {level, line}.
+std::vector<std::pair<std::string, std::string>> log_lines_with(const std::string& log, const std::string& text) {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::istringstream in(log);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find(text) == std::string::npos) continue;
+    std::istringstream words(line);
+    std::string date, time, level;
+    words >> date >> time >> level;
+    out.emplace_back(level, line);
+  }
+  return out;
+}
+
+TEST_F(PasstTest, OneLogLevelPerKindOfEvent) {
+  PasstSpec p;
+  ASSERT_NO_FATAL_FAILURE(start_running({p}));
+  auto& qmp = env.test_qmp("vm1");
+  ASSERT_TRUE(qmp.wait_events(kStreamConnected, 1, 5000)) << explain();
+  // Killed from outside, twice: QEMU's report of the dropped stream and the
+  // exit race each time, and the log must not depend on which comes first.
+  std::vector<int> killed;
+  for (uint64_t gen = 1; gen <= 2; ++gen) {
+    const int pid = pid_of();
+    std::this_thread::sleep_for(kHealthyUptime);
+    ASSERT_EQ(::kill(pid, SIGKILL), 0);
+    ASSERT_TRUE(wait_running(gen + 1)) << explain();
+    killed.push_back(pid);
+  }
+  for (size_t i = 0; i < killed.size(); ++i) {
+    const std::string exit = "passt pid " + std::to_string(killed[i]) + " (generation " + std::to_string(i + 1) +
+                             ") killed by SIGKILL";
+    ASSERT_TRUE(wait_until([&] { return !log_lines_with(read_file(env.log_path()), exit).empty(); }, 5s)) << explain();
+    const std::string log = read_file(env.log_path());
+    const auto lines = log_lines_with(log, exit);
+    ASSERT_EQ(lines.size(), 1u) << log;
+    EXPECT_EQ(lines[0].first, "warning") << lines[0].second;
+    EXPECT_EQ(lines[0].second.find("stopped by relinkd"), std::string::npos) << lines[0].second;
+    EXPECT_TRUE(log_lines_with(log, "stopping passt pid " + std::to_string(killed[i])).empty())
+        << "a passt that is gone is not stopped:\n" << log;
+  }
+  // passt's start-up banner, three times (the last one's may still come):
+  // in the log, but at debug.
+  EXPECT_TRUE(wait_until(
+      [&] { return log_lines_with(read_file(env.log_path()), "Template interface: up0").size() == 3; }, 5s))
+      << read_file(env.log_path());
+  const std::string log = read_file(env.log_path());
+  const auto banner = log_lines_with(log, "vm1/net1 passt[");
+  ASSERT_GE(banner.size(), 3 * 8u) << log;
+  for (const auto& [level, line] : banner) EXPECT_EQ(level, "debug") << line;
+
+  // QEMU exits: relinkd stops passt (or passt sees the stream close first
+  // and exits 0). Either is routine: info.
+  const int last = pid_of();
+  env.kill_qemu("vm1");
+  ASSERT_TRUE(wait_passt_state("vm-offline")) << explain();
+  const std::string exit = "passt pid " + std::to_string(last) + " (generation 3) ";
+  ASSERT_TRUE(wait_until([&] { return !log_lines_with(read_file(env.log_path()), exit).empty(); }, 5s)) << explain();
+  const auto lines = log_lines_with(read_file(env.log_path()), exit);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].first, "info") << lines[0].second;
+}
+
 TEST_F(PasstTest, CrashLoopBacksOffThenFailsUntilReload) {
   PasstSpec p;
   p.args = R"(["--no-such-option"])";  // passt exits 1 at once
@@ -176,9 +240,12 @@ TEST_F(PasstTest, CrashLoopBacksOffThenFailsUntilReload) {
   EXPECT_EQ(j.value("last_exit", ""), "exited with status 1");
   EXPECT_NE(j.value("last_error", "").find("5 failed starts"), std::string::npos) << j.dump();
   EXPECT_TRUE(j["pid"].is_null());
-  // passt's own words reach relinkd's log, under the binding's name.
+  // passt's own words reach relinkd's log, under the binding's name, and
+  // its error as a warning.
   EXPECT_NE(read_file(env.log_path()).find("vm1/net1 passt["), std::string::npos);
-  EXPECT_NE(read_file(env.log_path()).find("no-such-option"), std::string::npos);
+  const auto error = log_lines_with(read_file(env.log_path()), "unrecognized option '--no-such-option'");
+  ASSERT_FALSE(error.empty()) << read_file(env.log_path());
+  EXPECT_EQ(error[0].first, "warning") << error[0].second;
   // No process storm: nothing runs, nothing more starts.
   std::this_thread::sleep_for(1500ms);
   EXPECT_TRUE(passt_pids().empty());

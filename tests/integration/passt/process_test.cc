@@ -110,8 +110,9 @@ class KillGuard {
 
 // ---- log capture ----
 
-// Takes the "passt" logger's messages (its level raised to info) while alive;
-// they are shown on failure instead of cluttering the test output.
+// Takes the "passt" logger's messages (at debug, where a Process without a
+// line callback logs its output) while alive; they are shown on failure
+// instead of cluttering the test output.
 class LogCapture {
  public:
   LogCapture()
@@ -120,7 +121,7 @@ class LogCapture {
         old_sinks_(logger_->sinks()),
         sink_(std::make_shared<Sink>()) {
     logger_->sinks() = {sink_};
-    logger_->set_level(spdlog::level::info);
+    logger_->set_level(spdlog::level::debug);
   }
   ~LogCapture() {
     logger_->sinks() = old_sinks_;
@@ -358,6 +359,85 @@ TEST_F(ProcessTest, LogLinesReachTheLoggerCleanedAndBounded) {
                                  "web1/net1: " + std::string(5000 - 4096, 'x'),
                                  "web1/net1: last",
                              }));
+}
+
+TEST_F(ProcessTest, LinesGoToTheLineCallbackInsteadOfTheLogger) {
+  LogCapture capture;
+  ExitRecord exit;
+  std::vector<std::string> lines;
+  auto s = spawner_.spawn(request({"/bin/sh", "-c", "printf 'one\\r\\nFailed to send 31 bytes to syslog\\n\\ntwo'"}));
+  ASSERT_TRUE(s) << s.error().message;
+  KillGuard guard(s->pidfd.get());
+  auto p = Process::watch(
+      loop_.get(), std::move(*s), "t",
+      [&](const ExitStatus& st) {
+        ++exit.calls;
+        exit.status = st;
+      },
+      [&](std::string_view line) { lines.emplace_back(line); });
+  ASSERT_TRUE(p) << p.error().message;
+  ASSERT_TRUE(run_until_exit(exit));
+  EXPECT_EQ(lines, (std::vector<std::string>{"one", "two"}));
+  EXPECT_TRUE(capture.lines().empty()) << capture.dump();
+}
+
+TEST_F(ProcessTest, NotAliveOnceKilledEvenBeforeTheLoopSeesTheExit) {
+  ExitRecord exit;
+  auto p = start(request({"/bin/sleep", "30"}), exit);
+  ASSERT_TRUE(p);
+  EXPECT_TRUE(p->alive());
+  ASSERT_EQ(::kill(p->pid(), SIGKILL), 0);
+  // Not dispatched yet: exited() still says no, alive() already knows.
+  ASSERT_TRUE(test::wait_until([&] { return !p->alive(); }, 3s));
+  EXPECT_FALSE(p->exited());
+  EXPECT_EQ(exit.calls, 0);
+  ASSERT_TRUE(run_until_exit(exit));
+  EXPECT_FALSE(p->alive());
+  EXPECT_FALSE(p->ended_by_stop(exit.status)) << "nobody asked it to stop";
+}
+
+TEST_F(ProcessTest, EndedByStopOnlyWhenTheSignalWasRelinkds) {
+  {
+    ExitRecord exit;
+    auto p = start(request({"/bin/sleep", "30"}), exit);
+    ASSERT_TRUE(p);
+    p->stop(5000);
+    ASSERT_TRUE(run_until_exit(exit, 3s));
+    EXPECT_EQ(exit.status.describe(), "killed by SIGTERM");
+    EXPECT_TRUE(p->ended_by_stop(exit.status));
+  }
+  {
+    // Ignores SIGTERM; the grace period escalates to relinkd's SIGKILL.
+    ExitRecord exit;
+    auto p = start(request({"/bin/sh", "-c", "trap '' TERM; exec sleep 30"}), exit);
+    ASSERT_TRUE(p);
+    ASSERT_TRUE(test::wait_until([&] { return status_field(p->pid(), "Name") == "sleep"; }, 3s));
+    p->stop(100);
+    ASSERT_TRUE(run_until_exit(exit, 3s));
+    EXPECT_EQ(exit.status.describe(), "killed by SIGKILL");
+    EXPECT_TRUE(p->ended_by_stop(exit.status));
+  }
+  {
+    // Ignores SIGTERM and is killed from elsewhere within the grace period.
+    ExitRecord exit;
+    auto p = start(request({"/bin/sh", "-c", "trap '' TERM; exec sleep 30"}), exit);
+    ASSERT_TRUE(p);
+    ASSERT_TRUE(test::wait_until([&] { return status_field(p->pid(), "Name") == "sleep"; }, 3s));
+    p->stop(10000);
+    ASSERT_EQ(::kill(p->pid(), SIGKILL), 0);
+    ASSERT_TRUE(run_until_exit(exit, 3s));
+    EXPECT_EQ(exit.status.describe(), "killed by SIGKILL");
+    EXPECT_FALSE(p->ended_by_stop(exit.status)) << "that SIGKILL was not relinkd's";
+  }
+  {
+    // Exits by itself: not a stop.
+    ExitRecord exit;
+    auto p = start(request({"/bin/true"}), exit);
+    ASSERT_TRUE(p);
+    ASSERT_TRUE(run_until_exit(exit, 3s));
+    EXPECT_EQ(exit.status.describe(), "exited with status 0");
+    EXPECT_FALSE(p->ended_by_stop(exit.status));
+  }
 }
 
 TEST_F(ProcessTest, OnExitMayDestroyTheProcess) {

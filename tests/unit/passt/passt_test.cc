@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <gtest/gtest.h>
 
 #include <string>
@@ -280,6 +281,55 @@ TEST(PasstSyslogNoise, FixtureIsHalfNoise) {
     start = nl + 1;
   }
   EXPECT_EQ(noise * 2, lines) << "one noise line per help line in the capture";
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+// fixtures/passt/start-fd-2023-03.txt: what Debian 12's passt printed (no
+// syslog daemon) when started as relinkd starts it, `passt -f --fd 3 -t
+// 10001` as nobody, in a namespace with an IPv4 default route and no IPv6
+// one, until its peer closed the socket; the MAC address replaced.
+// fixtures/passt/errors-2023-03.txt: its last line when it failed to start:
+// `-t 22` as nobody, no default route at all, `--no-such-option`.
+TEST(PasstProblemLines, TheStartUpBannerIsChatter) {
+  const auto lines = lines_of(fixture("start-fd-2023-03.txt"));
+  size_t chatter = 0;
+  for (const auto& line : lines) {
+    if (is_syslog_noise(line)) continue;
+    ++chatter;
+    EXPECT_FALSE(is_problem_line(line)) << line;
+  }
+  EXPECT_EQ(chatter, 10u) << "the fixture is the whole banner";
+}
+
+TEST(PasstProblemLines, ErrorsAreProblems) {
+  const auto lines = lines_of(fixture("errors-2023-03.txt"));
+  ASSERT_EQ(lines.size(), 3u);
+  for (const auto& line : lines) EXPECT_TRUE(is_problem_line(line)) << line;
+  // More of passt's error messages (from the binary's strings).
+  for (const char* line : {"Invalid port specifier 10001:", "Multiple --fd options given",
+                           "Can't bind IPv4 TCP socket address: Address already in use",
+                           "Couldn't open network namespace /run/netns/x", "Socket path /tmp/s already in use",
+                           "Options --socket and --fd are mutually exclusive", "Error reading /etc/resolv.conf: x",
+                           "passt: option requires an argument -- 'F'", "Failed to sandbox process, exiting"})
+    EXPECT_TRUE(is_problem_line(line)) << line;
+}
+
+TEST(PasstProblemLines, IndentedDetailsAndWordsInsideOthersAreNot) {
+  // An indented line details the one before: the banner's addresses, the
+  // QEMU command line with the socket path (which may hold any word).
+  EXPECT_FALSE(is_problem_line("    kvm ... -netdev stream,addr.path=/run/failed-error.sock"));
+  EXPECT_FALSE(is_problem_line("\tInvalid"));
+  EXPECT_FALSE(is_problem_line("No external routable interface for IPv6"));
+  EXPECT_FALSE(is_problem_line("Template interface: terror0 (IPv4)")) << "a word inside another";
+  EXPECT_FALSE(is_problem_line("Client closed connection, exiting")) << "QEMU went away: routine";
+  EXPECT_FALSE(is_problem_line(""));
+  EXPECT_TRUE(is_problem_line("TCP: FAILED to bind")) << "case does not matter";
 }
 
 }  // namespace

@@ -41,12 +41,13 @@ void write_text(const std::string& path, const std::string& text) {
   f << text;
 }
 
-// A /proc/PID/stat line with the given comm, state and starttime (field 22).
-std::string stat_line(pid_t pid, const std::string& comm, char state, uint64_t start_time) {
+// A /proc/PID/stat line with the given comm, state, starttime (field 22) and
+// flags (field 9; 99 has no PF_EXITING).
+std::string stat_line(pid_t pid, const std::string& comm, char state, uint64_t start_time, uint64_t flags = 99) {
   std::string s = std::to_string(pid) + " (" + comm + ") " + state;
   // fields 4..21: ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
   // cmajflt utime stime cutime cstime priority nice num_threads itrealvalue
-  for (int field = 4; field <= 21; ++field) s += " " + std::to_string(field * 11);
+  for (int field = 4; field <= 21; ++field) s += " " + std::to_string(field == 9 ? flags : field * 11);
   s += " " + std::to_string(start_time);
   for (int field = 23; field <= 52; ++field) s += " " + std::to_string(field);
   return s + "\n";
@@ -133,6 +134,19 @@ TEST_F(FakeProc, ZombieHasNoExe) {
   add(79, "passt", 'X', 556, "");
   ASSERT_TRUE(read_proc(79, root_.path()));
   EXPECT_TRUE(read_proc(79, root_.path())->zombie);
+}
+
+TEST_F(FakeProc, ExitingIsPfExiting) {
+  add(80, "passt", 'R', 557, "/usr/bin/passt");
+  EXPECT_FALSE(read_proc(80, root_.path())->exiting);
+  // A killed passt in do_exit(): PF_EXITING (0x4) with PF_SIGNALED (0x400).
+  const std::string dir = root_ / "81";
+  fs::create_directories(dir);
+  write_text(dir + "/stat", stat_line(81, "passt", 'D', 558, 0x40040c));
+  auto info = read_proc(81, root_.path());
+  ASSERT_TRUE(info);
+  EXPECT_TRUE(info->exiting);
+  EXPECT_FALSE(info->zombie);
 }
 
 TEST_F(FakeProc, MissingOrGarbledIsNoProcess) {
