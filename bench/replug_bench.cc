@@ -891,7 +891,7 @@ int run(int argc, char** argv) {
   std::printf("  own p50 relinkd                %7.3f ms   (goal <= 5 ms)  %s\n", own50, own50 <= 5 ? "ok" : "MISSED");
   std::printf("  replug / hub, what a user sees  %5.1fx at p50\n", pct(user_replug, 50) / pct(user_hub, 50));
   std::printf("\n  relinkd warnings/errors logged: %zu; run took %.0f s; load %s\n",
-              count_of(log_text, "[warning]") + count_of(log_text, "[error]"), ms(started, monotonic_us()) / 1000.0,
+              count_of(log_text, " warning ") + count_of(log_text, " error "), ms(started, monotonic_us()) / 1000.0,
               loadavg().c_str());
   return 0;
 }
