@@ -74,6 +74,14 @@ void print_status(const json& st) {
                   vm_error.empty() ? cell(b, "last_error").c_str() : vm_error.c_str());
     }
   }
+  // libvirt's domains come and go with the connection: say when it is down.
+  const json lv = st.value("libvirt", json::object());
+  if (lv.value("enabled", false) && !lv.value("connected", false))
+    std::printf("libvirt: not connected to %s: %s\n", cell(lv, "uri").c_str(), cell(lv, "last_error").c_str());
+  if (lv.contains("not_followed") && lv["not_followed"].is_object())
+    for (const auto& [domain, why] : lv["not_followed"].items())
+      std::printf("libvirt: domain %s not followed: %s\n", domain.c_str(),
+                  why.is_string() ? why.get<std::string>().c_str() : "-");
 }
 
 int request(const std::string& sock, const json& req, json* result) {

@@ -285,6 +285,9 @@ TEST_F(LibvirtVms, LibvirtdRestartsAreSurvived) {
       20s))
       << explain();
   EXPECT_EQ(env.binding("g1", "net0").value("state", ""), "vm-offline");
+  auto human = sh(relinkctl_bin() + " --socket " + env.control() + " status");
+  EXPECT_NE(human.out.find("libvirt: not connected to qemu:///system"), std::string::npos) << human.out;
+  EXPECT_NE(human.out.find("libvirt-down"), std::string::npos) << human.out;
   ASSERT_NO_FATAL_FAILURE(lv.start());
   ASSERT_TRUE(env.wait_state("attached", 1, "g1", 30s, "net0")) << explain();
   EXPECT_EQ(env.binding("g1", "net0").value("attaches", 1u), 0u) << "a healthy NIC is adopted, not re-plugged";
@@ -427,6 +430,10 @@ TEST_F(LibvirtVms, DomainNamedLikeAConfiguredVmIsRefused) {
   auto v1 = vm("vm1");
   EXPECT_EQ(v1.value("source", ""), "config");
   EXPECT_NE(read_file(env.log_path()).find("libvirt domain vm1 has the name of a VM in"), std::string::npos);
+  auto human = sh(relinkctl_bin() + " --socket " + env.control() + " status");
+  EXPECT_NE(human.out.find("libvirt: domain vm1 not followed: a VM of the config file has this name"),
+            std::string::npos)
+      << human.out;
 }
 
 }  // namespace
