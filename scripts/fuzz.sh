@@ -37,6 +37,7 @@ fixtures() {
     info_network) ls tests/fixtures/qemu/*.txt ;;
     passt_help) ls tests/fixtures/passt/* ;;
     config) echo contrib/relinkd.toml ;;
+    domain_xml) ls tests/fixtures/libvirt/*.xml ;;
   esac
 }
 
