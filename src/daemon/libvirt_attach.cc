@@ -135,7 +135,9 @@ void LibvirtAttacher::hand_over(const config::MacvtapBinding& b, uint64_t genera
     AttachResult res{true, found.value()->ifindex, {}, {}};
     const int pid = info_.qemu_pid;
     if (pid <= 0)
-      res.wrong_tap = "cannot check the tap QEMU holds: no QEMU pid in libvirt's pidfile";
+      // Nothing to compare with: not a reason to unplug a NIC that may work.
+      logger()->warn("{}: cannot check which tap QEMU holds: no QEMU pid in {} (see [libvirt] pid_dir)", domain_,
+                     source_.options().pid_dir);
     else if (!holds_live_device(pid, found.value()->dev))
       res.wrong_tap = "QEMU (pid " + std::to_string(pid) + ") does not hold the device of " + i->target_dev +
                       " (ifindex " + std::to_string(found.value()->ifindex) +
