@@ -1,5 +1,7 @@
 #include "config/config.h"
 
+#include <sys/stat.h>
+
 #include <grp.h>
 #include <pwd.h>
 #include <unistd.h>
@@ -9,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <toml++/toml.h>
@@ -216,8 +219,10 @@ class Loader {
       if (t->get("node_dir")) need_absolute(*t, "node_dir", cfg.daemon.node_dir);
       cfg.daemon.log_level = get_string(*t, "log_level", *d, "[daemon]", cfg.daemon.log_level);
       static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error"};
+      // The log itself says "warning": take that spelling too.
+      if (cfg.daemon.log_level == "warning") cfg.daemon.log_level = "warn";
       if (!levels.count(cfg.daemon.log_level))
-        fail(*t->get("log_level"), "'log_level' must be one of trace, debug, info, warn, error");
+        fail(*t->get("log_level"), "'log_level' must be one of trace, debug, info, warn (or warning), error");
       cfg.daemon.control_group = get_string(*t, "control_group", *d, "[daemon]", "");
       cfg.daemon.netlink_receive_buffer = static_cast<size_t>(get_int(
           *t, "netlink_receive_buffer", static_cast<int64_t>(cfg.daemon.netlink_receive_buffer), 4096, int64_t{1} << 30));
@@ -238,24 +243,31 @@ class Loader {
     if (const toml::node* v = root.get("vm")) {
       const toml::array* arr = v->as_array();
       if (!arr) fail(*v, "'vm' must be an array of tables ([[vm]])");
-      std::set<std::string> vm_names, macvtap_names, qmp_paths;
-      std::set<MacAddress> macs;
+      // Where each name, socket and MAC was first seen, to point at it.
+      std::map<std::string, toml::source_position> vm_names, macvtap_names, qmp_paths;
+      std::map<MacAddress, toml::source_position> macs;
+      auto at = [](const toml::source_position& p) {
+        return " (first at line " + std::to_string(p.line) + ", column " + std::to_string(p.column) + ")";
+      };
       for (const toml::node& vn : *arr) {
         const toml::table* vt = vn.as_table();
         if (!vt) fail(vn, "each [[vm]] entry must be a table");
         cfg.vms.push_back(load_vm(vn, *vt));
         Vm& vm = cfg.vms.back();
-        if (!vm_names.insert(vm.name).second) fail(*vt->get("name"), "duplicate VM name '" + vm.name + "'");
-        if (!qmp_paths.insert(vm.qmp).second)
-          fail(*vt->get("qmp"), "QMP socket '" + vm.qmp + "' is already used by another VM");
+        if (auto [it, fresh] = vm_names.emplace(vm.name, vt->get("name")->source().begin); !fresh)
+          fail(*vt->get("name"), "duplicate VM name '" + vm.name + "'" + at(it->second));
+        if (auto [it, fresh] = qmp_paths.emplace(vm.qmp, vt->get("qmp")->source().begin); !fresh)
+          fail(*vt->get("qmp"), "QMP socket '" + vm.qmp + "' is already used by another VM" + at(it->second));
         const toml::array* bindings = (*vt)["macvtap"].as_array();
         for (size_t i = 0; i < vm.macvtaps.size(); ++i) {
           const toml::node& bn = *bindings->get(i);
           auto& b = vm.macvtaps[i];
-          if (!macvtap_names.insert(b.macvtap).second)
-            fail(bn, "macvtap name '" + b.macvtap + "' is used by two bindings");
-          if (!macs.insert(b.mac).second)
-            fail(bn, "MAC " + format_mac(b.mac) + " is used by two bindings");
+          if (auto [it, fresh] = macvtap_names.emplace(b.macvtap, bn.source().begin); !fresh)
+            fail(bn, "macvtap name '" + b.macvtap + "' is used by two bindings" + at(it->second));
+          const toml::node* mac_node = bn.as_table() ? bn.as_table()->get("mac") : nullptr;
+          const toml::node& mn = mac_node ? *mac_node : bn;
+          if (auto [it, fresh] = macs.emplace(b.mac, mn.source().begin); !fresh)
+            fail(mn, "MAC " + format_mac(b.mac) + " is used by two bindings" + at(it->second));
         }
       }
       // After all VMs: a passt socket must not be any VM's QMP socket either.
@@ -508,11 +520,18 @@ Config load_string(const std::string& text, const std::string& path) {
 }
 
 Config load_file(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) < 0) throw ConfigError(path + ": cannot read the file: " + std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) throw ConfigError(path + ": is a directory, not a configuration file");
+  if (!S_ISREG(st.st_mode)) throw ConfigError(path + ": is not a regular file");
   std::ifstream f(path);
-  if (!f) throw ConfigError(path + ":0:0: cannot read the file: " + std::strerror(errno));
+  if (!f) throw ConfigError(path + ": cannot read the file: " + std::strerror(errno));
   std::stringstream ss;
   ss << f.rdbuf();
-  return load_string(ss.str(), path);
+  const std::string text = ss.str();
+  if (text.find_first_not_of(" \t\r\n") == std::string::npos)
+    throw ConfigError(path + ": the file is empty (see contrib/relinkd.toml for an example)");
+  return load_string(text, path);
 }
 
 }  // namespace relink::config

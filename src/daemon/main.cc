@@ -1,14 +1,51 @@
 // relinkd: keeps QEMU guests' macvtap NICs connected while host links come and go.
+#include <grp.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 
 #include <cstring>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include "config/config.h"
 #include "daemon/daemon.h"
 #include "util/log.h"
+
+namespace {
+
+std::string plural(size_t n, const std::string& one, const std::string& many) {
+  return std::to_string(n) + " " + (n == 1 ? one : many);
+}
+
+// What --check-config can see beyond the file itself: things on this host
+// that would make relinkd fail or a binding useless. Returns the errors;
+// warnings go to stderr as they are found.
+std::vector<std::string> check_host(const relink::config::Config& cfg) {
+  std::vector<std::string> errors;
+  size_t passts = 0;
+  for (const auto& vm : cfg.vms) passts += vm.passts.size();
+  if (passts && access(cfg.daemon.passt.c_str(), X_OK) < 0)
+    errors.push_back("[daemon] passt: cannot run " + cfg.daemon.passt + ": " + std::strerror(errno) + " (needed by " +
+                     plural(passts, "[[vm.passt]] binding", "[[vm.passt]] bindings") + "; install passt)");
+  if (!cfg.daemon.control_group.empty() && !getgrnam(cfg.daemon.control_group.c_str()))
+    errors.push_back("[daemon] control_group: there is no group named '" + cfg.daemon.control_group + "'");
+  for (const auto& vm : cfg.vms)
+    for (const auto& b : vm.macvtaps) {
+      struct stat st {};
+      const std::string dev = "/sys/class/net/" + b.parent;
+      if (stat((dev + "/wireless").c_str(), &st) == 0 || stat((dev + "/phy80211").c_str(), &st) == 0)
+        std::cerr << "warning: " << vm.name << "/" << b.nic << ": parent " << b.parent
+                  << " is a Wi-Fi interface: a macvtap on a Wi-Fi station passes no traffic (the access point "
+                     "accepts frames only from the station's own MAC); give this guest a passt backend instead\n";
+    }
+  return errors;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -25,9 +62,10 @@ int main(int argc, char** argv) {
       ->type_name("FILE");
   app.add_option("-l,--log-level", log_level, "trace, debug, info, warn or error (overrides the config)")
       ->type_name("LEVEL")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "warning", "error"}));
   app.add_flag("-V,--version", version, "print the version and exit");
   CLI11_PARSE(app, argc, argv);
+  if (log_level == "warning") log_level = "warn";  // the log's own spelling
 
   if (version) {
     std::cout << "relinkd " << RELINK_VERSION << "\n";
@@ -36,9 +74,18 @@ int main(int argc, char** argv) {
   if (!check_path.empty()) {
     try {
       auto cfg = relink::config::load_file(check_path);
-      size_t bindings = 0;
-      for (const auto& vm : cfg.vms) bindings += vm.macvtaps.size();
-      std::cout << check_path << ": valid (" << cfg.vms.size() << " VMs, " << bindings << " bindings)\n";
+      size_t macvtaps = 0, passts = 0;
+      for (const auto& vm : cfg.vms) {
+        macvtaps += vm.macvtaps.size();
+        passts += vm.passts.size();
+      }
+      const auto errors = check_host(cfg);
+      for (const auto& e : errors) std::cerr << check_path << ": " << e << "\n";
+      if (!errors.empty()) return 1;
+      std::cout << check_path << ": valid (" << plural(cfg.vms.size(), "VM", "VMs") << ": "
+                << plural(macvtaps, "macvtap binding", "macvtap bindings") << ", "
+                << plural(passts, "passt binding", "passt bindings")
+                << (cfg.libvirt.enabled ? "; and libvirt's domains at " + cfg.libvirt.uri : "") << ")\n";
       return 0;
     } catch (const relink::config::ConfigError& e) {
       std::cerr << e.what() << "\n";

@@ -440,9 +440,35 @@ TEST(Cli, CheckConfigReportsFileLineColumn) {
   EXPECT_EQ(good.status, 0) << good.out;
   EXPECT_EQ(run_bad.status, 1);
   EXPECT_EQ(run_bad.out, bad.out);
+  EXPECT_EQ(good.out, dir + "/good.toml: valid (1 VM: 0 macvtap bindings, 0 passt bindings)\n");
   // The shipped example is valid.
   auto example = sh(relinkd_bin() + " --check-config " + source_dir() + "/contrib/relinkd.toml");
   EXPECT_EQ(example.status, 0) << example.out;
+}
+
+// --check-config refuses what is not a configuration, and what this host
+// cannot run: a passt binary that is not there, a group that does not exist.
+TEST(Cli, CheckConfigRefusesNonFilesAndWhatTheHostLacks) {
+  auto etc = sh(relinkd_bin() + " --check-config /etc 2>&1");
+  EXPECT_EQ(etc.status, 1);
+  EXPECT_EQ(etc.out, "/etc: is a directory, not a configuration file\n");
+  auto null = sh(relinkd_bin() + " --check-config /dev/null 2>&1");
+  EXPECT_EQ(null.status, 1);
+  EXPECT_EQ(null.out, "/dev/null: is not a regular file\n");
+  const std::string dir = "/tmp/relink-cli-" + random_suffix();
+  std::filesystem::create_directories(dir);
+  DaemonEnv::write_file(dir + "/host.toml",
+                        "[daemon]\npasst = \"/nonexistent/passt\"\ncontrol_group = \"relink-no-such-group\"\n"
+                        "[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"net1\"\nsocket = \"/run/a.sock\"\n");
+  auto host = sh(relinkd_bin() + " --check-config " + dir + "/host.toml 2>&1");
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(host.status, 1);
+  EXPECT_NE(host.out.find("[daemon] passt: cannot run /nonexistent/passt: No such file or directory (needed by 1 "
+                          "[[vm.passt]] binding; install passt)"),
+            std::string::npos)
+      << host.out;
+  EXPECT_NE(host.out.find("[daemon] control_group: there is no group named 'relink-no-such-group'"), std::string::npos)
+      << host.out;
 }
 
 }  // namespace

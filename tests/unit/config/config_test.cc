@@ -2,6 +2,7 @@
 
 #include <grp.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <pwd.h>
 
 #include <fstream>
@@ -171,7 +172,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "9:7", "bound twice"},
         BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\n"
                 "[[vm.macvtap]]\nnic = \"m\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\n",
-                "8:1", "used by two bindings"},
+                "11:7", "used by two bindings"},
         BadCase{"[daemon]\npasst = \"passt\"\n", "2:9", "'passt' must be an absolute path"},
         BadCase{"[libvirt]\nuri = \"\"\n", "2:7", "must not be empty"},
         BadCase{"[libvirt]\ndomains = \"web\"\n", "2:11", "array of domain names"},
@@ -449,8 +450,49 @@ TEST(Config, MissingFileIsAClearError) {
     (void)load_file("/nonexistent/relinkd.toml");
     FAIL() << "loaded a missing file";
   } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("/nonexistent/relinkd.toml:0:0: cannot read"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()), "/nonexistent/relinkd.toml: cannot read the file: No such file or directory");
   }
+}
+
+TEST(Config, DirectoriesDevicesAndEmptyFilesAreNotConfigurations) {
+  auto error_of = [](const std::string& path) -> std::string {
+    try {
+      (void)load_file(path);
+    } catch (const ConfigError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(error_of("/etc"), "/etc: is a directory, not a configuration file");
+  EXPECT_EQ(error_of("/dev/null"), "/dev/null: is not a regular file");
+  char tmpl[] = "/tmp/relink-cfg-XXXXXX";
+  const int fd = mkstemp(tmpl);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, " \n\t\n", 4), 4);
+  close(fd);
+  EXPECT_NE(error_of(tmpl).find(": the file is empty"), std::string::npos) << error_of(tmpl);
+  unlink(tmpl);
+}
+
+TEST(Config, WarningIsALogLevel) {
+  EXPECT_EQ(load_string("[daemon]\nlog_level = \"warning\"\n", "x").daemon.log_level, "warn");
+}
+
+TEST(Config, DuplicatesPointAtTheFirstOccurrence) {
+  auto error_of = [](const std::string& text) -> std::string {
+    try {
+      (void)load_string(text, "t.toml");
+    } catch (const ConfigError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(error_of("[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm]]\nname = \"a\"\nqmp = \"/r\"\n"),
+            "t.toml:5:8: duplicate VM name 'a' (first at line 2, column 8)");
+  EXPECT_NE(error_of("[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = "
+                     "\"52:54:00:00:00:01\"\n[[vm.macvtap]]\nnic = \"m\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\n")
+                .find("t.toml:11:7: MAC 52:54:00:00:00:01 is used by two bindings (first at line 7, column 7)"),
+            std::string::npos);
 }
 
 TEST(Config, IdAndIfnameRules) {
