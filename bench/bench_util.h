@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // What every benchmark needs: percentiles, a fatal error that unwinds, and
 // the floors' one QMP write (bytes, with an fd on the same sendmsg).
 #pragma once

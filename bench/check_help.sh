@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # check_help.sh BENCH FLAG: `BENCH FLAG` (--help or -h) must exit 0 within a
 # few seconds and print its usage, what it measures and how long it takes.
 set -uo pipefail

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // What the guest benchmarks share (replug_bench, libvirt_bench): a guest's
 // parent made and deleted in-process over rtnetlink, an ICMP pinger in the
 // peer namespace that says when the guest answers again, and stopping at the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // What relinkd costs while nothing happens: wakeups per minute, CPU and RSS,
 // with N VMs attached and with N VMs offline (no QEMU listening), next to
 // baselines measured in the same run:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Re-plug through libvirt against relinkd's own QMP replug and hub attach,
 // measured as a user sees it, with booted test guests (Debian kernel +
 // busybox initramfs under TCG), everything in this run.

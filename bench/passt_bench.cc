@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // passt recovery time of relinkd against a floor, both measured in this run.
 //
 // Recovery = passt killed (SIGKILL, sent by this bench) -> BOTH a TCP port

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Reattach latency of relinkd against a floor, both measured in this run.
 //
 // Latency = the parent's RTM_NEWLINK received -> QEMU acknowledged `set_link

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Replug attach, measured with booted test guests (Debian kernel + busybox
 // initramfs under TCG), everything in this run.
 //

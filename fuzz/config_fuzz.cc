@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Text of a configuration file through the loader. A ConfigError is the
 // expected answer to bad input; any other exception, or a crash, is a bug
 // (relinkd --check-config and reload must report, never die).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Bytes a local client sends to the control socket, through a real
 // ControlServer on an sd-event loop (its request path is the socket's), with
 // a handler that reads the request as relinkd's does. The server must answer

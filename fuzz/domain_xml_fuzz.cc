@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // A domain's live XML through its parser, and what relinkd builds from it.
 // The XML comes from libvirtd, but relinkd runs as root and keeps running
 // whatever a peer sends: any bytes are an error or a description, never a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // What the fuzz targets share: a check that is a finding when it fails (a
 // crash libFuzzer records with the input), and quiet logging.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Text of HMP "info network" (QEMU's, so the peer's) through every parser
 // relinkd applies to it when adopting hub attachments and passt streams.
 #include <cstddef>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // rtnetlink bytes (one recv() buffer) through the link parser, and the parsed
 // messages through a LinkTable: what a netlink socket may deliver must never
 // crash either, and the table must stay consistent.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Output of `passt --help` (whatever binary is configured as passt) through
 // the option probe, plus the other text passt hands relinkd: its log lines.
 #include <cstddef>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Bytes of a pidfile through its parser. relinkd writes pidfiles itself, but
 // reads them back after a restart, when anything may have replaced them: the
 // parser must refuse what it did not write, never crash or throw, and what it

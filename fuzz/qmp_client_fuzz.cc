@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // What QEMU (or whatever holds the QMP socket) sends, fed to a real
 // QmpClient on an sd-event loop through its transport seam: the input is
 // the peer's side of the stream, greeting first. The client answers the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // A QMP byte stream, cut into reads of fuzzer-chosen sizes, through the
 // framer: lines never exceed the limit or hold a '\n', and memory stays
 // bounded once the lines are popped.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // The one door for peer bytes: parse_json with the default and with tight
 // limits, dump_json of whatever it accepted, and safe_text. Invariants:
 // nothing throws, accepted documents respect the limits and survive a round

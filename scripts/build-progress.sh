@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Condenses `cmake --build` output on stdin into a few progress lines on
 # stdout: one line each time the build gets at least STEP percent further
 # (default 10), with the time since the start and the file being compiled,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # relink demo sandbox: a real guest keeps its network while its host parent
 # interface is deleted and re-created; a second guest, behind a passt that
 # relinkd supervises, stays reachable while passt is killed. Self-contained: it installs what it

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Builds the libFuzzer targets (fuzz/*_fuzz.cc, clang, ASan+UBSan) and runs
 # each for a bounded time, two at a time. Fails on any finding: a crash, a
 # sanitizer report, a failed FUZZ_CHECK, a leak or a timeout. Prints the

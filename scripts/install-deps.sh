@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Installs what relink needs to build, test and run its demo on Debian 12.
 # Idempotent: installs only what is missing, and runs `apt-get update` only then.
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Builds relink and runs every test: unit tests, integration tests in
 # throwaway network namespaces with a real QEMU, and the end-to-end test with
 # a booted guest; then the same tests again built with AddressSanitizer and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // relinkd's configuration (TOML). Loading validates everything a binding
 // needs, so the daemon never starts half-configured.
 #pragma once

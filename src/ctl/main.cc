@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // relinkctl: talks to relinkd over its control socket.
 #include <CLI/CLI.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 #include "daemon/attacher.h"
 
 #include "qemu/qmp_client.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // How a guest NIC gets its new tap: one Attacher per strategy (hub_attach.h,
 // replug_attach.h), chosen per binding by `attach` in the config. The engine
 // decides what to do; an attacher does it over the VM's QMP session and

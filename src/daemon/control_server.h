@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // The control socket: one JSON request line in, one JSON reply line out, per
 // connection. Only root, or members of the configured group, may talk to it.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // relinkd: wires the link watcher, the QMP sessions and the control socket to
 // the per-binding engines, and carries out what the engines decide.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // libvirt's running domains as VMs: one binding per <interface type='direct'>,
 // kept in step with the live XML, and re-plugged through libvirt.
 #include <algorithm>

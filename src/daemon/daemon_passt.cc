@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // relinkd's passt bindings: carries out what each engine::PasstBinding decides
 // (start passt, stop it, retry timers) and feeds back what happened (passt
 // exited, QEMU's stream connected or dropped).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Carries out the engine's Attach and Detach actions for hub-attached NICs,
 // and looks at a freshly connected QEMU to adopt what a previous relinkd left.
 //

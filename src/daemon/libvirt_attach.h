@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Carries out the engine's replug for a libvirt domain's direct interface
 // through libvirt's API, never through QMP: release is
 // virDomainDetachDeviceAlias (DEVICE_REMOVED says when it is done), attach is

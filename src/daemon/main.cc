@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // relinkd: keeps QEMU guests' macvtap NICs connected while host links come and go.
 #include <grp.h>
 #include <sys/resource.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Names relinkd gives to what it adds to QEMU, one set per generation, and
 // what it reads back from QEMU to adopt a running attachment.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Carries out the engine's actions for replug-attached NICs: NICs peered
 // directly with a tap netdev, the way libvirt and launch scripts wire a
 // macvtap (`-netdev tap,id=hostnet0,fd=N -device virtio-net-pci,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // The reconnect engine: a pure state machine per binding. Events in, actions
 // out; no syscalls, no clock. Executors carry the actions out and report back
 // with AttachSucceeded / AttachFailed / TimerExpired.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // The reconnect engine for passt bindings: a pure state machine per binding,
 // like engine::Binding for macvtaps. Events carry the time (ms, monotonic) so
 // the restart policy needs no clock. Executors start and stop passt, and feed

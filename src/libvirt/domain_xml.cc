@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 #include "libvirt/domain_xml.h"
 
 #include <libxml/parser.h>

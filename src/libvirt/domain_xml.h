@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Pure parsing of libvirt's live domain XML (virDomainGetXMLDesc) and the
 // device XML relinkd hands back to libvirt. No connection here, so fixtures
 // and fuzzers can drive it. Safe on hostile input: bounded size, no network,

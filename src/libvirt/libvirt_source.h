@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // libvirt as a source of VMs: one thread owns the connection to libvirtd,
 // runs libvirt's event loop, follows the running domains and carries out
 // requests (detach, attach, link updates). Everything it learns is posted

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Creates macvtap devices (libnl-route-3) and opens their queue fds.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 #include "macvtap/tap_device.h"
 
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // The character-device side of a macvtap: where its major:minor comes from and
 // how queue fds on it are opened and proven to be its own.
 #pragma once

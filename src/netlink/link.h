@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // What relinkd knows about one host interface, and how the table of them changes.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Pure decoding of rtnetlink link messages: bytes in, LinkMessages out.
 // No sockets here, so captured fixtures and fuzzers can drive it.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Host interfaces keyed by ifindex, with a name index. A same-named interface
 // with a new ifindex is a new interface; a rename is a change of name.
 #pragma once

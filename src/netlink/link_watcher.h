@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Follows host links over rtnetlink (libmnl) on an sd-event loop. When the
 // kernel drops notifications (ENOBUFS) or sends something undecodable, the
 // watcher re-dumps all links and reports the difference; a failed re-dump is

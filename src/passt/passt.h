@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // passt user-mode backends: modes, what the installed passt supports, and the
 // command line relinkd gives it. Pure functions, no processes.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Per-binding pidfiles, written by relinkd (root-only, in state_dir), so that
 // a restarted relinkd adopts the passt that still serves a VM instead of
 // starting a second one. A pidfile is read only from trusted directories

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Starting passt and watching it on the event loop.
 //
 // A passt is spawned without a shell, as an unprivileged user (never root),

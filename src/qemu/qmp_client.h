@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Asynchronous QMP client on an sd-event loop. Never blocks, never crashes on
 // what QEMU (or whatever is on the socket) sends.
 //

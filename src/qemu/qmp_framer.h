@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Splits the bytes of a QMP stream into lines. QEMU's monitor writes each
 // reply, event and the greeting as one JSON object on one line ending in
 // "\r\n" (as long as the monitor is not configured with pretty=on), so a line

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Who may receive a tap fd. relinkd passes macvtap fds over QMP, and whoever
 // listens on the QMP path gets them. Before a session is used, the socket
 // and the process behind it must be the VM's QEMU:

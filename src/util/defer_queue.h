@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Runs closures on the next event-loop iteration, in order: results that are
 // known at once are still delivered from the loop, never re-entrantly.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 #include "util/log.h"
 
 #include <spdlog/sinks/base_sink.h>

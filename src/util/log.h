@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Named spdlog loggers, one per subsystem. Libraries log at debug at most;
 // the daemon decides what reaches info and above.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 #include "util/path_watch.h"
 
 #include <sys/inotify.h>

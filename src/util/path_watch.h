@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Waits, without polling, for a path to appear: inotify on the deepest
 // directory of the path that exists now, moving down as the missing
 // directories appear. relinkd uses it for QMP sockets of VMs that are not

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Errors are values on the event path: an errno plus a message a person can read.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // unique_ptr aliases for sd-event handles.
 #pragma once
 

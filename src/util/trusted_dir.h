@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Directories relinkd trusts with what it later acts on (passt pidfiles name
 // processes relinkd may signal). A directory is trusted when relinkd's own
 // user (root) owns it, neither group nor others may write it, and it is not a

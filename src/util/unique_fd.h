@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Move-only owner of a file descriptor. Every fd relinkd creates is O_CLOEXEC:
 // relinkd runs as root and spawns helpers, nothing may leak into them.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // The one door for bytes from peers (QEMU's QMP, control clients, pidfiles,
 // anything another process wrote). relinkd runs as root and its peers
 // usually do not: what they send is data, never a crash. Parsing is bounded

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # build-guest.sh OUTDIR -- build the relink test guest (kernel + initramfs).
 #
 # Produces OUTDIR/vmlinuz (bzImage), OUTDIR/vmlinux (the same kernel as an

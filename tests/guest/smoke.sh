@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # smoke.sh [CACHEDIR] -- boot the relink test guest behind a macvtap, wired the
 # way relinkd wires a "hub" NIC, and check that the network works.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # scripts/build-progress.sh on recorded `cmake --build` output
 # (tests/fixtures/build: Makefiles building relinkd from scratch until a link
 # error, an incremental build of relinkd and relinkctl, an up-to-date one, and

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # scripts/demo.sh as a newcomer runs it, with its output piped (as in CI or
 # `| tee`): it must succeed, report its progress step by step, print no
 # terminal escape codes, give the spread of its reattach and recovery times,

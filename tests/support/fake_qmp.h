@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // A scripted QMP server for unit tests, in the spirit of libvirt's
 // qemumonitortestutils: it listens on a unix socket in a fresh temp dir, runs
 // on the test's sd_event loop, greets, answers qmp_capabilities like QEMU, and

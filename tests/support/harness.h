@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Test harness: throwaway network namespaces and child processes that never
 // outlive the test (PR_SET_PDEATHSIG, kill on destruction).
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // A real libvirtd (the system's /usr/sbin/libvirtd, qemu:///system driver)
 // for integration tests, confined to a test's network namespace and to a
 // private mount namespace, with real QEMU domains (TCG).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 #include "support/qmp_sync.h"
 
 #include <poll.h>

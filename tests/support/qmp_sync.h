@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // A blocking QMP client for tests: the test's own view of QEMU, on a second
 // QMP socket (QEMU accepts several -qmp options), independent of relinkd.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // The control socket under abuse, against the real relinkd (no VM needed):
 // thousands of idle connections, an fd limit so low that accept() fails,
 // connections that never send their request, and requests that are not

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // A sandbox for relinkd integration tests: a throwaway network namespace for
 // the host side, a real QEMU (-S: QMP only, no guest) wired for hub attach,
 // and a real relinkd running in the namespace. Everything is removed on

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // End to end: a real guest (Debian kernel + busybox initramfs, TCG) behind a
 // relinkd-managed macvtap, reached from a peer namespace. The parent is
 // deleted and re-created; the guest must answer again with no help from inside.

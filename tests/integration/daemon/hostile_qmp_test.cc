@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // relinkd against QMP peers that are hostile or not QEMU at all: what a local
 // user who can listen on, or write to, a QMP path can make the root daemon
 // do. Every peer here is a forked copy of this test program speaking QMP

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // libvirt-managed VMs end to end: a real libvirtd in the test's namespace
 // (tests/support/libvirt_env.h), real QEMU domains, the real test guest, and
 // relinkd following libvirt's domains with no VM in its config file. When

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // relinkd supervising real passt processes for a real QEMU 7.2 (-S), in a
 // throwaway namespace that has a default route (passt needs one).
 #include <signal.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // relinkd against a QMP peer that misbehaves (the scripted fake server, since
 // a real QEMU cannot be made to send garbage): each bad session is reset and
 // retried, the daemon keeps running, and the next good session attaches.

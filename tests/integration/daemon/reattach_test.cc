@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // relinkd end to end against the real kernel and a real QEMU 7.2 (-S).
 #include <fcntl.h>
 #include <signal.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // attach = "replug" end to end: a real guest (Debian kernel + busybox
 // initramfs, TCG) whose NIC is peered directly with a tap, as a launcher
 // wires it, with the launcher's own macvtap. relinkd adopts it; when the

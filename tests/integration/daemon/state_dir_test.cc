@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // The state directory is trusted only when it is root's alone, and a pidfile
 // is never enough to make relinkd signal a process: a real relinkd, a real
 // QEMU 7.2 (-S) and real passt in a throwaway namespace with a default route.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // The libvirt test harness (tests/support/libvirt_env.h) against the real
 // libvirtd and QEMU: libvirtd in a fresh namespace, a domain with a direct
 // interface (a macvtap libvirt makes on a veth parent), a libvirtd restart

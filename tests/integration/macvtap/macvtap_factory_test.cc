@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // RtnlMacvtapFactory against the real kernel, each test in its own namespace.
 // The factory runs in a thread that entered the namespace with setns(), whose
 // /sys still shows the root namespace: every test here also proves the factory

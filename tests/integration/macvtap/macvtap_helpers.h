@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Shared checks for the macvtap integration tests: what the kernel says about
 // a link, and what an fd really is.
 #pragma once

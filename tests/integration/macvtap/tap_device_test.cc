@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // open_tap_queues() on a real macvtap, with a stand-in for /dev so that every
 // state of the tap<ifindex> node can be staged without touching the real one.
 #include "macvtap/tap_device.h"

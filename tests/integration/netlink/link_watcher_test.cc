@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // LinkWatcher against the real kernel, in a throwaway network namespace.
 #include "netlink/link_watcher.h"
 

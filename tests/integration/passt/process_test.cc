@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // ProcessSpawner, Process and probe_features against real processes: the
 // spawner's promises (user, fds, signals, session) checked in /proc on a
 // plain sleep, then Debian 12's passt itself in a throwaway namespace.

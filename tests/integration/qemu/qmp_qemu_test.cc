@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // QmpClient against a real QEMU (7.2 on Debian 12): the hub-attach sequence
 // of the design with the fd of a real macvtap, in a throwaway namespace.
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // ReplugAttacher against a real QEMU 7.2, driven directly on an sd-event loop
 // with a real QmpClient. QEMU is started as a launcher starts it: a macvtap
 // ("mvl0") on a veth parent in a throwaway namespace, opened and passed as

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // The control server in-process, with small limits: what it sends back is
 // always valid JSON, exceptions never escape, the connection cap makes room
 // for a new client, idle connections are closed (and then nothing wakes the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // ReplugAttacher against the scripted fake QMP server and a fake macvtap
 // factory: the exact commands, their order, the rollbacks, and what it makes
 // of hostile replies. (tests/integration/qemu/replug_attach_test.cc runs it

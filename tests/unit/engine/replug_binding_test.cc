@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // The engine with attach = "replug": the NIC is released (device_del, then
 // DEVICE_DELETED) before every new tap, and plugged in anew with it. And
 // carrier following, for both styles.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // parse_link_messages() over captured kernel messages (tests/fixtures/netlink,
 // see its README.md) and over hand-built, truncated and garbage input.
 #include "netlink/link_parser.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // passt.h: modes, the --help feature probe, user args and argv, without
 // running passt. fixtures/passt/help-2023-03.txt is Debian 12's passt
 // (2023-03-09, "passt unknown version") captured with no syslog daemon:

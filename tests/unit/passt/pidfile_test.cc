@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // pidfile.h: /proc parsing on a fake tree, the adoption decision, and the
 // pidfile itself.
 #include "passt/pidfile.h"

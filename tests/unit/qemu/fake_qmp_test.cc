@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // The fake QMP server must fail tests on what a real client could get wrong,
 // or client tests built on it prove nothing.
 #include "support/fake_qmp.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // QmpClient against the scripted fake QMP server, on one sd-event loop.
 #include "qemu/qmp_client.h"
 

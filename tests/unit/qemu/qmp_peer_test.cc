@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // Who may receive tap fds over QMP: the pure decision.
 #include "qemu/qmp_peer.h"
 

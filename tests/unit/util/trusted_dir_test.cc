@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // trusted_dir.h: what relinkd creates, and what it refuses to trust.
 #include "util/trusted_dir.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 // The door for peer bytes: bounded parsing and safe text.
 #include "util/untrusted.h"
 
