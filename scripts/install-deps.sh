@@ -19,6 +19,9 @@ packages=(
   passt
   # tests: a real libvirtd (run in each test's own namespace) and virsh
   libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
+  # man pages (scdoc builds them; man-db and groff check they render) and
+  # bash completion's install directory (its pkg-config file)
+  scdoc man-db groff-base bash-completion
 )
 
 if [ "$(id -u)" -ne 0 ]; then
