@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "config/runtime_vms.h"
+
+#include <map>
+#include <sstream>
+#include <toml++/toml.h>
+
+namespace relink::config {
+namespace {
+
+[[noreturn]] void fail_at(const std::string& origin, const toml::source_position& at, const std::string& msg) {
+  throw ConfigError(origin + ":" + std::to_string(at.line) + ":" + std::to_string(at.column) + ": " + msg);
+}
+
+// Tables written inline ("vm = [{ ... }]") are printed as [[vm]] sections.
+void make_sections(toml::table& t) {
+  t.is_inline(false);
+  for (auto&& [k, v] : t) {
+    if (toml::table* sub = v.as_table()) {
+      make_sections(*sub);
+    } else if (toml::array* arr = v.as_array(); arr && arr->is_array_of_tables()) {
+      for (toml::node& e : *arr) make_sections(*e.as_table());
+    }
+  }
+}
+
+// The [[vm]] table `t` alone, as a document.
+std::string vm_document(const toml::table& t) {
+  toml::table copy = t;
+  make_sections(copy);
+  toml::array vms;
+  vms.push_back(std::move(copy));
+  toml::table doc;
+  doc.insert("vm", std::move(vms));
+  std::ostringstream os;
+  os << toml::toml_formatter{doc, toml::toml_formatter::default_flags & ~toml::format_flags::indentation};
+  std::string text = os.str();
+  if (text.empty() || text.back() != '\n') text += '\n';
+  return text;
+}
+
+std::vector<RuntimeVm> parse_vms(const std::string& text, const std::string& origin, bool allow_none) {
+  toml::table root;
+  try {
+    root = toml::parse(text, origin);
+  } catch (const toml::parse_error& e) {
+    fail_at(origin, e.source().begin, std::string(e.description()));
+  }
+  for (std::string_view key : {"daemon", "libvirt"}) {
+    for (auto&& [k, v] : root) {
+      if (k.str() != key) continue;
+      fail_at(origin, k.source().begin,
+              "[" + std::string(key) + "] belongs in relinkd's configuration file; only [[vm]] tables can be added "
+              "at runtime");
+    }
+  }
+  // Every key and cross-check of the configuration file, with its positions.
+  Config cfg = load_string(text, origin);
+  if (cfg.vms.empty()) {
+    if (allow_none) return {};
+    fail_at(origin, toml::source_position{1, 1}, "no [[vm]] table: give at least one VM to add");
+  }
+  const toml::array& tables = *root["vm"].as_array();
+  std::vector<RuntimeVm> out;
+  out.reserve(cfg.vms.size());
+  for (size_t i = 0; i < cfg.vms.size(); ++i) {
+    RuntimeVm rv{std::move(cfg.vms[i]), vm_document(*tables.get(i)->as_table())};
+    // What is kept must load back to the same VM, or a restart would change it.
+    Config again = load_string(rv.toml, origin + " (VM '" + rv.vm.name + "' re-serialized)");
+    if (again.vms.size() != 1 || !(again.vms[0] == rv.vm))
+      fail_at(origin, tables.get(i)->source().begin,
+              "VM '" + rv.vm.name + "' does not read back the same once re-serialized; please report this");
+    out.push_back(std::move(rv));
+  }
+  return out;
+}
+
+std::string owner(const Vm& vm, const std::string& binding) {
+  return "VM '" + vm.name + "'" + (binding.empty() ? "" : " (" + binding + ")");
+}
+
+}  // namespace
+
+std::vector<RuntimeVm> parse_runtime_vms(const std::string& text, const std::string& origin) {
+  return parse_vms(text, origin, /*allow_none=*/false);
+}
+
+std::vector<RuntimeVm> parse_runtime_file(const std::string& text, const std::string& path) {
+  return parse_vms(text, path, /*allow_none=*/true);
+}
+
+std::string format_runtime_file(const std::vector<RuntimeVm>& vms) {
+  std::string text =
+      "# The VMs registered at runtime with relinkctl add, kept across restarts of relinkd.\n"
+      "# relinkd writes this file after every relinkctl add and remove: do not edit it.\n";
+  for (const auto& rv : vms) {
+    text += '\n';
+    text += rv.toml;
+    if (!rv.toml.empty() && rv.toml.back() != '\n') text += '\n';
+  }
+  return text;
+}
+
+std::string runtime_conflict(const std::vector<const Vm*>& existing, const Vm& added,
+                             const std::string& control_socket) {
+  // Who holds each name, MAC and socket: a VM and the binding's id ("" for a QMP socket).
+  using Holder = std::pair<const Vm*, std::string>;
+  std::map<std::string, Holder> macvtap_names, passt_sockets, qmp_sockets;
+  std::map<MacAddress, Holder> macs;
+  for (const Vm* vm : existing) {
+    if (!vm) continue;
+    if (vm->name == added.name) return "VM '" + added.name + "' already exists";
+    if (vm->qmp == added.qmp) return "QMP socket '" + added.qmp + "' is already used by " + owner(*vm, "");
+    qmp_sockets.emplace(vm->qmp, Holder{vm, ""});
+    for (const auto& b : vm->macvtaps) {
+      macvtap_names.emplace(b.macvtap, Holder{vm, b.nic});
+      macs.emplace(b.mac, Holder{vm, b.nic});
+    }
+    for (const auto& p : vm->passts) passt_sockets.emplace(p.socket, Holder{vm, p.netdev});
+  }
+  if (auto it = passt_sockets.find(added.qmp); it != passt_sockets.end())
+    return "QMP socket '" + added.qmp + "' is already used as a passt socket by " +
+           owner(*it->second.first, it->second.second);
+  qmp_sockets.emplace(added.qmp, Holder{&added, ""});
+  // The added VM's own bindings are entered as they are checked: two of them
+  // may not share either (load_string refuses that already).
+  for (const auto& b : added.macvtaps) {
+    if (auto [it, fresh] = macvtap_names.emplace(b.macvtap, Holder{&added, b.nic}); !fresh)
+      return "macvtap name '" + b.macvtap + "' of NIC " + b.nic + " is already used by " +
+             owner(*it->second.first, it->second.second);
+    if (auto [it, fresh] = macs.emplace(b.mac, Holder{&added, b.nic}); !fresh)
+      return "MAC " + format_mac(b.mac) + " is already used by " + owner(*it->second.first, it->second.second);
+  }
+  for (const auto& p : added.passts) {
+    if (p.socket == control_socket) return "passt socket '" + p.socket + "' is relinkd's control socket";
+    if (auto it = qmp_sockets.find(p.socket); it != qmp_sockets.end())
+      return "passt socket '" + p.socket + "' is the QMP socket of " + owner(*it->second.first, "");
+    if (auto [it, fresh] = passt_sockets.emplace(p.socket, Holder{&added, p.netdev}); !fresh)
+      return "passt socket '" + p.socket + "' is already used by " + owner(*it->second.first, it->second.second);
+  }
+  return "";
+}
+
+}  // namespace relink::config
