@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // relinkd: keeps QEMU guests' macvtap NICs connected while host links come and go.
 #include <grp.h>
+#include <linux/capability.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,12 +9,14 @@
 #include <CLI/CLI.hpp>
 
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "config/config.h"
 #include "daemon/daemon.h"
+#include "netlink/link.h"
 #include "util/log.h"
 
 namespace {
@@ -35,15 +38,40 @@ std::vector<std::string> check_host(const relink::config::Config& cfg) {
   if (!cfg.daemon.control_group.empty() && !getgrnam(cfg.daemon.control_group.c_str()))
     errors.push_back("[daemon] control_group: there is no group named '" + cfg.daemon.control_group + "'");
   for (const auto& vm : cfg.vms)
-    for (const auto& b : vm.macvtaps) {
-      struct stat st {};
-      const std::string dev = "/sys/class/net/" + b.parent;
-      if (stat((dev + "/wireless").c_str(), &st) == 0 || stat((dev + "/phy80211").c_str(), &st) == 0)
-        std::cerr << "warning: " << vm.name << "/" << b.nic << ": parent " << b.parent
-                  << " is a Wi-Fi interface: a macvtap on a Wi-Fi station passes no traffic (the access point "
-                     "accepts frames only from the station's own MAC); give this guest a passt backend instead\n";
-    }
+    for (const auto& b : vm.macvtaps)
+      if (relink::netlink::is_wifi(b.parent))
+        std::cerr << "warning: " << vm.name << "/" << b.nic << ": " << relink::netlink::wifi_warning(b.parent) << "\n";
   return errors;
+}
+
+// The capabilities relinkd uses, and what for; CapEff from /proc/self/status
+// (no libcap needed for one bit mask).
+std::string missing_privileges(const relink::config::Config& cfg) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  uint64_t eff = 0;
+  while (std::getline(f, line))
+    if (line.rfind("CapEff:", 0) == 0) eff = std::stoull(line.substr(7), nullptr, 16);
+  size_t passts = 0;
+  for (const auto& vm : cfg.vms) passts += vm.passts.size();
+  struct Need {
+    int cap;
+    const char* name;
+    const char* why;
+    bool needed;
+  };
+  const Need needs[] = {
+      {CAP_NET_ADMIN, "CAP_NET_ADMIN", "to create macvtaps and follow links", true},
+      {CAP_SETUID, "CAP_SETUID", "to run passt as its runas user, never root", passts > 0},
+      {CAP_SETGID, "CAP_SETGID", "to run passt as its runas group", passts > 0},
+      {CAP_KILL, "CAP_KILL", "to stop a passt running as another user", passts > 0},
+      {CAP_CHOWN, "CAP_CHOWN", "to give the control socket to control_group", !cfg.daemon.control_group.empty()},
+  };
+  std::string missing;
+  for (const auto& n : needs)
+    if (n.needed && !(eff & (uint64_t{1} << n.cap)))
+      missing += std::string(missing.empty() ? "" : "; ") + n.name + " (" + n.why + ")";
+  return missing;
 }
 
 }  // namespace
@@ -99,6 +127,11 @@ int main(int argc, char** argv) {
     cfg = relink::config::load_file(config_path);
   } catch (const relink::config::ConfigError& e) {
     std::cerr << e.what() << "\n";
+    return 1;
+  }
+  if (const std::string missing = missing_privileges(cfg); !missing.empty()) {
+    std::cerr << "relinkd: cannot start without the privileges it needs: " << missing
+              << ". Run it as root (the systemd unit does).\n";
     return 1;
   }
   const bool journal = getenv("JOURNAL_STREAM") != nullptr;

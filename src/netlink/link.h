@@ -37,6 +37,13 @@ struct LinkInfo {
 // that forwards). The kernel notifies a change of either flag on RTNLGRP_LINK.
 bool has_carrier(const LinkInfo& link);
 
+// Whether the interface is a Wi-Fi one (cfg80211 gives it a "wireless" or
+// "phy80211" entry in sysfs). A macvtap on a Wi-Fi station passes no
+// traffic: the access point takes frames only from the station's own MAC.
+bool is_wifi(const std::string& ifname, const std::string& sysfs_net = "/sys/class/net");
+// The warning relinkd gives for a binding on such a parent.
+std::string wifi_warning(const std::string& ifname);
+
 // One RTM_NEWLINK / RTM_DELLINK message, decoded.
 struct LinkMessage {
   bool deleted = false;  // RTM_DELLINK
