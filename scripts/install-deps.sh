@@ -22,6 +22,9 @@ packages=(
   # man pages (scdoc builds them; man-db and groff check they render) and
   # bash completion's install directory (its pkg-config file)
   scdoc man-db groff-base bash-completion
+  # tests: relinkctl metrics read back by Prometheus' own text parser; ccache
+  # keeps compiled objects between runs on the same machine
+  python3 python3-prometheus-client ccache
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -75,6 +75,7 @@ struct ControlServer::Conn {
   std::string out;
   size_t out_off = 0;
   bool replied = false;
+  bool subscriber = false;  // relinkctl monitor: stays open and gets events
 };
 
 ControlServer::ControlServer(sd_event* loop, Handler handler, ControlLimits limits)
@@ -285,6 +286,8 @@ void ControlServer::admit(UniqueFd c) {
 bool ControlServer::evict_oldest() {
   auto victim = conns_.end();
   for (auto it = conns_.begin(); it != conns_.end(); ++it) {
+    // Subscribers are counted against their own cap, not this one's.
+    if (it->second->subscriber) continue;
     const bool waiting = !it->second->replied;
     if (victim == conns_.end()) {
       victim = it;
@@ -302,6 +305,8 @@ bool ControlServer::evict_oldest() {
 }
 
 void ControlServer::close_conn(int fd) {
+  auto it = conns_.find(fd);
+  if (it != conns_.end() && it->second->subscriber) --subscribers_;
   conns_.erase(fd);
   arm_idle_timer();
   // An fd came free: the accept that failed for lack of one may work now.
@@ -317,6 +322,10 @@ void ControlServer::arm_idle_timer() {
   uint64_t next = UINT64_MAX;
   for (const auto& [fd, c] : conns_) next = std::min(next, c->deadline_us);
   if (!idle_timer_) return;
+  if (next == UINT64_MAX) {  // only subscribers, which never idle out
+    sd_event_source_set_enabled(idle_timer_.get(), SD_EVENT_OFF);
+    return;
+  }
   sd_event_source_set_time(idle_timer_.get(), next);
   sd_event_source_set_enabled(idle_timer_.get(), SD_EVENT_ONESHOT);
 }
@@ -408,6 +417,19 @@ int ControlServer::on_conn(sd_event_source*, int fd, uint32_t, void* userdata) {
 
 bool ControlServer::serve(Conn& c) {
   const int fd = c.fd.get();
+  if (c.subscriber) {
+    // A subscriber has nothing more to say: what it sends is dropped, its
+    // end of the connection ends the subscription.
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (n > 0) continue;
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      return true;
+    }
+    return flush(c);
+  }
   if (!c.replied) {
     char buf[4096];
     size_t nl = std::string::npos;
@@ -429,18 +451,66 @@ bool ControlServer::serve(Conn& c) {
       respond(c, error_reply("request over " + std::to_string(limits_.max_request) + " bytes"));
     } else {
       c.in.resize(nl);
-      respond(c, answer(c.in, c.peer));
+      nlohmann::json reply = answer(c.in, c.peer);
+      if (reply.value("subscribe", false)) {
+        reply.erase("subscribe");
+        if (!subscribe(c))
+          reply = error_reply("too many monitor clients (" + std::to_string(limits_.max_subscribers) + ")");
+      }
+      respond(c, reply);
+      if (c.subscriber) c.deadline_us = UINT64_MAX;
     }
   }
+  return flush(c);
+}
+
+// Returns true when the connection is done with: a plain one once its reply
+// is out, a subscriber only when it fails.
+bool ControlServer::flush(Conn& c) {
   while (c.out_off < c.out.size()) {
-    ssize_t n = send(fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
+    ssize_t n = send(c.fd.get(), c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return false;
-      break;
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if (c.subscriber) sd_event_source_set_io_events(c.src.get(), EPOLLIN | EPOLLOUT);
+        return false;
+      }
+      return true;
     }
     c.out_off += static_cast<size_t>(n);
   }
+  if (!c.subscriber) return true;
+  c.out.clear();
+  c.out_off = 0;
+  sd_event_source_set_io_events(c.src.get(), EPOLLIN);
+  return false;
+}
+
+bool ControlServer::subscribe(Conn& c) {
+  if (subscribers_ >= limits_.max_subscribers) return false;
+  c.subscriber = true;
+  ++subscribers_;
+  // Never idle: it waits for events by design.
+  c.deadline_us = UINT64_MAX;
   return true;
+}
+
+void ControlServer::publish(const nlohmann::json& event) {
+  if (!subscribers_) return;
+  const std::string line = untrusted::dump_json(event) + "\n";
+  std::vector<int> dead;
+  for (auto& [fd, c] : conns_) {
+    if (!c->subscriber || !c->replied) continue;
+    if (c->out.size() - c->out_off + line.size() > limits_.max_subscriber_backlog) {
+      logger()->warn("monitor client pid {} reads too slowly ({} bytes of events unread): closing it", c->peer.pid,
+                     c->out.size() - c->out_off);
+      dead.push_back(fd);
+      continue;
+    }
+    c->out += line;
+    if (flush(*c)) dead.push_back(fd);
+  }
+  for (int fd : dead) close_conn(fd);
 }
 
 nlohmann::json ControlServer::answer(const std::string& line, const Peer& peer) {
@@ -449,6 +519,8 @@ nlohmann::json ControlServer::answer(const std::string& line, const Peer& peer) 
   auto req = untrusted::parse_json(line, jl);
   if (!req) return error_reply(req.error().message);
   if (!req->is_object()) return error_reply("request is not a JSON object");
+  if (auto cmd = req->find("command"); cmd != req->end() && *cmd == "monitor")
+    return {{"ok", true}, {"result", {{"monitor", true}}}, {"subscribe", true}};
   try {
     return handler_(*req, peer);
   } catch (const std::exception& e) {

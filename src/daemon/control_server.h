@@ -42,6 +42,11 @@ struct ControlLimits {
   uint64_t idle_timeout_us = 5'000'000;
   // Bytes of one request line.
   size_t max_request = 64 * 1024;
+  // Connections subscribed with {"command":"monitor"} (relinkctl monitor),
+  // at most; and the bytes of events one may leave unread before it is
+  // closed (a subscriber that stopped reading must not grow relinkd).
+  size_t max_subscribers = 16;
+  size_t max_subscriber_backlog = 1 << 20;
   // While accept() fails for lack of fds (or any error that would fail
   // again at once), the listening socket is not watched: it is looked at
   // again after this pause, doubled each time up to max_pause_us, or as
@@ -69,6 +74,11 @@ class ControlServer {
   const std::string& path() const { return path_; }
   size_t connections() const { return conns_.size(); }
 
+  // Sends one event line to every monitor subscriber. A subscriber stays
+  // until it closes; its request got {"ok":true,"result":{"monitor":true}}.
+  void publish(const nlohmann::json& event);
+  bool monitoring() const { return subscribers_ > 0; }
+
  private:
   struct Conn;
   static int on_accept(sd_event_source*, int, uint32_t, void*);
@@ -79,6 +89,8 @@ class ControlServer {
   void admit(UniqueFd fd);
   // Returns true when the connection is done with (answered or gone).
   bool serve(Conn& c);
+  bool flush(Conn& c);
+  bool subscribe(Conn& c);
   nlohmann::json answer(const std::string& line, const Peer& peer);
   void respond(Conn& c, const nlohmann::json& reply);
   void close_conn(int fd);
@@ -120,6 +132,7 @@ class ControlServer {
   uint64_t accept_failures_ = 0;
   uint64_t idle_closed_ = 0;
   uint64_t refused_logged_us_ = 0;
+  size_t subscribers_ = 0;
   uint64_t refused_unlogged_ = 0;
 };
 

@@ -92,6 +92,7 @@ Result<void> Daemon::setup() {
   sd_event_set_watchdog(loop_.get(), true);
 
   if (auto r = make_state_dirs(cfg_.daemon.state_dir); !r) return r;
+  load_runtime_vms();
   spawner_ = std::make_unique<passt::ProcessSpawner>();
   probe_passt_features();
   factory_ = std::make_unique<macvtap::RtnlMacvtapFactory>(cfg_.daemon.node_dir);
@@ -103,14 +104,21 @@ Result<void> Daemon::setup() {
 
   const std::string sock_dir = std::filesystem::path(cfg_.daemon.control_socket).parent_path();
   if (auto r = make_dir(sock_dir, 0755); !r) return r;
-  control_ = std::make_unique<ControlServer>(
-      loop_.get(), [this](const nlohmann::json& req, const Peer&) { return handle_control(req); });
+  control_ = make_control_server();
   if (auto r = control_->listen(cfg_.daemon.control_socket, cfg_.daemon.control_group); !r) return r;
 
-  for (const auto& vm : cfg_.vms) start_vm(vm);
+  for (const auto& vm : wanted_vms()) {
+    start_vm(vm);
+    vms_.back()->runtime = runtime_vm(vm.name) != nullptr;
+  }
   if (cfg_.libvirt.enabled)
     if (auto r = start_libvirt(); !r) return r;
   return ok();
+}
+
+std::unique_ptr<ControlServer> Daemon::make_control_server() {
+  return std::make_unique<ControlServer>(loop_.get(),
+                                         [this](const nlohmann::json& req, const Peer&) { return handle_control(req); });
 }
 
 void Daemon::start_vm(const config::Vm& vmcfg, std::map<std::string, std::unique_ptr<PasstRt>> carry) {
@@ -126,6 +134,7 @@ void Daemon::start_vm(const config::Vm& vmcfg, std::map<std::string, std::unique
     v->last_refusal.clear();
     const uint64_t session = ++v->session;
     logger()->info("{}: QMP connected (QEMU pid {})", name, v->qemu_pid);
+    publish({{"event", "vm"}, {"vm", name}, {"qmp", "connected"}, {"qemu_pid", v->qemu_pid}});
     probe_bindings(*v, session);
     passt_vm_connected(*v, session);
   };
@@ -134,6 +143,7 @@ void Daemon::start_vm(const config::Vm& vmcfg, std::map<std::string, std::unique
     if (!v) return;
     const bool exited = !process_alive(v->qemu_pid);
     logger()->info("{}: QMP disconnected ({}){}", name, why.message, exited ? ", QEMU has exited" : "");
+    publish({{"event", "vm"}, {"vm", name}, {"qmp", "disconnected"}, {"error", untrusted::safe_text(why.message)}});
     ++v->session;
     for (auto& b : v->bindings) feed(*v, *b, engine::VmDisconnected{exited});
     for (auto& p : v->passts) feed_passt(*v, *p, engine::passt_ev::VmDisconnected{exited});
@@ -168,6 +178,7 @@ void Daemon::start_vm(const config::Vm& vmcfg, std::map<std::string, std::unique
     rt->daemon = this;
     rt->owner = raw;
     (void)rt->engine.handle(parent_of(b));
+    if (const int parent = resolve_parent(b)) warn_if_wifi(*raw, *rt, parent);
     vm->bindings.push_back(std::move(rt));
   }
   for (const auto& pc : vmcfg.passts) {
@@ -309,6 +320,7 @@ void Daemon::on_links(const std::vector<netlink::LinkEvent>& events) {
         logger()->info("{}/{}: parent is {} (ifindex {}){}", vm->cfg.name, b->cfg.nic, l ? l->name : "?", pc.ifindex,
                        by_mac ? " by its MAC " + format_mac(*b->cfg.parent_mac)
                               : " by its name");
+        if (l) warn_if_wifi(*vm, *b, pc.ifindex);
       } else if (pc.ifindex) {
         logger()->info("{}/{}: parent {} {} carrier", vm->cfg.name, b->cfg.nic, b->cfg.parent,
                        pc.carrier ? "has" : "lost");
@@ -388,7 +400,8 @@ std::function<void(AttachResult)> Daemon::attach_done(const std::string& vm_name
       if (bb->cfg.attach != config::AttachMode::Hub)
         bb->last_own_ms = bb->last_reattach_ms - std::max(0.0, bb->round_release_ms);
       bb->round_release_ms = -1;
-      ++bb->attaches;
+      // The first attach is not a recovery.
+      if (++bb->attaches > 1) recovery_["macvtap"].observe(bb->last_reattach_ms / 1000.0);
     }
     feed(*v, *bb, engine::AttachSucceeded{gen, r.macvtap_ifindex});
     if (bb->engine.state() == engine::State::Attached)
@@ -415,6 +428,42 @@ std::function<void(AttachResult)> Daemon::attach_done(const std::string& vm_name
   };
 }
 
+void Daemon::warn_if_wifi(VmRt& vm, BindingRt& b, int ifindex) {
+  const netlink::LinkInfo* l = links_->table().find(ifindex);
+  if (!l) return;
+  if (!netlink::is_wifi(l->name)) {
+    b.warning.clear();
+    return;
+  }
+  const std::string w = netlink::wifi_warning(l->name);
+  if (b.warning == w) return;
+  b.warning = w;
+  logger()->warn("{}/{}: {}", vm.cfg.name, b.cfg.nic, w);
+}
+
+void Daemon::publish(nlohmann::json event) {
+  if (!control_ || !control_->monitoring()) return;
+  event["time"] = static_cast<double>(realtime_us()) / 1e6;
+  control_->publish(event);
+}
+
+void Daemon::publish_state(const VmRt& vm, const std::string& kind, const std::string& id, engine::State from,
+                           engine::State to, uint64_t generation, const std::string& error) {
+  if (!control_ || !control_->monitoring()) return;
+  nlohmann::json ev = {{"event", "state"},
+                       {"vm", vm.cfg.name},
+                       {"kind", kind},
+                       {kind == "passt" ? "netdev" : "nic", id},
+                       {"from", engine::state_name(from)},
+                       {"state", engine::state_name(to)},
+                       {"generation", generation}};
+  ev["error"] = error.empty() || (to != engine::State::Backoff && to != engine::State::Failed) ? nlohmann::json(nullptr)
+                                                                                                : nlohmann::json(error);
+  publish(std::move(ev));
+}
+
+std::string Daemon::metrics_text() const { return format_metrics(status(), recovery_); }
+
 Daemon::VmRt* Daemon::find_vm(const std::string& name) {
   for (auto& vm : vms_)
     if (vm->cfg.name == name) return vm.get();
@@ -430,6 +479,8 @@ Daemon::BindingRt* Daemon::find_binding(VmRt& vm, const std::string& nic) {
 void Daemon::feed(VmRt& vm, BindingRt& b, const engine::Event& ev, uint64_t trigger_us) {
   const engine::State before = b.engine.state();
   auto actions = b.engine.handle(ev);
+  if (b.engine.state() != before)
+    publish_state(vm, "macvtap", b.cfg.nic, before, b.engine.state(), b.engine.generation(), b.engine.last_error());
   if (b.engine.state() != before)
     logger()->info("{}/{}: {} -> {}{}", vm.cfg.name, b.cfg.nic, engine::state_name(before),
                    engine::state_name(b.engine.state()),
@@ -533,23 +584,27 @@ int Daemon::on_signal(sd_event_source* s, const signalfd_siginfo* si, void* user
   return sd_event_exit(sd_event_source_get_event(s), 0);
 }
 
-Result<void> Daemon::reload() {
+Result<nlohmann::json> Daemon::reload() {
   sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", static_cast<unsigned long long>(monotonic_us()));
+  auto refuse = [](Error e) -> Result<nlohmann::json> {
+    sd_notify(0, "READY=1");
+    return e;
+  };
   config::Config next;
   try {
     next = config::load_file(cfg_.path);
   } catch (const config::ConfigError& e) {
-    sd_notify(0, "READY=1");
-    return Error{EINVAL, e.what()};
+    return refuse(Error{EINVAL, e.what()});
   }
+  // VMs registered at runtime stay: a file VM may not take one's place.
+  for (const auto& rv : runtime_vms_)
+    if (next.find_vm(rv.vm.name))
+      return refuse(Error{EEXIST, cfg_.path + ": VM '" + rv.vm.name +
+                                      "' is also registered at runtime (relinkctl remove " + rv.vm.name + " first)"});
   if (next.daemon.control_socket != cfg_.daemon.control_socket ||
       next.daemon.control_group != cfg_.daemon.control_group) {
-    auto server = std::make_unique<ControlServer>(
-        loop_.get(), [this](const nlohmann::json& req, const Peer&) { return handle_control(req); });
-    if (auto r = server->listen(next.daemon.control_socket, next.daemon.control_group); !r) {
-      sd_notify(0, "READY=1");
-      return r;
-    }
+    auto server = make_control_server();
+    if (auto r = server->listen(next.daemon.control_socket, next.daemon.control_group); !r) return refuse(r.error());
     // This may run inside the old server's callback: free it from the loop.
     std::shared_ptr<ControlServer> previous(std::move(control_));
     defer_->post([previous] {});
@@ -561,13 +616,42 @@ Result<void> Daemon::reload() {
   config::Config previous = std::move(cfg_);
   cfg_ = std::move(next);
   probe_passt_features();
-  // A VM whose configuration is unchanged keeps its session and state (a
-  // failed binding gets a fresh start); any other is started anew and adopts
-  // what QEMU already has. A VM that left the configuration is no longer
-  // managed: its QEMU keeps its macvtaps, but its passt processes are stopped,
-  // as are those of passt bindings that left or changed.
-  // libvirt VMs stay as they are unless [libvirt] changed; then the source
-  // starts anew and adopts what each domain has.
+  nlohmann::json changes = apply_vms(previous);
+  logger()->info("configuration reloaded from {} ({} VMs){}", cfg_.path, cfg_.vms.size(),
+                 describe_changes(changes).empty() ? ", nothing changed" : ": " + describe_changes(changes));
+  sd_notify(0, "READY=1");
+  return changes;
+}
+
+std::string Daemon::describe_changes(const nlohmann::json& changes) {
+  std::string out;
+  for (const char* what : {"added", "removed", "changed"}) {
+    const auto& list = changes.value(what, nlohmann::json::array());
+    if (list.empty()) continue;
+    if (!out.empty()) out += "; ";
+    out += std::string(what) + " ";
+    for (size_t i = 0; i < list.size(); ++i) out += (i ? ", " : "") + list[i].get<std::string>();
+  }
+  return out;
+}
+
+std::vector<config::Vm> Daemon::wanted_vms() const {
+  std::vector<config::Vm> all = cfg_.vms;
+  for (const auto& rv : runtime_vms_) all.push_back(rv.vm);
+  return all;
+}
+
+// A VM whose configuration is unchanged keeps its session and state (a
+// failed binding gets a fresh start); any other is started anew and adopts
+// what QEMU already has. A VM that left is no longer managed: its QEMU keeps
+// its macvtaps, but its passt processes are stopped, as are those of passt
+// bindings that left or changed. libvirt VMs stay as they are unless
+// [libvirt] changed; then the source starts anew and adopts what each domain
+// has. Returns what changed: {"added","removed","changed"}, each a list of
+// "VM" or "VM/NIC" names.
+nlohmann::json Daemon::apply_vms(const config::Config& previous) {
+  nlohmann::json added = nlohmann::json::array(), removed = nlohmann::json::array(),
+                 changed = nlohmann::json::array();
   std::vector<std::unique_ptr<VmRt>> libvirt_vms;
   for (auto& v : vms_)
     if (v->from_libvirt) libvirt_vms.push_back(std::move(v));
@@ -577,15 +661,18 @@ Result<void> Daemon::reload() {
     libvirt_vms.clear();
     libvirt_.reset();
     libvirt_conflicts_.clear();
+    changed.push_back("[libvirt]");
   }
+  const bool passt_changed = previous.daemon.passt != cfg_.daemon.passt;
   std::vector<std::unique_ptr<VmRt>> old = std::move(vms_);
   vms_.clear();
-  for (const auto& vmcfg : cfg_.vms) {
+  for (const auto& vmcfg : wanted_vms()) {
     auto it = std::find_if(old.begin(), old.end(), [&](const auto& v) { return v && v->cfg.name == vmcfg.name; });
-    if (it != old.end() && (*it)->cfg.qmp == vmcfg.qmp && (*it)->cfg.macvtaps == vmcfg.macvtaps &&
-        (*it)->cfg.passts == vmcfg.passts && previous.daemon.passt == cfg_.daemon.passt) {
+    const bool runtime = runtime_vm(vmcfg.name) != nullptr;
+    if (it != old.end() && (*it)->cfg == vmcfg && !passt_changed) {
       vms_.push_back(std::move(*it));
       VmRt& vm = *vms_.back();
+      vm.runtime = runtime;
       for (auto& b : vm.bindings)
         if (b->engine.state() == engine::State::Failed) feed(vm, *b, engine::ReattachRequested{});
       for (auto& p : vm.passts) {
@@ -604,25 +691,48 @@ Result<void> Daemon::reload() {
     // Changed: start it anew; passt bindings that did not change keep their passt.
     std::map<std::string, std::unique_ptr<PasstRt>> carry;
     if (it != old.end()) {
+      const config::Vm& was = (*it)->cfg;
+      if (was.qmp != vmcfg.qmp) changed.push_back(vmcfg.name + " (qmp)");
+      for (const auto& b : was.macvtaps) {
+        auto now = std::find_if(vmcfg.macvtaps.begin(), vmcfg.macvtaps.end(), [&](auto& x) { return x.nic == b.nic; });
+        if (now == vmcfg.macvtaps.end()) removed.push_back(vmcfg.name + "/" + b.nic);
+        else if (!(*now == b)) changed.push_back(vmcfg.name + "/" + b.nic);
+      }
+      for (const auto& b : vmcfg.macvtaps)
+        if (std::none_of(was.macvtaps.begin(), was.macvtaps.end(), [&](auto& x) { return x.nic == b.nic; }))
+          added.push_back(vmcfg.name + "/" + b.nic);
+      for (const auto& p : was.passts) {
+        auto now = std::find_if(vmcfg.passts.begin(), vmcfg.passts.end(), [&](auto& x) { return x.netdev == p.netdev; });
+        if (now == vmcfg.passts.end()) removed.push_back(vmcfg.name + "/" + p.netdev);
+        else if (!(*now == p) || passt_changed) changed.push_back(vmcfg.name + "/" + p.netdev);
+      }
+      for (const auto& p : vmcfg.passts)
+        if (std::none_of(was.passts.begin(), was.passts.end(), [&](auto& x) { return x.netdev == p.netdev; }))
+          added.push_back(vmcfg.name + "/" + p.netdev);
       for (auto& p : (*it)->passts) {
         const bool same = std::find(vmcfg.passts.begin(), vmcfg.passts.end(), p->cfg) != vmcfg.passts.end() &&
-                          previous.daemon.passt == cfg_.daemon.passt;
+                          !passt_changed;
         if (same) carry[p->cfg.netdev] = std::move(p);
         else retire_passt(*p);
       }
       it->reset();
+    } else {
+      added.push_back(vmcfg.name);
     }
     start_vm(vmcfg, std::move(carry));
+    vms_.back()->runtime = runtime;
   }
   for (auto& v : old) {
     if (!v) continue;
     for (auto& p : v->passts) retire_passt(*p);
-    logger()->info("{}: no longer in the configuration, no longer managed{}", v->cfg.name,
+    removed.push_back(v->cfg.name);
+    logger()->info("{}: no longer {}, no longer managed{}", v->cfg.name,
+                   v->runtime ? "registered" : "in the configuration",
                    v->passts.empty() ? "" : " (its passt stopped)");
   }
   old.clear();
   for (auto& v : libvirt_vms) {
-    if (cfg_.find_vm(v->cfg.name)) {
+    if (find_vm(v->cfg.name)) {
       libvirt_conflicts_[v->cfg.name] = "a VM of the config file has this name";
       logger()->error("libvirt domain {} has the name of a VM in {}: not followed", v->cfg.name, cfg_.path);
       continue;
@@ -632,7 +742,7 @@ Result<void> Daemon::reload() {
   // A VM that left the config file may be a libvirt domain: look again.
   if (libvirt_ && !libvirt_changed)
     for (auto it = libvirt_conflicts_.begin(); it != libvirt_conflicts_.end();) {
-      if (cfg_.find_vm(it->first)) {
+      if (find_vm(it->first)) {
         ++it;
         continue;
       }
@@ -641,9 +751,7 @@ Result<void> Daemon::reload() {
     }
   if (cfg_.libvirt.enabled && !libvirt_)
     if (auto r = start_libvirt(); !r) logger()->error("libvirt: {}", r.error().message);
-  logger()->info("configuration reloaded from {} ({} VMs)", cfg_.path, cfg_.vms.size());
-  sd_notify(0, "READY=1");
-  return ok();
+  return {{"added", std::move(added)}, {"removed", std::move(removed)}, {"changed", std::move(changed)}};
 }
 
 nlohmann::json Daemon::status() const {
@@ -666,9 +774,11 @@ nlohmann::json Daemon::status() const {
           {"attach", config::attach_mode_name(b->cfg.attach)},
           {"attaches", b->attaches},
           {"failures", e.failures()},
-          {"last_error", e.last_error()},
           {"follow_carrier", b->cfg.follow_carrier},
       };
+      j["last_error"] = e.last_error().empty() ? nlohmann::json(nullptr) : nlohmann::json(e.last_error());
+      j["warning"] = b->warning.empty() ? nlohmann::json(nullptr) : nlohmann::json(b->warning);
+      if (b->cfg.macvtap.empty()) j["macvtap"] = nullptr;
       auto ms_or_null = [](double ms) { return ms >= 0 ? nlohmann::json(ms) : nlohmann::json(nullptr); };
       j["last_reattach_ms"] = ms_or_null(b->last_reattach_ms);
       // The parent's carrier as relinkd last saw it (null: no parent).
@@ -697,7 +807,7 @@ nlohmann::json Daemon::status() const {
       v["paused"] = vm->paused;
       v["qemu_pid"] = vm->libvirt->info().qemu_pid ? nlohmann::json(vm->libvirt->info().qemu_pid) : nlohmann::json(nullptr);
     } else {
-      v["source"] = "config";
+      v["source"] = vm->runtime ? "runtime" : "config";
       v["qmp"] = vm->qmp->connected() ? "connected" : "disconnected";
       v["qmp_socket"] = vm->cfg.qmp;
       if (vm->qmp->connected()) v["qemu_pid"] = vm->qemu_pid;
@@ -705,7 +815,8 @@ nlohmann::json Daemon::status() const {
     }
     vms.push_back(std::move(v));
   }
-  return {{"vms", std::move(vms)},
+  return {{"version", 1},
+          {"vms", std::move(vms)},
           {"daemon",
            {{"version", RELINK_VERSION},
             {"config", cfg_.path},
@@ -714,40 +825,91 @@ nlohmann::json Daemon::status() const {
           {"libvirt", libvirt_status()}};
 }
 
+namespace {
+nlohmann::json refused(const std::string& why) { return {{"ok", false}, {"error", why}}; }
+nlohmann::json done(nlohmann::json result = nlohmann::json::object()) {
+  return {{"ok", true}, {"result", std::move(result)}};
+}
+std::string string_field(const nlohmann::json& req, const char* key) {
+  auto it = req.find(key);
+  return it != req.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+}  // namespace
+
 nlohmann::json Daemon::handle_control(const nlohmann::json& req) {
-  const std::string cmd = req.value("command", "");
-  if (cmd == "status") return {{"ok", true}, {"result", status()}};
+  const std::string cmd = string_field(req, "command");
+  if (cmd == "status") return done(status());
   if (cmd == "reload") {
-    if (auto r = reload(); !r) return {{"ok", false}, {"error", r.error().message}};
-    return {{"ok", true}};
+    auto r = reload();
+    if (!r) {
+      logger()->error("reload asked over the control socket refused, keeping the running configuration: {}",
+                      r.error().message);
+      return refused(r.error().message);
+    }
+    return done(*r);
   }
-  if (cmd == "reattach") {
-    const std::string vm_name = req.value("vm", ""), nic = req.value("nic", "");
-    VmRt* vm = find_vm(vm_name);
-    if (!vm) return {{"ok", false}, {"error", "no VM named '" + vm_name + "'"}};
-    if (!vm->connected())
-      return {{"ok", false},
-              {"error", "VM '" + vm_name + "' is offline (" +
-                            (vm->from_libvirt ? "libvirt not connected" : "QMP not connected") + ")"}};
-    int n = 0;
-    for (auto& b : vm->bindings)
-      if (nic.empty() || b->cfg.nic == nic) {
-        feed(*vm, *b, engine::ReattachRequested{});
-        ++n;
-      }
-    for (auto& p : vm->passts)
-      if (nic.empty() || p->cfg.netdev == nic) {
-        if (p->refused) {
-          if (!nic.empty()) return {{"ok", false}, {"error", p->name() + ": " + p->engine.last_error()}};
-          continue;
-        }
-        feed_passt(*vm, *p, engine::passt_ev::ResetRequested{monotonic_us() / 1000});
-        ++n;
-      }
-    if (!n) return {{"ok", false}, {"error", "VM '" + vm_name + "' has no binding for NIC or netdev '" + nic + "'"}};
-    return {{"ok", true}, {"result", {{"bindings", n}}}};
+  if (cmd == "reattach") return control_reattach(string_field(req, "vm"), string_field(req, "nic"));
+  if (cmd == "metrics") return done({{"text", metrics_text()}});
+  if (cmd == "qemu-args") {
+    const std::string name = string_field(req, "vm");
+    VmRt* vm = find_vm(name);
+    if (!vm) return refused(no_such_vm(name));
+    if (vm->from_libvirt) return refused("libvirt runs VM '" + name + "' and wires its NICs itself: no QEMU arguments to add");
+    const auto args = config::qemu_args(vm->cfg);
+    return done({{"args", args.args}, {"notes", args.notes}, {"text", config::format_qemu_args(args)}});
   }
-  return {{"ok", false}, {"error", "unknown command '" + cmd + "'"}};
+  if (cmd == "add") return control_add(string_field(req, "toml"));
+  if (cmd == "remove") return control_remove(string_field(req, "vm"));
+  if (cmd.empty()) return refused("request has no \"command\"");
+  return refused("unknown command '" + untrusted::safe_text(cmd, 64) +
+                 "' (known: status, reattach, reload, add, remove, qemu-args, monitor, metrics)");
+}
+
+std::string Daemon::no_such_vm(const std::string& name) const {
+  std::string known;
+  for (const auto& v : vms_) known += (known.empty() ? "" : ", ") + v->cfg.name;
+  return "no VM named '" + untrusted::safe_text(name, 80) + "'" + (known.empty() ? " (relinkd manages none)" : " (known: " + known + ")");
+}
+
+nlohmann::json Daemon::control_reattach(const std::string& vm_name, const std::string& nic) {
+  VmRt* vm = find_vm(vm_name);
+  if (!vm) return refused(no_such_vm(vm_name));
+  // Which bindings: all, or the one named (checked before anything is done).
+  std::string names;
+  bool found = nic.empty();
+  for (auto& b : vm->bindings) {
+    names += (names.empty() ? "" : ", ") + b->cfg.nic;
+    found = found || b->cfg.nic == nic;
+  }
+  for (auto& p : vm->passts) {
+    names += (names.empty() ? "" : ", ") + p->cfg.netdev;
+    found = found || p->cfg.netdev == nic;
+  }
+  if (!found)
+    return refused("VM '" + vm_name + "' has no binding for NIC or netdev '" + untrusted::safe_text(nic, 64) + "'" +
+                   (names.empty() ? " (it has none)" : " (it has: " + names + ")"));
+  if (!vm->connected())
+    return refused("VM '" + vm_name + "' is offline (" +
+                   (vm->from_libvirt ? std::string("libvirt not connected") : "QMP not connected: " + vm->qmp->last_error()) + ")");
+  nlohmann::json list = nlohmann::json::array();
+  for (auto& b : vm->bindings)
+    if (nic.empty() || b->cfg.nic == nic) {
+      const uint64_t gen = b->engine.generation();
+      feed(*vm, *b, engine::ReattachRequested{});
+      list.push_back({{"kind", "macvtap"}, {"nic", b->cfg.nic}, {"generation_before", gen}});
+    }
+  for (auto& p : vm->passts)
+    if (nic.empty() || p->cfg.netdev == nic) {
+      if (p->refused) {
+        if (!nic.empty()) return refused(p->name() + ": " + p->engine.last_error());
+        continue;
+      }
+      const uint64_t gen = p->engine.generation();
+      feed_passt(*vm, *p, engine::passt_ev::ResetRequested{monotonic_us() / 1000});
+      list.push_back({{"kind", "passt"}, {"netdev", p->cfg.netdev}, {"generation_before", gen}});
+    }
+  if (list.empty()) return refused("VM '" + vm_name + "' has no binding relinkd can reattach");
+  return done({{"vm", vm_name}, {"bindings", std::move(list)}});
 }
 
 int Daemon::run() {

@@ -13,9 +13,13 @@
 #include <vector>
 
 #include "config/config.h"
+#include "config/qemu_args.h"
+#include "config/runtime_vms.h"
 #include "daemon/attacher.h"
 #include "daemon/control_server.h"
 #include "daemon/libvirt_attach.h"
+#include "daemon/metrics.h"
+#include "daemon/runtime_store.h"
 #include "engine/binding.h"
 #include "engine/passt_binding.h"
 #include "libvirt/libvirt_source.h"
@@ -43,7 +47,9 @@ class Daemon {
   int run();
 
   // Re-reads the configuration file; keeps the running one if it is invalid.
-  Result<void> reload();
+  // Returns what changed: {"added","removed","changed"} lists of VM and
+  // VM/binding names.
+  Result<nlohmann::json> reload();
   nlohmann::json status() const;
 
  private:
@@ -63,6 +69,7 @@ class Daemon {
     double round_release_ms = -1;   // replug: the release of the attach in progress (-1: none)
     double last_own_ms = -1;        // replug: last_reattach_ms without the guest's release
     std::string wrong_tap;          // libvirt: QEMU does not hold the macvtap libvirt made (why)
+    std::string warning;            // what makes the binding useless though it works (a Wi-Fi parent)
     unsigned wrong_tap_retries = 0; // libvirt: replugs in a row for a wrong tap
     BindingRt(std::string v, config::MacvtapBinding c);
   };
@@ -89,6 +96,7 @@ class Daemon {
     // Where the VM comes from: the config file (a QMP socket), or libvirt (a
     // running domain; no QMP session: relinkd never talks to its QEMU).
     bool from_libvirt = false;
+    bool runtime = false;  // registered with relinkctl add (a QMP socket, like the config file's)
     std::unique_ptr<qemu::QmpClient> qmp;  // config VMs only
     bool libvirt_live = false;             // libvirt VMs: described over a live connection
     bool paused = false;                   // libvirt VMs: not running guest code
@@ -170,6 +178,26 @@ class Daemon {
   VmRt* find_vm(const std::string& name);
   BindingRt* find_binding(VmRt& vm, const std::string& nic);
   nlohmann::json handle_control(const nlohmann::json& req);
+  std::unique_ptr<ControlServer> make_control_server();
+  nlohmann::json control_reattach(const std::string& vm, const std::string& nic);
+  std::string no_such_vm(const std::string& name) const;
+  // The VMs of the file and those registered at runtime, in that order.
+  std::vector<config::Vm> wanted_vms() const;
+  // Brings the running VMs in line with wanted_vms(); returns what changed.
+  nlohmann::json apply_vms(const config::Config& previous);
+  static std::string describe_changes(const nlohmann::json& changes);
+  // Runtime registrations (daemon_runtime.cc).
+  void load_runtime_vms();
+  const config::RuntimeVm* runtime_vm(const std::string& name) const;
+  nlohmann::json control_add(const std::string& toml);
+  nlohmann::json control_remove(const std::string& name);
+  // Tells `relinkctl monitor` clients what happened.
+  void publish(nlohmann::json event);
+  void publish_state(const VmRt& vm, const std::string& kind, const std::string& id, engine::State from,
+                     engine::State to, uint64_t generation, const std::string& error);
+  std::string metrics_text() const;
+  // A Wi-Fi parent cannot carry a macvtap's traffic: say so (once per parent).
+  void warn_if_wifi(VmRt& vm, BindingRt& b, int ifindex);
   static int on_signal(sd_event_source*, const signalfd_siginfo*, void*);
   static int on_timer(sd_event_source*, uint64_t, void*);
   // Runs `fn` from the loop in `ms` milliseconds (it must look up what it needs).
@@ -184,6 +212,9 @@ class Daemon {
   std::unique_ptr<macvtap::MacvtapFactory> factory_;
   std::unique_ptr<ControlServer> control_;
   std::vector<std::unique_ptr<VmRt>> vms_;
+  std::vector<config::RuntimeVm> runtime_vms_;
+  std::unique_ptr<RuntimeStore> runtime_store_;
+  std::map<std::string, RecoveryHistogram> recovery_;  // by binding kind
   std::unique_ptr<libvirt::Source> libvirt_;
   // libvirt domains that are also VMs of the config file: not followed (why).
   std::map<std::string, std::string> libvirt_conflicts_;
@@ -194,6 +225,7 @@ class Daemon {
   passt::Features passt_features_;
   std::string passt_exec_;  // the binary run for [daemon] passt (passt::exec_path)
   std::string passt_features_error_;
+  bool passt_probed_ = false;  // probed for the bindings there are (none: not run)
   // passt processes being stopped after their binding left the configuration.
   std::vector<std::unique_ptr<passt::Process>> retiring_;
   // Parents the kernel has already unlisted while the link table, which

@@ -92,12 +92,13 @@ void Daemon::remove_binding(VmRt& vm, const std::string& nic) {
 
 void Daemon::on_libvirt_domain(const libvirt::DomainInfo& info) {
   const std::string& name = info.desc.name;
-  if (cfg_.find_vm(name)) {
+  if (cfg_.find_vm(name) || runtime_vm(name)) {
+    const bool runtime = !cfg_.find_vm(name);
     if (!libvirt_conflicts_.count(name))
-      logger()->error("libvirt domain {} has the name of a VM in {}: not followed (rename one of them, or list "
+      logger()->error("libvirt domain {} has the name of a VM {}: not followed (rename one of them, or list "
                       "the others in [libvirt] domains)",
-                      name, cfg_.path);
-    libvirt_conflicts_[name] = "a VM of the config file has this name";
+                      name, runtime ? "registered at runtime" : "in " + cfg_.path);
+    libvirt_conflicts_[name] = runtime ? "a VM registered at runtime has this name" : "a VM of the config file has this name";
     return;
   }
   for (const auto& why : info.desc.skipped) logger()->warn("{}: {}", name, why);

@@ -197,11 +197,12 @@ void Daemon::probe_passt_features() {
   uid_t uid = 65534;
   gid_t gid = 65534;
   bool any = false;
-  for (const auto& vm : cfg_.vms)
+  for (const auto& vm : wanted_vms())
     for (const auto& p : vm.passts) {
       if (!any) uid = p.uid, gid = p.gid;
       any = true;
     }
+  passt_probed_ = any;
   if (!any) return;
   passt_exec_ = passt::exec_path(cfg_.daemon.passt);
   auto f = passt::probe_features(*spawner_, passt_exec_, uid, gid);
@@ -354,9 +355,12 @@ void Daemon::feed_passt(VmRt& vm, PasstRt& p, const engine::PasstEvent& ev) {
   auto actions = p.engine.handle(ev);
   const engine::State after = p.engine.state();
   if (after != before) {
+    publish_state(vm, "passt", p.cfg.netdev, before, after, p.engine.generation(), p.engine.last_error());
     const bool bad = after == engine::State::Backoff || after == engine::State::Failed;
-    if (after == engine::State::Running && p.engine.last_recovery_ms() >= 0 && before == engine::State::Starting &&
-        p.engine.restarts() > 0)
+    const bool recovered = after == engine::State::Running && p.engine.last_recovery_ms() >= 0 &&
+                           before == engine::State::Starting && p.engine.restarts() > 0;
+    if (recovered) recovery_["passt"].observe(p.engine.last_recovery_ms() / 1000.0);
+    if (recovered)
       logger()->info("{}: {} -> running, recovered in {:.2f} ms", p.name(), engine::state_name(before),
                      p.engine.last_recovery_ms());
     else if (bad)
@@ -552,11 +556,11 @@ nlohmann::json Daemon::passt_status(const PasstRt& p) const {
       {"runas", p.cfg.runas},
       {"restarts", e.restarts()},
       {"failures", e.failures()},
-      {"last_error", e.last_error()},
   };
   auto live = p.procs.find(e.live_generation());
   j["pid"] = live != p.procs.end() && !live->second->exited() ? nlohmann::json(live->second->pid())
                                                                : nlohmann::json(nullptr);
+  j["last_error"] = e.last_error().empty() ? nlohmann::json(nullptr) : nlohmann::json(e.last_error());
   j["last_exit"] = e.last_exit().empty() ? nlohmann::json(nullptr) : nlohmann::json(e.last_exit());
   j["last_recovery_ms"] = e.last_recovery_ms() >= 0 ? nlohmann::json(e.last_recovery_ms()) : nlohmann::json(nullptr);
   return j;

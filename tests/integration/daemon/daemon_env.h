@@ -22,6 +22,13 @@
 
 namespace relink::test {
 
+// A string field of a status object; "" when it is null (none) or missing.
+inline std::string text_of(const nlohmann::json& j, const char* key) {
+  if (!j.is_object()) return "";
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
 inline std::string relinkd_bin() { return binary_dir() + "/relinkd"; }
 inline std::string relinkctl_bin() { return binary_dir() + "/relinkctl"; }
 // This test program, for [daemon] qemu_binaries when it plays QEMU (FakeQmp).
@@ -218,7 +225,7 @@ class DaemonEnv {
     EXPECT_TRUE(p.tap && p.uplink && p.uplink_peers_tap) << test_qmp(vm.name).info_network();
     EXPECT_EQ(p.uplink_hub, vm.hub);
     auto b = binding(vm.name, vm.nic);
-    const std::string mvt = b.value("macvtap", "");
+    const std::string mvt = text_of(b, "macvtap");
     auto link = ns_.run("ip -d link show " + mvt);
     ASSERT_EQ(link.status, 0) << "macvtap " << mvt << " missing";
     EXPECT_NE(link.out.find("macvtap mode bridge"), std::string::npos) << link.out;

@@ -123,7 +123,7 @@ class LibvirtVms : public ::testing::Test {
   // one macvtap device: that one's.
   void expect_qemu_holds_only(const std::string& domain) {
     auto b = env.binding(domain, "net0");
-    const std::string mvt = b.value("macvtap", "");
+    const std::string mvt = text_of(b, "macvtap");
     auto names = domiflist_ifaces(domain);
     ASSERT_EQ(names.size(), 1u) << "one NIC with the guest's MAC\n" << lv.virsh("domiflist " + domain).out;
     EXPECT_EQ(names[0], mvt) << "libvirt's live XML names another macvtap than relinkd reports";
@@ -185,7 +185,7 @@ TEST_F(LibvirtVms, DomainsAndInterfacesAreFollowedAsTheyComeAndGo) {
   EXPECT_EQ(b.value("mac", ""), "52:54:00:00:02:02");
   EXPECT_EQ(b.value("parent", ""), "p0");
   EXPECT_EQ(b.value("attaches", 1u), 0u) << "adopted, not re-plugged";
-  EXPECT_EQ(b.value("macvtap", ""), domiflist_ifaces("d2", "52:54:00:00:02:02").at(0));
+  EXPECT_EQ(text_of(b, "macvtap"), domiflist_ifaces("d2", "52:54:00:00:02:02").at(0));
   EXPECT_EQ(vm("d2").value("qemu_pid", 0), lv.qemu_pid("d2"));
   EXPECT_EQ(env.status()["libvirt"].value("connected", false), true);
 
@@ -258,7 +258,7 @@ TEST_F(LibvirtVms, PausedGuestBacksOffThenComesBackWhenResumed) {
   add_parent();
   ASSERT_TRUE(env.wait_state("releasing", 0, "g1", 10s, "net0")) << explain();
   ASSERT_TRUE(env.wait_state("backoff", 0, "g1", 10s, "net0")) << explain();
-  EXPECT_EQ(env.binding("g1", "net0").value("last_error", ""),
+  EXPECT_EQ(text_of(env.binding("g1", "net0"), "last_error"),
             "the guest did not release net0 within 2 s: is it paused or without PCI hotplug?");
   // libvirt sets the interface's macvtap online to resume: relinkd made a
   // stand-in of that name on the returned parent.

@@ -239,7 +239,7 @@ TEST_F(PasstTest, CrashLoopBacksOffThenFailsUntilReload) {
   EXPECT_EQ(j.value("restarts", 0), 4) << j.dump();
   EXPECT_GE(took, 1400ms);
   EXPECT_EQ(j.value("last_exit", ""), "exited with status 1");
-  EXPECT_NE(j.value("last_error", "").find("5 failed starts"), std::string::npos) << j.dump();
+  EXPECT_NE(text_of(j, "last_error").find("5 failed starts"), std::string::npos) << j.dump();
   EXPECT_TRUE(j["pid"].is_null());
   // passt's own words reach relinkd's log, under the binding's name, and
   // its error as a warning.
@@ -345,7 +345,7 @@ TEST_F(PasstTest, VhostUserIsRefusedWhereThePasstLacksItAndOthersRun) {
   auto j = b("net2");
   ASSERT_TRUE(j.is_object()) << explain();
   EXPECT_EQ(j.value("state", ""), "failed");
-  EXPECT_NE(j.value("last_error", "").find("--vhost-user"), std::string::npos) << j.dump();
+  EXPECT_NE(text_of(j, "last_error").find("--vhost-user"), std::string::npos) << j.dump();
   EXPECT_TRUE(j["pid"].is_null());
   EXPECT_EQ(passt_pids().size(), 1u);
   // A reattach of the refused binding says why.
@@ -433,7 +433,7 @@ TEST_F(PasstTest, MissingQemuSocketBacksOffWithAClearError) {
   env.start_relinkd();
   ASSERT_TRUE(wait_until([&] { return b().value("state", "") == "backoff" || b().value("state", "") == "failed"; }, 10s))
       << explain();
-  EXPECT_NE(b().value("last_error", "").find("connect to QEMU's stream socket"), std::string::npos) << b().dump();
+  EXPECT_NE(text_of(b(), "last_error").find("connect to QEMU's stream socket"), std::string::npos) << b().dump();
   EXPECT_TRUE(passt_pids().empty());
   EXPECT_TRUE(env.relinkd().running());
 }
@@ -444,7 +444,7 @@ TEST_F(PasstTest, MissingPasstBinaryFailsTheBindingWithTheReason) {
   start_qemu({p});
   env.start_relinkd();
   ASSERT_TRUE(wait_passt_state("failed")) << explain();
-  const std::string err = b().value("last_error", "");
+  const std::string err = text_of(b(), "last_error");
   EXPECT_NE(err.find("cannot run passt"), std::string::npos) << err;
   EXPECT_NE(err.find("/nonexistent/passt"), std::string::npos) << err;
   EXPECT_TRUE(passt_pids().empty());
@@ -467,7 +467,7 @@ TEST_F(PasstTest, StreamClientSocketDirectoryPasstCannotWriteIsAClearError) {
   env.start_relinkd();
   ASSERT_TRUE(wait_until([&] { return b().value("state", "") == "backoff" || b().value("state", "") == "failed"; }, 10s))
       << explain();
-  const std::string err = b().value("last_error", "");
+  const std::string err = text_of(b(), "last_error");
   EXPECT_NE(err.find("cannot create its socket in " + dir), std::string::npos) << err;
   EXPECT_TRUE(passt_pids().empty());
   EXPECT_FALSE(std::filesystem::exists(p.socket));

@@ -47,7 +47,7 @@ TEST(QmpGarbage, BadSessionsAreResetAndTheNextOneAttaches) {
   ASSERT_EQ(getfd.fds.size(), 1u);
   struct stat st {};
   ASSERT_EQ(fstat(getfd.fds[0].get(), &st), 0);
-  const std::string mvt = env.binding("vm1").value("macvtap", "");
+  const std::string mvt = text_of(env.binding("vm1"), "macvtap");
   const int ifindex = env.ns().ifindex(mvt);
   unsigned maj = 0, min = 0;
   ASSERT_EQ(sscanf(env.ns().run("cat /sys/class/net/" + mvt + "/macvtap/tap" + std::to_string(ifindex) + "/dev").out.c_str(),

@@ -154,7 +154,7 @@ TEST_F(Reattach, ParentRecreatedAsAnotherKind) {
   ASSERT_TRUE(env.wait_state("attached", 3)) << env.explain();
   // The kernel stacks a macvtap requested on a macvlan onto the macvlan's
   // lower device (q0), and keeps it when the macvlan goes.
-  const std::string mvt = env.binding("vm1").value("macvtap", "");
+  const std::string mvt = text_of(env.binding("vm1"), "macvtap");
   EXPECT_EQ(env.ns().run("ip link show " + mvt + " | grep -c @q0:").out, "1\n");
   env.ns().ip("link del p0");
   ASSERT_TRUE(env.wait_state("waiting-parent")) << env.explain();
@@ -192,7 +192,7 @@ TEST_F(Reattach, ParentRenamedAwayAndBackKeepsTheAttachment) {
   env.add_veth_parent("p0");
   ASSERT_TRUE(env.wait_state("attached", 2)) << env.explain();
   env.expect_attached(2);
-  EXPECT_EQ(env.ns().run("ip link show " + env.binding("vm1").value("macvtap", "") + " | grep -c @p0:").out, "1\n");
+  EXPECT_EQ(env.ns().run("ip link show " + text_of(env.binding("vm1"), "macvtap") + " | grep -c @p0:").out, "1\n");
 }
 
 TEST_F(Reattach, StartsWhileParentIsMissing) {
@@ -207,7 +207,7 @@ TEST_F(Reattach, StartsWhileParentIsMissing) {
 TEST_F(Reattach, MacvtapDeletedByHandIsReplaced) {
   start();
   ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
-  env.ns().ip("link del " + env.binding("vm1").value("macvtap", ""));
+  env.ns().ip("link del " + text_of(env.binding("vm1"), "macvtap"));
   ASSERT_TRUE(env.wait_state("attached", 2)) << env.explain();
   env.expect_attached(2);
 }
@@ -251,7 +251,7 @@ TEST_F(Reattach, RestartedRelinkdCleansUpWhatQemuNoLongerHolds) {
 TEST_F(Reattach, QemuExitAndReturn) {
   start();
   ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
-  const std::string mvt = env.binding("vm1").value("macvtap", "");
+  const std::string mvt = text_of(env.binding("vm1"), "macvtap");
   env.kill_qemu("vm1");
   ASSERT_TRUE(env.wait_state("vm-offline")) << env.explain();
   // QEMU is gone: its macvtap is deleted, not leaked.
@@ -289,10 +289,10 @@ TEST_F(Reattach, WrongNicIdFailsCleanlyAndKeepsRunning) {
       << env.explain();
   auto b = env.binding("vm1", "nosuch");
   EXPECT_EQ(b.value("state", ""), "backoff");
-  EXPECT_NE(b.value("last_error", "").find("nosuch"), std::string::npos) << b.dump();
+  EXPECT_NE(text_of(b, "last_error").find("nosuch"), std::string::npos) << b.dump();
   // Rolled back: no tap, no hubport, no macvtap left behind.
   EXPECT_TRUE(env.generations("vm1", "nosuch").empty()) << env.test_qmp("vm1").info_network();
-  EXPECT_NE(env.ns().run("ip link show " + b.value("macvtap", "")).status, 0);
+  EXPECT_NE(env.ns().run("ip link show " + text_of(b, "macvtap")).status, 0);
   EXPECT_TRUE(env.relinkd().running());
 }
 
@@ -338,7 +338,7 @@ TEST_F(Reattach, ReloadKeepsOldConfigWhenNewIsInvalidAndAppliesValidOne) {
 TEST_F(Reattach, SigtermExitsCleanlyAndLeavesVmConnected) {
   start();
   ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
-  const std::string mvt = env.binding("vm1").value("macvtap", "");
+  const std::string mvt = text_of(env.binding("vm1"), "macvtap");
   int st = env.relinkd().stop(SIGTERM, 5s);
   ASSERT_NE(st, -1) << "relinkd did not exit on SIGTERM";
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;

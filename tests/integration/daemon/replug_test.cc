@@ -86,7 +86,7 @@ class Replug : public ::testing::Test {
   // QEMU holds the device of the macvtap relinkd reports, and no other macvtap.
   void expect_qemu_holds_current_macvtap() {
     auto b = env.binding(vm.name, vm.nic);
-    const std::string mvt = b.value("macvtap", "");
+    const std::string mvt = text_of(b, "macvtap");
     const int ifindex = env.ns().ifindex(mvt);
     ASSERT_GT(ifindex, 0) << mvt << " missing\n" << explain();
     EXPECT_EQ(b.value("macvtap_ifindex", 0), ifindex);
@@ -178,10 +178,10 @@ TEST_F(Replug, PausedGuestTimesOutThenContinuesWhenResumed) {
   add_parent();
   ASSERT_TRUE(env.wait_state("releasing", 0, vm.name, 10s, vm.nic)) << explain();
   ASSERT_TRUE(env.wait_state("backoff", 0, vm.name, 10s, vm.nic)) << explain();
-  const std::string err = env.binding(vm.name, vm.nic).value("last_error", "");
+  const std::string err = text_of(env.binding(vm.name, vm.nic), "last_error");
   EXPECT_EQ(err, "the guest did not release net0 within 2 s: is it paused or without PCI hotplug?");
   // Nothing was made while the old NIC is there: no macvtap of relinkd's, no new tap in QEMU.
-  const std::string mvt = env.binding(vm.name, vm.nic).value("macvtap", "");
+  const std::string mvt = text_of(env.binding(vm.name, vm.nic), "macvtap");
   EXPECT_EQ(env.ns().ifindex(mvt), 0) << explain();
   EXPECT_EQ(taps(), 1u) << env.test_qmp(vm.name).info_network();
   EXPECT_TRUE(env.relinkd().running());
@@ -258,7 +258,7 @@ TEST_F(Replug, ParentFoundByItsMacUnderANewName) {
   ASSERT_TRUE(env.wait_state("attached", 2)) << env.explain();
   auto b = env.binding("vm1", "nic0");
   EXPECT_EQ(b.value("parent_ifindex", 0), env.ns().ifindex("eth7"));
-  const std::string mvt = b.value("macvtap", "");
+  const std::string mvt = text_of(b, "macvtap");
   EXPECT_NE(env.ns().run("ip -o link show " + mvt).out.find("@eth7"), std::string::npos);
   EXPECT_NE(read_file(env.log_path()).find("parent is eth7 (ifindex " + std::to_string(env.ns().ifindex("eth7")) +
                                            ") by its MAC " + parent_mac),

@@ -358,7 +358,7 @@ TEST_F(StateDirTest, StreamClientSocketDirectoryIsCreatedForRunasAndNeverFollowe
       },
       10s))
       << explain();
-  const std::string err = b().value("last_error", "");
+  const std::string err = text_of(b(), "last_error");
   EXPECT_NE(err.find("passt's socket directory " + link + " is a symlink or not a directory"), std::string::npos) << err;
   EXPECT_TRUE(fs::is_empty(target));
   ASSERT_EQ(stat(target.c_str(), &st), 0);
