@@ -472,5 +472,35 @@ TEST(Cli, CheckConfigRefusesNonFilesAndWhatTheHostLacks) {
       << host.out;
 }
 
+// relinkd started without the privileges it needs says which and why,
+// rather than failing later on the first macvtap or passt.
+TEST(Cli, RefusesToStartWithoutItsPrivileges) {
+  RELINK_REQUIRE_ROOT();
+  const std::string dir = "/tmp/relink-cli-" + random_suffix();
+  std::filesystem::create_directories(dir);
+  chmod(dir.c_str(), 0755);
+  DaemonEnv::write_file(dir + "/r.toml",
+                        "[daemon]\nstate_dir = \"" + dir + "/state\"\ncontrol_socket = \"" + dir + "/c.sock\"\n"
+                        "[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.passt]]\nnetdev = \"net1\"\nsocket = \"/run/a.sock\"\n");
+  chmod((dir + "/r.toml").c_str(), 0644);
+  auto nobody = sh("setpriv --reuid=65534 --regid=65534 --clear-groups " + relinkd_bin() + " --config " + dir +
+                   "/r.toml 2>&1");
+  // Root with CAP_NET_ADMIN dropped from every set.
+  auto no_net_admin = sh("setpriv --inh-caps=-net_admin --bounding-set=-net_admin " + relinkd_bin() + " --config " +
+                         dir + "/r.toml 2>&1");
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(nobody.status, 1);
+  EXPECT_NE(nobody.out.find("relinkd: cannot start without the privileges it needs: CAP_NET_ADMIN (to create "
+                            "macvtaps and follow links); CAP_SETUID (to run passt as its runas user, never root)"),
+            std::string::npos)
+      << nobody.out;
+  EXPECT_NE(nobody.out.find("Run it as root"), std::string::npos) << nobody.out;
+  EXPECT_EQ(no_net_admin.status, 1);
+  EXPECT_NE(no_net_admin.out.find("privileges it needs: CAP_NET_ADMIN (to create macvtaps and follow links).") ,
+            std::string::npos)
+      << no_net_admin.out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/state")) << "nothing is set up before the check";
+}
+
 }  // namespace
 }  // namespace relink::test

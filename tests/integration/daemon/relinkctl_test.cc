@@ -308,5 +308,28 @@ TEST_F(RelinkCtl, RuntimeAddSurvivesARestartAndRemoveDropsIt) {
   ASSERT_TRUE(env.wait_state("attached", 0, "vm2")) << env.explain();
 }
 
+// A binding on a Wi-Fi parent works but passes no traffic: relinkd says so
+// in its log and in status. This kernel cannot make a Wi-Fi interface
+// (no mac80211_hwsim), so relinkd's own view of sysfs (private to it under
+// `ip netns exec`) gets a parent shaped as cfg80211 shapes one.
+TEST_F(RelinkCtl, WifiParentIsWarnedInTheLogAndStatus) {
+  env.add_veth_parent("p0");
+  env.write_config({vm});
+  env.start_qemu(vm);
+  env.start_relinkd({"sh", "-c",
+                     "d=$(readlink -f /sys/class/net/p0) && mount -t tmpfs wifi \"$d\" && mkdir \"$d/wireless\" && "
+                     "exec \"$0\" \"$@\""});
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  const std::string warning = text_of(env.binding("vm1"), "warning");
+  EXPECT_NE(warning.find("parent p0 is a Wi-Fi interface"), std::string::npos) << env.explain();
+  EXPECT_NE(log().find("vm1/nic0: parent p0 is a Wi-Fi interface: a macvtap on a Wi-Fi station passes no traffic"),
+            std::string::npos)
+      << log();
+  EXPECT_NE(ctl_out("status").out.find("vm1/nic0: warning: parent p0 is a Wi-Fi interface"), std::string::npos);
+  // Only relinkd's view was changed: the test's sysfs shows a plain veth.
+  EXPECT_EQ(env.ns().run("test -e /sys/class/net/p0/wireless").status, 1);
+  EXPECT_EQ(env.ns().run("test -e /sys/class/net/p0/ifindex").status, 0);
+}
+
 }  // namespace
 }  // namespace relink::test
