@@ -24,7 +24,12 @@ build=${RELINK_FUZZ_BUILD:-build-fuzz}
 jobs=${RELINK_FUZZ_JOBS:-2}
 
 start=$(date +%s)
+# ccache when there is one (scripts/test.sh sets where its cache lives);
+# line tables are all the crash reports need.
+launcher=()
+command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 cmake -S . -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" "${launcher[@]}" \
   -DRELINK_FUZZ=ON -DRELINK_BUILD_TESTS=OFF -DRELINK_BUILD_BENCH=OFF >/dev/null
 cmake --build "$build" -j2 --target relink_fuzzers
 echo "fuzz.sh: built in $(( $(date +%s) - start )) s"
