@@ -1,0 +1,75 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# The root filesystem of the systemd container test (tests/systemd/): a
+# Debian 12 minbase with systemd as init, D-Bus, iproute2, relinkd's runtime
+# libraries, QEMU and passt. Kept as a zstd tarball in CACHE_DIR, named after
+# a hash of this script (and so of the package list in it); built only when
+# that tarball is missing.
+#
+#   build-rootfs.sh           print the tarball's path, building it if needed
+#   build-rootfs.sh --path    print the path it would have, build nothing
+#
+# Needs root, debootstrap and zstd; the mirror is the URIs: line of
+# /etc/apt/sources.list.d/debian.sources (RELINK_DEBIAN_MIRROR overrides it).
+set -euo pipefail
+
+CACHE_DIR=${RELINK_ROOTFS_CACHE:-/var/cache/relink}
+SUITE=bookworm
+# systemd as pid 1 and its tools; what relinkd and relinkctl link against
+# (libtomlplusplus3 is a shared library on Debian 12, not header-only);
+# QEMU for a VM (QMP only, no guest) and passt for relinkd to supervise.
+PACKAGES=(
+  systemd systemd-sysv dbus iproute2 procps kmod
+  libmnl0 libnl-3-200 libnl-route-3-200 libsystemd0 libspdlog1.10 libfmt9
+  libvirt0 libxml2 libtomlplusplus3
+  qemu-system-x86 passt
+)
+
+self=$(readlink -f "${BASH_SOURCE[0]}")
+key=$(sha256sum "$self" | cut -c1-16)
+tarball=$CACHE_DIR/systemd-rootfs-$SUITE-$key.tar.zst
+
+if [[ ${1:-} == --path ]]; then
+  echo "$tarball"
+  exit 0
+fi
+if [[ -s $tarball ]]; then
+  echo "$tarball"
+  exit 0
+fi
+
+mirror=${RELINK_DEBIAN_MIRROR:-$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
+mirror=${mirror:-http://deb.debian.org/debian}
+for tool in debootstrap zstd; do
+  command -v "$tool" >/dev/null || { echo "build-rootfs.sh: $tool is missing (scripts/install-deps.sh installs it)" >&2; exit 1; }
+done
+
+mkdir -p "$CACHE_DIR"
+work=$(mktemp -d "$CACHE_DIR/.rootfs-build.XXXXXX")
+trap 'rm -rf --one-file-system "$work"' EXIT
+start=$(date +%s)
+echo "build-rootfs.sh: debootstrap $SUITE from $mirror into $work (a few minutes, once)" >&2
+incl=$(IFS=,; echo "${PACKAGES[*]}")
+if ! debootstrap --variant=minbase --include="$incl" "$SUITE" "$work/root" "$mirror" >"$work/debootstrap.log" 2>&1; then
+  tail -n 30 "$work/debootstrap.log" >&2
+  [[ -f $work/root/debootstrap/debootstrap.log ]] && tail -n 30 "$work/root/debootstrap/debootstrap.log" >&2
+  echo "build-rootfs.sh: debootstrap failed" >&2
+  exit 1
+fi
+root=$work/root
+# A container that boots quickly and quietly: no getty on a console nobody
+# reads, no waiting for network, a fixed machine id, no apt caches.
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+echo relink-sd > "$root/etc/hostname"
+systemd-machine-id-setup --root="$root" >/dev/null 2>&1 || true
+ln -sf /dev/null "$root/etc/systemd/system/console-getty.service"
+ln -sf /dev/null "$root/etc/systemd/system/getty@.service"
+ln -sf /dev/null "$root/etc/systemd/system/systemd-networkd-wait-online.service"
+# User 1000 for the VM whose QMP socket is under /run/user/1000.
+chroot "$root" useradd -u 1000 -m -s /bin/sh vmuser
+tar -C "$root" --numeric-owner --xattrs -cf - . | zstd -q -T2 -3 -o "$work/rootfs.tar.zst"
+mv "$work/rootfs.tar.zst" "$tarball"
+# Older tarballs of this test are of no more use.
+find "$CACHE_DIR" -maxdepth 1 -name "systemd-rootfs-$SUITE-*.tar.zst" ! -path "$tarball" -delete
+echo "build-rootfs.sh: built $tarball in $(( $(date +%s) - start )) s ($(du -h "$tarball" | cut -f1))" >&2
+echo "$tarball"

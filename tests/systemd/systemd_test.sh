@@ -1,0 +1,297 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# relinkd under a real systemd, with the shipped (hardened) unit: a Debian 12
+# container (tests/systemd/build-rootfs.sh, cached in /var/cache/relink)
+# booted with systemd-nspawn (tests/systemd/container.sh), relinkd installed
+# into it, a QEMU (QMP only, no guest) run as uid 1000 with its sockets under
+# /run/user/1000, one macvtap binding (hub attach) and one passt
+# stream-server binding. Checks Type=notify, a config-less start, reloads
+# good and bad, the watchdog, stop/start adoption, a macvtap re-attach and
+# a passt restart inside the unit's sandbox.
+#
+#   systemd_test.sh BUILD_DIR
+#
+# The install source is a function (stage_install): today `cmake --install
+# BUILD_DIR --prefix /usr` into a DESTDIR copied over the container's root.
+# Exit 77 (skipped) when not root or the host tools are missing.
+set -euo pipefail
+
+build=$(readlink -f "${1:?usage: systemd_test.sh BUILD_DIR}")
+here=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
+t0=$(date +%s.%N)
+
+if [[ $EUID -ne 0 ]]; then echo "SKIP: needs root"; exit 77; fi
+for tool in systemd-nspawn debootstrap zstd nsenter jq; do
+  command -v "$tool" >/dev/null || { echo "SKIP: $tool is missing (scripts/install-deps.sh)"; exit 77; }
+done
+
+# shellcheck source=container.sh
+source "$here/container.sh"
+
+work=$(mktemp -d /var/tmp/relink-sd.XXXXXX)
+name=relink-sd-${work##*.}
+CT_EXTRA_ARGS=()
+cleanup() {
+  local rc=$?
+  ct_stop
+  rm -rf --one-file-system "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step() { printf '\n== %s (%.1f s)\n' "$*" "$(echo "$(date +%s.%N) - $t0" | bc)"; }
+fail() {
+  echo "FAIL: $*"
+  if [[ -n ${CT_LEADER:-} ]]; then
+    echo "--- systemctl status relinkd"
+    ct systemctl status --no-pager -n 0 relinkd || true
+    echo "--- journalctl -u relinkd (last 60 lines)"
+    ct journalctl --no-pager -o short-monotonic -u relinkd -n 60 || true
+    echo "--- relinkctl status"
+    ct relinkctl status || true
+    if [[ -n ${RELINK_SD_DEBUG:-} ]]; then
+      echo "container leader $CT_LEADER kept for $RELINK_SD_DEBUG s"
+      sleep "$RELINK_SD_DEBUG"
+    fi
+  fi
+  exit 1
+}
+# wait_for SECONDS CMD...: CMD succeeds within SECONDS.
+wait_for() {
+  local deadline=$(( $(date +%s%N) + ${1%.*} * 1000000000 ))
+  shift
+  until "$@"; do
+    (( $(date +%s%N) < deadline )) || return 1
+    sleep 0.05
+  done
+}
+prop() { ct systemctl show -P "$2" "$1"; }
+status_json() { ct relinkctl status --json; }
+# binding VM NAME FIELD: FIELD of the binding NAME (nic or netdev) of VM.
+binding() {
+  status_json | jq -r --arg vm "$1" --arg b "$2" --arg f "$3" \
+    '.vms[] | select(.name == $vm) | .bindings[] | select(.nic == $b or .netdev == $b) | .[$f] // "null"'
+}
+binding_is() { [[ $(binding "$1" "$2" "$3" 2>/dev/null) == "$4" ]]; }
+
+# --- the root filesystem, and relinkd installed into it
+step "root filesystem"
+tarball=$("$here/build-rootfs.sh" --path)
+if [[ ! -s $tarball ]]; then
+  b0=$(date +%s)
+  "$here/build-rootfs.sh" >/dev/null
+  echo "built the container's root filesystem in $(( $(date +%s) - b0 )) s: $tarball"
+fi
+root=$work/root
+mkdir "$root"
+zstd -q -d -c "$tarball" | tar -C "$root" --numeric-owner -xf -
+
+# Fills $work/install with the files of an installed relink; swap this for a
+# package's contents (dpkg-deb -x) when there is one.
+stage_install() {
+  DESTDIR=$work/install cmake --install "$build" --prefix /usr >"$work/install.log" 2>&1 ||
+    { cat "$work/install.log"; fail "cmake --install $build"; }
+}
+step "install relinkd (cmake --install --prefix /usr)"
+stage_install
+# Into the directories as they are: /lib is a symlink to usr/lib (merged /usr).
+tar -C "$work/install" -cf - . | tar -C "$root" --keep-directory-symlink -xf -
+grep -q '^ExecStart=/usr/sbin/relinkd ' "$root/lib/systemd/system/relinkd.service" ||
+  fail "the installed unit does not run /usr/sbin/relinkd"
+
+mkdir -p "$root/etc/systemd/system/relinkd.service.d"
+# RELINK_SD_DROPIN: [Service] lines to try against the shipped unit (e.g.
+# "ProtectProc=default"), in a drop-in of their own.
+if [[ -n ${RELINK_SD_DROPIN:-} ]]; then
+  printf '[Service]\n%s\n' "$RELINK_SD_DROPIN" > "$root/etc/systemd/system/relinkd.service.d/try.conf"
+fi
+
+# --- boot
+step "boot the container"
+ct_boot "$root" "$name" || fail "boot"
+echo "booted: $(ct systemctl is-system-running || true), leader pid $CT_LEADER"
+
+# --- no configuration: a clean skip, no restart loop
+step "no /etc/relinkd/relinkd.toml: systemctl start is a clean skip"
+ct systemctl start relinkd || fail "systemctl start relinkd without a config exited $?"
+[[ $(prop relinkd ActiveState) == inactive ]] || fail "relinkd is $(prop relinkd ActiveState) without a config"
+[[ $(prop relinkd ConditionResult) == no ]] || fail "ConditionResult is not no"
+sleep 1.2
+[[ $(prop relinkd NRestarts) == 0 && $(prop relinkd ActiveState) == inactive ]] || fail "restarted without a config"
+# systemctl status says so until the inactive unit is unloaded; the
+# journal keeps it.
+skipped=$(ct journalctl --no-pager -u relinkd | grep -m1 -o 'skipped because of an unmet condition check.*') ||
+  fail "the journal does not say why relinkd was not started"
+echo "ok: inactive, ConditionResult=no, NRestarts=0; journal: $skipped"
+
+# --- the host's links in the container's own network namespace, and the VM
+step "links, and a QEMU (uid 1000, sockets in /run/user/1000)"
+ct ip link set lo up
+ct ip link add p0 type veth peer name p0peer
+ct ip link set p0 up
+ct ip link set p0peer up
+# passt copies the host's addresses and routes and refuses to start without
+# a routable interface.
+ct ip link add up0 type veth peer name up1
+ct ip addr add 192.0.2.1/24 dev up0
+ct ip link set up0 up
+ct ip link set up1 up
+ct ip route add default via 192.0.2.254 dev up0
+ct install -d -o 1000 -g 1000 -m 0700 /run/user/1000
+ct systemd-run --quiet --unit=vm1 -p User=1000 -p Group=1000 \
+  qemu-system-x86_64 -nodefaults -display none -machine q35 -accel tcg -m 64 -S \
+  -qmp unix:/run/user/1000/vm1.qmp,server=on,wait=off \
+  -netdev hubport,id=nic0.port,hubid=0 \
+  -device virtio-net-pci,netdev=nic0.port,id=nic0,mac=52:54:00:12:34:56 \
+  -netdev stream,id=net1,server=on,addr.type=unix,addr.path=/run/user/1000/vm1-net1.sock \
+  -device virtio-net-pci,netdev=net1,id=nic1
+wait_for 10 ct test -S /run/user/1000/vm1.qmp || { ct journalctl --no-pager -u vm1; fail "QEMU did not start"; }
+
+config() {
+  cat <<TOML
+[daemon]
+log_level = "debug"
+
+[[vm]]
+name = "vm1"
+qmp = "/run/user/1000/vm1.qmp"
+[[vm.macvtap]]
+nic = "nic0"
+parent = "p0"
+mode = "bridge"
+mac = "52:54:00:12:34:56"
+hub = 0
+[[vm.passt]]
+netdev = "net1"
+mode = "stream-server"
+socket = "/run/user/1000/vm1-net1.sock"
+args = ["-t", "10001"]
+TOML
+}
+put_config() { ct sh -c 'mkdir -p /etc/relinkd && cat > /etc/relinkd/relinkd.toml.new && mv /etc/relinkd/relinkd.toml.new /etc/relinkd/relinkd.toml'; }
+config | put_config
+
+# --- start: Type=notify, READY, attached and running
+step "systemctl start relinkd"
+ct systemctl start relinkd || fail "systemctl start relinkd"
+[[ $(prop relinkd ActiveState)/$(prop relinkd SubState) == active/running ]] || fail "not active/running"
+main=$(prop relinkd MainPID)
+wait_for 10 binding_is vm1 nic0 state attached || fail "nic0 is not attached"
+wait_for 10 binding_is vm1 net1 state running || fail "net1's passt is not running"
+gen=$(binding vm1 nic0 generation)
+passt=$(binding vm1 net1 pid)
+echo "ok: active (Type=notify: start returned once READY=1), nic0 attached (generation $gen), passt pid $passt"
+ct relinkctl status
+# The sandbox is the unit's: bounding set, seccomp, no new privileges.
+st=$(ct cat "/proc/$main/status")
+grep -q '^NoNewPrivs:[[:space:]]*1' <<<"$st" || fail "NoNewPrivs is not set"
+grep -q '^Seccomp:[[:space:]]*2' <<<"$st" || fail "no seccomp filter"
+capbnd=$(awk '/^CapBnd:/ {print $2}' <<<"$st")
+# CHOWN 0, DAC_OVERRIDE 1, FOWNER 3, KILL 5, SETGID 6, SETUID 7, NET_ADMIN 12,
+# SYS_PTRACE 19, SYS_ADMIN 21, MKNOD 27.
+want=0
+for bit in 0 1 3 5 6 7 12 19 21 27; do want=$((want | 1 << bit)); done
+(( 16#$capbnd == want )) || fail "CapBnd $capbnd, want $(printf %016x $want)"
+echo "ok: NoNewPrivs, seccomp filter, CapBnd $capbnd"
+# passt runs unprivileged.
+[[ $(ct stat -c %u "/proc/$passt") != 0 ]] || fail "passt runs as root"
+
+# --- watchdog
+step "watchdog"
+wd=$(prop relinkd WatchdogUSec)
+[[ -n $wd && $wd != 0 && $wd != infinity ]] || fail "WatchdogUSec is $wd"
+echo "ok: WatchdogUSec=$wd"
+
+# --- reload: a change, then a broken file, then one relinkd refuses
+step "systemctl reload with a good change"
+{ config; printf '\n[[vm]]\nname = "vm2"\nqmp = "/run/user/1000/vm2.qmp"\n[[vm.macvtap]]\nnic = "nic0"\nparent = "p0"\nmac = "52:54:00:12:34:57"\n'; } | put_config
+ct systemctl reload relinkd || fail "systemctl reload with a good config exited $?"
+status_json | jq -e '.vms[] | select(.name == "vm2")' >/dev/null || fail "vm2 is not there after the reload"
+ct journalctl --no-pager -u relinkd | grep -q 'reloaded: ' || fail "the journal does not show what the reload changed"
+echo "ok: reloaded; $(ct journalctl --no-pager -u relinkd | grep -o 'reloaded: .*' | tail -1)"
+
+step "systemctl reload with a broken config fails, the old one keeps running"
+{ config; echo '[[vm'; } | put_config
+if ct systemctl reload relinkd; then fail "systemctl reload succeeded with a broken config"; fi
+[[ $(prop relinkd ActiveState) == active && $(prop relinkd MainPID) == "$main" ]] || fail "relinkd did not keep running"
+status_json | jq -e '.vms[] | select(.name == "vm2")' >/dev/null || fail "the running configuration changed"
+echo "ok: reload failed, relinkd (pid $main) runs the old configuration"
+
+step "systemctl reload that relinkd itself refuses fails"
+ct relinkctl add rt1 --qmp /run/user/1000/rt1.qmp --macvtap nic=nic0,parent=p9,mac=52:54:00:12:34:99 >/dev/null ||
+  fail "relinkctl add rt1"
+{ config; printf '\n[[vm]]\nname = "rt1"\nqmp = "/run/user/1000/rt1.qmp"\n[[vm.macvtap]]\nnic = "nic0"\nparent = "p9"\nmac = "52:54:00:12:34:99"\n'; } | put_config
+ct relinkd --check-config /etc/relinkd/relinkd.toml >/dev/null 2>&1 || fail "the conflicting config does not pass --check-config"
+if ct systemctl reload relinkd; then fail "systemctl reload succeeded though relinkd refused the config"; fi
+status_json | jq -e '.vms[] | select(.name == "vm2")' >/dev/null || fail "the running configuration changed"
+ct relinkctl remove rt1 >/dev/null || fail "relinkctl remove rt1"
+config | put_config
+ct systemctl reload relinkd || fail "systemctl reload back to the first config"
+echo "ok: refused by relinkd (runtime VM rt1), reload failed; back to the first config"
+
+# --- stop leaves everything in place; start adopts
+step "systemctl stop: passt keeps running, the macvtap stays"
+ct systemctl stop relinkd
+[[ $(prop relinkd ActiveState) == inactive ]] || fail "relinkd did not stop"
+ct kill -0 "$passt" || fail "passt $passt died with relinkd"
+mvt=$(ct ip -o link show type macvtap | grep -c '@p0' || true)
+[[ $mvt == 1 ]] || fail "$mvt macvtaps on p0 after the stop"
+echo "ok: passt $passt alive, macvtap on p0 still there"
+step "systemctl start: adopts"
+ct systemctl start relinkd || fail "systemctl start relinkd (again)"
+main=$(prop relinkd MainPID)
+wait_for 10 binding_is vm1 nic0 state attached || fail "nic0 not attached after the restart"
+wait_for 10 binding_is vm1 net1 state running || fail "net1 not running after the restart"
+[[ $(binding vm1 nic0 generation) == "$gen" ]] || fail "nic0 generation $(binding vm1 nic0 generation), was $gen: not adopted"
+[[ $(binding vm1 net1 pid) == "$passt" ]] || fail "passt pid $(binding vm1 net1 pid), was $passt: not adopted"
+echo "ok: generation $gen and passt pid $passt adopted"
+
+# --- the parent goes and comes back; passt is killed
+step "ip link del p0, re-created: re-attached"
+ct ip link del p0
+wait_for 10 binding_is vm1 nic0 state waiting-parent || fail "nic0 not waiting-parent after p0 went"
+ct ip link add p0 type veth peer name p0peer
+ct ip link set p0peer up
+ct ip link set p0 up
+wait_for 10 binding_is vm1 nic0 state attached || fail "nic0 not re-attached"
+[[ $(binding vm1 nic0 generation) == $((gen + 1)) ]] || fail "generation $(binding vm1 nic0 generation), want $((gen + 1))"
+echo "ok: attached at generation $((gen + 1)) in $(binding vm1 nic0 last_reattach_ms) ms"
+
+step "kill -9 passt: a new one"
+ct kill -9 "$passt"
+passt_replaced() { local p; p=$(binding vm1 net1 pid); [[ $p != "$passt" && $p != null ]]; }
+wait_for 10 passt_replaced || fail "no new passt"
+wait_for 10 binding_is vm1 net1 state running || fail "net1 not running after the kill"
+newpid=$(binding vm1 net1 pid)
+[[ $newpid != "$passt" && $newpid != null ]] || fail "passt pid still $newpid"
+(( $(binding vm1 net1 restarts) >= 1 )) || fail "restarts $(binding vm1 net1 restarts)"
+echo "ok: passt $newpid running, restarts $(binding vm1 net1 restarts)"
+passt=$newpid
+
+# --- a stalled relinkd is killed by the watchdog
+step "watchdog: a stopped relinkd is killed (WatchdogSec=2 drop-in)"
+ct sh -c 'printf "[Service]\nWatchdogSec=2\n" > /etc/systemd/system/relinkd.service.d/watchdog.conf'
+ct systemctl daemon-reload
+ct systemctl restart relinkd
+main=$(prop relinkd MainPID)
+[[ $(prop relinkd WatchdogUSec) == 2s ]] || fail "WatchdogUSec $(prop relinkd WatchdogUSec) with the drop-in"
+ct kill -STOP "$main"
+watchdog_failed() { ct journalctl --no-pager -u relinkd | grep -q "Failed with result 'watchdog'"; }
+wait_for 15 watchdog_failed ||
+  fail "no watchdog failure in the journal"
+echo "ok: $(ct journalctl --no-pager -u relinkd | grep -m1 -o 'Watchdog timeout.*')"
+restarted() { [[ $(prop relinkd SubState) == running && $(prop relinkd MainPID) != "$main" ]]; }
+wait_for 15 restarted ||
+  fail "relinkd was not restarted after the watchdog"
+wait_for 10 binding_is vm1 net1 state running || fail "net1 not running after the watchdog restart"
+[[ $(binding vm1 net1 pid) == "$passt" ]] || fail "passt was replaced across the watchdog restart"
+echo "ok: restarted (NRestarts=$(prop relinkd NRestarts)), passt $passt adopted"
+
+# --- the unit's log has nothing that reads as a sandbox denial
+if ct journalctl --no-pager -u relinkd | grep -E 'Operation not permitted|Permission denied|Read-only file system|Bad system call'; then
+  fail "a denial in relinkd's journal"
+fi
+
+step "done"
+echo "PASS"
