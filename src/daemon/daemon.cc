@@ -479,6 +479,8 @@ Daemon::BindingRt* Daemon::find_binding(VmRt& vm, const std::string& nic) {
 void Daemon::feed(VmRt& vm, BindingRt& b, const engine::Event& ev, uint64_t trigger_us) {
   const engine::State before = b.engine.state();
   auto actions = b.engine.handle(ev);
+  const bool failed_now = b.engine.state() == engine::State::Backoff || b.engine.state() == engine::State::Failed;
+  if (b.engine.state() != before && failed_now && before != engine::State::Backoff) ++b.failures_total;
   if (b.engine.state() != before)
     publish_state(vm, "macvtap", b.cfg.nic, before, b.engine.state(), b.engine.generation(), b.engine.last_error());
   if (b.engine.state() != before)
@@ -774,6 +776,7 @@ nlohmann::json Daemon::status() const {
           {"attach", config::attach_mode_name(b->cfg.attach)},
           {"attaches", b->attaches},
           {"failures", e.failures()},
+          {"failures_total", b->failures_total},
           {"follow_carrier", b->cfg.follow_carrier},
       };
       j["last_error"] = e.last_error().empty() ? nlohmann::json(nullptr) : nlohmann::json(e.last_error());

@@ -64,6 +64,7 @@ class Daemon {
     uint64_t trigger_us = 0;        // when the event behind the current attach was seen
     double last_reattach_ms = -1;   // trigger -> NIC link up on the new tap
     uint64_t attaches = 0;          // successful attaches
+    uint64_t failures_total = 0;    // failed attempts since relinkd started (engine's failures() resets)
     uint64_t release_sent_us = 0;   // replug: when device_del was sent (0: none pending)
     double last_release_ms = -1;    // replug: device_del -> DEVICE_DELETED, the last time
     double round_release_ms = -1;   // replug: the release of the attach in progress (-1: none)
@@ -87,6 +88,7 @@ class Daemon {
     uint64_t pidfile_generation = 0;  // generation the pidfile names (0: none written)
     uint64_t live_started_ms = 0;     // start of the newest passt, on the monotonic clock
     bool refused = false;             // the installed passt cannot serve this binding
+    uint64_t failures_total = 0;      // failed starts since relinkd started
     std::string nic;                  // the guest NIC peered with the netdev (from QEMU; "" unknown)
     PasstRt(std::string v, config::PasstBinding c, const std::string& state_dir);
     std::string name() const { return vm + "/" + cfg.netdev; }

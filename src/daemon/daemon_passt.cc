@@ -357,6 +357,7 @@ void Daemon::feed_passt(VmRt& vm, PasstRt& p, const engine::PasstEvent& ev) {
   if (after != before) {
     publish_state(vm, "passt", p.cfg.netdev, before, after, p.engine.generation(), p.engine.last_error());
     const bool bad = after == engine::State::Backoff || after == engine::State::Failed;
+    if (bad && before != engine::State::Backoff) ++p.failures_total;
     const bool recovered = after == engine::State::Running && p.engine.last_recovery_ms() >= 0 &&
                            before == engine::State::Starting && p.engine.restarts() > 0;
     if (recovered) recovery_["passt"].observe(p.engine.last_recovery_ms() / 1000.0);
@@ -556,6 +557,7 @@ nlohmann::json Daemon::passt_status(const PasstRt& p) const {
       {"runas", p.cfg.runas},
       {"restarts", e.restarts()},
       {"failures", e.failures()},
+      {"failures_total", p.failures_total},
   };
   auto live = p.procs.find(e.live_generation());
   j["pid"] = live != p.procs.end() && !live->second->exited() ? nlohmann::json(live->second->pid())

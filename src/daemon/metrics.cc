@@ -96,7 +96,7 @@ std::string format_metrics(const nlohmann::json& status, const std::map<std::str
       const uint64_t attaches = count(b, "attaches");
       const uint64_t n = kind == "passt" ? count(b, "restarts") : (attaches ? attaches - 1 : 0);
       reattaches += "relink_reattaches_total{" + labels + "} " + std::to_string(n) + "\n";
-      failures += "relink_failures_total{" + labels + "} " + std::to_string(count(b, "failures")) + "\n";
+      failures += "relink_failures_total{" + labels + "} " + std::to_string(count(b, "failures_total")) + "\n";
     }
   }
   w.head("relink_vms", "gauge", "VMs relinkd manages, by where they come from.");
@@ -109,7 +109,7 @@ std::string format_metrics(const nlohmann::json& status, const std::map<std::str
              std::to_string(n));
   w.head("relink_reattaches_total", "counter", "Recoveries of a binding: macvtaps attached again, passt restarted.");
   w.out += reattaches;
-  w.head("relink_failures_total", "counter", "Failed attaches or passt starts of a binding.");
+  w.head("relink_failures_total", "counter", "Failed attaches or passt starts of a binding since relinkd started.");
   w.out += failures;
   w.head("relink_recovery_seconds", "histogram",
          "From the event that broke a binding (parent back, passt exit) to the guest connected again.");

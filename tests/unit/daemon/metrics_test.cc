@@ -10,7 +10,7 @@ TEST(Metrics, BindingsByStateCountersAndHistogram) {
   const auto st = nlohmann::json::parse(R"({
     "version": 1, "daemon": {"version": "1.2.3", "uptime_s": 2.5, "netlink_overruns": 1},
     "vms": [{"name": "we\"b1", "source": "runtime", "qmp": "connected", "bindings": [
-      {"kind": "macvtap", "nic": "nic0", "state": "attached", "attaches": 3, "failures": 1},
+      {"kind": "macvtap", "nic": "nic0", "state": "attached", "attaches": 3, "failures": 0, "failures_total": 4},
       {"kind": "passt", "netdev": "net1", "state": "running", "restarts": 2, "failures": 0}]}]})");
   RecoveryHistogram h;
   h.observe(0.002);
@@ -28,6 +28,9 @@ TEST(Metrics, BindingsByStateCountersAndHistogram) {
       << text;
   EXPECT_NE(text.find("relink_reattaches_total{vm=\"we\\\"b1\",binding=\"net1\",kind=\"passt\"} 2\n"),
             std::string::npos);
+  EXPECT_NE(text.find("relink_failures_total{vm=\"we\\\"b1\",binding=\"nic0\",kind=\"macvtap\"} 4\n"),
+            std::string::npos)
+      << text;
   EXPECT_NE(text.find("relink_recovery_seconds_bucket{kind=\"macvtap\",le=\"0.0025\"} 1\n"), std::string::npos)
       << text;
   EXPECT_NE(text.find("relink_recovery_seconds_bucket{kind=\"macvtap\",le=\"0.5\"} 2\n"), std::string::npos);
