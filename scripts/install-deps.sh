@@ -25,6 +25,8 @@ packages=(
   # tests: relinkctl metrics read back by Prometheus' own text parser; ccache
   # keeps compiled objects between runs on the same machine
   python3 python3-prometheus-client ccache
+  # tests/systemd: a Debian rootfs booted under systemd-nspawn, status read with jq
+  debootstrap systemd-container jq
 )
 
 if [ "$(id -u)" -ne 0 ]; then
