@@ -200,6 +200,13 @@ want=0
 for bit in 0 1 3 5 6 7 12 19 21 27; do want=$((want | 1 << bit)); done
 (( 16#$capbnd == want )) || fail "CapBnd $capbnd, want $(printf %016x $want)"
 echo "ok: NoNewPrivs, seccomp filter, CapBnd $capbnd"
+# The mounts relinkd (and passt) see: /run/user writable under a read-only
+# /home and /usr (ReadOnlyPaths=, ProtectSystem=strict).
+mount_opts() { ct nsenter -t "$main" -m findmnt -n -o OPTIONS -T "$1" | cut -d, -f1; }
+for want in /usr:ro /home:ro /etc:ro /run/user/1000:rw /run/relinkd:rw /tmp:rw /dev:rw; do
+  [[ $(mount_opts "${want%:*}") == "${want#*:}" ]] || fail "${want%:*} is $(mount_opts "${want%:*}") for relinkd, want ${want#*:}"
+done
+echo "ok: for relinkd /usr, /home and /etc are read-only; /run/user/1000, /run/relinkd, /tmp and /dev writable"
 # passt runs unprivileged.
 [[ $(ct stat -c %u "/proc/$passt") != 0 ]] || fail "passt runs as root"
 
@@ -250,7 +257,29 @@ ct systemctl stop relinkd
 ct kill -0 "$passt" || fail "passt $passt died with relinkd"
 mvt=$(ct ip -o link show type macvtap | grep -c '@p0' || true)
 [[ $mvt == 1 ]] || fail "$mvt macvtaps on p0 after the stop"
-echo "ok: passt $passt alive, macvtap on p0 still there"
+# QEMU still has the tap on the NIC's hub (relinkd is gone: its QMP socket
+# is free to ask).
+qemu_network=$(python3 - "/proc/$CT_LEADER/root/run/user/1000/vm1.qmp" <<'PY'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(sys.argv[1])
+f = s.makefile("rw")
+def call(cmd, **args):
+    f.write(json.dumps({"execute": cmd, "arguments": args}) + "\n")
+    f.flush()
+    while True:
+        m = json.loads(f.readline())
+        if "return" in m or "error" in m:
+            return m
+json.loads(f.readline())  # greeting
+call("qmp_capabilities")
+print(call("human-monitor-command", **{"command-line": "info network"}).get("return", ""))
+PY
+) || fail "cannot ask QEMU for its network"
+grep -q 'type=tap' <<<"$qemu_network" || { echo "$qemu_network"; fail "QEMU has no tap after relinkd stopped"; }
+echo "ok: passt $passt alive, macvtap on p0 still there, QEMU's hub still has its tap:"
+grep -E 'hub|tap' <<<"$qemu_network" | sed 's/^/    /'
 step "systemctl start: adopts"
 ct systemctl start relinkd || fail "systemctl start relinkd (again)"
 main=$(prop relinkd MainPID)
