@@ -516,6 +516,10 @@ void ControlServer::publish(const nlohmann::json& event) {
 nlohmann::json ControlServer::answer(const std::string& line, const Peer& peer) {
   untrusted::JsonLimits jl;
   jl.max_bytes = limits_.max_request;
+  // No JSON text holds a raw NUL, but nlohmann's parser takes one for the
+  // end of its input: "{...}\0<anything>" would be acted on, the rest
+  // dropped unseen.
+  if (line.find('\0') != std::string::npos) return error_reply("invalid JSON: a NUL byte in the request");
   auto req = untrusted::parse_json(line, jl);
   if (!req) return error_reply(req.error().message);
   if (!req->is_object()) return error_reply("request is not a JSON object");

@@ -233,7 +233,11 @@ class StatusProbe {
         else
           ++failed_;
       }
-      std::this_thread::sleep_for(20ms);
+      // Barely a pause: even an abuse over in a tenth of a second is
+      // overlapped by dozens of rounds. Under ASan, where everything is
+      // slower anyway, a longer one: every round is garbage that ASan's
+      // quarantine keeps resident for a while, and relinkd's RSS is watched.
+      std::this_thread::sleep_for(kSanitized ? 10ms : 1ms);
     }
   }
 
@@ -334,19 +338,27 @@ class ControlRobustness : public ::testing::Test {
     mem = std::make_unique<MemWatch>(pid);
     probe = std::make_unique<StatusProbe>(env.control());
     ASSERT_TRUE(probe->wait_rounds(3, 10s)) << env.explain();
+    rounds_at_start = probe->rounds();
   }
+  // Status rounds completed since the abuse began. The abuses below go on
+  // until at least kMinRounds of them have overlapped it, however fast the
+  // machine: status is checked throughout, not just around.
+  static constexpr size_t kMinRounds = 10;
+  size_t rounds_during() const { return probe->rounds() - rounds_at_start; }
   // Lets the probe finish a few rounds after the abuse, stops it and checks
   // what it saw, relinkd's memory, that it lives and that it holds no more
   // fds than before.
-  void end_abuse(const std::string& what, size_t min_rounds = 5) {
+  void end_abuse(const std::string& what, size_t min_rounds = kMinRounds) {
     ASSERT_TRUE(probe);
+    const size_t during = probe->rounds() - rounds_at_start;
     EXPECT_TRUE(probe->wait_rounds(2, 20s));
     probe->stop();
     mem->finish();
     const auto f = probe->figures();
-    std::cout << "[ figures  ] " << what << ": " << f.text() << "; " << mem->text() << "\n";
+    std::cout << "[ figures  ] " << what << ": " << f.text() << " (" << during << " while the abuse ran); "
+              << mem->text() << "\n";
     EXPECT_TRUE(env.relinkd().running()) << "relinkd died\n" << env.explain();
-    EXPECT_GE(f.rounds, min_rounds) << "too few status rounds overlapped the abuse";
+    EXPECT_GE(during, min_rounds) << "too few status rounds overlapped the abuse";
     EXPECT_EQ(f.failed, 0u) << "status went unanswered: " << f.text() << "\n" << env.explain();
     EXPECT_LT(f.max_s, kStatusBoundS) << "status was slow while the abuse ran: " << f.text();
     ASSERT_TRUE(mem->valid()) << mem->text();
@@ -364,6 +376,7 @@ class ControlRobustness : public ::testing::Test {
   DaemonEnv env;
   pid_t pid = -1;
   size_t fds_before = 0;
+  size_t rounds_at_start = 0;
   std::unique_ptr<MemWatch> mem;
   std::unique_ptr<StatusProbe> probe;  // last: stopped before the rest goes
 };
@@ -411,17 +424,22 @@ TEST_F(ControlRobustness, GarbageGetsAnErrorReplyAndTheConnectionCloses) {
       {"UTF-16 with a BOM", std::string("\xff\xfe{\0\"\0c\0}\0\n", 11), "invalid"},
       {"only NULs", std::string(64, '\0') + "\n", "invalid JSON"},
       {"a NUL before the request", std::string("\0{\"command\":\"status\"}\n", 22), "invalid JSON"},
+      // nlohmann's parser takes a NUL for the end of its input: without a
+      // check of its own, relinkd would act on the part before it and drop
+      // the rest unseen.
       {"a NUL after the request", std::string("{\"command\":\"status\"}\0\n", 22), "invalid JSON"},
+      {"a request, a NUL, another request",
+       std::string("{\"command\":\"status\"}\0{\"command\":\"reattach\",\"vm\":\"vm1\"}\n", 55), "invalid JSON"},
       {"two requests on one line", "{\"command\":\"status\"}{\"command\":\"status\"}\n", "invalid JSON"},
       {"an unknown command", "{\"command\":\"nope\"}\n", "unknown command 'nope'"},
-      {"no command", "{\"vm\":\"vm1\"}\n", "unknown command ''"},
-      {"an empty object", "{}\n", "unknown command ''"},
+      {"no command", "{\"vm\":\"vm1\"}\n", ""},
+      {"an empty object", "{}\n", ""},
       {"a command in capitals", "{\"command\":\"STATUS\"}\n", "unknown command 'STATUS'"},
       {"a command with a NUL escape", "{\"command\":\"status\\u0000\"}\n", "unknown command"},
       {"a command with terminal escapes", "{\"command\":\"\\u001b[2J\\u001b]0;owned\\u0007\"}\n", "unknown command"},
       {"a 60000-byte unknown command", "{\"command\":\"" + std::string(60000, 'z') + "\"}\n", "unknown command"},
       {"a command that is an object", "{\"command\":{\"command\":\"status\"}}\n", ""},
-      {"a reattach with no VM", "{\"command\":\"reattach\"}\n", "no VM named ''"},
+      {"a reattach with no VM", "{\"command\":\"reattach\"}\n", "no VM named"},
       {"a reattach with a VM name of 4000 NULs",
        "{\"command\":\"reattach\",\"vm\":\"" + [] {
          std::string s;
@@ -442,7 +460,7 @@ TEST_F(ControlRobustness, GarbageGetsAnErrorReplyAndTheConnectionCloses) {
     cases.push_back({"random bytes #" + std::to_string(i) + " (seed " + std::to_string(seed) + ")", s + "\n", ""});
   }
   size_t replies = 0;
-  for (const auto& c : cases) {
+  auto check = [&](const Case& c) {
     SCOPED_TRACE(c.name);
     const Reply r = exchange(env.control(), c.bytes);
     // One reply line, then relinkd closes: one request per connection.
@@ -458,11 +476,18 @@ TEST_F(ControlRobustness, GarbageGetsAnErrorReplyAndTheConnectionCloses) {
     EXPECT_FALSE(err.empty());
     EXPECT_NE(err.find(c.error_has), std::string::npos) << r.line().substr(0, 300);
     // No raw control characters from the request make it into the reply.
-    EXPECT_TRUE(std::none_of(r.line().begin(), r.line().end(), [](char ch) {
-      return static_cast<unsigned char>(ch) < 0x20;
-    })) << r.line().substr(0, 300);
+    const std::string line = r.line();
+    EXPECT_TRUE(std::none_of(line.begin(), line.end(), [](char ch) { return static_cast<unsigned char>(ch) < 0x20; }))
+        << line.substr(0, 300);
     ++replies;
     ASSERT_TRUE(env.relinkd().running()) << env.explain();
+  };
+  int pass = 0;
+  for (; pass == 0 || (rounds_during() < kMinRounds && pass < 50); ++pass) {
+    for (const auto& c : cases) {
+      check(c);
+      if (HasFatalFailure()) return;
+    }
   }
   // Random bytes with no newline, then a half-close: relinkd closes at once,
   // with nothing to answer.
@@ -477,7 +502,8 @@ TEST_F(ControlRobustness, GarbageGetsAnErrorReplyAndTheConnectionCloses) {
     EXPECT_TRUE(r.eof && r.bytes.empty()) << "'" << r.bytes << "'";
     EXPECT_LT(r.seconds, kStatusBoundS) << "relinkd waited for the idle timeout instead of taking the EOF";
   }
-  std::cout << "[ figures  ] " << replies << " garbage requests answered with an error\n";
+  std::cout << "[ figures  ] " << replies << " garbage requests (" << pass << " passes over " << cases.size()
+            << " cases) answered with an error\n";
   end_abuse("garbage");
 }
 
@@ -526,7 +552,7 @@ TEST_F(ControlRobustness, HundredMegabyteLineIsCutOffAtTheRequestLimit) {
   std::atomic<size_t> pushed{0}, connections{0}, error_replies{0}, bad{0};
   auto writer = [&] {
     const auto t0 = Clock::now();
-    while (pushed < budget && seconds_since(t0) < 20) {
+    while ((pushed < budget || rounds_during() < kMinRounds) && seconds_since(t0) < 20) {
       UniqueFd fd = connect_to(env.control(), 10.0);
       if (!fd) {
         ++bad;
@@ -550,7 +576,8 @@ TEST_F(ControlRobustness, HundredMegabyteLineIsCutOffAtTheRequestLimit) {
   std::thread w1(writer), w2(writer);
   w1.join();
   w2.join();
-  std::cout << "[ figures  ] 100 MB more over " << connections << " connections in " << seconds_since(t0) << " s, "
+  std::cout << "[ figures  ] " << (pushed >> 20) << " MiB more over " << connections << " connections in "
+            << seconds_since(t0) << " s, "
             << error_replies << " cut off with 'request over', " << bad << " otherwise\n";
   EXPECT_GE(pushed.load(), budget);
   EXPECT_EQ(error_replies.load(), connections.load());
@@ -657,72 +684,70 @@ TEST_F(ControlRobustness, SlowClientsDoNotBlockOthers) {
 }
 
 // Half-closed clients, clients that never read their reply and clients that
-// leave before it comes.
+// leave before it comes; five passes at least.
 TEST_F(ControlRobustness, HalfClosedAndNonReadingClients) {
   begin_abuse();
   const std::string req = "{\"command\":\"status\"}\n";
-  {
-    SCOPED_TRACE("half-closed before a full line");
+  // Half of the clients that never read (or leave) send a 60 KB request
+  // (an unknown command of 60 KB).
+  const std::string big_req = "{\"command\":\"" + std::string(60000, 'q') + "\"}\n";
+  size_t answered = 0;
+  int pass = 0;
+  for (; pass < 5 || (rounds_during() < kMinRounds && pass < 100); ++pass) {
+    SCOPED_TRACE("pass " + std::to_string(pass));
     for (const std::string& part : {std::string(), std::string("{\"command\":\"sta"), req.substr(0, req.size() - 1)}) {
+      SCOPED_TRACE("half-closed before a full line: '" + part + "'");
       const Reply r = exchange(env.control(), part, /*shut_wr=*/true);
       // Per control_server.cc: EOF before the newline means the client went
       // away; relinkd closes at once, unanswered (a line must end in '\n').
-      EXPECT_TRUE(r.eof) << "'" << part << "'";
-      EXPECT_TRUE(r.bytes.empty()) << "'" << part << "': " << r.bytes;
-      EXPECT_LT(r.seconds, kStatusBoundS) << "'" << part << "': waited for the idle timeout";
+      EXPECT_TRUE(r.eof);
+      EXPECT_TRUE(r.bytes.empty()) << r.bytes;
+      EXPECT_LT(r.seconds, kStatusBoundS) << "waited for the idle timeout";
     }
-  }
-  {
-    SCOPED_TRACE("half-closed right after a full line");
-    for (int i = 0; i < 20; ++i) {
+    for (int i = 0; i < 10; ++i) {
+      SCOPED_TRACE("half-closed right after a full line");
       const Reply r = exchange(env.control(), req, /*shut_wr=*/true);
       const auto j = r.json();
       ASSERT_TRUE(j.is_object() && j.value("ok", false) && j["result"].is_object()) << "'" << r.bytes << "'";
       EXPECT_TRUE(r.eof);
       EXPECT_LT(r.seconds, kStatusBoundS);
     }
-  }
-  // Clients that send a request and never read: relinkd writes its reply
-  // into the socket and closes; a 60 KB reply (an unknown command of 60 KB)
-  // as well as a small one.
-  const std::string big_req = "{\"command\":\"" + std::string(60000, 'q') + "\"}\n";
-  std::vector<UniqueFd> never_read;
-  for (int i = 0; i < 40; ++i) {
-    UniqueFd fd = connect_to(env.control());
-    ASSERT_TRUE(fd);
-    const std::string& r = i % 2 ? big_req : req;
-    ASSERT_EQ(send_all(fd.get(), r), r.size());
-    never_read.push_back(std::move(fd));
-  }
-  // Clients that leave before their reply: some after the request, some
-  // halfway through it.
-  for (int i = 0; i < 40; ++i) {
-    UniqueFd fd = connect_to(env.control());
-    ASSERT_TRUE(fd);
-    const std::string& r = i % 2 ? big_req : req;
-    send_all(fd.get(), i % 4 < 2 ? std::string_view(r) : std::string_view(r).substr(0, r.size() / 2));
-  }
-  ASSERT_TRUE(probe->wait_rounds(5, 20s)) << env.explain();
-  ASSERT_TRUE(env.relinkd().running()) << env.explain();
-  // relinkd answered every client that never read, and closed it: the whole
-  // reply and the EOF are waiting in each socket.
-  size_t answered = 0;
-  for (size_t i = 0; i < never_read.size(); ++i) {
-    const Reply r = read_reply(never_read[i].get(), 5.0, /*until_eof=*/true);
-    const auto j = r.json();
-    EXPECT_TRUE(r.eof) << i;
-    if (i % 2) {
-      EXPECT_TRUE(j.is_object() && j.value("error", "").find("unknown command 'qqq") == 0) << i << ": "
-                                                                                          << r.line().substr(0, 100);
-      EXPECT_GT(r.line().size(), 60000u);
-    } else {
-      EXPECT_TRUE(j.is_object() && j.value("ok", false)) << i << ": " << r.line().substr(0, 100);
+    // Clients that send a request and never read: relinkd writes its reply
+    // into the socket and closes.
+    std::vector<UniqueFd> never_read;
+    for (int i = 0; i < 40; ++i) {
+      UniqueFd fd = connect_to(env.control());
+      ASSERT_TRUE(fd);
+      const std::string& r = i % 2 ? big_req : req;
+      ASSERT_EQ(send_all(fd.get(), r), r.size());
+      never_read.push_back(std::move(fd));
     }
-    if (j.is_object()) ++answered;
+    // Clients that leave before their reply: some after the request, some
+    // halfway through it.
+    for (int i = 0; i < 40; ++i) {
+      UniqueFd fd = connect_to(env.control());
+      ASSERT_TRUE(fd);
+      const std::string& r = i % 2 ? big_req : req;
+      send_all(fd.get(), i % 4 < 2 ? std::string_view(r) : std::string_view(r).substr(0, r.size() / 2));
+    }
+    ASSERT_TRUE(env.relinkd().running()) << env.explain();
+    // relinkd answered every client that never read, and closed it: the
+    // whole reply and the EOF are waiting in each socket.
+    for (size_t i = 0; i < never_read.size(); ++i) {
+      const Reply r = read_reply(never_read[i].get(), 5.0, /*until_eof=*/true);
+      const auto j = r.json();
+      EXPECT_TRUE(r.eof) << i;
+      if (i % 2)
+        EXPECT_TRUE(j.is_object() && j.value("error", "").find("unknown command 'qqq") == 0)
+            << i << ": " << r.line().substr(0, 100);
+      else
+        EXPECT_TRUE(j.is_object() && j.value("ok", false)) << i << ": " << r.line().substr(0, 100);
+      if (j.is_object() && r.eof) ++answered;
+    }
   }
-  never_read.clear();
-  std::cout << "[ figures  ] " << answered << " of 40 clients that never read had their whole reply and the close "
-            << "waiting\n";
+  std::cout << "[ figures  ] " << answered << " of " << pass * 40
+            << " clients that never read had their whole reply and the close waiting\n";
+  EXPECT_EQ(answered, static_cast<size_t>(pass) * 40);
   end_abuse("half-closed and non-reading clients");
 }
 
