@@ -64,9 +64,9 @@ ct() {
 }
 
 ct_stop() {
+  local i cg d
   if [[ -n $CT_NSPAWN ]] && kill -0 "$CT_NSPAWN" 2>/dev/null; then
     kill -TERM "$CT_NSPAWN" 2>/dev/null || true
-    local i
     for ((i = 0; i < 100; i++)); do
       kill -0 "$CT_NSPAWN" 2>/dev/null || break
       sleep 0.1
@@ -77,7 +77,6 @@ ct_stop() {
   CT_NSPAWN=
   CT_LEADER=
   if [[ -n $CT_NAME ]]; then
-    local cg d
     for cg in /sys/fs/cgroup/unified /sys/fs/cgroup/systemd /sys/fs/cgroup; do
       [[ -d $cg/$CT_NAME ]] || continue
       # Children first; a cgroup goes once its last process has.
