@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Boots a directory as a systemd container, as docs in /work/shared/design.md
 # found to work here (systemd 252): systemd-nspawn --boot with no host D-Bus or
@@ -10,11 +11,13 @@
 #   ct_boot DIR NAME   boot; sets CT_LEADER (the container's pid 1)
 #   ct CMD...          run CMD in the container (all its namespaces)
 #   ct_stop            stop it and remove its cgroups (idempotent)
+#   CT_EXTRA_ARGS      more systemd-nspawn options (e.g. --bind-ro=...)
 
 CT_NAME=
 CT_NSPAWN=
 CT_LEADER=
 CT_LOG=
+CT_EXTRA_ARGS=()
 
 ct_boot() {
   local dir=$1 name=$2

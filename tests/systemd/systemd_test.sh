@@ -25,12 +25,11 @@ for tool in systemd-nspawn debootstrap zstd nsenter jq; do
   command -v "$tool" >/dev/null || { echo "SKIP: $tool is missing (scripts/install-deps.sh)"; exit 77; }
 done
 
-# shellcheck source=container.sh
+# shellcheck source-path=SCRIPTDIR
 source "$here/container.sh"
 
 work=$(mktemp -d /var/tmp/relink-sd.XXXXXX)
 name=relink-sd-${work##*.}
-CT_EXTRA_ARGS=()
 cleanup() {
   local rc=$?
   ct_stop
@@ -116,6 +115,13 @@ fi
 step "boot the container"
 ct_boot "$root" "$name" || fail "boot"
 echo "booted: $(ct systemctl is-system-running || true), leader pid $CT_LEADER"
+
+# --- the installed unit as this systemd reads it: no unknown or bad setting
+# (minbase has no man: its Documentation= lookups are not checked here).
+step "systemd-analyze verify relinkd.service"
+verify=$(ct systemd-analyze verify relinkd.service 2>&1 | grep -v "Command 'man " || true)
+[[ -z $verify ]] || fail "systemd-analyze verify: $verify"
+echo "ok: no complaint"
 
 # --- no configuration: a clean skip, no restart loop
 step "no /etc/relinkd/relinkd.toml: systemctl start is a clean skip"
