@@ -33,6 +33,12 @@ install(CODE "
   else()
     set(CMAKE_INSTALL_FULL_SBINDIR \"\${CMAKE_INSTALL_PREFIX}/\${CMAKE_INSTALL_SBINDIR}\")
   endif()
+  set(CMAKE_INSTALL_BINDIR \"${CMAKE_INSTALL_BINDIR}\")
+  if(IS_ABSOLUTE \"\${CMAKE_INSTALL_BINDIR}\")
+    set(CMAKE_INSTALL_FULL_BINDIR \"\${CMAKE_INSTALL_BINDIR}\")
+  else()
+    set(CMAKE_INSTALL_FULL_BINDIR \"\${CMAKE_INSTALL_PREFIX}/\${CMAKE_INSTALL_BINDIR}\")
+  endif()
   configure_file(\"${CMAKE_SOURCE_DIR}/contrib/relinkd.service.in\"
     \"${CMAKE_BINARY_DIR}/install-time/relinkd.service\" @ONLY)
 ")

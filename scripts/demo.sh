@@ -102,7 +102,7 @@ state() { "$build/relinkctl" --socket "$work/control.sock" status --json 2>/dev/
 # STATE and pid of the passt binding (VM demo-passt, netdev net1).
 passt_field() {
   "$build/relinkctl" --socket "$work/control.sock" status 2>/dev/null |
-    awk -v f="$1" '$1 == "demo-passt" && $4 == "net1" { if (f == "state") print $5; else for (i = 1; i <= NF; i++) if ($i ~ /^pid=/) print substr($i, 5) }'
+    awk -v f="$1" '$1 == "demo-passt" && $5 == "net1" { if (f == "state") print $6; else for (i = 1; i <= NF; i++) if ($i ~ /^pid=/) print substr($i, 5) }'
 }
 wait_passt() {
   for _ in $(seq 1 200); do [ "$(passt_field state)" = "$1" ] && return 0; sleep 0.05; done

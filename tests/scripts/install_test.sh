@@ -90,7 +90,7 @@ unit=$root/$unit_dir/relinkd.service
 if [ -f "$unit" ]; then
   grep -qx 'ExecStart=/usr/sbin/relinkd --config /etc/relinkd/relinkd.toml' "$unit" ||
     bad "relinkd.service does not run /usr/sbin/relinkd: $(grep '^ExecStart=' "$unit")"
-  ! grep -q @ "$unit" || bad "relinkd.service has an unsubstituted @VARIABLE@: $(grep @ "$unit")"
+  ! grep -qE '@[A-Za-z_][A-Za-z0-9_]*@' "$unit" || bad "relinkd.service has an unsubstituted @VARIABLE@: $(grep -E '@[A-Za-z_][A-Za-z0-9_]*@' "$unit")"
 fi
 
 # Man pages render without a warning from groff or man.

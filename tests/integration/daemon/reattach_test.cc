@@ -305,7 +305,7 @@ TEST_F(Reattach, QmpSocketAbsentKeepsDaemonRunning) {
   EXPECT_EQ(st["vms"][0]["qmp"], "disconnected");
   EXPECT_NE(st["vms"][0].value("qmp_error", "").find("No such file or directory"), std::string::npos) << st.dump();
   auto table = sh(relinkctl_bin() + " --socket " + env.control() + " status");
-  EXPECT_NE(table.out.find("QMP: connect " + env.qmp_path("vm1")), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("vm1: QMP disconnected: connect " + env.qmp_path("vm1")), std::string::npos) << table.out;
   // QEMU appears later: relinkd connects on its own.
   env.start_qemu(vm);
   ASSERT_TRUE(env.wait_state("attached", 1, "vm1", 15s)) << env.explain();
