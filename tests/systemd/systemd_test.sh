@@ -3,16 +3,19 @@
 # relinkd under a real systemd, with the shipped (hardened) unit: a Debian 12
 # container (tests/systemd/build-rootfs.sh, cached in /var/cache/relink)
 # booted with systemd-nspawn (tests/systemd/container.sh), relinkd installed
-# into it, a QEMU (QMP only, no guest) run as uid 1000 with its sockets under
+# into it from the Debian package (scripts/build-deb.sh, dpkg -i), a QEMU (QMP only, no guest) run as uid 1000 with its sockets under
 # /run/user/1000, one macvtap binding (hub attach) and one passt
 # stream-server binding. Checks Type=notify, a config-less start, reloads
 # good and bad, the watchdog, stop/start adoption, a macvtap re-attach and
-# a passt restart inside the unit's sandbox.
+# a passt restart inside the unit's sandbox. First, the package's own
+# install: relinkd.service enabled and started with the shipped
+# /etc/relinkd/relinkd.toml (which manages nothing).
 #
 #   systemd_test.sh BUILD_DIR
 #
-# The install source is a function (stage_install): today `cmake --install
-# BUILD_DIR --prefix /usr` into a DESTDIR copied over the container's root.
+# The .deb is built once per run by scripts/build-deb.sh into BUILD_DIR/deb
+# (minutes with a cold ccache, RELINK_SD_DEB=FILE uses FILE instead); the
+# container's root filesystem already holds every package it depends on.
 # Exit 77 (skipped) when not root or the host tools are missing.
 set -euo pipefail
 
@@ -21,7 +24,7 @@ here=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 t0=$(date +%s%N)
 
 if [[ $EUID -ne 0 ]]; then echo "SKIP: needs root"; exit 77; fi
-for tool in systemd-nspawn debootstrap zstd nsenter jq; do
+for tool in systemd-nspawn debootstrap zstd nsenter jq dpkg-buildpackage dh lintian; do
   command -v "$tool" >/dev/null || { echo "SKIP: $tool is missing (scripts/install-deps.sh)"; exit 77; }
 done
 
@@ -39,6 +42,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+deb_s=-
+rootfs_s=-
 elapsed() { local ms=$(( ($(date +%s%N) - t0) / 1000000 )); printf '%d.%d s' $((ms / 1000)) $((ms % 1000 / 100)); }
 step() { printf '\n== %s (%s)\n' "$*" "$(elapsed)"; }
 fail() {
@@ -79,30 +84,40 @@ binding() {
 }
 binding_is() { [[ $(binding "$1" "$2" "$3" 2>/dev/null) == "$4" ]]; }
 
-# --- the root filesystem, and relinkd installed into it
+# --- the package, the root filesystem, and the package copied into it
+if [[ -n ${RELINK_SD_DEB:-} ]]; then
+  deb=$(readlink -f "$RELINK_SD_DEB")
+else
+  step "build the Debian package (scripts/build-deb.sh)"
+  b0=$(date +%s)
+  deb=$("$here/../../scripts/build-deb.sh" "$build/deb") || fail "scripts/build-deb.sh"
+  deb_s=$(( $(date +%s) - b0 ))
+  echo "built $deb in $deb_s s"
+fi
+[[ -s $deb ]] || fail "no package at $deb"
+# Errors and warnings fail (lintian's own note about running as root aside).
+lintian_rc=0
+lintian_out=$(lintian --fail-on error,warning "$deb" 2>&1) || lintian_rc=$?
+lintian_out=$(grep -v 'running with root privileges' <<<"$lintian_out" || true)
+(( lintian_rc == 0 )) || { echo "$lintian_out"; fail "lintian ${deb##*/} exited $lintian_rc"; }
+echo "ok: lintian: ${lintian_out:-no errors or warnings}"
+
 step "root filesystem"
 tarball=$("$here/build-rootfs.sh" --path)
 if [[ ! -s $tarball ]]; then
   b0=$(date +%s)
   "$here/build-rootfs.sh" >/dev/null
-  echo "built the container's root filesystem in $(( $(date +%s) - b0 )) s: $tarball"
+  rootfs_s=$(( $(date +%s) - b0 ))
+  echo "built the container's root filesystem in $rootfs_s s: $tarball"
 fi
 root=$work/root
 mkdir "$root"
 zstd -q -d -c "$tarball" | tar -C "$root" --numeric-owner -xf -
 
-# Fills $work/install with the files of an installed relink; swap this for a
-# package's contents (dpkg-deb -x) when there is one.
-stage_install() {
-  DESTDIR=$work/install cmake --install "$build" --prefix /usr >"$work/install.log" 2>&1 ||
-    { cat "$work/install.log"; fail "cmake --install $build"; }
-}
-step "install relinkd (cmake --install --prefix /usr)"
-stage_install
-# Into the directories as they are: /lib is a symlink to usr/lib (merged /usr).
-tar -C "$work/install" -cf - . | tar -C "$root" --keep-directory-symlink -xf -
-grep -q '^ExecStart=/usr/sbin/relinkd ' "$root/lib/systemd/system/relinkd.service" ||
-  fail "the installed unit does not run /usr/sbin/relinkd"
+# The package goes in with dpkg -i once the container runs (no network
+# there: the root filesystem has its dependencies already).
+cp "$deb" "$root/var/tmp/"
+deb_in_ct=/var/tmp/${deb##*/}
 
 mkdir -p "$root/etc/systemd/system/relinkd.service.d"
 # RELINK_SD_DROPIN: [Service] lines to try against the shipped unit (e.g.
@@ -116,6 +131,26 @@ step "boot the container"
 ct_boot "$root" "$name" || fail "boot"
 echo "booted: $(ct systemctl is-system-running || true), leader pid $CT_LEADER"
 
+# --- the package: installed, enabled and started with its own config
+step "dpkg -i ${deb##*/}"
+ct dpkg -i "$deb_in_ct" >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log"; fail "dpkg -i $deb_in_ct"; }
+sed 's/^/    /' "$work/dpkg.log"
+ct grep -q '^ExecStart=/usr/sbin/relinkd ' /lib/systemd/system/relinkd.service ||
+  fail "the installed unit does not run /usr/sbin/relinkd"
+# shellcheck disable=SC2016 # dpkg-query's own ${field}
+conffiles=$(ct dpkg-query -W -f='${Conffiles}\n' relink)
+grep -q ' /etc/relinkd/relinkd.toml ' <<<"$conffiles" ||
+  fail "/etc/relinkd/relinkd.toml is not a conffile"
+[[ $(ct systemctl is-enabled relinkd) == enabled ]] || fail "relinkd.service is not enabled after dpkg -i"
+[[ $(prop relinkd ActiveState)/$(prop relinkd SubState) == active/running ]] ||
+  fail "relinkd is $(prop relinkd ActiveState)/$(prop relinkd SubState) after dpkg -i"
+sleep 1
+[[ $(prop relinkd NRestarts) == 0 && $(prop relinkd ActiveState) == active ]] || fail "relinkd did not stay up with the shipped config"
+[[ $(status_json | jq '.vms | length') == 0 ]] || fail "the shipped config manages something"
+echo "ok: enabled, active/running, NRestarts=0, no VMs (the shipped config)"
+ct systemctl stop relinkd
+ct rm /etc/relinkd/relinkd.toml
+
 # --- the installed unit as this systemd reads it: no unknown or bad setting
 # (minbase has no man: its Documentation= lookups are not checked here).
 step "systemd-analyze verify relinkd.service"
@@ -123,7 +158,7 @@ verify=$(ct systemd-analyze verify relinkd.service 2>&1 | grep -v "Command 'man 
 [[ -z $verify ]] || fail "systemd-analyze verify: $verify"
 echo "ok: no complaint"
 
-# --- no configuration: a clean skip, no restart loop
+# --- no configuration (removed): a clean skip, no restart loop
 step "no /etc/relinkd/relinkd.toml: systemctl start is a clean skip"
 ct systemctl start relinkd || fail "systemctl start relinkd without a config exited $?"
 [[ $(prop relinkd ActiveState) == inactive ]] || fail "relinkd is $(prop relinkd ActiveState) without a config"
@@ -341,5 +376,16 @@ if grep -E 'Operation not permitted|Permission denied|Read-only file system|Bad 
   fail "a denial in relinkd's journal"
 fi
 
+# --- the package goes: relinkd stopped, the edited conffile kept
+step "dpkg -r relink"
+ct dpkg -r relink >"$work/dpkg-r.log" 2>&1 || { cat "$work/dpkg-r.log"; fail "dpkg -r relink"; }
+[[ $(prop relinkd ActiveState) != active ]] || fail "relinkd still active after dpkg -r"
+ct test -f /etc/relinkd/relinkd.toml || fail "dpkg -r removed the conffile"
+ct test ! -e /usr/sbin/relinkd || fail "/usr/sbin/relinkd still there after dpkg -r"
+echo "ok: relinkd stopped and removed, /etc/relinkd/relinkd.toml kept"
+
 step "done"
+total_s=$(( ($(date +%s%N) - t0) / 1000000000 ))
+echo "timings: deb build ${deb_s} s, rootfs build ${rootfs_s} s (- : cached or given)," \
+  "container test $(( total_s - ${deb_s/-/0} - ${rootfs_s/-/0} )) s, total $total_s s"
 echo "PASS ($(elapsed))"
