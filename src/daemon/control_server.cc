@@ -225,10 +225,13 @@ void ControlServer::accept_some() {
       under_pressure("accept: " + std::string(std::strerror(err)) + " with " + std::to_string(conns_.size()) +
                      " connections open: serving new ones by closing the oldest idle ones");
       cap_ = std::max(kMinConnections, conns_.size() * 3 / 4);
-      do {
-        evict_oldest();
-      } while (conns_.size() >= cap_ && !conns_.empty());
-      continue;
+      // Monitor subscribers are never closed to make room: if only they
+      // are left, there is nothing of ours to free, as below.
+      bool freed = evict_oldest();
+      while (freed && conns_.size() >= cap_) freed = evict_oldest();
+      if (freed) continue;
+      pause_accepting(err);
+      return;
     }
     // Anything else (no fds and nothing of ours to free, no memory, an LSM
     // saying no) would fail again at once, and the listening socket stays

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -242,6 +243,80 @@ TEST_F(ControlServerTest, OutOfFdsPausesAcceptingInsteadOfSpinning) {
     return all;
   }, 5s));
   for (const auto& r : replies) EXPECT_EQ(nlohmann::json::parse(r.substr(0, r.find('\n')))["ok"], true);
+}
+
+// relinkctl monitor: the subscription is answered, then every published
+// event arrives on it; it is neither closed to make room nor as idle.
+TEST_F(ControlServerTest, MonitorSubscribersGetEventsAndStay) {
+  ControlLimits limits;
+  limits.max_connections = 4;
+  limits.idle_timeout_us = 100'000;
+  start([](const nlohmann::json&, const Peer&) { return nlohmann::json{{"ok", true}}; }, limits);
+  EXPECT_FALSE(server_->monitoring());
+  UniqueFd sub = connect_client();
+  ASSERT_EQ(send(sub.get(), "{\"command\":\"monitor\"}\n", 22, MSG_NOSIGNAL), 22);
+  std::string got;
+  ASSERT_TRUE(run_until(loop_.get(), [&] { got += drain(sub.get()); return got.find('\n') != std::string::npos; }, 5s));
+  EXPECT_EQ(nlohmann::json::parse(got.substr(0, got.find('\n'))), nlohmann::json::parse(R"({"ok":true,"result":{"monitor":true}})"));
+  EXPECT_TRUE(server_->monitoring());
+  std::vector<UniqueFd> idle;
+  for (int i = 0; i < 10; ++i) {
+    idle.push_back(connect_client());
+    test::run_for(loop_.get(), 10ms);
+  }
+  test::run_for(loop_.get(), 300ms);  // past the idle timeout
+  server_->publish({{"event", "state"}, {"n", 1}});
+  server_->publish({{"event", "state"}, {"n", 2}});
+  got.clear();
+  ASSERT_TRUE(run_until(loop_.get(), [&] { got += drain(sub.get()); return std::count(got.begin(), got.end(), '\n') == 2; }, 5s))
+      << got;
+  EXPECT_EQ(got, "{\"event\":\"state\",\"n\":1}\n{\"event\":\"state\",\"n\":2}\n");
+  // Its end closes the subscription.
+  sub.reset();
+  ASSERT_TRUE(run_until(loop_.get(), [&] { return !server_->monitoring(); }, 5s));
+}
+
+// A subscriber that stopped reading is closed once its unread events pass
+// the backlog limit, rather than growing relinkd.
+TEST_F(ControlServerTest, SubscriberThatDoesNotReadIsClosed) {
+  ControlLimits limits;
+  limits.max_subscriber_backlog = 64 * 1024;
+  start([](const nlohmann::json&, const Peer&) { return nlohmann::json{{"ok", true}}; }, limits);
+  UniqueFd sub = connect_client();
+  ASSERT_EQ(send(sub.get(), "{\"command\":\"monitor\"}\n", 22, MSG_NOSIGNAL), 22);
+  ASSERT_TRUE(run_until(loop_.get(), [&] { return server_->monitoring(); }, 5s));
+  const std::string big(1000, 'x');
+  for (int i = 0; i < 20000 && server_->monitoring(); ++i) server_->publish({{"pad", big}});
+  EXPECT_FALSE(server_->monitoring());
+  EXPECT_EQ(server_->connections(), 0u);
+}
+
+// Out of fds with only subscribers open: nothing can be closed to make
+// room, so accepting pauses (it must not loop looking for a victim).
+TEST_F(ControlServerTest, OutOfFdsWithOnlySubscribersPauses) {
+  start([](const nlohmann::json&, const Peer&) { return nlohmann::json{{"ok", true}}; });
+  std::vector<UniqueFd> subs;
+  for (int i = 0; i < 2; ++i) {
+    subs.push_back(connect_client());
+    ASSERT_EQ(send(subs.back().get(), "{\"command\":\"monitor\"}\n", 22, MSG_NOSIGNAL), 22);
+  }
+  ASSERT_TRUE(run_until(loop_.get(), [&] { return server_->connections() == 2 && server_->monitoring(); }, 5s));
+  test::run_for(loop_.get(), 50ms);
+  UniqueFd waiting = connect_client();
+  ASSERT_EQ(send(waiting.get(), "{}\n", 3, MSG_NOSIGNAL), 3);
+  {
+    FdExhaustion full;
+    ASSERT_TRUE(full.ok()) << "could not use up the fds";
+    int dispatches = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - t0 < 300ms)
+      if (sd_event_run(loop_.get(), 50'000) > 0) ++dispatches;
+    EXPECT_LT(dispatches, 20);
+    EXPECT_EQ(server_->connections(), 2u);  // both subscribers kept
+  }
+  std::string reply;
+  ASSERT_TRUE(run_until(loop_.get(), [&] { reply += drain(waiting.get()); return reply.find('\n') != std::string::npos; }, 5s));
+  EXPECT_EQ(nlohmann::json::parse(reply.substr(0, reply.find('\n')))["ok"], true);
 }
 
 TEST_F(ControlServerTest, GroupSocketIs0660WithThatGroup) {
