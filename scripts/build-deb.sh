@@ -29,10 +29,15 @@ tree=$broot/relink-$version
 rm -rf "${broot:?}"/relink-* "${broot:?}"/relink_*
 mkdir -p "$tree"
 # The working tree as it is (committed or not), without build directories
-# or anything git ignores.
-(cd "$src" && git ls-files -z --cached --others --exclude-standard |
-  while IFS= read -r -d '' f; do [[ -e $f ]] && printf '%s\0' "$f"; done |
-  tar --null -T - -cf -) | tar -C "$tree" -xf -
+# or anything git ignores; outside git (an unpacked archive), all but the
+# build directories.
+if git -C "$src" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  (cd "$src" && git ls-files -z --cached --others --exclude-standard |
+    while IFS= read -r -d '' f; do [[ -e $f ]] && printf '%s\0' "$f"; done |
+    tar --null -T - -cf -) | tar -C "$tree" -xf -
+else
+  tar -C "$src" --exclude='./build*' --exclude='./obj-*' -cf - . | tar -C "$tree" -xf -
+fi
 
 export DEB_BUILD_OPTIONS=${DEB_BUILD_OPTIONS:-nocheck noddebs parallel=2}
 if command -v ccache >/dev/null; then
