@@ -2,9 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # The root filesystem of the systemd container test (tests/systemd/): a
 # Debian 12 minbase with systemd as init, D-Bus, iproute2, relinkd's runtime
-# libraries, QEMU and passt. Kept as a zstd tarball in CACHE_DIR, named after
-# a hash of this script (and so of the package list in it); built only when
-# that tarball is missing.
+# libraries, QEMU, passt and NetworkManager. Kept as a zstd tarball in
+# CACHE_DIR, named after a hash of this script (and so of the package list
+# in it); built only when that tarball is missing.
 #
 #   build-rootfs.sh           print the tarball's path, building it if needed
 #   build-rootfs.sh --path    print the path it would have, build nothing
@@ -17,12 +17,15 @@ CACHE_DIR=${RELINK_ROOTFS_CACHE:-/var/cache/relink}
 SUITE=bookworm
 # systemd as pid 1 and its tools; what relinkd and relinkctl link against
 # (libtomlplusplus3 is a shared library on Debian 12, not header-only);
-# QEMU for a VM (QMP only, no guest) and passt for relinkd to supervise.
+# QEMU for a VM (QMP only, no guest) and passt for relinkd to supervise;
+# NetworkManager owning a bridge (adduser and libpam-systemd named: debootstrap
+# does not pick polkitd's alternatives by itself).
 PACKAGES=(
   systemd systemd-sysv dbus iproute2 procps kmod
   libmnl0 libnl-3-200 libnl-route-3-200 libsystemd0 libspdlog1.10 libfmt9
   libvirt0 libxml2 libtomlplusplus3
   qemu-system-x86 passt
+  network-manager adduser libpam-systemd
 )
 
 self=$(readlink -f "${BASH_SOURCE[0]}")

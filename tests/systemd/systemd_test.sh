@@ -7,7 +7,9 @@
 # /run/user/1000, one macvtap binding (hub attach) and one passt
 # stream-server binding. Checks Type=notify, a config-less start, reloads
 # good and bad, the watchdog, stop/start adoption, a macvtap re-attach and
-# a passt restart inside the unit's sandbox. First, the package's own
+# a passt restart inside the unit's sandbox; NetworkManager (a unit in the
+# same container) taking down and re-creating a bridge that a macvtap
+# binding sits on, and leaving relinkd's macvtap alone. First, the package's own
 # install: relinkd.service enabled and started with the shipped
 # /etc/relinkd/relinkd.toml (which manages nothing).
 #
@@ -120,6 +122,18 @@ cp "$deb" "$root/var/tmp/"
 deb_in_ct=/var/tmp/${deb##*/}
 
 mkdir -p "$root/etc/systemd/system/relinkd.service.d"
+# NetworkManager (a unit of the rootfs) owns only what the test gives it
+# (br0 and its port): the test's own veths are unmanaged (NM would otherwise
+# take up0's address and route from under the test, or run DHCP on them),
+# and no "Wired connection" is made up for a new device. Nothing marks
+# relinkd's macvtaps unmanaged: NM has to leave them alone by itself.
+mkdir -p "$root/etc/NetworkManager/conf.d"
+cat > "$root/etc/NetworkManager/conf.d/relink-test.conf" <<'NM'
+[main]
+no-auto-default=*
+[keyfile]
+unmanaged-devices=interface-name:p0;interface-name:p0peer;interface-name:up0;interface-name:up1
+NM
 # RELINK_SD_DROPIN: [Service] lines to try against the shipped unit (e.g.
 # "ProtectProc=default"), in a drop-in of their own.
 if [[ -n ${RELINK_SD_DROPIN:-} ]]; then
@@ -351,6 +365,51 @@ newpid=$(binding vm1 net1 pid)
 (( $(binding vm1 net1 restarts) >= 1 )) || fail "restarts $(binding vm1 net1 restarts)"
 echo "ok: passt $newpid running, restarts $(binding vm1 net1 restarts)"
 passt=$newpid
+
+# --- NetworkManager owns br0 (a bridge with a veth port): when NM takes it
+# down and up again (a new br0, a new ifindex), relinkd re-attaches its
+# macvtap on it, and NM leaves that macvtap alone.
+step "NetworkManager: br0 with a veth port, vm3's macvtap on it"
+ct systemctl is-active --quiet NetworkManager || fail "NetworkManager is not running"
+ct nmcli con add type bridge con-name br0 ifname br0 bridge.mac-address 02:00:00:00:0b:01 \
+  bridge.stp no ipv4.method disabled ipv6.method disabled >/dev/null || fail "nmcli con add br0"
+ct nmcli con add type veth con-name br0-port ifname v0 veth.peer v0p master br0 slave-type bridge >/dev/null ||
+  fail "nmcli con add br0-port"
+ct nmcli con up br0 >/dev/null || fail "nmcli con up br0"
+ct nmcli con up br0-port >/dev/null || fail "nmcli con up br0-port"
+ct systemd-run --quiet --unit=vm3 -p User=1000 -p Group=1000 \
+  qemu-system-x86_64 -nodefaults -display none -machine q35 -accel tcg -m 64 -S \
+  -qmp unix:/run/user/1000/vm3.qmp,server=on,wait=off \
+  -netdev hubport,id=nic0.port,hubid=0 \
+  -device virtio-net-pci,netdev=nic0.port,id=nic0,mac=52:54:00:12:34:58
+wait_for 10 ct test -S /run/user/1000/vm3.qmp || { ct journalctl --no-pager -u vm3; fail "vm3's QEMU did not start"; }
+ct relinkctl --socket /run/relinkd/control.sock add vm3 --qmp /run/user/1000/vm3.qmp \
+  --macvtap nic=nic0,parent=br0,mac=52:54:00:12:34:58,macvtap=rl-vm3 >/dev/null || fail "relinkctl add vm3"
+wait_for 10 binding_is vm3 nic0 state attached || fail "vm3/nic0 is not attached on br0"
+gen3=$(binding vm3 nic0 generation)
+ifindex() { ct cat "/sys/class/net/$1/ifindex"; }
+br_before=$(ifindex br0)
+echo "ok: vm3/nic0 attached on br0 (ifindex $br_before), generation $gen3"
+ct nmcli dev status
+
+step "nmcli con down br0; nmcli con up br0: re-attached"
+ct nmcli con down br0 >/dev/null || fail "nmcli con down br0"
+wait_for 10 binding_is vm3 nic0 state waiting-parent || fail "vm3/nic0 not waiting-parent after br0 went"
+ct nmcli con up br0 >/dev/null || fail "nmcli con up br0"
+wait_for 10 binding_is vm3 nic0 state attached || fail "vm3/nic0 not re-attached on the new br0"
+[[ $(binding vm3 nic0 generation) == $((gen3 + 1)) ]] || fail "vm3/nic0 generation $(binding vm3 nic0 generation), want $((gen3 + 1))"
+br_after=$(ifindex br0)
+[[ $br_after != "$br_before" ]] || fail "br0 kept ifindex $br_before: NM did not re-create it"
+echo "ok: br0 re-created (ifindex $br_before -> $br_after), vm3/nic0 attached at generation $((gen3 + 1)) in $(binding vm3 nic0 last_reattach_ms) ms"
+# NM leaves relinkd's macvtap alone: not managed, up, no IPv4 or global address.
+sleep 1
+nm_state=$(ct nmcli -g DEVICE,STATE dev status | awk -F: '$1 == "rl-vm3" {print $2}')
+[[ $nm_state == unmanaged || $nm_state == *externally* ]] || fail "NetworkManager has rl-vm3 as '$nm_state'"
+ct ip link show rl-vm3 | grep -q '[<,]UP[,>]' || fail "rl-vm3 was set down"
+addrs=$(ct ip -o addr show dev rl-vm3 scope global)
+[[ -z $addrs ]] || fail "rl-vm3 got an address: $addrs"
+echo "ok: NetworkManager has rl-vm3 as '$nm_state': up, no global address"
+ct relinkctl --socket /run/relinkd/control.sock remove vm3 >/dev/null || fail "relinkctl remove vm3"
 
 # --- a stalled relinkd is killed by the watchdog
 step "watchdog: a stopped relinkd is killed (WatchdogSec=2 drop-in)"
