@@ -3,15 +3,16 @@
 # relinkd under a real systemd, with the shipped (hardened) unit: a Debian 12
 # container (tests/systemd/build-rootfs.sh, cached in /var/cache/relink)
 # booted with systemd-nspawn (tests/systemd/container.sh), relinkd installed
-# into it from the Debian package (scripts/build-deb.sh, dpkg -i), a QEMU (QMP only, no guest) run as uid 1000 with its sockets under
+# into it from the Debian package (scripts/build-deb.sh, dpkg -i), a QEMU
+# (QMP only, no guest) run as uid 1000 with its sockets under
 # /run/user/1000, one macvtap binding (hub attach) and one passt
-# stream-server binding. Checks Type=notify, a config-less start, reloads
-# good and bad, the watchdog, stop/start adoption, a macvtap re-attach and
-# a passt restart inside the unit's sandbox; NetworkManager (a unit in the
-# same container) taking down and re-creating a bridge that a macvtap
-# binding sits on, and leaving relinkd's macvtap alone. First, the package's own
-# install: relinkd.service enabled and started with the shipped
-# /etc/relinkd/relinkd.toml (which manages nothing).
+# stream-server binding. First the package's own install: relinkd.service
+# enabled and started with the shipped /etc/relinkd/relinkd.toml (which
+# manages nothing). Then Type=notify, a config-less start, reloads good and
+# bad, the watchdog, stop/start adoption, a macvtap re-attach and a passt
+# restart inside the unit's sandbox; NetworkManager (a unit in the same
+# container) taking down and re-creating a bridge that a macvtap binding
+# sits on, and leaving relinkd's macvtap alone; and dpkg -r.
 #
 #   systemd_test.sh BUILD_DIR
 #
