@@ -619,8 +619,9 @@ Result<nlohmann::json> Daemon::reload() {
   cfg_ = std::move(next);
   probe_passt_features();
   nlohmann::json changes = apply_vms(previous);
+  const std::string what = describe_changes(changes);
   logger()->info("configuration reloaded from {} ({} VMs){}", cfg_.path, cfg_.vms.size(),
-                 describe_changes(changes).empty() ? ", nothing changed" : ": " + describe_changes(changes));
+                 what.empty() ? ", nothing changed" : ": " + what);
   sd_notify(0, "READY=1");
   return changes;
 }
@@ -695,22 +696,19 @@ nlohmann::json Daemon::apply_vms(const config::Config& previous) {
     if (it != old.end()) {
       const config::Vm& was = (*it)->cfg;
       if (was.qmp != vmcfg.qmp) changed.push_back(vmcfg.name + " (qmp)");
-      for (const auto& b : was.macvtaps) {
-        auto now = std::find_if(vmcfg.macvtaps.begin(), vmcfg.macvtaps.end(), [&](auto& x) { return x.nic == b.nic; });
-        if (now == vmcfg.macvtaps.end()) removed.push_back(vmcfg.name + "/" + b.nic);
-        else if (!(*now == b)) changed.push_back(vmcfg.name + "/" + b.nic);
-      }
-      for (const auto& b : vmcfg.macvtaps)
-        if (std::none_of(was.macvtaps.begin(), was.macvtaps.end(), [&](auto& x) { return x.nic == b.nic; }))
-          added.push_back(vmcfg.name + "/" + b.nic);
-      for (const auto& p : was.passts) {
-        auto now = std::find_if(vmcfg.passts.begin(), vmcfg.passts.end(), [&](auto& x) { return x.netdev == p.netdev; });
-        if (now == vmcfg.passts.end()) removed.push_back(vmcfg.name + "/" + p.netdev);
-        else if (!(*now == p) || passt_changed) changed.push_back(vmcfg.name + "/" + p.netdev);
-      }
-      for (const auto& p : vmcfg.passts)
-        if (std::none_of(was.passts.begin(), was.passts.end(), [&](auto& x) { return x.netdev == p.netdev; }))
-          added.push_back(vmcfg.name + "/" + p.netdev);
+      // Bindings by their QEMU id: gone, new, or different.
+      auto diff = [&](const auto& before, const auto& after, auto id, bool all_changed) {
+        for (const auto& b : before) {
+          auto now = std::find_if(after.begin(), after.end(), [&](const auto& x) { return id(x) == id(b); });
+          if (now == after.end()) removed.push_back(vmcfg.name + "/" + id(b));
+          else if (!(*now == b) || all_changed) changed.push_back(vmcfg.name + "/" + id(b));
+        }
+        for (const auto& b : after)
+          if (std::none_of(before.begin(), before.end(), [&](const auto& x) { return id(x) == id(b); }))
+            added.push_back(vmcfg.name + "/" + id(b));
+      };
+      diff(was.macvtaps, vmcfg.macvtaps, [](const config::MacvtapBinding& b) { return b.nic; }, false);
+      diff(was.passts, vmcfg.passts, [](const config::PasstBinding& b) { return b.netdev; }, passt_changed);
       for (auto& p : (*it)->passts) {
         const bool same = std::find(vmcfg.passts.begin(), vmcfg.passts.end(), p->cfg) != vmcfg.passts.end() &&
                           !passt_changed;

@@ -191,6 +191,7 @@ class Daemon {
   // Runtime registrations (daemon_runtime.cc).
   void load_runtime_vms();
   const config::RuntimeVm* runtime_vm(const std::string& name) const;
+  std::vector<const config::Vm*> known_vms() const;
   nlohmann::json control_add(const std::string& toml);
   nlohmann::json control_remove(const std::string& name);
   // Tells `relinkctl monitor` clients what happened.

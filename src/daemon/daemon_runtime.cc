@@ -12,6 +12,17 @@ namespace {
 auto logger() { return log::get("daemon"); }
 }  // namespace
 
+// Every VM a new registration must not clash with: the file's, the runtime
+// ones, and libvirt's domains.
+std::vector<const config::Vm*> Daemon::known_vms() const {
+  std::vector<const config::Vm*> known;
+  for (const auto& v : cfg_.vms) known.push_back(&v);
+  for (const auto& r : runtime_vms_) known.push_back(&r.vm);
+  for (const auto& v : vms_)
+    if (v->from_libvirt) known.push_back(&v->cfg);
+  return known;
+}
+
 const config::RuntimeVm* Daemon::runtime_vm(const std::string& name) const {
   for (const auto& rv : runtime_vms_)
     if (rv.vm.name == name) return &rv;
@@ -26,10 +37,8 @@ void Daemon::load_runtime_vms() {
     return;
   }
   for (auto& rv : *loaded) {
-    std::vector<const config::Vm*> existing;
-    for (const auto& v : cfg_.vms) existing.push_back(&v);
-    for (const auto& r : runtime_vms_) existing.push_back(&r.vm);
-    if (const std::string why = config::runtime_conflict(existing, rv.vm, cfg_.daemon.control_socket); !why.empty()) {
+    if (const std::string why = config::runtime_conflict(known_vms(), rv.vm, cfg_.daemon.control_socket);
+        !why.empty()) {
       // The file may have gained the same VM since: it wins; the runtime
       // registration is dropped (and said so) rather than refusing to start.
       logger()->error("runtime VM {} from {} not registered again: {}", rv.vm.name, runtime_store_->path(), why);
@@ -50,11 +59,7 @@ nlohmann::json Daemon::control_add(const std::string& text) {
   } catch (const config::ConfigError& e) {
     return {{"ok", false}, {"error", untrusted::safe_text(e.what(), 2000)}};
   }
-  std::vector<const config::Vm*> existing;
-  for (const auto& v : cfg_.vms) existing.push_back(&v);
-  for (const auto& r : runtime_vms_) existing.push_back(&r.vm);
-  for (const auto& v : vms_)
-    if (v->from_libvirt) existing.push_back(&v->cfg);
+  std::vector<const config::Vm*> existing = known_vms();
   for (const auto& rv : adding) {
     if (const std::string why = config::runtime_conflict(existing, rv.vm, cfg_.daemon.control_socket); !why.empty())
       return {{"ok", false}, {"error", "add: VM '" + rv.vm.name + "': " + why}};

@@ -17,6 +17,7 @@
 #include <sstream>
 #include <thread>
 
+#include "control_socket_util.h"
 #include "daemon_env.h"
 #include "util/unique_fd.h"
 
@@ -41,11 +42,6 @@ double cpu_seconds(pid_t pid) {
   return static_cast<double>(std::stoull(f[11]) + std::stoull(f[12])) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
-size_t open_fds(pid_t pid) {
-  auto r = sh("ls /proc/" + std::to_string(pid) + "/fd | wc -l");
-  return static_cast<size_t>(std::stoul(r.out.empty() ? "0" : r.out));
-}
-
 size_t count_lines_with(const std::string& text, const std::string& word) {
   size_t n = 0;
   std::istringstream in(text);
@@ -53,33 +49,6 @@ size_t count_lines_with(const std::string& text, const std::string& word) {
     if (line.find(word) != std::string::npos) ++n;
   return n;
 }
-
-sockaddr_un unix_addr(const std::string& path) {
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
-  return a;
-}
-
-// Raises this test's own fd limit (root may) and puts it back afterwards.
-class FdLimit {
- public:
-  explicit FdLimit(rlim_t want) {
-    getrlimit(RLIMIT_NOFILE, &saved_);
-    rlimit rl = saved_;
-    rl.rlim_max = std::max(rl.rlim_max, want);
-    rl.rlim_cur = std::max(rl.rlim_cur, want);
-    ok_ = setrlimit(RLIMIT_NOFILE, &rl) == 0;
-  }
-  ~FdLimit() {
-    if (ok_) setrlimit(RLIMIT_NOFILE, &saved_);
-  }
-  bool ok() const { return ok_; }
-
- private:
-  rlimit saved_{};
-  bool ok_ = false;
-};
 
 // Connects `n` sockets without sending a byte and keeps them. A full listen
 // queue (EAGAIN) means relinkd has not taken the earlier ones yet: retry.

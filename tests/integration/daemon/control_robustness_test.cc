@@ -24,6 +24,7 @@
 #include <string_view>
 #include <thread>
 
+#include "control_socket_util.h"
 #include "daemon_env.h"
 #include "util/unique_fd.h"
 
@@ -66,13 +67,6 @@ constexpr double kIdleTimeoutS = 5.0;
 constexpr size_t kMaxRequest = 64 * 1024;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-sockaddr_un unix_addr(const std::string& path) {
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
-  return a;
-}
 
 // A blocking connection with send and receive timeouts (invalid on failure).
 UniqueFd connect_to(const std::string& path, double timeout_s = 5.0) {
@@ -295,31 +289,6 @@ class MemWatch {
   pid_t pid_;
   bool reset_ = false;
   Mem before_, after_;
-};
-
-size_t open_fds(pid_t pid) {
-  auto r = sh("ls /proc/" + std::to_string(pid) + "/fd | wc -l");
-  return static_cast<size_t>(std::stoul(r.out.empty() ? "0" : r.out));
-}
-
-// Raises this test's own fd limit (root may) and puts it back afterwards.
-class FdLimit {
- public:
-  explicit FdLimit(rlim_t want) {
-    getrlimit(RLIMIT_NOFILE, &saved_);
-    rlimit rl = saved_;
-    rl.rlim_max = std::max(rl.rlim_max, want);
-    rl.rlim_cur = std::max(rl.rlim_cur, want);
-    ok_ = setrlimit(RLIMIT_NOFILE, &rl) == 0;
-  }
-  ~FdLimit() {
-    if (ok_) setrlimit(RLIMIT_NOFILE, &saved_);
-  }
-  bool ok() const { return ok_; }
-
- private:
-  rlimit saved_{};
-  bool ok_ = false;
 };
 
 // Appends `item` to a ':'-separated environment variable until destruction.
