@@ -194,6 +194,7 @@ void Daemon::start_vm(const config::Vm& vmcfg, std::map<std::string, std::unique
   for (auto& [netdev, old] : carry)
     if (!old->procs.empty()) retire_passt(*old);
   vms_.push_back(std::move(vm));
+  passt_listen(*raw);
   raw->qmp->start();
 }
 
@@ -684,6 +685,7 @@ nlohmann::json Daemon::apply_vms(const config::Config& previous) {
           auto fresh = make_passt(vm, p->cfg);
           if (fresh->refused) continue;
           p = std::move(fresh);
+          passt_listen(vm);
           if (vm.qmp->connected()) passt_vm_connected(vm, vm.session);
         } else if (p->engine.state() == engine::State::Failed) {
           feed_passt(vm, *p, engine::passt_ev::ResetRequested{monotonic_us() / 1000});

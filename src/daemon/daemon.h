@@ -163,6 +163,9 @@ class Daemon {
   void probe_passt_features();
   std::unique_ptr<PasstRt> make_passt(VmRt& vm, const config::PasstBinding& cfg);
   void passt_vm_connected(VmRt& vm, uint64_t session);
+  void passt_listen(VmRt& vm);
+  void adopt_from_pidfile(PasstRt& p, std::optional<engine::passt_ev::VmConnected::Adopt>& adopt,
+                          uint64_t& max_generation_seen);
   void passt_stream_event(VmRt& vm, const std::string& event, const nlohmann::json& data);
   void feed_passt(VmRt& vm, PasstRt& p, const engine::PasstEvent& ev);
   void post_passt(const std::string& vm_name, const std::string& netdev, engine::PasstEvent ev);

@@ -239,80 +239,101 @@ Daemon::PasstRt* Daemon::find_passt(VmRt& vm, const std::string& netdev) {
   return nullptr;
 }
 
+// A passt a previous relinkd left, named by the binding's pidfile: adopted
+// or stopped only when the process proves to be that passt
+// (passt::decide_adoption); anything else is never signalled.
+void Daemon::adopt_from_pidfile(PasstRt& p, std::optional<engine::passt_ev::VmConnected::Adopt>& adopt,
+                              uint64_t& max_generation_seen) {
+  const std::string name = p.vm;
+  auto rec = read_binding_pidfile(p.pidfile, p.vm);
+  if (!rec) {
+    if (rec.error().code != ENOENT) logger()->warn("{}: ignoring pidfile: {}", p.name(), rec.error().message);
+    return;
+  }
+  max_generation_seen = rec->generation;
+  const passt::Expected want = expected_for(passt_exec_, p.cfg);
+  auto now = passt::read_proc(rec->pid);
+  auto decision = passt::decide_adoption(*rec, now, want);
+  std::unique_ptr<passt::Process> proc;
+  auto holder = std::make_shared<const passt::Process*>(nullptr);
+  if (decision == passt::Adoption::Adopt || decision == passt::Adoption::Outdated) {
+    const uint64_t gen = rec->generation;
+    auto adopted = passt::Process::adopt(
+        loop_.get(), rec->pid, p.name() + " passt[" + std::to_string(rec->pid) + "]",
+        [this, name, netdev = p.cfg.netdev, gen, holder](const passt::ExitStatus& st) {
+          on_passt_exit(name, netdev, gen, *holder, st);
+        });
+    if (!adopted) {
+      logger()->warn("{}: cannot watch passt pid {}: {}", p.name(), rec->pid, adopted.error().message);
+      return;
+    }
+    // The pidfd holds whatever had the pid when it was opened: look again,
+    // so the process checked is the one the pidfd refers to.
+    now = passt::read_proc(rec->pid);
+    const auto again = passt::decide_adoption(*rec, now, want);
+    if (again == decision) proc = std::move(*adopted);
+    else decision = again == passt::Adoption::Outdated || again == passt::Adoption::Adopt ? passt::Adoption::Reused
+                                                                                           : again;
+  }
+  switch (decision) {
+    case passt::Adoption::Adopt: {
+      const uint64_t gen = rec->generation;
+      const uint64_t started = now_ms() - std::min(now_ms(), age_ms(rec->start_time));
+      logger()->info("{}: adopted running passt pid {} (generation {})", p.name(), rec->pid, gen);
+      *holder = proc.get();
+      p.procs[gen] = std::move(proc);
+      p.live_started_ms = started;
+      p.pidfile_generation = gen;
+      adopt = engine::passt_ev::VmConnected::Adopt{gen, started};
+      return;
+    }
+    case passt::Adoption::Outdated:
+      logger()->info("{}: stopping passt pid {}: it runs an older configuration ({})", p.name(), rec->pid,
+                     describe_cmdline(*now));
+      *holder = proc.get();
+      proc->stop();
+      retiring_.push_back(std::move(proc));
+      break;
+    case passt::Adoption::Dead:
+      logger()->info("{}: passt pid {} from the pidfile is gone", p.name(), rec->pid);
+      break;
+    case passt::Adoption::Reused:
+      logger()->info("{}: passt pid {} from the pidfile is now another process", p.name(), rec->pid);
+      break;
+    case passt::Adoption::Foreign:
+      logger()->warn("{}: pid {} from the pidfile is not provably the passt relinkd started for this binding "
+                     "({}, command line '{}'): leaving it alone, dropping the pidfile",
+                     p.name(), rec->pid, now ? describe_ids(*now) : "gone", now ? describe_cmdline(*now) : "");
+      break;
+  }
+  remove_binding_pidfile(p.pidfile, p.vm, p.name());
+}
+
+// A listening binding (stream-client, vhost-user) starts its passt as soon as
+// it exists, QEMU or not, after adopting one that runs already (kept across a
+// reload, or a previous relinkd's).
+void Daemon::passt_listen(VmRt& vm) {
+  for (auto& p : vm.passts) {
+    if (p->refused || p->cfg.mode == passt::Mode::StreamServer) continue;
+    engine::passt_ev::Listen ev;
+    ev.now_ms = now_ms();
+    for (auto it = p->procs.rbegin(); it != p->procs.rend(); ++it)
+      if (!it->second->exited()) {
+        ev.adopt = engine::passt_ev::VmConnected::Adopt{it->first, p->live_started_ms};
+        break;
+      }
+    if (!ev.adopt) adopt_from_pidfile(*p, ev.adopt, ev.max_generation_seen);
+    feed_passt(vm, *p, ev);
+  }
+}
+
 // QMP is up: find what runs (a passt of ours, QEMU's stream peers) and tell
 // each engine.
 void Daemon::passt_vm_connected(VmRt& vm, uint64_t session) {
   if (vm.passts.empty()) return;
   const std::string name = vm.cfg.name;
-  // A passt a previous relinkd left, named by the binding's pidfile: adopted
-  // or stopped only when the process proves to be that passt
-  // (passt::decide_adoption); anything else is never signalled.
-  auto adopt_from_pidfile = [this, name](PasstRt& p, engine::passt_ev::VmConnected& vc) {
-    auto rec = read_binding_pidfile(p.pidfile, p.vm);
-    if (!rec) {
-      if (rec.error().code != ENOENT) logger()->warn("{}: ignoring pidfile: {}", p.name(), rec.error().message);
-      return;
-    }
-    vc.max_generation_seen = rec->generation;
-    const passt::Expected want = expected_for(passt_exec_, p.cfg);
-    auto now = passt::read_proc(rec->pid);
-    auto decision = passt::decide_adoption(*rec, now, want);
-    std::unique_ptr<passt::Process> proc;
-    auto holder = std::make_shared<const passt::Process*>(nullptr);
-    if (decision == passt::Adoption::Adopt || decision == passt::Adoption::Outdated) {
-      const uint64_t gen = rec->generation;
-      auto adopted = passt::Process::adopt(
-          loop_.get(), rec->pid, p.name() + " passt[" + std::to_string(rec->pid) + "]",
-          [this, name, netdev = p.cfg.netdev, gen, holder](const passt::ExitStatus& st) {
-            on_passt_exit(name, netdev, gen, *holder, st);
-          });
-      if (!adopted) {
-        logger()->warn("{}: cannot watch passt pid {}: {}", p.name(), rec->pid, adopted.error().message);
-        return;
-      }
-      // The pidfd holds whatever had the pid when it was opened: look again,
-      // so the process checked is the one the pidfd refers to.
-      now = passt::read_proc(rec->pid);
-      const auto again = passt::decide_adoption(*rec, now, want);
-      if (again == decision) proc = std::move(*adopted);
-      else decision = again == passt::Adoption::Outdated || again == passt::Adoption::Adopt ? passt::Adoption::Reused
-                                                                                             : again;
-    }
-    switch (decision) {
-      case passt::Adoption::Adopt: {
-        const uint64_t gen = rec->generation;
-        const uint64_t started = now_ms() - std::min(now_ms(), age_ms(rec->start_time));
-        logger()->info("{}: adopted running passt pid {} (generation {})", p.name(), rec->pid, gen);
-        *holder = proc.get();
-        p.procs[gen] = std::move(proc);
-        p.live_started_ms = started;
-        p.pidfile_generation = gen;
-        vc.adopt = engine::passt_ev::VmConnected::Adopt{gen, started};
-        return;
-      }
-      case passt::Adoption::Outdated:
-        logger()->info("{}: stopping passt pid {}: it runs an older configuration ({})", p.name(), rec->pid,
-                       describe_cmdline(*now));
-        *holder = proc.get();
-        proc->stop();
-        retiring_.push_back(std::move(proc));
-        break;
-      case passt::Adoption::Dead:
-        logger()->info("{}: passt pid {} from the pidfile is gone", p.name(), rec->pid);
-        break;
-      case passt::Adoption::Reused:
-        logger()->info("{}: passt pid {} from the pidfile is now another process", p.name(), rec->pid);
-        break;
-      case passt::Adoption::Foreign:
-        logger()->warn("{}: pid {} from the pidfile is not provably the passt relinkd started for this binding "
-                       "({}, command line '{}'): leaving it alone, dropping the pidfile",
-                       p.name(), rec->pid, now ? describe_ids(*now) : "gone", now ? describe_cmdline(*now) : "");
-        break;
-    }
-    remove_binding_pidfile(p.pidfile, p.vm, p.name());
-  };
   vm.qmp->execute("human-monitor-command", {{"command-line", "info network"}},
-                  [this, name, session, adopt_from_pidfile](const Result<nlohmann::json>& r) {
+                  [this, name, session](const Result<nlohmann::json>& r) {
                     VmRt* v = find_vm(name);
                     if (!v || v->session != session || !v->qmp->connected()) return;
                     std::map<std::string, bool> streams;
@@ -336,7 +357,7 @@ void Daemon::passt_vm_connected(VmRt& vm, uint64_t session) {
                           break;
                         }
                       // A passt a previous relinkd left.
-                      if (!vc.adopt && !p->refused) adopt_from_pidfile(*p, vc);
+                      if (!vc.adopt && !p->refused) adopt_from_pidfile(*p, vc.adopt, vc.max_generation_seen);
                       feed_passt(*v, *p, vc);
                     }
                   });

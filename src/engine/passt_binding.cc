@@ -64,6 +64,30 @@ void PasstBinding::stop_live(std::vector<PasstAction>& out) {
   stream_up_ = false;
 }
 
+// Adopts the passt found (a previous relinkd's, or this one's across a QMP
+// reconnection or a reload) or starts one.
+void PasstBinding::start_or_adopt(const std::optional<passt_ev::VmConnected::Adopt>& adopt, bool stream_connected,
+                                  uint64_t max_generation_seen, uint64_t now_ms, std::vector<PasstAction>& out) {
+  generation_ = std::max(generation_, max_generation_seen);
+  if (adopt) {
+    generation_ = std::max(generation_, adopt->generation);
+    started_once_ = true;
+    live_ = adopt->generation;
+    live_started_ms_ = adopt->started_ms;
+    if (server_side_ && !stream_connected) {
+      // passt lives but QEMU listens for a new peer: it serves nobody.
+      stop_live(out);
+      spawn(now_ms, out);
+      return;
+    }
+    stream_up_ = stream_connected;
+    set_state(stream_up_ || readiness_ == Readiness::OnSpawn ? State::Running : State::Starting);
+    return;
+  }
+  stop_live(out);
+  spawn(now_ms, out);
+}
+
 // The live passt ended (or could not start): start another now, later, or
 // give up, as the restart policy says.
 void PasstBinding::after_end(uint64_t now_ms, uint64_t uptime_ms, std::vector<PasstAction>& out) {
@@ -101,27 +125,30 @@ std::vector<PasstAction> PasstBinding::handle(const PasstEvent& ev) {
           // executor builds a new one when a reload finds a capable passt.
           return;
         } else if constexpr (std::is_same_v<T, ev_::VmConnected>) {
-          if (state_ != State::VmOffline) return;
-          generation_ = std::max(generation_, e.max_generation_seen);
-          if (e.adopt) {
-            generation_ = std::max(generation_, e.adopt->generation);
-            started_once_ = true;
-            live_ = e.adopt->generation;
-            live_started_ms_ = e.adopt->started_ms;
-            if (server_side_ && !e.stream_connected) {
-              // passt lives but QEMU listens for a new peer: it serves nobody.
-              stop_live(out);
-              spawn(e.now_ms, out);
-              return;
-            }
-            stream_up_ = e.stream_connected;
-            set_state(stream_up_ || readiness_ == Readiness::OnSpawn ? State::Running : State::Starting);
+          if (state_ == State::Starting && !server_side_ && live_ && e.stream_connected && !stream_up_) {
+            // A listening passt started before QMP was up: QEMU connected
+            // to it before relinkd could hear NETDEV_STREAM_CONNECTED.
+            stream_up_ = true;
+            last_error_.clear();
+            set_state(State::Running);
             return;
           }
-          stop_live(out);
-          spawn(e.now_ms, out);
+          if (state_ != State::VmOffline) return;
+          start_or_adopt(e.adopt, e.stream_connected, e.max_generation_seen, e.now_ms, out);
+        } else if constexpr (std::is_same_v<T, ev_::Listen>) {
+          if (state_ != State::VmOffline || server_side_) return;
+          start_or_adopt(e.adopt, false, e.max_generation_seen, e.now_ms, out);
         } else if constexpr (std::is_same_v<T, ev_::VmDisconnected>) {
           if (state_ == State::VmOffline) return;
+          if (!server_side_) {
+            // A listening passt serves the next QEMU too (a vhost-user QEMU
+            // cannot even start without it): keep it, and keep restarting it.
+            if (e.vm_exited && stream_up_ && state_ == State::Running && readiness_ == Readiness::StreamEvents) {
+              stream_up_ = false;
+              set_state(State::Starting);
+            }
+            return;
+          }
           if (state_ == State::Backoff) out.push_back(CancelTimer{});
           // A QEMU that is gone needs no passt; one that still runs keeps its
           // passt, and the next QMP session adopts it.

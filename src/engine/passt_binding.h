@@ -74,7 +74,17 @@ struct VmConnected {
   uint64_t max_generation_seen = 0;  // highest generation found in pidfiles
   uint64_t now_ms = 0;
 };
-// QMP is gone. vm_exited: the QEMU process is gone too (passt is stopped).
+// A listening binding (stream-client, vhost-user) is registered: its passt
+// is started now, before QEMU runs (QEMU's vhost-user netdev blocks QEMU's
+// start until its backend listens), or the one found is adopted. Same fields
+// as VmConnected; server-side (stream-server) bindings ignore it.
+struct Listen {
+  std::optional<VmConnected::Adopt> adopt;
+  uint64_t max_generation_seen = 0;
+  uint64_t now_ms = 0;
+};
+// QMP is gone. vm_exited: the QEMU process is gone too (a stream-server
+// passt is stopped; a listening one keeps listening for the next QEMU).
 struct VmDisconnected { bool vm_exited = false; };
 struct Spawned { uint64_t generation = 0; uint64_t now_ms = 0; };
 struct SpawnFailed { uint64_t generation = 0; std::string error; uint64_t now_ms = 0; };
@@ -90,7 +100,7 @@ struct Unsupported { std::string reason; };
 
 }  // namespace passt_ev
 
-using PasstEvent = std::variant<passt_ev::VmConnected, passt_ev::VmDisconnected, passt_ev::Spawned,
+using PasstEvent = std::variant<passt_ev::VmConnected, passt_ev::Listen, passt_ev::VmDisconnected, passt_ev::Spawned,
                                 passt_ev::SpawnFailed, passt_ev::Exited, passt_ev::StreamConnected,
                                 passt_ev::StreamDisconnected, passt_ev::TimerExpired, passt_ev::ResetRequested,
                                 passt_ev::Unsupported>;
@@ -114,7 +124,9 @@ class PasstBinding {
  public:
   // server_side: QEMU listens and relinkd connects (stream-server). A drop of
   // the stream then needs a new passt; in the other modes passt keeps
-  // listening and QEMU reconnects by itself.
+  // listening and QEMU reconnects by itself, and passt runs (and is
+  // restarted) whether QEMU runs or not: such a binding is never vm-offline
+  // once Listen has started it.
   PasstBinding(std::string name, Readiness readiness, bool server_side, RestartPolicy policy = {});
 
   [[nodiscard]] std::vector<PasstAction> handle(const PasstEvent& ev);
@@ -136,6 +148,8 @@ class PasstBinding {
   void spawn(uint64_t now_ms, std::vector<PasstAction>& out);
   void after_end(uint64_t now_ms, uint64_t uptime_ms, std::vector<PasstAction>& out);
   void stop_live(std::vector<PasstAction>& out);
+  void start_or_adopt(const std::optional<passt_ev::VmConnected::Adopt>& adopt, bool stream_connected,
+                      uint64_t max_generation_seen, uint64_t now_ms, std::vector<PasstAction>& out);
 
   std::string name_;
   Readiness readiness_;

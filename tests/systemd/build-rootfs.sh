@@ -1,38 +1,62 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# The root filesystem of the systemd container test (tests/systemd/): a
-# Debian 12 minbase with systemd as init, D-Bus, iproute2, relinkd's runtime
-# libraries, QEMU, passt and NetworkManager. Kept as a zstd tarball in
-# CACHE_DIR, named after a hash of this script (and so of the package list
-# in it); built only when that tarball is missing.
+# The root filesystems of the container tests, Debian minbase with systemd as
+# init, D-Bus and iproute2:
+#   bookworm  (tests/systemd/) Debian 12 with relinkd's runtime libraries,
+#             QEMU, passt and NetworkManager; relinkd comes in as a .deb.
+#   trixie    (tests/trixie/) Debian 13 with QEMU 10, passt 2025, libvirt 11
+#             and what relinkd needs to build and run its tests there.
+# Kept as a zstd tarball in CACHE_DIR, named after the suite and a hash of
+# this script (and so of the package lists in it); built only when that
+# tarball is missing.
 #
-#   build-rootfs.sh           print the tarball's path, building it if needed
-#   build-rootfs.sh --path    print the path it would have, build nothing
+#   build-rootfs.sh [SUITE]          print the tarball's path, building it if needed
+#   build-rootfs.sh --path [SUITE]   print the path it would have, build nothing
 #
 # Needs root, debootstrap and zstd; the mirror is the URIs: line of
 # /etc/apt/sources.list.d/debian.sources (RELINK_DEBIAN_MIRROR overrides it).
 set -euo pipefail
 
 CACHE_DIR=${RELINK_ROOTFS_CACHE:-/var/cache/relink}
-SUITE=bookworm
+path_only=0
+if [[ ${1:-} == --path ]]; then path_only=1; shift; fi
+SUITE=${1:-bookworm}
 # systemd as pid 1 and its tools; what relinkd and relinkctl link against
 # (libtomlplusplus3 is a shared library on Debian 12, not header-only);
 # QEMU for a VM (QMP only, no guest) and passt for relinkd to supervise;
 # NetworkManager owning a bridge (adduser and libpam-systemd named: debootstrap
 # does not pick polkitd's alternatives by itself).
-PACKAGES=(
+BOOKWORM=(
   systemd systemd-sysv dbus iproute2 procps kmod
   libmnl0 libnl-3-200 libnl-route-3-200 libsystemd0 libspdlog1.10 libfmt9
   libvirt0 libxml2 libtomlplusplus3
   qemu-system-x86 passt
   network-manager adduser libpam-systemd
 )
+# Debian 13: QEMU 10.0, passt 2025-05 (--vhost-user), libvirt 11.3 (the
+# monolithic libvirtd, as the libvirt tests start it; no -system package, so
+# no units of libvirt's own start in the booted container); relinkd and its
+# tests are built inside from the same -dev packages as on the host, with
+# ccache; util-linux for setpriv, jq for the tier's script.
+TRIXIE=(
+  systemd systemd-sysv dbus iproute2 procps kmod util-linux jq adduser libpam-systemd
+  qemu-system-x86 passt libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+  cmake g++ make pkgconf ccache
+  libmnl-dev libnl-3-dev libnl-route-3-dev libsystemd-dev
+  libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
+  libgtest-dev libgmock-dev libvirt-dev libxml2-dev
+)
+case $SUITE in
+  bookworm) PACKAGES=("${BOOKWORM[@]}") ;;
+  trixie) PACKAGES=("${TRIXIE[@]}") ;;
+  *) echo "build-rootfs.sh: unknown suite '$SUITE' (bookworm or trixie)" >&2; exit 2 ;;
+esac
 
 self=$(readlink -f "${BASH_SOURCE[0]}")
 key=$(sha256sum "$self" | cut -c1-16)
-tarball=$CACHE_DIR/systemd-rootfs-$SUITE-$key.tar.zst
+tarball=$CACHE_DIR/rootfs-$SUITE-$key.tar.zst
 
-if [[ ${1:-} == --path ]]; then
+if ((path_only)); then
   echo "$tarball"
   exit 0
 fi
@@ -63,7 +87,7 @@ root=$work/root
 # A container that boots quickly and quietly: no getty on a console nobody
 # reads, no waiting for network, a fixed machine id, no apt caches.
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-echo relink-sd > "$root/etc/hostname"
+echo "relink-$SUITE" > "$root/etc/hostname"
 systemd-machine-id-setup --root="$root" >/dev/null 2>&1 || true
 ln -sf /dev/null "$root/etc/systemd/system/console-getty.service"
 ln -sf /dev/null "$root/etc/systemd/system/getty@.service"
@@ -73,6 +97,7 @@ chroot "$root" useradd -u 1000 -m -s /bin/sh vmuser
 tar -C "$root" --numeric-owner --xattrs -cf - . | zstd -q -T2 -3 -o "$work/rootfs.tar.zst"
 mv "$work/rootfs.tar.zst" "$tarball"
 # Older tarballs of this test are of no more use.
-find "$CACHE_DIR" -maxdepth 1 -name "systemd-rootfs-$SUITE-*.tar.zst" ! -path "$tarball" -delete
+find "$CACHE_DIR" -maxdepth 1 \( -name "rootfs-$SUITE-*.tar.zst" -o -name "systemd-rootfs-$SUITE-*.tar.zst" \) \
+  ! -path "$tarball" -delete
 echo "build-rootfs.sh: built $tarball in $(( $(date +%s) - start )) s ($(du -h "$tarball" | cut -f1))" >&2
 echo "$tarball"

@@ -400,5 +400,52 @@ TEST(PasstBindingVhostUser, RunningOnceSpawned) {
   EXPECT_DOUBLE_EQ(b.last_recovery_ms(), 2.0);
 }
 
+// Listening bindings start passt when they are registered, QEMU or not.
+TEST(PasstBindingListen, VhostUserStartsBeforeQemuAndOutlivesIt) {
+  PasstBinding b{"vm/net1", Readiness::OnSpawn, /*server_side=*/false};
+  auto a = b.handle(ev::Listen{{}, 0, 100});
+  ASSERT_NE(nth<act::Spawn>(a, 0), nullptr);
+  (void)b.handle(ev::Spawned{1, 101});
+  EXPECT_EQ(b.state(), State::Running);
+  // QMP comes up later: nothing to do.
+  EXPECT_TRUE(b.handle(ev::VmConnected{{}, false, 0, 200}).empty());
+  EXPECT_EQ(b.state(), State::Running);
+  // QEMU exits: passt stays for the next one, and is still supervised.
+  EXPECT_TRUE(b.handle(ev::VmDisconnected{true}).empty());
+  EXPECT_EQ(b.state(), State::Running);
+  EXPECT_EQ(b.live_generation(), 1u);
+  a = b.handle(ev::Exited{1, "killed by SIGKILL", 5000});
+  ASSERT_NE(nth<act::Spawn>(a, 0), nullptr);
+  EXPECT_EQ(b.generation(), 2u);
+}
+
+TEST(PasstBindingListen, StreamClientConnectedBeforeQmpIsRunningAtQmp) {
+  PasstBinding b{"vm/net1", Readiness::StreamEvents, /*server_side=*/false};
+  (void)b.handle(ev::Listen{{}, 0, 100});
+  (void)b.handle(ev::Spawned{1, 101});
+  EXPECT_EQ(b.state(), State::Starting);
+  // QEMU connected before relinkd's QMP session: "info network" says so.
+  EXPECT_TRUE(b.handle(ev::VmConnected{{}, true, 0, 300}).empty());
+  EXPECT_EQ(b.state(), State::Running);
+  // QEMU exits: the stream is gone, passt keeps listening.
+  EXPECT_TRUE(b.handle(ev::VmDisconnected{true}).empty());
+  EXPECT_EQ(b.state(), State::Starting);
+  EXPECT_EQ(b.live_generation(), 1u);
+}
+
+TEST(PasstBindingListen, AdoptsThePasstFound) {
+  PasstBinding b{"vm/net1", Readiness::OnSpawn, /*server_side=*/false};
+  auto a = b.handle(ev::Listen{ev::VmConnected::Adopt{4, 50}, 4, 100});
+  EXPECT_TRUE(a.empty());
+  EXPECT_EQ(b.state(), State::Running);
+  EXPECT_EQ(b.live_generation(), 4u);
+}
+
+TEST(PasstBindingListen, StreamServerIgnoresIt) {
+  PasstBinding b{"vm/net1", Readiness::StreamEvents, /*server_side=*/true};
+  EXPECT_TRUE(b.handle(ev::Listen{{}, 0, 100}).empty());
+  EXPECT_EQ(b.state(), State::VmOffline);
+}
+
 }  // namespace
 }  // namespace relink::engine
