@@ -109,12 +109,11 @@ void passt_binding(QemuArgs& a, const PasstBinding& p, bool& memory_done) {
       add(a, "-netdev", "vhost-user,id=" + p.netdev + ",chardev=" + p.netdev + ".chr");
       note(a, p.netdev + ": passt (vhost-user): needs passt 2025-01 or later with --vhost-user (Debian 12's passt "
                          "2023-03 lacks it, and relinkd refuses the binding); from QEMU 9.2 write reconnect-ms=1000");
-      // Seen with QEMU 7.2: with reconnect=, QEMU retries the chardev every
-      // second at start and serves no QMP until it connects; relinkd starts a
-      // vhost-user passt only once QMP answers (engine::PasstBinding spawns on
-      // VmConnected).
-      note(a, "  caution: QEMU 7.2 does not finish starting (no QMP) until something listens on " + p.socket +
-                  ", and relinkd starts this passt only once QEMU's QMP answers: they wait for each other");
+      // QEMU's vhost-user netdev waits at start (no QMP) until its backend
+      // listens; relinkd starts a listening passt as soon as the binding
+      // exists (engine::passt_ev::Listen), QEMU or not.
+      note(a, "  QEMU does not finish starting until passt listens on " + p.socket +
+                  ": start relinkd (or relinkctl add the VM) before QEMU; relinkd starts this passt at once");
       if (!memory_done) {
         memory_done = true;
         add(a, "-object", "memory-backend-memfd,id=mem,size=RAM,share=on");

@@ -155,7 +155,9 @@ void Daemon::start_vm(const config::Vm& vmcfg, std::map<std::string, std::unique
     VmRt* v = find_vm(name);
     if (!v) return;
     if (event == "DEVICE_DELETED") on_device_deleted(*v, data);
-    if (event != kStreamConnected && event != kStreamDisconnected) return;
+    if (event != kStreamConnected && event != kStreamDisconnected && event != kVhostUserConnected &&
+        event != kVhostUserDisconnected)
+      return;
     passt_stream_event(*v, event, data);
   };
   cbs.on_refused = [this, name](const Error& why) {

@@ -358,6 +358,11 @@ void Daemon::passt_vm_connected(VmRt& vm, uint64_t session) {
                         }
                       // A passt a previous relinkd left.
                       if (!vc.adopt && !p->refused) adopt_from_pidfile(*p, vc.adopt, vc.max_generation_seen);
+                      // QEMU 10 reports vhost-user connections as events:
+                      // such a binding is running once QEMU connected, not
+                      // once passt started, and the guest is announced then.
+                      if (p->cfg.mode == passt::Mode::VhostUser && v->qmp->qemu_version() >= kQemuVhostUserEvents)
+                        p->engine.set_readiness(engine::Readiness::StreamEvents);
                       feed_passt(*v, *p, vc);
                     }
                   });
@@ -367,7 +372,8 @@ void Daemon::passt_stream_event(VmRt& vm, const std::string& event, const nlohma
   if (!data.is_object() || !data.contains("netdev-id") || !data["netdev-id"].is_string()) return;
   PasstRt* p = find_passt(vm, data["netdev-id"].get<std::string>());
   if (!p) return;
-  if (event == kStreamConnected) feed_passt(vm, *p, engine::passt_ev::StreamConnected{now_ms()});
+  if (event == kStreamConnected || event == kVhostUserConnected)
+    feed_passt(vm, *p, engine::passt_ev::StreamConnected{now_ms()});
   else feed_passt(vm, *p, engine::passt_ev::StreamDisconnected{now_ms()});
 }
 
@@ -392,7 +398,8 @@ void Daemon::feed_passt(VmRt& vm, PasstRt& p, const engine::PasstEvent& ev) {
       logger()->info("{}: {} -> {}", p.name(), engine::state_name(before), engine::state_name(after));
   }
   for (const auto& a : actions) execute_passt(vm, p, a);
-  if (before == engine::State::Starting && after == engine::State::Running && p.cfg.mode != passt::Mode::VhostUser)
+  if (before == engine::State::Starting && after == engine::State::Running &&
+      p.engine.readiness() == engine::Readiness::StreamEvents)
     announce(vm, p);
 }
 

@@ -76,5 +76,9 @@ std::string nic_of_netdev(std::string_view text, const std::string& netdev);
 // (NETDEV_STREAM_CONNECTED / NETDEV_STREAM_DISCONNECTED carry "netdev-id").
 inline constexpr const char* kStreamConnected = "NETDEV_STREAM_CONNECTED";
 inline constexpr const char* kStreamDisconnected = "NETDEV_STREAM_DISCONNECTED";
+// QEMU >= 10.0: a vhost-user netdev's backend connected / went away.
+inline constexpr const char* kVhostUserConnected = "NETDEV_VHOST_USER_CONNECTED";
+inline constexpr const char* kVhostUserDisconnected = "NETDEV_VHOST_USER_DISCONNECTED";
+inline constexpr unsigned kQemuVhostUserEvents = 1000;  // QEMU 10.0, as QmpClient::qemu_version()
 
 }  // namespace relink::daemon

@@ -64,6 +64,11 @@ void PasstBinding::stop_live(std::vector<PasstAction>& out) {
   stream_up_ = false;
 }
 
+void PasstBinding::set_readiness(Readiness r) {
+  if (r == Readiness::StreamEvents && readiness_ == Readiness::OnSpawn && state_ == State::Running) stream_up_ = true;
+  readiness_ = r;
+}
+
 // Adopts the passt found (a previous relinkd's, or this one's across a QMP
 // reconnection or a reload) or starts one.
 void PasstBinding::start_or_adopt(const std::optional<passt_ev::VmConnected::Adopt>& adopt, bool stream_connected,

@@ -132,6 +132,11 @@ class PasstBinding {
   [[nodiscard]] std::vector<PasstAction> handle(const PasstEvent& ev);
 
   State state() const { return state_; }
+  Readiness readiness() const { return readiness_; }
+  // QEMU turned out to report the connection (QEMU >= 10.0 for vhost-user):
+  // from now on the binding is running once QEMU connects. A binding
+  // already running keeps running (QEMU connected before it could tell).
+  void set_readiness(Readiness r);
   uint64_t generation() const { return generation_; }
   // Generation of the passt believed alive (0: none).
   uint64_t live_generation() const { return live_; }

@@ -342,6 +342,17 @@ void QmpClient::handle_line(std::string_view line) {
       if (!msg.contains("QMP")) {
         return end_session(Error{EPROTO, "expected a QMP greeting, got " + excerpt(line)});
       }
+      qemu_version_ = 0;
+      if (const auto& q = msg["QMP"]; q.is_object()) {
+        const auto v = q.find("version");
+        if (v != q.end() && v->is_object() && v->contains("qemu") && (*v)["qemu"].is_object()) {
+          const auto& n = (*v)["qemu"];
+          const auto major = n.find("major"), minor = n.find("minor");
+          if (major != n.end() && minor != n.end() && major->is_number_unsigned() && minor->is_number_unsigned() &&
+              *major < 1000 && *minor < 100)
+            qemu_version_ = major->get<unsigned>() * 100 + minor->get<unsigned>();
+        }
+      }
       caps_id_ = next_id_++;
       queue_line(nlohmann::json{{"execute", "qmp_capabilities"}, {"id", caps_id_}}.dump(), UniqueFd());
       set_state(State::Negotiating);

@@ -93,6 +93,9 @@ class QmpClient {
 
   bool connected() const { return state_ == State::Ready; }
   pid_t peer_pid() const { return peer_pid_; }  // SO_PEERCRED of the QEMU end
+  // QEMU's version from the session's greeting, major * 100 + minor (1000:
+  // 10.0); 0 when the greeting did not say.
+  unsigned qemu_version() const { return qemu_version_; }
   const std::string& path() const { return path_; }
   // Why the last connection attempt failed or the last session ended
   // ("connect /run/qemu/x.qmp: No such file or directory"); empty once a
@@ -174,6 +177,7 @@ class QmpClient {
   Wait wait_ = Wait::Retry;
   PathWatch watch_;
   pid_t peer_pid_ = 0;
+  unsigned qemu_version_ = 0;
   QmpFramer framer_;
   std::deque<OutChunk> outq_;
   size_t out_off_ = 0;  // bytes of outq_.front() already sent

@@ -154,8 +154,8 @@ TEST(QemuArgs, PasstVhostUserSharesOneMemoryBackend) {
             "v0: passt (vhost-user): needs passt 2025-01 or later with --vhost-user (Debian 12's passt 2023-03 lacks "
             "it, and relinkd refuses the binding); from QEMU 9.2 write reconnect-ms=1000");
   EXPECT_EQ(a.notes[2],
-            "  caution: QEMU 7.2 does not finish starting (no QMP) until something listens on /run/passt/v0.sock, and "
-            "relinkd starts this passt only once QEMU's QMP answers: they wait for each other");
+            "  QEMU does not finish starting until passt listens on /run/passt/v0.sock: start relinkd (or relinkctl add "
+            "the VM) before QEMU; relinkd starts this passt at once");
   EXPECT_EQ(a.notes[3],
             "vhost-user needs the guest's RAM shared with passt: replace RAM in size=RAM with the size given to -m "
             "(e.g. 1G); one backend serves every vhost-user NIC of the VM");

@@ -441,6 +441,27 @@ TEST(PasstBindingListen, AdoptsThePasstFound) {
   EXPECT_EQ(b.live_generation(), 4u);
 }
 
+// QEMU 10 reports vhost-user connections: once known, a vhost-user binding
+// is running when QEMU has connected to the new passt, like a stream one.
+TEST(PasstBindingVhostUser, WithQemuEventsRunningOnceQemuConnected) {
+  PasstBinding b{"vm/net1", Readiness::OnSpawn, /*server_side=*/false};
+  (void)b.handle(ev::Listen{{}, 0, 100});
+  (void)b.handle(ev::Spawned{1, 101});
+  ASSERT_EQ(b.state(), State::Running);
+  b.set_readiness(Readiness::StreamEvents);
+  EXPECT_EQ(b.state(), State::Running);
+  // passt killed: QEMU's disconnect and the exit, in either order.
+  (void)b.handle(ev::StreamDisconnected{5000});
+  EXPECT_EQ(b.state(), State::Starting);
+  auto a = b.handle(ev::Exited{1, "killed by SIGKILL", 5001});
+  ASSERT_NE(nth<act::Spawn>(a, 0), nullptr);
+  (void)b.handle(ev::Spawned{2, 5003});
+  EXPECT_EQ(b.state(), State::Starting);  // passt runs; QEMU has not reconnected yet
+  (void)b.handle(ev::StreamConnected{5100});
+  EXPECT_EQ(b.state(), State::Running);
+  EXPECT_DOUBLE_EQ(b.last_recovery_ms(), 100.0);
+}
+
 TEST(PasstBindingListen, StreamServerIgnoresIt) {
   PasstBinding b{"vm/net1", Readiness::StreamEvents, /*server_side=*/true};
   EXPECT_TRUE(b.handle(ev::Listen{{}, 0, 100}).empty());

@@ -128,6 +128,23 @@ class QmpClientTest : public ::testing::Test {
   std::vector<std::string> refusals_;
 };
 
+TEST_F(QmpClientTest, QemuVersionComesFromTheGreeting) {
+  fake();  // QEMU 7.2's greeting
+  connect();
+  EXPECT_EQ(client_->qemu_version(), 702u);
+}
+
+TEST_F(QmpClientTest, OddVersionsInTheGreetingAreUnknown) {
+  for (const std::string v : {R"("10")", R"({"qemu": {"major": -1, "minor": 0}})", R"({"qemu": {"major": 10}})",
+                              R"({"qemu": {"major": 10, "minor": 1e9}})", R"({"qemu": "10.0"})", "[]"}) {
+    SCOPED_TRACE(v);
+    fake(FakeQmp::Options{.greeting = R"({"QMP": {"version": )" + v + R"(, "capabilities": []}})"});
+    connected_ = 0;
+    connect();
+    EXPECT_EQ(client_->qemu_version(), 0u);
+  }
+}
+
 TEST_F(QmpClientTest, GreetingThenCapabilitiesThenConnected) {
   fake();
   connect();
