@@ -537,6 +537,15 @@ std::string domain_xml(const DomainSpec& d) {
            "' function='0x0'/>\n";
     x += "    </interface>\n";
   }
+  for (const auto& n : d.passt_nics) {
+    x += "    <interface type='user'>\n";
+    if (!n.mac.empty()) x += "      <mac address='" + xml_escape(n.mac) + "'/>\n";
+    x += "      <backend type='passt'/>\n      <model type='virtio'/>\n";
+    if (n.forward_tcp > 0)
+      x += "      <portForward proto='tcp'>\n        <range start='" + std::to_string(n.forward_tcp) +
+           "'/>\n      </portForward>\n";
+    x += "    </interface>\n";
+  }
   if (!d.serial_log.empty())
     x += "    <serial type='file'>\n      <source path='" + xml_escape(d.serial_log) +
          "'/>\n      <target port='0'/>\n    </serial>\n";

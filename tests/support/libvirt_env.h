@@ -152,6 +152,13 @@ struct DirectNic {
   std::string pci_slot;
 };
 
+// One <interface type='user'> with <backend type='passt'/>: libvirt starts
+// and owns that passt (libvirt >= 9.0 with passt enabled; Debian 12's is not).
+struct PasstNic {
+  std::string mac;
+  int forward_tcp = 0;  // > 0: <portForward proto='tcp'> of this port
+};
+
 // A domain for tests: type='qemu' (TCG), 1 vCPU, 256 MiB, ACPI, no USB
 // controller and no balloon, on_reboot/on_crash = destroy. With the real test
 // guest when guest_dir is non-empty (guest_dir/vmlinux, PVH, or vmlinuz;
@@ -162,6 +169,7 @@ struct DomainSpec {
   std::string name;
   std::string machine = "q35";  // "q35" or "pc"
   std::vector<DirectNic> nics;
+  std::vector<PasstNic> passt_nics;
   std::string guest_dir;      // e.g. binary_dir() + "/guest" (tests/guest/build-guest.sh)
   std::string cmdline_extra;  // e.g. "relink.ip=192.0.2.2/24 relink.serve=8080"
   std::string serial_log;     // file for the guest's serial console (ttyS0); empty: none

@@ -39,7 +39,7 @@ BOOKWORM=(
 # tests are built inside from the same -dev packages as on the host, with
 # ccache; util-linux for setpriv, jq for the tier's script.
 TRIXIE=(
-  systemd systemd-sysv dbus iproute2 procps kmod util-linux jq adduser libpam-systemd
+  systemd systemd-sysv dbus iproute2 procps kmod util-linux jq adduser libpam-systemd busybox-static
   qemu-system-x86 passt libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   cmake g++ make pkgconf ccache
   libmnl-dev libnl-3-dev libnl-route-3-dev libsystemd-dev
@@ -53,7 +53,9 @@ case $SUITE in
 esac
 
 self=$(readlink -f "${BASH_SOURCE[0]}")
-key=$(sha256sum "$self" | cut -c1-16)
+# The key: the suite, its packages and the recipe below (not the other
+# suite's list, so that changing one does not rebuild the other).
+key=$({ echo "$SUITE ${PACKAGES[*]}"; sed -n '/^# --- recipe/,$p' "$self"; } | sha256sum | cut -c1-16)
 tarball=$CACHE_DIR/rootfs-$SUITE-$key.tar.zst
 
 if ((path_only)); then
@@ -65,6 +67,7 @@ if [[ -s $tarball ]]; then
   exit 0
 fi
 
+# --- recipe
 mirror=${RELINK_DEBIAN_MIRROR:-$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
 mirror=${mirror:-http://deb.debian.org/debian}
 for tool in debootstrap zstd; do

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -241,6 +242,36 @@ class DaemonEnv {
     ASSERT_EQ(sscanf(dev.out.c_str(), "%u:%u", &maj, &min), 2) << dev.out;
     EXPECT_TRUE(daemon::process_holds_device(qemu(vm.name)->pid(), makedev(maj, min)))
         << "QEMU does not hold macvtap " << mvt << "'s device " << dev.out;
+    expect_only_tap_fds(qemu(vm.name)->pid(), makedev(maj, min), 1);
+  }
+
+  // The macvtap devices (character devices of the macvtap major) a process
+  // holds open, one entry per fd, read from /proc/PID/fd.
+  static std::vector<dev_t> tap_fds(pid_t pid, unsigned major) {
+    std::vector<dev_t> out;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+      struct stat st {};
+      if (stat(e.path().c_str(), &st) == 0 && S_ISCHR(st.st_mode) && ::major(st.st_rdev) == major)
+        out.push_back(st.st_rdev);
+    }
+    return out;
+  }
+  // QEMU holds exactly `queues` fds of macvtap device `dev` and none of any
+  // other macvtap: an old generation's tap is closed (within 2 s: QEMU may
+  // release a deleted backend's fd a little after netdev_del returns).
+  static void expect_only_tap_fds(pid_t pid, dev_t dev, size_t queues) {
+    std::vector<dev_t> fds;
+    const bool ok = wait_until(
+        [&] {
+          fds = tap_fds(pid, ::major(dev));
+          return fds.size() == queues && std::all_of(fds.begin(), fds.end(), [&](dev_t d) { return d == dev; });
+        },
+        std::chrono::seconds(2), std::chrono::milliseconds(20));
+    std::string seen;
+    for (dev_t d : fds) seen += " " + std::to_string(::major(d)) + ":" + std::to_string(::minor(d));
+    EXPECT_TRUE(ok) << "QEMU pid " << pid << " should hold " << queues << " fd(s) of macvtap " << ::major(dev) << ":"
+                    << ::minor(dev) << " and no other macvtap; it holds:" << (seen.empty() ? " none" : seen);
   }
 
   // A veth pair NAME / NAME-<random>, both up: NAME is the parent.

@@ -94,6 +94,7 @@ class Replug : public ::testing::Test {
     unsigned maj = 0, min = 0;
     ASSERT_EQ(sscanf(dev.out.c_str(), "%u:%u", &maj, &min), 2) << dev.out;
     EXPECT_TRUE(daemon::process_holds_device(env.qemu(vm.name)->pid(), makedev(maj, min)));
+    DaemonEnv::expect_only_tap_fds(env.qemu(vm.name)->pid(), makedev(maj, min), vm.queues);
     auto v6 = env.ns().run("ip -6 addr show dev " + mvt);
     EXPECT_EQ(v6.out.find("inet6"), std::string::npos) << "the host configured IPv6 on " << mvt << ":\n" << v6.out;
   }
