@@ -25,8 +25,9 @@
 // QEMU with the test guest (tests/guest, TCG, 256 MiB, DHCP from passt,
 // relink.serve=8080). relinkd runs passt as nobody; the sockets of the
 // listening modes are in a directory nobody owns. relinkd is started before
-// QEMU in the listening modes: its passt listens as soon as the binding is
-// registered, and a vhost-user QEMU does not start without its backend.
+// QEMU in the listening modes: a vhost-user passt listens as soon as the
+// binding is registered (a vhost-user QEMU does not start without its
+// backend); a stream-client one once QMP answers.
 //
 // Usage (root): passt_recovery_bench [--kills N] [--libvirt-kills N] [--reconnect-ms LIST]
 //   [--vhost-reconnect-ms LIST] [--only LIST] [--timeout S] [--probe-ms MS] [--help]
@@ -585,11 +586,17 @@ struct RelinkdRun : Base {
       if (!wait_for([&] { return std::filesystem::exists(sock()) || !qemu->running(); }, 30s) || !qemu->running())
         die("QEMU did not start\n" + why());
       start_relinkd();
-    } else {
-      // passt listens: relinkd first (a vhost-user QEMU waits for its backend).
+    } else if (cfg.kind == Kind::VhostUser) {
+      // passt listens before QEMU starts: relinkd first (a vhost-user QEMU
+      // waits for its backend, and relinkd starts it at once).
       start_relinkd();
       if (!wait_for([&] { return std::filesystem::exists(sock()) && binding()["pid"].is_number(); }, 20s))
         die("relinkd's passt does not listen on " + sock() + "\n" + why());
+      start_qemu();
+    } else {
+      // stream-client: relinkd starts passt once QMP answers; QEMU's
+      // reconnect-ms timer connects to it.
+      start_relinkd();
       start_qemu();
     }
     b = running_after(0, 30s);

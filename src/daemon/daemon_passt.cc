@@ -188,7 +188,8 @@ Daemon::PasstRt::PasstRt(std::string v, config::PasstBinding c, const std::strin
       cfg(std::move(c)),
       engine(vm + "/" + cfg.netdev,
              cfg.mode == passt::Mode::VhostUser ? engine::Readiness::OnSpawn : engine::Readiness::StreamEvents,
-             cfg.mode == passt::Mode::StreamServer),
+             cfg.mode == passt::Mode::StreamServer, engine::RestartPolicy{},
+             /*before_qemu=*/cfg.mode == passt::Mode::VhostUser),
       pidfile(state_dir + "/passt/" + vm + "/" + cfg.netdev + ".pid") {}
 
 void Daemon::probe_passt_features() {
@@ -309,12 +310,15 @@ void Daemon::adopt_from_pidfile(PasstRt& p, std::optional<engine::passt_ev::VmCo
   remove_binding_pidfile(p.pidfile, p.vm, p.name());
 }
 
-// A listening binding (stream-client, vhost-user) starts its passt as soon as
-// it exists, QEMU or not, after adopting one that runs already (kept across a
-// reload, or a previous relinkd's).
+// A vhost-user binding starts its passt as soon as it exists, QEMU or not
+// (QEMU cannot start without it), after adopting one that runs already (kept
+// across a reload, or a previous relinkd's). A stream-client passt starts
+// once QMP is up, as a stream-server one does: passt 2025-05 crashes when a
+// forwarded port is connected to before QEMU is, so it listens no longer
+// than it must.
 void Daemon::passt_listen(VmRt& vm) {
   for (auto& p : vm.passts) {
-    if (p->refused || p->cfg.mode == passt::Mode::StreamServer) continue;
+    if (p->refused || !p->engine.starts_before_qemu()) continue;
     engine::passt_ev::Listen ev;
     ev.now_ms = now_ms();
     for (auto it = p->procs.rbegin(); it != p->procs.rend(); ++it)

@@ -37,8 +37,13 @@ void RestartTracker::reset() {
 
 // --- PasstBinding -------------------------------------------------------------
 
-PasstBinding::PasstBinding(std::string name, Readiness readiness, bool server_side, RestartPolicy policy)
-    : name_(std::move(name)), readiness_(readiness), server_side_(server_side), tracker_(policy) {}
+PasstBinding::PasstBinding(std::string name, Readiness readiness, bool server_side, RestartPolicy policy,
+                           bool before_qemu)
+    : name_(std::move(name)),
+      readiness_(readiness),
+      server_side_(server_side),
+      before_qemu_(before_qemu && !server_side),
+      tracker_(policy) {}
 
 void PasstBinding::set_state(State s) {
   if (s == state_) return;
@@ -130,24 +135,16 @@ std::vector<PasstAction> PasstBinding::handle(const PasstEvent& ev) {
           // executor builds a new one when a reload finds a capable passt.
           return;
         } else if constexpr (std::is_same_v<T, ev_::VmConnected>) {
-          if (state_ == State::Starting && !server_side_ && live_ && e.stream_connected && !stream_up_) {
-            // A listening passt started before QMP was up: QEMU connected
-            // to it before relinkd could hear NETDEV_STREAM_CONNECTED.
-            stream_up_ = true;
-            last_error_.clear();
-            set_state(State::Running);
-            return;
-          }
           if (state_ != State::VmOffline) return;
           start_or_adopt(e.adopt, e.stream_connected, e.max_generation_seen, e.now_ms, out);
         } else if constexpr (std::is_same_v<T, ev_::Listen>) {
-          if (state_ != State::VmOffline || server_side_) return;
+          if (state_ != State::VmOffline || !before_qemu_) return;
           start_or_adopt(e.adopt, false, e.max_generation_seen, e.now_ms, out);
         } else if constexpr (std::is_same_v<T, ev_::VmDisconnected>) {
           if (state_ == State::VmOffline) return;
-          if (!server_side_) {
-            // A listening passt serves the next QEMU too (a vhost-user QEMU
-            // cannot even start without it): keep it, and keep restarting it.
+          if (before_qemu_) {
+            // This passt serves the next QEMU too (a vhost-user QEMU cannot
+            // even start without it): keep it, and keep restarting it.
             if (e.vm_exited && stream_up_ && state_ == State::Running && readiness_ == Readiness::StreamEvents) {
               stream_up_ = false;
               set_state(State::Starting);

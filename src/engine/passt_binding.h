@@ -74,17 +74,18 @@ struct VmConnected {
   uint64_t max_generation_seen = 0;  // highest generation found in pidfiles
   uint64_t now_ms = 0;
 };
-// A listening binding (stream-client, vhost-user) is registered: its passt
-// is started now, before QEMU runs (QEMU's vhost-user netdev blocks QEMU's
-// start until its backend listens), or the one found is adopted. Same fields
-// as VmConnected; server-side (stream-server) bindings ignore it.
+// A binding whose passt must listen before QEMU starts (vhost-user: QEMU's
+// vhost-user netdev blocks QEMU's start until its backend listens) is
+// registered: its passt is started now, or the one found is adopted. Same
+// fields as VmConnected; other bindings (PasstBinding::starts_before_qemu
+// false) ignore it.
 struct Listen {
   std::optional<VmConnected::Adopt> adopt;
   uint64_t max_generation_seen = 0;
   uint64_t now_ms = 0;
 };
-// QMP is gone. vm_exited: the QEMU process is gone too (a stream-server
-// passt is stopped; a listening one keeps listening for the next QEMU).
+// QMP is gone. vm_exited: the QEMU process is gone too (passt is stopped,
+// but for one that starts before QEMU: it keeps listening for the next QEMU).
 struct VmDisconnected { bool vm_exited = false; };
 struct Spawned { uint64_t generation = 0; uint64_t now_ms = 0; };
 struct SpawnFailed { uint64_t generation = 0; std::string error; uint64_t now_ms = 0; };
@@ -124,15 +125,17 @@ class PasstBinding {
  public:
   // server_side: QEMU listens and relinkd connects (stream-server). A drop of
   // the stream then needs a new passt; in the other modes passt keeps
-  // listening and QEMU reconnects by itself, and passt runs (and is
-  // restarted) whether QEMU runs or not: such a binding is never vm-offline
-  // once Listen has started it.
-  PasstBinding(std::string name, Readiness readiness, bool server_side, RestartPolicy policy = {});
+  // listening and QEMU reconnects by itself. before_qemu (vhost-user): passt
+  // runs, and is restarted, whether QEMU runs or not; such a binding is never
+  // vm-offline once Listen has started it.
+  PasstBinding(std::string name, Readiness readiness, bool server_side, RestartPolicy policy = {},
+               bool before_qemu = false);
 
   [[nodiscard]] std::vector<PasstAction> handle(const PasstEvent& ev);
 
   State state() const { return state_; }
   Readiness readiness() const { return readiness_; }
+  bool starts_before_qemu() const { return before_qemu_; }
   // QEMU turned out to report the connection (QEMU >= 10.0 for vhost-user):
   // from now on the binding is running once QEMU connects. A binding
   // already running keeps running (QEMU connected before it could tell).
@@ -159,6 +162,7 @@ class PasstBinding {
   std::string name_;
   Readiness readiness_;
   bool server_side_;
+  bool before_qemu_;
   RestartTracker tracker_;
   State state_ = State::VmOffline;
   uint64_t generation_ = 0;

@@ -402,7 +402,8 @@ TEST(PasstBindingVhostUser, RunningOnceSpawned) {
 
 // Listening bindings start passt when they are registered, QEMU or not.
 TEST(PasstBindingListen, VhostUserStartsBeforeQemuAndOutlivesIt) {
-  PasstBinding b{"vm/net1", Readiness::OnSpawn, /*server_side=*/false};
+  PasstBinding b{"vm/net1", Readiness::OnSpawn, /*server_side=*/false, {}, /*before_qemu=*/true};
+  EXPECT_TRUE(b.starts_before_qemu());
   auto a = b.handle(ev::Listen{{}, 0, 100});
   ASSERT_NE(nth<act::Spawn>(a, 0), nullptr);
   (void)b.handle(ev::Spawned{1, 101});
@@ -419,22 +420,22 @@ TEST(PasstBindingListen, VhostUserStartsBeforeQemuAndOutlivesIt) {
   EXPECT_EQ(b.generation(), 2u);
 }
 
-TEST(PasstBindingListen, StreamClientConnectedBeforeQmpIsRunningAtQmp) {
+TEST(PasstBindingListen, StreamClientWaitsForQmpAndStopsWithQemu) {
   PasstBinding b{"vm/net1", Readiness::StreamEvents, /*server_side=*/false};
-  (void)b.handle(ev::Listen{{}, 0, 100});
-  (void)b.handle(ev::Spawned{1, 101});
-  EXPECT_EQ(b.state(), State::Starting);
-  // QEMU connected before relinkd's QMP session: "info network" says so.
-  EXPECT_TRUE(b.handle(ev::VmConnected{{}, true, 0, 300}).empty());
-  EXPECT_EQ(b.state(), State::Running);
-  // QEMU exits: the stream is gone, passt keeps listening.
-  EXPECT_TRUE(b.handle(ev::VmDisconnected{true}).empty());
-  EXPECT_EQ(b.state(), State::Starting);
-  EXPECT_EQ(b.live_generation(), 1u);
+  EXPECT_FALSE(b.starts_before_qemu());
+  EXPECT_TRUE(b.handle(ev::Listen{{}, 0, 100}).empty());
+  EXPECT_EQ(b.state(), State::VmOffline);
+  auto a = b.handle(ev::VmConnected{{}, false, 0, 200});
+  ASSERT_NE(nth<act::Spawn>(a, 0), nullptr);
+  (void)b.handle(ev::StreamConnected{300});
+  ASSERT_EQ(b.state(), State::Running);
+  a = b.handle(ev::VmDisconnected{true});
+  ASSERT_NE(nth<act::Stop>(a, 0), nullptr);
+  EXPECT_EQ(b.state(), State::VmOffline);
 }
 
 TEST(PasstBindingListen, AdoptsThePasstFound) {
-  PasstBinding b{"vm/net1", Readiness::OnSpawn, /*server_side=*/false};
+  PasstBinding b{"vm/net1", Readiness::OnSpawn, /*server_side=*/false, {}, /*before_qemu=*/true};
   auto a = b.handle(ev::Listen{ev::VmConnected::Adopt{4, 50}, 4, 100});
   EXPECT_TRUE(a.empty());
   EXPECT_EQ(b.state(), State::Running);
@@ -444,7 +445,7 @@ TEST(PasstBindingListen, AdoptsThePasstFound) {
 // QEMU 10 reports vhost-user connections: once known, a vhost-user binding
 // is running when QEMU has connected to the new passt, like a stream one.
 TEST(PasstBindingVhostUser, WithQemuEventsRunningOnceQemuConnected) {
-  PasstBinding b{"vm/net1", Readiness::OnSpawn, /*server_side=*/false};
+  PasstBinding b{"vm/net1", Readiness::OnSpawn, /*server_side=*/false, {}, /*before_qemu=*/true};
   (void)b.handle(ev::Listen{{}, 0, 100});
   (void)b.handle(ev::Spawned{1, 101});
   ASSERT_EQ(b.state(), State::Running);
@@ -463,7 +464,8 @@ TEST(PasstBindingVhostUser, WithQemuEventsRunningOnceQemuConnected) {
 }
 
 TEST(PasstBindingListen, StreamServerIgnoresIt) {
-  PasstBinding b{"vm/net1", Readiness::StreamEvents, /*server_side=*/true};
+  PasstBinding b{"vm/net1", Readiness::StreamEvents, /*server_side=*/true, {}, /*before_qemu=*/true};
+  EXPECT_FALSE(b.starts_before_qemu());  // QEMU's own socket: nothing to listen on before it
   EXPECT_TRUE(b.handle(ev::Listen{{}, 0, 100}).empty());
   EXPECT_EQ(b.state(), State::VmOffline);
 }
