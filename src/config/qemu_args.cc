@@ -102,13 +102,13 @@ void passt_binding(QemuArgs& a, const PasstBinding& p, bool& memory_done) {
       note(a, p.netdev + ": passt (stream-client): relinkd's passt listens on " + p.socket +
                   " and QEMU connects, retrying every second: needs QEMU >= 8.0 (QEMU 7.2 has no reconnect= for "
                   "stream and refuses it; without it QEMU never connects again after a passt restart: use mode = "
-                  "\"stream-server\" there); from QEMU 9.2 write reconnect-ms=1000");
+                  "\"stream-server\" there); from QEMU 9.2 write reconnect-ms=5 (a new passt listens ~20 ms after a crash)");
       break;
     case passt::Mode::VhostUser:
       add(a, "-chardev", "socket,id=" + p.netdev + ".chr,path=" + path + ",reconnect=1");
       add(a, "-netdev", "vhost-user,id=" + p.netdev + ",chardev=" + p.netdev + ".chr");
       note(a, p.netdev + ": passt (vhost-user): needs passt 2025-01 or later with --vhost-user (Debian 12's passt "
-                         "2023-03 lacks it, and relinkd refuses the binding); from QEMU 9.2 write reconnect-ms=1000");
+                         "2023-03 lacks it, and relinkd refuses the binding); from QEMU 9.2 write reconnect-ms=100");
       // QEMU's vhost-user netdev waits at start (no QMP) until its backend
       // listens; relinkd starts a listening passt as soon as the binding
       // exists (engine::passt_ev::Listen), QEMU or not.

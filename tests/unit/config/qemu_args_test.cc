@@ -132,7 +132,7 @@ TEST(QemuArgs, PasstStreamClient) {
                            "net1: passt (stream-client): relinkd's passt listens on /run/passt/net1.sock and QEMU "
                            "connects, retrying every second: needs QEMU >= 8.0 (QEMU 7.2 has no reconnect= for stream "
                            "and refuses it; without it QEMU never connects again after a passt restart: use mode = "
-                           "\"stream-server\" there); from QEMU 9.2 write reconnect-ms=1000"}));
+                           "\"stream-server\" there); from QEMU 9.2 write reconnect-ms=5 (a new passt listens ~20 ms after a crash)"}));
 }
 
 TEST(QemuArgs, PasstVhostUserSharesOneMemoryBackend) {
@@ -152,7 +152,7 @@ TEST(QemuArgs, PasstVhostUserSharesOneMemoryBackend) {
   ASSERT_EQ(a.notes.size(), 6u);
   EXPECT_EQ(a.notes[1],
             "v0: passt (vhost-user): needs passt 2025-01 or later with --vhost-user (Debian 12's passt 2023-03 lacks "
-            "it, and relinkd refuses the binding); from QEMU 9.2 write reconnect-ms=1000");
+            "it, and relinkd refuses the binding); from QEMU 9.2 write reconnect-ms=100");
   EXPECT_EQ(a.notes[2],
             "  QEMU does not finish starting until passt listens on /run/passt/v0.sock: start relinkd (or relinkctl add "
             "the VM) before QEMU; relinkd starts this passt at once");
