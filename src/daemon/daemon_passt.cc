@@ -244,7 +244,7 @@ Daemon::PasstRt* Daemon::find_passt(VmRt& vm, const std::string& netdev) {
 // or stopped only when the process proves to be that passt
 // (passt::decide_adoption); anything else is never signalled.
 void Daemon::adopt_from_pidfile(PasstRt& p, std::optional<engine::passt_ev::VmConnected::Adopt>& adopt,
-                              uint64_t& max_generation_seen) {
+                                uint64_t& max_generation_seen) {
   const std::string name = p.vm;
   auto rec = read_binding_pidfile(p.pidfile, p.vm);
   if (!rec) {

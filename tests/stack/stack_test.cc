@@ -95,7 +95,8 @@ class StackPasst : public ::testing::Test {
   // relinkd first (a vhost-user passt does not wait for QEMU, which cannot
   // start without it), then the guest; then kill -9 passt
   // twenty times: each time relinkd starts one new passt, QEMU reconnects by
-  // itself and the forwarded port reaches the guest again.
+  // itself and the forwarded port reaches the guest again; then a restarted
+  // relinkd adopts the passt that runs.
   void survives_kills(const std::string& mode, const std::vector<std::string>& net, const std::string& machine) {
     write_config(mode);
     ASSERT_NO_FATAL_FAILURE(env.start_relinkd());
@@ -137,6 +138,20 @@ class StackPasst : public ::testing::Test {
       EXPECT_EQ(pids[0], passt().value("pid", 0));
     }
     EXPECT_EQ(passt().value("restarts", 0), 20);
+
+    // A restarted relinkd adopts the passt that serves the guest (a
+    // vhost-user one before QMP is even up) instead of starting another.
+    const int served = passt().value("pid", 0);
+    const uint64_t gen = passt().value("generation", 0ull);
+    ASSERT_GE(env.relinkd().stop(SIGTERM, 5s), 0);
+    ASSERT_NO_FATAL_FAILURE(env.start_relinkd());
+    ASSERT_TRUE(wait_until([&] { return passt().value("state", "") == "running"; }, 10s)) << explain();
+    EXPECT_EQ(passt().value("pid", 0), served) << explain();
+    EXPECT_EQ(passt().value("generation", 0ull), gen);
+    EXPECT_EQ(passt_pids(sock()).size(), 1u);
+    EXPECT_NE(read_file(env.log_path()).find("adopted running passt pid " + std::to_string(served)),
+              std::string::npos);
+    EXPECT_TRUE(hello(10s)) << explain();
     std::sort(took.begin(), took.end());
     if (!took.empty())
       std::cout << "[ info ] " << mode << ": kill -9 -> guest reached again: median " << took[took.size() / 2]
