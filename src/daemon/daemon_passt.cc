@@ -365,8 +365,10 @@ void Daemon::passt_vm_connected(VmRt& vm, uint64_t session) {
                       // QEMU 10 reports vhost-user connections as events:
                       // such a binding is running once QEMU connected, not
                       // once passt started, and the guest is announced then.
-                      if (p->cfg.mode == passt::Mode::VhostUser && v->qmp->qemu_version() >= kQemuVhostUserEvents)
-                        p->engine.set_readiness(engine::Readiness::StreamEvents);
+                      if (p->cfg.mode == passt::Mode::VhostUser)
+                        p->engine.set_readiness(v->qmp->qemu_version() >= kQemuVhostUserEvents
+                                                    ? engine::Readiness::StreamEvents
+                                                    : engine::Readiness::OnSpawn);
                       feed_passt(*v, *p, vc);
                     }
                   });
