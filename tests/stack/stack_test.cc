@@ -45,16 +45,9 @@ class StackPasst : public ::testing::Test {
  protected:
   void SetUp() override {
     RELINK_REQUIRE_ROOT();
-    guest_dir_ = binary_dir() + "/guest";
-    auto r = sh("bash " + source_dir() + "/tests/guest/build-guest.sh " + guest_dir_);
-    ASSERT_EQ(r.status, 0) << "building the test guest failed:\n" << r.out;
-    // passt copies the host's address and needs a default route.
-    env.ns().ip("link add up0 type veth peer name up1");
-    env.ns().ip("addr add 192.0.2.1/24 dev up0");
-    env.ns().ip("link set up0 up");
-    env.ns().ip("link set up1 up");
-    env.ns().ip("link set lo up");
-    env.ns().ip("route add default via 192.0.2.254 dev up0");
+    guest_dir_ = test_guest_dir();
+    ASSERT_FALSE(guest_dir_.empty());
+    env.add_passt_uplink();
     // passt listens as nobody: its socket's directory is nobody's, under a
     // test directory nobody may pass through.
     ASSERT_EQ(chmod(env.dir().c_str(), 0711), 0);
@@ -188,16 +181,10 @@ TEST_F(StackPasst, StreamClientWithReconnectMsGuestReachableAfterTwentyKills) {
 // passt is killed, whatever runs after is libvirt's doing alone.
 TEST(StackLibvirt, PasstBackendIsLeftToLibvirt) {
   RELINK_REQUIRE_ROOT();
-  const std::string guest_dir = binary_dir() + "/guest";
-  auto r = sh("bash " + source_dir() + "/tests/guest/build-guest.sh " + guest_dir);
-  ASSERT_EQ(r.status, 0) << r.out;
+  const std::string guest_dir = test_guest_dir();
+  ASSERT_FALSE(guest_dir.empty());
   DaemonEnv env;
-  env.ns().ip("link add up0 type veth peer name up1");
-  env.ns().ip("addr add 192.0.2.1/24 dev up0");
-  env.ns().ip("link set up0 up");
-  env.ns().ip("link set up1 up");
-  env.ns().ip("link set lo up");
-  env.ns().ip("route add default via 192.0.2.254 dev up0");
+  env.add_passt_uplink();
   LibvirtEnv lv(env.ns());
   ASSERT_NO_FATAL_FAILURE(lv.start());
   DaemonEnv::write_file(env.config_path(), env.config_text({}) + "\n[libvirt]\nuri = \"" + lv.uri() +

@@ -33,6 +33,15 @@ inline std::string text_of(const nlohmann::json& j, const char* key) {
 inline std::string relinkd_bin() { return binary_dir() + "/relinkd"; }
 inline std::string relinkctl_bin() { return binary_dir() + "/relinkctl"; }
 // This test program, for [daemon] qemu_binaries when it plays QEMU (FakeQmp).
+// The test guest (tests/guest), built into BUILD/guest when missing or
+// stale; its directory, or "" (with the build's output as a test failure).
+inline std::string test_guest_dir() {
+  const std::string dir = binary_dir() + "/guest";
+  auto r = sh("bash " + source_dir() + "/tests/guest/build-guest.sh " + dir);
+  if (r.status == 0) return dir;
+  ADD_FAILURE() << "building the test guest failed:\n" << r.out;
+  return "";
+}
 inline std::string self_exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
 
 struct VmSpec {
@@ -272,6 +281,18 @@ class DaemonEnv {
     for (dev_t d : fds) seen += " " + std::to_string(::major(d)) + ":" + std::to_string(::minor(d));
     EXPECT_TRUE(ok) << "QEMU pid " << pid << " should hold " << queues << " fd(s) of macvtap " << ::major(dev) << ":"
                     << ::minor(dev) << " and no other macvtap; it holds:" << (seen.empty() ? " none" : seen);
+  }
+
+  // An uplink for passt, which copies the host's address and will not start
+  // without a default route: up0 (192.0.2.1/24, peer up1), default via
+  // 192.0.2.254, lo up.
+  void add_passt_uplink() {
+    ns_.ip("link add up0 type veth peer name up1");
+    ns_.ip("addr add 192.0.2.1/24 dev up0");
+    ns_.ip("link set up0 up");
+    ns_.ip("link set up1 up");
+    ns_.ip("link set lo up");
+    ns_.ip("route add default via 192.0.2.254 dev up0");
   }
 
   // A veth pair NAME / NAME-<random>, both up: NAME is the parent.

@@ -20,9 +20,8 @@ class GuestE2E : public ::testing::Test {
  protected:
   void SetUp() override {
     RELINK_REQUIRE_ROOT();
-    guest_dir_ = binary_dir() + "/guest";
-    auto r = sh("bash " + source_dir() + "/tests/guest/build-guest.sh " + guest_dir_);
-    ASSERT_EQ(r.status, 0) << "building the test guest failed:\n" << r.out;
+    guest_dir_ = test_guest_dir();
+    ASSERT_FALSE(guest_dir_.empty());
   }
 
   // Parent p0 in the host namespace; its veth peer p1 in the peer namespace
@@ -98,13 +97,7 @@ TEST_F(GuestE2E, GuestAnswersAgainAfterParentIsRecreated) {
 // only listens: the new passt learns its MAC from the announcement relinkd
 // asks QEMU for.
 TEST_F(GuestE2E, GuestReachedThroughPasstAgainAfterPasstIsKilled) {
-  // passt copies the host's address and needs a default route.
-  env.ns().ip("link add up0 type veth peer name up1");
-  env.ns().ip("addr add 192.0.2.1/24 dev up0");
-  env.ns().ip("link set up0 up");
-  env.ns().ip("link set up1 up");
-  env.ns().ip("link set lo up");
-  env.ns().ip("route add default via 192.0.2.254 dev up0");
+  env.add_passt_uplink();
   const std::string sock = env.dir() + "/vm1-net1.sock";
   DaemonEnv::write_file(env.config_path(), "[daemon]\ncontrol_socket = \"" + env.control() + "\"\nstate_dir = \"" +
                                                env.dir() + "/state\"\nnode_dir = \"" + env.dir() +

@@ -31,9 +31,8 @@ class LibvirtVms : public ::testing::Test {
  protected:
   void SetUp() override {
     RELINK_REQUIRE_ROOT();
-    guest_dir_ = binary_dir() + "/guest";
-    auto r = sh("bash " + source_dir() + "/tests/guest/build-guest.sh " + guest_dir_);
-    ASSERT_EQ(r.status, 0) << "building the test guest failed:\n" << r.out;
+    guest_dir_ = test_guest_dir();
+    ASSERT_FALSE(guest_dir_.empty());
     // libvirt opens a macvtap as /dev/tap<ifindex>: keep this namespace's
     // ifindexes clear of other namespaces'.
     push_ifindex(env.ns());

@@ -29,16 +29,9 @@ class QemuArgsE2E : public ::testing::Test {
  protected:
   void SetUp() override {
     RELINK_REQUIRE_ROOT();
-    guest_dir_ = binary_dir() + "/guest";
-    auto r = sh("bash " + source_dir() + "/tests/guest/build-guest.sh " + guest_dir_);
-    ASSERT_EQ(r.status, 0) << "building the test guest failed:\n" << r.out;
-    // passt needs an address and a default route in relinkd's namespace.
-    env.ns().ip("link add up0 type veth peer name up1");
-    env.ns().ip("addr add 192.0.2.1/24 dev up0");
-    env.ns().ip("link set up0 up");
-    env.ns().ip("link set up1 up");
-    env.ns().ip("link set lo up");
-    env.ns().ip("route add default via 192.0.2.254 dev up0");
+    guest_dir_ = test_guest_dir();
+    ASSERT_FALSE(guest_dir_.empty());
+    env.add_passt_uplink();
     env.add_veth_parent("p0");
   }
 

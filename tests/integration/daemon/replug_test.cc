@@ -25,9 +25,8 @@ class Replug : public ::testing::Test {
  protected:
   void SetUp() override {
     RELINK_REQUIRE_ROOT();
-    guest_dir_ = binary_dir() + "/guest";
-    auto r = sh("bash " + source_dir() + "/tests/guest/build-guest.sh " + guest_dir_);
-    ASSERT_EQ(r.status, 0) << "building the test guest failed:\n" << r.out;
+    guest_dir_ = test_guest_dir();
+    ASSERT_FALSE(guest_dir_.empty());
     vm.nic = "net0";
     vm.attach = "replug";
   }

@@ -23,13 +23,7 @@ class StateDirTest : public ::testing::Test {
  protected:
   void SetUp() override {
     RELINK_REQUIRE_ROOT();
-    // passt copies the uplink's addresses and needs a default route.
-    env.ns().ip("link add up0 type veth peer name up1");
-    env.ns().ip("addr add 192.0.2.1/24 dev up0");
-    env.ns().ip("link set up0 up");
-    env.ns().ip("link set up1 up");
-    env.ns().ip("link set lo up");
-    env.ns().ip("route add default via 192.0.2.254 dev up0");
+    env.add_passt_uplink();
   }
 
   std::string state() const { return env.dir() + "/state"; }
