@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "integration/daemon/daemon_env.h"
@@ -329,6 +330,54 @@ TEST_F(RelinkCtl, WifiParentIsWarnedInTheLogAndStatus) {
   // Only relinkd's view was changed: the test's sysfs shows a plain veth.
   EXPECT_EQ(env.ns().run("test -e /sys/class/net/p0/wireless").status, 1);
   EXPECT_EQ(env.ns().run("test -e /sys/class/net/p0/ifindex").status, 0);
+}
+
+// The keys of `relinkctl status --json` are the contract for relinkctl's
+// table, metrics and scripts: pinned here, kind by kind (a hub binding of a
+// connected VM; a replug and a passt binding of a VM whose QEMU is absent).
+TEST_F(RelinkCtl, StatusJsonKeySetIsPinned) {
+  env.add_veth_parent("p0");
+  VmSpec offline;
+  offline.name = "vm2";
+  offline.attach = "replug";
+  offline.mac = "52:54:00:12:34:57";
+  offline.extra = "[[vm.passt]]\nnetdev = \"net1\"\nmode = \"stream-server\"\nsocket = \"" + env.dir() +
+                  "/vm2-net1.sock\"\n";
+  env.write_config({vm, offline});
+  env.start_qemu(vm);
+  env.start_relinkd();
+  ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
+  ASSERT_TRUE(env.wait_state("vm-offline", 0, "vm2")) << env.explain();
+  auto keys = [](const nlohmann::json& j) {
+    std::set<std::string> out;
+    for (auto it = j.begin(); it != j.end(); ++it) out.insert(it.key());
+    return out;
+  };
+  using Keys = std::set<std::string>;
+  const auto st = env.status();
+  ASSERT_TRUE(st.is_object());
+  EXPECT_EQ(keys(st), (Keys{"version", "vms", "daemon", "libvirt"}));
+  EXPECT_EQ(keys(st["daemon"]), (Keys{"version", "config", "uptime_s", "netlink_overruns"}));
+  EXPECT_EQ(keys(st["libvirt"]), (Keys{"enabled"}));
+  ASSERT_EQ(st["vms"].size(), 2u) << st.dump();
+  const auto& v1 = st["vms"][0];
+  const auto& v2 = st["vms"][1];
+  EXPECT_EQ(keys(v1), (Keys{"name", "bindings", "source", "qmp", "qmp_socket", "qemu_pid"}));
+  EXPECT_EQ(keys(v2), (Keys{"name", "bindings", "source", "qmp", "qmp_socket", "qmp_error"}));
+  const Keys macvtap_common = {"kind", "nic", "state", "generation", "parent", "parent_ifindex", "macvtap",
+                               "macvtap_ifindex", "mode", "mac", "attach", "attaches", "failures",
+                               "failures_total", "follow_carrier", "last_error", "warning", "last_reattach_ms",
+                               "carrier", "link", "parent_mac"};
+  Keys hub = macvtap_common;
+  hub.insert("hub");
+  Keys replug = macvtap_common;
+  replug.insert({"queues", "release_timeout_s", "last_release_ms", "last_own_ms"});
+  EXPECT_EQ(keys(v1["bindings"][0]), hub);
+  ASSERT_EQ(v2["bindings"].size(), 2u) << st.dump();
+  EXPECT_EQ(keys(v2["bindings"][0]), replug);
+  EXPECT_EQ(keys(v2["bindings"][1]),
+            (Keys{"kind", "netdev", "mode", "state", "generation", "socket", "runas", "restarts", "failures",
+                  "failures_total", "pid", "last_error", "last_exit", "last_recovery_ms"}));
 }
 
 }  // namespace
