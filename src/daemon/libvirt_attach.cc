@@ -155,7 +155,7 @@ void LibvirtAttacher::detach(const config::MacvtapBinding& b, uint64_t, int, boo
 void LibvirtAttacher::release(const config::MacvtapBinding& b, uint64_t, std::function<void(ReleaseResult)> done) {
   auto it = last_seen_.find(b.mac);
   const std::string alias = it != last_seen_.end() ? it->second.alias : b.nic;
-  source_.detach(domain_, alias, [done](libvirt::Source::DetachResult r) {
+  source_.detach(domain_, alias, [done](libvirt::Connection::DetachResult r) {
     if (r.ok) done({});
     else if (r.not_found) done(ReleaseResult{true, {}});
     // Asked before (a release that timed out, or one from before a libvirtd

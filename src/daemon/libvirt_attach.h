@@ -17,7 +17,7 @@
 
 #include "config/config.h"
 #include "daemon/attacher.h"
-#include "libvirt/libvirt_source.h"
+#include "libvirt/libvirt_connection.h"
 #include "macvtap/macvtap_factory.h"
 #include "util/defer_queue.h"
 
@@ -25,7 +25,7 @@ namespace relink::daemon {
 
 class LibvirtAttacher final : public Attacher {
  public:
-  LibvirtAttacher(libvirt::Source& source, macvtap::MacvtapFactory& factory, DeferQueue& defer, std::string domain)
+  LibvirtAttacher(libvirt::Connection& source, macvtap::MacvtapFactory& factory, DeferQueue& defer, std::string domain)
       : source_(source), factory_(factory), defer_(defer), domain_(std::move(domain)) {}
 
   // The domain's latest live description. An interface that is missing from
@@ -55,7 +55,7 @@ class LibvirtAttacher final : public Attacher {
   void set_link(const config::MacvtapBinding& b, bool up) override;
 
  private:
-  libvirt::Source& source_;
+  libvirt::Connection& source_;
   macvtap::MacvtapFactory& factory_;
   DeferQueue& defer_;
   std::string domain_;

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include "libvirt/libvirt_source.h"
+// The libvirt connection's thread, its requests and its results posted to the loop.
+#include "libvirt/libvirt_connection.h"
 
 #include <fcntl.h>
 #include <libvirt/libvirt.h>
@@ -61,8 +62,8 @@ int read_qemu_pid(const std::string& pid_dir, const std::string& domain) {
 }  // namespace
 
 // State owned by the libvirt thread alone.
-struct Source::Thread {
-  Source* src = nullptr;
+struct Connection::Thread {
+  Connection* src = nullptr;
   virConnectPtr conn = nullptr;
   std::vector<int> event_ids;
   int wake_watch = -1;
@@ -87,10 +88,10 @@ struct Source::Thread {
   static void on_device_removal_failed(virConnectPtr, virDomainPtr dom, const char* alias, void* opaque);
 };
 
-Source::Source(sd_event* loop, SourceOptions opts, Callbacks cbs)
+Connection::Connection(sd_event* loop, ConnectionOptions opts, Callbacks cbs)
     : loop_(loop), opts_(std::move(opts)), cbs_(std::move(cbs)) {}
 
-Source::~Source() {
+Connection::~Connection() {
   if (thread_.joinable()) {
     stop_ = true;
     const char c = 'x';
@@ -99,11 +100,11 @@ Source::~Source() {
   }
 }
 
-bool Source::follows(const std::string& domain) const {
+bool Connection::follows(const std::string& domain) const {
   return opts_.domains.empty() || std::find(opts_.domains.begin(), opts_.domains.end(), domain) != opts_.domains.end();
 }
 
-Result<void> Source::start() {
+Result<void> Connection::start() {
   static std::once_flag once;
   static int registered = 0;
   // libvirt's event loop is process-wide; it must exist before any connection.
@@ -119,7 +120,7 @@ Result<void> Source::start() {
   wake_read_ = UniqueFd(p[0]);
   wake_write_ = UniqueFd(p[1]);
   sd_event_source* s = nullptr;
-  if (int r = sd_event_add_io(loop_, &s, results_fd_.get(), EPOLLIN, &Source::on_results, this); r < 0)
+  if (int r = sd_event_add_io(loop_, &s, results_fd_.get(), EPOLLIN, &Connection::on_results, this); r < 0)
     return Error::from_errno(-r, "sd_event_add_io");
   results_source_.reset(s);
   thread_state_ = std::make_unique<Thread>();
@@ -139,7 +140,7 @@ Result<void> Source::start() {
   return ok();
 }
 
-void Source::post_job(std::function<void(Thread&)> job) {
+void Connection::post_job(std::function<void(Thread&)> job) {
   {
     std::lock_guard lk(mu_);
     jobs_.push_back(std::move(job));
@@ -148,7 +149,7 @@ void Source::post_job(std::function<void(Thread&)> job) {
   (void)!write(wake_write_.get(), &c, 1);
 }
 
-void Source::post_result(std::function<void()> fn) {
+void Connection::post_result(std::function<void()> fn) {
   {
     std::lock_guard lk(mu_);
     results_.push_back(std::move(fn));
@@ -157,8 +158,8 @@ void Source::post_result(std::function<void()> fn) {
   (void)!write(results_fd_.get(), &one, sizeof one);
 }
 
-int Source::on_results(sd_event_source*, int fd, uint32_t, void* userdata) {
-  auto* self = static_cast<Source*>(userdata);
+int Connection::on_results(sd_event_source*, int fd, uint32_t, void* userdata) {
+  auto* self = static_cast<Connection*>(userdata);
   uint64_t n;
   (void)!read(fd, &n, sizeof n);
   std::deque<std::function<void()>> batch;
@@ -170,7 +171,7 @@ int Source::on_results(sd_event_source*, int fd, uint32_t, void* userdata) {
   return 0;
 }
 
-void Source::detach(const std::string& domain, const std::string& alias, std::function<void(DetachResult)> done) {
+void Connection::detach(const std::string& domain, const std::string& alias, std::function<void(DetachResult)> done) {
   post_job([domain, alias, done = std::move(done)](Thread& t) {
     DetachResult r;
     logger()->debug("{}: detach {}", domain, alias);
@@ -189,7 +190,7 @@ void Source::detach(const std::string& domain, const std::string& alias, std::fu
   });
 }
 
-void Source::attach(const std::string& domain, const std::string& xml, std::function<void(Result<DomainInfo>)> done) {
+void Connection::attach(const std::string& domain, const std::string& xml, std::function<void(Result<DomainInfo>)> done) {
   post_job([domain, xml, done = std::move(done)](Thread& t) {
     logger()->debug("{}: attach device", domain);
     DomainPtr dom(t.conn ? virDomainLookupByName(t.conn, domain.c_str()) : nullptr);
@@ -203,7 +204,7 @@ void Source::attach(const std::string& domain, const std::string& xml, std::func
   });
 }
 
-void Source::update(const std::string& domain, const std::string& xml, std::function<void(Result<void>)> done) {
+void Connection::update(const std::string& domain, const std::string& xml, std::function<void(Result<void>)> done) {
   post_job([domain, xml, done = std::move(done)](Thread& t) {
     logger()->debug("{}: update device", domain);
     DomainPtr dom(t.conn ? virDomainLookupByName(t.conn, domain.c_str()) : nullptr);
@@ -217,7 +218,7 @@ void Source::update(const std::string& domain, const std::string& xml, std::func
   });
 }
 
-void Source::refresh(const std::string& domain) {
+void Connection::refresh(const std::string& domain) {
   post_job([domain](Thread& t) {
     if (!t.conn) return;
     DomainPtr dom(virDomainLookupByName(t.conn, domain.c_str()));
@@ -233,7 +234,7 @@ void Source::refresh(const std::string& domain) {
 
 // --- the libvirt thread ---
 
-void Source::Thread::connect() {
+void Connection::Thread::connect() {
   reconnect_timer = -1;
   conn = virConnectOpen(src->opts_.uri.c_str());
   if (!conn) {
@@ -295,7 +296,7 @@ void Source::Thread::connect() {
   });
 }
 
-void Source::Thread::disconnect(const std::string& why) {
+void Connection::Thread::disconnect(const std::string& why) {
   if (!conn) return;
   for (int id : event_ids) virConnectDomainEventDeregisterAny(conn, id);
   event_ids.clear();
@@ -310,13 +311,13 @@ void Source::Thread::disconnect(const std::string& why) {
   });
 }
 
-void Source::Thread::schedule_reconnect() {
+void Connection::Thread::schedule_reconnect() {
   if (src->stop_ || reconnect_timer >= 0) return;
   backoff_ms = backoff_ms ? std::min(backoff_ms * 2, src->opts_.reconnect_max_ms) : src->opts_.reconnect_min_ms;
   reconnect_timer = virEventAddTimeout(static_cast<int>(backoff_ms), &Thread::on_reconnect, this, nullptr);
 }
 
-void Source::Thread::on_reconnect(int timer, void* opaque) {
+void Connection::Thread::on_reconnect(int timer, void* opaque) {
   auto* t = static_cast<Thread*>(opaque);
   virEventRemoveTimeout(timer);
   t->reconnect_timer = -1;
@@ -327,7 +328,7 @@ void Source::Thread::on_reconnect(int timer, void* opaque) {
   if (!t->src->stop_ && !t->conn) t->connect();
 }
 
-void Source::Thread::on_close(virConnectPtr, int reason, void* opaque) {
+void Connection::Thread::on_close(virConnectPtr, int reason, void* opaque) {
   auto* t = static_cast<Thread*>(opaque);
   logger()->debug("connection to libvirtd closed (reason {})", reason);
   // The connection may not be closed from inside its own callback: from a
@@ -339,7 +340,7 @@ void Source::Thread::on_close(virConnectPtr, int reason, void* opaque) {
   }
 }
 
-void Source::Thread::on_wake(int, int fd, int, void* opaque) {
+void Connection::Thread::on_wake(int, int fd, int, void* opaque) {
   auto* t = static_cast<Thread*>(opaque);
   char buf[64];
   while (::read(fd, buf, sizeof buf) > 0) {
@@ -347,7 +348,7 @@ void Source::Thread::on_wake(int, int fd, int, void* opaque) {
   t->run_jobs();
 }
 
-void Source::Thread::run_jobs() {
+void Connection::Thread::run_jobs() {
   for (;;) {
     std::function<void(Thread&)> job;
     {
@@ -368,7 +369,7 @@ void Source::Thread::run_jobs() {
   }
 }
 
-Result<DomainInfo> Source::Thread::read(virDomainPtr dom) {
+Result<DomainInfo> Connection::Thread::read(virDomainPtr dom) {
   char* xml = virDomainGetXMLDesc(dom, 0);
   if (!xml) return Error{EIO, last_libvirt_error("cannot read the domain's XML")};
   auto parsed = parse_domain(xml);
@@ -382,7 +383,7 @@ Result<DomainInfo> Source::Thread::read(virDomainPtr dom) {
   return info;
 }
 
-void Source::Thread::report(virDomainPtr dom) {
+void Connection::Thread::report(virDomainPtr dom) {
   const char* cname = virDomainGetName(dom);
   const std::string name = cname ? cname : "";
   if (name.empty() || !src->follows(name)) return;
@@ -402,7 +403,7 @@ void Source::Thread::report(virDomainPtr dom) {
   });
 }
 
-int Source::Thread::on_lifecycle(virConnectPtr, virDomainPtr dom, int event, int, void* opaque) {
+int Connection::Thread::on_lifecycle(virConnectPtr, virDomainPtr dom, int event, int, void* opaque) {
   auto* t = static_cast<Thread*>(opaque);
   const char* cname = virDomainGetName(dom);
   const std::string name = cname ? cname : "";
@@ -422,11 +423,11 @@ int Source::Thread::on_lifecycle(virConnectPtr, virDomainPtr dom, int event, int
   return 0;
 }
 
-void Source::Thread::on_device_added(virConnectPtr, virDomainPtr dom, const char*, void* opaque) {
+void Connection::Thread::on_device_added(virConnectPtr, virDomainPtr dom, const char*, void* opaque) {
   static_cast<Thread*>(opaque)->report(dom);
 }
 
-void Source::Thread::on_device_removed(virConnectPtr, virDomainPtr dom, const char* alias, void* opaque) {
+void Connection::Thread::on_device_removed(virConnectPtr, virDomainPtr dom, const char* alias, void* opaque) {
   auto* t = static_cast<Thread*>(opaque);
   const char* cname = virDomainGetName(dom);
   const std::string name = cname ? cname : "", a = alias ? alias : "";
@@ -437,7 +438,7 @@ void Source::Thread::on_device_removed(virConnectPtr, virDomainPtr dom, const ch
   t->report(dom);
 }
 
-void Source::Thread::on_device_removal_failed(virConnectPtr, virDomainPtr dom, const char* alias, void* opaque) {
+void Connection::Thread::on_device_removal_failed(virConnectPtr, virDomainPtr dom, const char* alias, void* opaque) {
   auto* t = static_cast<Thread*>(opaque);
   const char* cname = virDomainGetName(dom);
   const std::string name = cname ? cname : "", a = alias ? alias : "";

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// libvirt as a source of VMs: one thread owns the connection to libvirtd,
+// The connection to libvirtd: one thread owns it,
 // runs libvirt's event loop, follows the running domains and carries out
 // requests (detach, attach, link updates). Everything it learns is posted
 // back to relinkd's sd-event loop, so libvirt's synchronous RPCs never block
@@ -32,7 +32,7 @@ struct DomainInfo {
   bool paused = false;  // not running guest code (paused, suspended, ...)
 };
 
-struct SourceOptions {
+struct ConnectionOptions {
   std::string uri = "qemu:///system";
   std::vector<std::string> domains;            // empty: every running domain
   std::string pid_dir = "/run/libvirt/qemu";   // where libvirt keeps <domain>.pid
@@ -40,7 +40,7 @@ struct SourceOptions {
   unsigned reconnect_max_ms = 5000;
 };
 
-class Source {
+class Connection {
  public:
   // All called from relinkd's loop.
   struct Callbacks {
@@ -57,15 +57,15 @@ class Source {
     std::function<void(const std::string& domain, const std::string& alias)> on_device_removal_failed;
   };
 
-  Source(sd_event* loop, SourceOptions opts, Callbacks cbs);
-  ~Source();  // stops the thread; the connection is closed
-  Source(const Source&) = delete;
-  Source& operator=(const Source&) = delete;
+  Connection(sd_event* loop, ConnectionOptions opts, Callbacks cbs);
+  ~Connection();  // stops the thread; the connection is closed
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
 
   Result<void> start();
   bool connected() const { return connected_; }
   const std::string& last_error() const { return last_error_; }
-  const SourceOptions& options() const { return opts_; }
+  const ConnectionOptions& options() const { return opts_; }
   // Whether a domain of this name is followed (the `domains` list).
   bool follows(const std::string& domain) const;
 
@@ -91,7 +91,7 @@ class Source {
   static int on_results(sd_event_source*, int, uint32_t, void* userdata);
 
   sd_event* loop_;
-  SourceOptions opts_;
+  ConnectionOptions opts_;
   Callbacks cbs_;
   bool connected_ = false;
   std::string last_error_ = "not connected yet";

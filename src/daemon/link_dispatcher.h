@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// From the host's links to the bindings: each netlink batch is turned into
+// the engine events of every macvtap binding it concerns (its parent's new
+// ifindex or carrier, its parent or its macvtap gone), and the attaches it
+// causes run together, every macvtap made before any is handed to its QEMU.
+#pragma once
+
+#include <cstdint>
+#include <unordered_set>
+#include <vector>
+
+#include "daemon/services.h"
+#include "daemon/vm_table.h"
+#include "netlink/link_table.h"
+#include "netlink/link_watcher.h"
+#include "util/guard.h"
+
+namespace relink::daemon {
+
+class LinkDispatcher final : public Links {
+ public:
+  LinkDispatcher(const netlink::LinkTable& table, VmTable& vms) : table_(table), vms_(vms) {}
+
+  // One netlink batch (LinkWatcher's callback).
+  void on_links(const std::vector<netlink::LinkEvent>& events);
+
+  int resolve_parent(const config::MacvtapBinding& b) const override;
+  const netlink::LinkInfo* link(int ifindex) const override { return ifindex ? table_.find(ifindex) : nullptr; }
+  const netlink::LinkInfo* link_by_name(const std::string& name) const override { return table_.find_by_name(name); }
+  void queue_attach(MacvtapRunner& runner, const engine::Attach& a) override;
+
+ private:
+  void parent_changed(MacvtapRunner& b, uint64_t now);
+  void link_removed(ManagedVm& vm, MacvtapRunner& b, int ifindex, uint64_t now);
+  void run_attaches();
+
+  const netlink::LinkTable& table_;
+  VmTable& vms_;
+  // Parents the kernel has already unlisted while the link table, which
+  // learns of it from the parent's own RTM_DELLINK, still holds them.
+  std::unordered_set<int> dead_parents_;
+  struct QueuedAttach {
+    MacvtapRunner* runner = nullptr;
+    std::weak_ptr<char> alive;
+    uint64_t generation = 0;
+    int parent_ifindex = 0;
+    bool link_up = true;
+  };
+  std::vector<QueuedAttach> queued_;
+  bool in_batch_ = false;
+};
+
+}  // namespace relink::daemon

@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// What every managed VM does alike: its bindings' lookup, status, reattach,
+// and the one path a released NIC takes.
+#include "daemon/vm.h"
+
+#include "util/log.h"
+#include "util/untrusted.h"
+
+namespace relink::daemon {
+
+nlohmann::json refused(const std::string& why) { return {{"ok", false}, {"error", why}}; }
+nlohmann::json done(nlohmann::json result) { return {{"ok", true}, {"result", std::move(result)}}; }
+
+std::shared_ptr<spdlog::logger> ManagedVm::origin_logger() const { return log::get("daemon"); }
+
+MacvtapRunner& ManagedVm::add_macvtap(const config::MacvtapBinding& cfg, Attacher& attacher) {
+  macvtaps_.push_back(std::make_unique<MacvtapRunner>(*this, cfg, attacher, s_));
+  return *macvtaps_.back();
+}
+
+MacvtapRunner* ManagedVm::find_macvtap(const std::string& nic) {
+  for (auto& b : macvtaps_)
+    if (b->cfg().nic == nic) return b.get();
+  return nullptr;
+}
+
+PasstRunner* ManagedVm::find_passt(const std::string& netdev) {
+  for (auto& p : passts_)
+    if (p->cfg().netdev == netdev) return p.get();
+  return nullptr;
+}
+
+void ManagedVm::macvtap_gone(MacvtapRunner& b, int ifindex, uint64_t now_us) {
+  b.feed(engine::LinkRemoved{ifindex}, now_us);
+}
+
+void ManagedVm::released(MacvtapRunner& b) {
+  if (!b.released()) unasked_release(b);
+}
+
+void ManagedVm::restart_failed() {
+  for (auto& b : macvtaps_)
+    if (b->engine().state() == engine::State::Failed) b->feed(engine::ReattachRequested{});
+}
+
+nlohmann::json ManagedVm::reattach(const std::string& nic) {
+  // Which bindings: all, or the one named (checked before anything is done).
+  std::string names;
+  bool found = nic.empty();
+  for (auto& b : macvtaps_) {
+    names += (names.empty() ? "" : ", ") + b->cfg().nic;
+    found = found || b->cfg().nic == nic;
+  }
+  for (auto& p : passts_) {
+    names += (names.empty() ? "" : ", ") + p->cfg().netdev;
+    found = found || p->cfg().netdev == nic;
+  }
+  if (!found)
+    return refused("VM '" + name() + "' has no binding for NIC or netdev '" + untrusted::safe_text(nic, 64) + "'" +
+                   (names.empty() ? " (it has none)" : " (it has: " + names + ")"));
+  if (!connected()) return refused("VM '" + name() + "' is offline (" + offline_reason() + ")");
+  nlohmann::json list = nlohmann::json::array();
+  for (auto& b : macvtaps_)
+    if (nic.empty() || b->cfg().nic == nic) {
+      const uint64_t gen = b->engine().generation();
+      b->feed(engine::ReattachRequested{});
+      list.push_back({{"kind", "macvtap"}, {"nic", b->cfg().nic}, {"generation_before", gen}});
+    }
+  for (auto& p : passts_)
+    if (nic.empty() || p->cfg().netdev == nic) {
+      if (p->refused()) {
+        if (!nic.empty()) return refused(p->name() + ": " + p->engine().last_error());
+        continue;
+      }
+      const uint64_t gen = p->engine().generation();
+      p->reset();
+      list.push_back({{"kind", "passt"}, {"netdev", p->cfg().netdev}, {"generation_before", gen}});
+    }
+  if (list.empty()) return refused("VM '" + name() + "' has no binding relinkd can reattach");
+  return done({{"vm", name()}, {"bindings", std::move(list)}});
+}
+
+nlohmann::json ManagedVm::status() const {
+  nlohmann::json bindings = nlohmann::json::array();
+  for (const auto& b : macvtaps_) bindings.push_back(b->status());
+  for (const auto& p : passts_) bindings.push_back(p->status());
+  return {{"name", name()}, {"bindings", std::move(bindings)}};
+}
+
+}  // namespace relink::daemon
