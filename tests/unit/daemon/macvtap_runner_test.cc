@@ -7,16 +7,17 @@
 
 #include <gtest/gtest.h>
 
-#include <linux/if.h>
-
 #include <deque>
 
 #include "daemon/vm.h"
+#include "support/fake_links.h"
 #include "netlink/link.h"
 #include "util/sd_event.h"
 
 namespace relink::daemon {
 namespace {
+
+using test::FakeLinks;
 
 // Records every call; answers hand_over and release when the test says so.
 class FakeAttacher final : public Attacher {
@@ -49,24 +50,6 @@ class FakeAttacher final : public Attacher {
   // lo: the runner asks the kernel whether the macvtap it was told of exists.
   int next_ifindex = 1;
   bool fail_create = false;
-};
-
-// One parent, ifindex 5 named eth0; attaches run at once.
-class FakeLinks final : public Links {
- public:
-  FakeLinks() {
-    eth0.ifindex = 5;
-    eth0.name = "eth0";
-    eth0.flags = IFF_UP | IFF_LOWER_UP;
-  }
-  int resolve_parent(const config::MacvtapBinding& b) const override { return present && b.parent == "eth0" ? 5 : 0; }
-  const netlink::LinkInfo* link(int ifindex) const override { return present && ifindex == 5 ? &eth0 : nullptr; }
-  const netlink::LinkInfo* link_by_name(const std::string& n) const override { return link(n == "eth0" ? 5 : 0); }
-  void queue_attach(MacvtapRunner& r, const engine::Attach& a) override {
-    if (r.attach_still_wanted(a.generation)) r.hand_over(a.generation, r.create(a.parent_ifindex), a.link_up);
-  }
-  netlink::LinkInfo eth0;
-  bool present = true;
 };
 
 class FakeVm final : public ManagedVm {

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "support/fake_factory.h"
 #include "support/fake_qmp.h"
 
 namespace relink::daemon {
@@ -22,6 +23,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using json = nlohmann::json;
+using test::FakeFactory;
 using test::FakeQmp;
 using test::run_until;
 
@@ -61,39 +63,6 @@ TEST(ReplugHelpers, MacvtapLinkFromSysDevChar) {
                           "../../devices/virtual/net/mvl0/macvtap/tap5x", "../../devices/virtual/net/mvl0/macvtap/tap-5"})
     EXPECT_FALSE(parse_macvtap_link(bad)) << bad;
 }
-
-// Records what the attacher asks of the kernel; hands out pipe fds as queues.
-class FakeFactory final : public macvtap::MacvtapFactory {
- public:
-  Result<macvtap::Macvtap> create(const macvtap::MacvtapSpec& spec) override {
-    specs.push_back(spec);
-    if (fail_create) return Error{EEXIST, "create macvtap " + spec.name + ": File exists"};
-    macvtap::Macvtap m;
-    m.ifindex = next_ifindex++;
-    m.name = spec.name;
-    m.dev = makedev(246, static_cast<unsigned>(m.ifindex));
-    for (unsigned q = 0; q < spec.queues; ++q) {
-      int p[2];
-      if (pipe2(p, O_CLOEXEC) != 0) return Error::last("pipe2");
-      close(p[1]);
-      m.fds.emplace_back(p[0]);
-    }
-    return m;
-  }
-  Result<void> remove(int ifindex) override {
-    removed.push_back(ifindex);
-    return {};
-  }
-  Result<std::optional<macvtap::ExistingMacvtap>> find(const std::string& name) override {
-    found.push_back(name);
-    return std::optional<macvtap::ExistingMacvtap>{};
-  }
-  std::vector<macvtap::MacvtapSpec> specs;
-  std::vector<int> removed;
-  std::vector<std::string> found;
-  bool fail_create = false;
-  int next_ifindex = 40;
-};
 
 class ReplugAttachUnit : public ::testing::Test {
  protected:
