@@ -407,9 +407,12 @@ std::function<void(AttachResult)> Daemon::attach_done(const std::string& vm_name
       if (++bb->attaches > 1) recovery_["macvtap"].observe(bb->last_reattach_ms / 1000.0);
     }
     feed(*v, *bb, engine::AttachSucceeded{gen, r.macvtap_ifindex});
-    if (bb->engine.state() == engine::State::Attached)
-      logger()->info("{}/{}: attached generation {} on {} in {:.2f} ms", vm_name, nic, gen, bb->cfg.parent,
-                     bb->last_reattach_ms);
+    if (bb->engine.state() == engine::State::Attached) {
+      // The parent's own name: a parent_mac binding's may be anything.
+      const netlink::LinkInfo* parent = links_->table().find(bb->engine.parent_ifindex());
+      logger()->info("{}/{}: attached generation {} on {} in {:.2f} ms", vm_name, nic, gen,
+                     parent ? parent->name : bb->cfg.parent, bb->last_reattach_ms);
+    }
     if (!r.wrong_tap.empty() && gen == bb->engine.generation()) {
       // The guest's NIC has some other tap: plug it in again (libvirt's next
       // macvtap gets another ifindex), a few times.
@@ -771,6 +774,7 @@ nlohmann::json Daemon::status() const {
           {"generation", e.generation()},
           {"parent", b->cfg.parent},
           {"parent_ifindex", e.parent_ifindex()},
+          {"parent_name", nullptr},
           {"macvtap", b->cfg.macvtap},
           {"macvtap_ifindex", e.macvtap_ifindex()},
           {"mode", macvtap::mode_name(b->cfg.mode)},
@@ -786,6 +790,10 @@ nlohmann::json Daemon::status() const {
       if (b->cfg.macvtap.empty()) j["macvtap"] = nullptr;
       auto ms_or_null = [](double ms) { return ms >= 0 ? nlohmann::json(ms) : nlohmann::json(nullptr); };
       j["last_reattach_ms"] = ms_or_null(b->last_reattach_ms);
+      // What the parent is called now (a parent_mac binding follows a NIC
+      // whatever its name).
+      if (const netlink::LinkInfo* l = e.parent_ifindex() ? links_->table().find(e.parent_ifindex()) : nullptr)
+        j["parent_name"] = l->name;
       // The parent's carrier as relinkd last saw it (null: no parent).
       j["carrier"] = e.parent_ifindex() ? nlohmann::json(e.carrier()) : nlohmann::json(nullptr);
       j["link"] = e.link_up() ? nlohmann::json(*e.link_up() ? "up" : "down") : nlohmann::json(nullptr);
