@@ -56,7 +56,8 @@ chmod 755 "$tmp"
 
 # --- the kernel: the same package as the test guest's; its vmlinux comes
 # from tests/guest/build-guest.sh, given this .deb
-mkdir "$tmp/deb" && chown _apt "$tmp/deb" 2>/dev/null || true
+mkdir "$tmp/deb"
+chown _apt "$tmp/deb" 2>/dev/null || true  # apt-get download runs as _apt
 log "downloading $kpkg $kver"
 (cd "$tmp/deb" && apt-get download -qq "$kpkg" >&2) ||
   { apt-get update -qq >&2; (cd "$tmp/deb" && apt-get download -qq "$kpkg" >&2); } || die "apt-get download $kpkg failed"

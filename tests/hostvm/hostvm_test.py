@@ -5,7 +5,7 @@
 A host VM booted under TCG (tests/hostvm/build-hostvm.sh: Debian's kernel
 and modules, Debian 12 with udev, D-Bus, NetworkManager and QEMU) gets
 relinkd and relinkctl from this build over 9p. Inside, relinkd manages five
-nested QEMUs (paused, hub attach) whose macvtaps sit on what a laptop has:
+nested QEMUs (hub attach, on a BIOS that halts) whose macvtaps sit on what a laptop has:
 a dock NIC (a virtio-net-pci on its own pcie-root-port, unplugged and
 plugged back over the host VM's QMP: a real driver, a permanent MAC, a
 slot name from udev), a VLAN that NetworkManager owns on it, a bond of two
