@@ -27,6 +27,8 @@ packages=(
   python3 python3-prometheus-client ccache
   # tests/systemd: a Debian rootfs booted under systemd-nspawn, status read with jq
   debootstrap systemd-container jq
+  # tests/hostvm: the host VM's root filesystem as an ext4 image
+  e2fsprogs
   # the Debian package (scripts/build-deb.sh, debian/) and its lint
   dpkg-dev debhelper fakeroot lintian
 )

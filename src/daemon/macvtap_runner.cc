@@ -152,8 +152,12 @@ void MacvtapRunner::attach_done(uint64_t gen, const AttachResult& r) {
     if (++attaches_ > 1) s_.reporter->recovered("macvtap", last_reattach_ms_ / 1000.0);
   }
   feed(engine::AttachSucceeded{gen, r.macvtap_ifindex});
-  if (engine_.state() == engine::State::Attached)
-    logger()->info("{}: attached generation {} on {} in {:.2f} ms", name(), gen, cfg_.parent, last_reattach_ms_);
+  if (engine_.state() == engine::State::Attached) {
+    // The parent's own name: a parent_mac binding's may be anything.
+    const netlink::LinkInfo* parent = s_.links->link(engine_.parent_ifindex());
+    logger()->info("{}: attached generation {} on {} in {:.2f} ms", name(), gen, parent ? parent->name : cfg_.parent,
+                   last_reattach_ms_);
+  }
   if (!r.wrong_tap.empty() && gen == engine_.generation()) {
     // The guest's NIC has some other tap: plug it in again (libvirt's next
     // macvtap gets another ifindex), a few times.
@@ -203,6 +207,7 @@ nlohmann::json MacvtapRunner::status() const {
       {"generation", e.generation()},
       {"parent", cfg_.parent},
       {"parent_ifindex", e.parent_ifindex()},
+      {"parent_name", nullptr},
       {"macvtap", cfg_.macvtap},
       {"macvtap_ifindex", e.macvtap_ifindex()},
       {"mode", macvtap::mode_name(cfg_.mode)},
@@ -217,6 +222,9 @@ nlohmann::json MacvtapRunner::status() const {
   j["warning"] = warning_.empty() ? nlohmann::json(nullptr) : nlohmann::json(warning_);
   if (cfg_.macvtap.empty()) j["macvtap"] = nullptr;
   j["last_reattach_ms"] = ms_or_null(last_reattach_ms_);
+  // What the parent is called now (a parent_mac binding follows a NIC
+  // whatever its name).
+  if (const netlink::LinkInfo* l = s_.links->link(e.parent_ifindex())) j["parent_name"] = l->name;
   // The parent's carrier as relinkd last saw it (null: no parent).
   j["carrier"] = e.parent_ifindex() ? nlohmann::json(e.carrier()) : nlohmann::json(nullptr);
   j["link"] = e.link_up() ? nlohmann::json(*e.link_up() ? "up" : "down") : nlohmann::json(nullptr);

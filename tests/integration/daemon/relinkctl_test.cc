@@ -364,7 +364,7 @@ TEST_F(RelinkCtl, StatusJsonKeySetIsPinned) {
   const auto& v2 = st["vms"][1];
   EXPECT_EQ(keys(v1), (Keys{"name", "bindings", "source", "qmp", "qmp_socket", "qemu_pid"}));
   EXPECT_EQ(keys(v2), (Keys{"name", "bindings", "source", "qmp", "qmp_socket", "qmp_error"}));
-  const Keys macvtap_common = {"kind", "nic", "state", "generation", "parent", "parent_ifindex", "macvtap",
+  const Keys macvtap_common = {"kind", "nic", "state", "generation", "parent", "parent_ifindex", "parent_name", "macvtap",
                                "macvtap_ifindex", "mode", "mac", "attach", "attaches", "failures",
                                "failures_total", "follow_carrier", "last_error", "warning", "last_reattach_ms",
                                "carrier", "link", "parent_mac"};
