@@ -47,6 +47,8 @@ void HubAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generation
   const std::string fdn = fd_name(b.nic, generation), tap = tap_id(b.nic, generation),
                     up = uplink_id(b.nic, generation);
 
+  // One write for the four: QEMU wakes once (as the floor of reattach_bench does).
+  qemu::QmpClient::Batch batch(qmp_);
   qmp_.execute("getfd", {{"fdname", fdn}}, [op](qemu::QmpReply r) {
     if (r) op->getfd = true;
     else op->fail("getfd", r);
@@ -84,6 +86,7 @@ void HubAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generation
 void HubAttacher::detach(const config::MacvtapBinding& b, uint64_t generation, int macvtap_ifindex,
                          bool link_down) {
   if (qmp_.connected()) {
+    qemu::QmpClient::Batch batch(qmp_);
     if (link_down) qmp_.execute("set_link", {{"name", b.nic}, {"up", false}}, [](qemu::QmpReply) {});
     delete_netdev(qmp_, uplink_id(b.nic, generation));
     delete_netdev(qmp_, tap_id(b.nic, generation));

@@ -450,11 +450,19 @@ void QmpClient::execute(const std::string& command, nlohmann::json arguments,
   it->second.timer.reset(timer);
 
   queue_line(std::move(line), std::move(dup));
+  if (corked_) return;
   // A hard write error is not handled here (that would run callbacks inside
   // execute()): the bytes stay queued with EPOLLOUT on, the io handler's next
   // write fails the same way and ends the session.
   (void)flush();
   update_io_events();
+}
+
+QmpClient::Batch::~Batch() {
+  if (--client_.corked_ || client_.state_ != State::Ready) return;
+  // As in execute(): a write error ends the session from the io handler.
+  (void)client_.flush();
+  client_.update_io_events();
 }
 
 void QmpClient::queue_line(std::string line, UniqueFd fd) {

@@ -110,6 +110,20 @@ class QmpClient {
   void execute(const std::string& command, nlohmann::json arguments,
                std::function<void(QmpReply)> cb, int fd = -1);
 
+  // Commands executed while a Batch lives are written when the outermost
+  // one ends, in as few sendmsg calls as fd passing allows (an fd starts a
+  // new one): QEMU then wakes once for a hand-over, not once per command.
+  class Batch {
+   public:
+    explicit Batch(QmpClient& client) : client_(client) { ++client_.corked_; }
+    ~Batch();
+    Batch(const Batch&) = delete;
+    Batch& operator=(const Batch&) = delete;
+
+   private:
+    QmpClient& client_;
+  };
+
  private:
   enum class State {
     Idle,         // not started, or stopped
@@ -130,6 +144,8 @@ class QmpClient {
     std::string bytes;
     UniqueFd fd;  // dup'ed fd to send with the first byte of this chunk
   };
+
+  unsigned corked_ = 0;  // Batches alive
 
   static int on_io(sd_event_source*, int, uint32_t, void*);
   static int on_timer(sd_event_source*, uint64_t, void*);

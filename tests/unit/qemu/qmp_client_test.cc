@@ -158,6 +158,37 @@ TEST_F(QmpClientTest, GreetingThenCapabilitiesThenConnected) {
   EXPECT_EQ(disconnected_, 0);
 }
 
+// A Batch holds commands back until it ends; then they go out together, an
+// fd still on its own command's first byte.
+TEST_F(QmpClientTest, ABatchWritesItsCommandsWhenItEnds) {
+  fake();
+  fake_->expect("getfd", {{"fdname", "relink-nic0-1"}}).returns();
+  fake_->expect("netdev_add", {{"id", "nic0.tap1"}}).returns();
+  fake_->expect("set_link", {{"name", "nic0"}}).returns();
+  connect();
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  Outcome a, b, c;
+  {
+    QmpClient::Batch outer(*client_);
+    {
+      QmpClient::Batch inner(*client_);
+      a = run("getfd", {{"fdname", "relink-nic0-1"}}, p[0]);
+      b = run("netdev_add", {{"type", "tap"}, {"id", "nic0.tap1"}, {"fd", "relink-nic0-1"}});
+    }
+    c = run("set_link", {{"name", "nic0"}, {"up", true}});
+    test::run_for(loop_.get(), 50ms);
+    EXPECT_EQ(fake_->received().size(), 1u) << "a command left before its batch ended";
+  }
+  close(p[0]);
+  close(p[1]);
+  ASSERT_TRUE(wait_done(c));
+  ASSERT_TRUE(**a && **b && **c);
+  ASSERT_EQ(fake_->received().size(), 4u);
+  EXPECT_EQ(fake_->received()[1].fds.size(), 1u);
+  EXPECT_EQ(fake_->received()[2].fds.size(), 0u);
+}
+
 TEST_F(QmpClientTest, ExecuteWithoutSessionFailsLaterNotInside) {
   fake(FakeQmp::Options{.greeting = ""});  // accepts but never greets: stays before Ready
   make_client();
