@@ -2,7 +2,6 @@
 // relinkd: keeps QEMU guests' macvtap NICs connected while host links come and go.
 #include <grp.h>
 #include <linux/capability.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,7 +15,9 @@
 
 #include "config/config.h"
 #include "daemon/daemon.h"
+#include "daemon/instance_lock.h"
 #include "netlink/link.h"
+#include "util/fd_limit.h"
 #include "util/log.h"
 
 namespace {
@@ -136,17 +137,15 @@ int main(int argc, char** argv) {
   }
   const bool journal = getenv("JOURNAL_STREAM") != nullptr;
   relink::log::setup(spdlog::level::from_str(log_level.empty() ? cfg.daemon.log_level : log_level), journal);
-  // systemd starts services with a soft fd limit of 1024 (for select()
-  // users; relinkd has none) and a far higher hard one: take the hard one,
-  // so that many VMs, passt processes and control clients fit.
-  if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    const rlim_t soft = rl.rlim_cur;
-    rl.rlim_cur = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
-      relink::log::get("daemon")->debug("raised the soft fd limit from {} to {}", soft, rl.rlim_max);
-    else
-      relink::log::get("daemon")->debug("cannot raise the soft fd limit from {}: {}", soft, std::strerror(errno));
+  // Before anything touches state_dir, the control socket or a passt: a
+  // second relinkd on the same state_dir must change nothing.
+  auto lock = relink::daemon::InstanceLock::acquire(cfg.daemon.state_dir);
+  if (!lock) {
+    relink::log::get("daemon")->critical("cannot start: {}", lock.error().message);
+    return 1;
   }
+  if (const std::string what = relink::fdlimit::raise_to_hard(); !what.empty())
+    relink::log::get("daemon")->debug("{}", what);
   relink::daemon::Daemon daemon(std::move(cfg), log_level);
   return daemon.run();
 }

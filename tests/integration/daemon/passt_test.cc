@@ -466,5 +466,77 @@ TEST_F(PasstTest, StreamClientSocketDirectoryPasstCannotWriteIsAClearError) {
   EXPECT_FALSE(std::filesystem::exists(p.socket));
 }
 
+// One relinkd per state_dir: a second one on the same configuration exits 1
+// naming the first's pid, before it has touched anything. The first still
+// answers, keeps its control socket and supervises its passt alone (one
+// passt after a kill, not one per relinkd).
+TEST_F(PasstTest, ASecondRelinkdOnTheSameStateDirExitsAndChangesNothing) {
+  ASSERT_NO_FATAL_FAILURE(start_running({PasstSpec{}}));
+  const int first = pid_of();
+  auto listing = [&] {
+    std::string out;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(env.dir() + "/state")) {
+      struct stat st {};
+      lstat(e.path().c_str(), &st);
+      out += e.path().string() + " " + std::to_string(st.st_ino) + " " + std::to_string(st.st_mtim.tv_sec) + "." +
+             std::to_string(st.st_mtim.tv_nsec) + "\n";
+    }
+    return out;
+  };
+  struct stat sock_before {};
+  ASSERT_EQ(stat(env.control().c_str(), &sock_before), 0);
+  const std::string state_before = listing();
+  auto second = sh("timeout 20 ip netns exec " + env.ns().name() + " " + relinkd_bin() + " --config " +
+                   env.config_path() + " 2>&1");
+  EXPECT_EQ(second.status, 1) << second.out;
+  EXPECT_NE(second.out.find("another relinkd (pid " + std::to_string(env.relinkd().pid()) + ") already runs with "
+                            "state_dir " + env.dir() + "/state"),
+            std::string::npos)
+      << second.out;
+  struct stat sock_after {};
+  ASSERT_EQ(stat(env.control().c_str(), &sock_after), 0);
+  EXPECT_EQ(sock_after.st_ino, sock_before.st_ino) << "the second relinkd replaced the control socket";
+  EXPECT_EQ(listing(), state_before);
+  ASSERT_TRUE(env.status().is_object()) << explain();
+  EXPECT_TRUE(exactly_one_passt(first)) << explain();
+
+  std::this_thread::sleep_for(kHealthyUptime);
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  ASSERT_TRUE(wait_running(2)) << explain();
+  const int next = pid_of();
+  EXPECT_NE(next, first);
+  EXPECT_TRUE(exactly_one_passt(next)) << explain();
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(passt_pids(), std::set<int>{next}) << explain();
+  EXPECT_EQ(b().value("generation", 0ull), 2u) << explain();
+}
+
+// "Max open files" of /proc/PID/limits: {soft, hard}.
+std::pair<std::string, std::string> fd_limits(int pid) {
+  std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/limits"));
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("Max open files", 0) == 0) {
+      std::istringstream f(line.substr(14));
+      std::string soft, hard;
+      f >> soft >> hard;
+      return {soft, hard};
+    }
+  return {};
+}
+
+// relinkd raises its own soft fd limit to the hard one; passt starts with
+// the soft limit relinkd itself started with, as its hard limit too (passt
+// raises its soft limit to its hard one as it starts).
+TEST_F(PasstTest, PasstStartsWithTheFdLimitRelinkdStartedWith) {
+  write_config({PasstSpec{}});
+  start_qemu({PasstSpec{}});
+  env.start_relinkd({"prlimit", "--nofile=1000:4096"});
+  ASSERT_TRUE(wait_running(1)) << explain();
+  EXPECT_EQ(fd_limits(env.relinkd().pid()), (std::pair<std::string, std::string>{"4096", "4096"}));
+  const int passt = pid_of();
+  EXPECT_EQ(fd_limits(passt), (std::pair<std::string, std::string>{"1000", "1000"}))
+      << read_file("/proc/" + std::to_string(passt) + "/limits");
+}
+
 }  // namespace
 }  // namespace relink::test
