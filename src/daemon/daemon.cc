@@ -265,9 +265,19 @@ void Daemon::on_device_deleted(VmRt& vm, const nlohmann::json& data) {
       // sends DEVICE_DELETED, and the NIC is plugged in again meanwhile. Only
       // a NIC that QEMU no longer has was unplugged.
       const std::string vm_name = vm.cfg.name, nic = dev;
+      const uint64_t session = vm.session;
+      // One in flight per NIC is enough (one left from an ended session is not).
+      if (auto [pc, fresh] = vm.presence_checks.emplace(nic, session); !fresh) {
+        if (pc->second == session) continue;
+        pc->second = session;
+      }
       vm.qmp->execute("qom-get", {{"path", "/machine/peripheral/" + nic}, {"property", "type"}},
-                      [this, vm_name, nic](qemu::QmpReply r) {
+                      [this, vm_name, nic, session](qemu::QmpReply r) {
                         VmRt* v = find_vm(vm_name);
+                        if (v) {
+                          auto pc = v->presence_checks.find(nic);
+                          if (pc != v->presence_checks.end() && pc->second == session) v->presence_checks.erase(pc);
+                        }
                         BindingRt* bb = v ? find_binding(*v, nic) : nullptr;
                         if (!bb) return;
                         if (r || !qmp_not_found(r.error())) {

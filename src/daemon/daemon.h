@@ -130,6 +130,10 @@ class Daemon {
     pid_t qemu_pid = 0;
     uint64_t session = 0;  // bumped per QMP session, to drop stale probe results
     std::string last_refusal;  // why the QMP peer was last refused (logged once per reason)
+    // Replug NICs whose presence check (qom-get after an unasked-for
+    // DEVICE_DELETED) is in flight, with the session it was sent on: one at
+    // a time per NIC, however many events QEMU sends.
+    std::map<std::string, uint64_t> presence_checks;
   };
 
   Result<void> setup();
