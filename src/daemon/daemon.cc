@@ -168,8 +168,9 @@ void Daemon::start_vm(const config::Vm& vmcfg, std::map<std::string, std::unique
   };
   qemu::QmpOptions qmp_opts;
   // Read at each connection, so that a reload's qemu_binaries applies to every VM.
-  qmp_opts.verify_peer = [this](int fd, const std::string& path) {
-    return qemu::verify_qmp_peer(fd, path, cfg_.daemon.qemu_binaries);
+  qmp_opts.verify_peer = [this, qemu = qemu::QemuIdentity{vmcfg.qemu_uid, vmcfg.qemu_user}](int fd,
+                                                                                         const std::string& path) {
+    return qemu::verify_qmp_peer(fd, path, cfg_.daemon.qemu_binaries, qemu);
   };
   vm->qmp = std::make_unique<qemu::QmpClient>(loop_.get(), vmcfg.qmp, std::move(cbs), std::move(qmp_opts));
   vm->hub = std::make_unique<HubAttacher>(*factory_, *vm->qmp, *defer_);
@@ -632,6 +633,11 @@ Result<nlohmann::json> Daemon::reload() {
   cfg_ = std::move(next);
   probe_passt_features();
   nlohmann::json changes = apply_vms(previous);
+  // Sessions verified against the previous list are checked again (a VM
+  // whose qemu_user changed was started anew by apply_vms, and so is too).
+  if (previous.daemon.qemu_binaries != cfg_.daemon.qemu_binaries)
+    for (auto& v : vms_)
+      if (v->qmp) v->qmp->reverify();
   const std::string what = describe_changes(changes);
   logger()->info("configuration reloaded from {} ({} VMs){}", cfg_.path, cfg_.vms.size(),
                  what.empty() ? ", nothing changed" : ": " + what);

@@ -17,6 +17,7 @@
 #include "daemon/daemon.h"
 #include "daemon/instance_lock.h"
 #include "netlink/link.h"
+#include "qemu/qmp_peer.h"
 #include "util/fd_limit.h"
 #include "util/log.h"
 
@@ -38,6 +39,13 @@ std::vector<std::string> check_host(const relink::config::Config& cfg) {
                      plural(passts, "[[vm.passt]] binding", "[[vm.passt]] bindings") + "; install passt)");
   if (!cfg.daemon.control_group.empty() && !getgrnam(cfg.daemon.control_group.c_str()))
     errors.push_back("[daemon] control_group: there is no group named '" + cfg.daemon.control_group + "'");
+  // What exists of each QMP socket's path now: a directory others could
+  // change gets the peer refused at every connection, so say it here.
+  for (const auto& vm : cfg.vms)
+    if (const std::string why = relink::qemu::judge_qmp_path(relink::qemu::walk_path(vm.qmp),
+                                                             relink::qemu::QemuIdentity{vm.qemu_uid, vm.qemu_user});
+        !why.empty())
+      errors.push_back("[[vm]] " + vm.name + ": qmp = \"" + vm.qmp + "\": " + why);
   for (const auto& vm : cfg.vms)
     for (const auto& b : vm.macvtaps)
       if (relink::netlink::is_wifi(b.parent))
