@@ -538,5 +538,52 @@ TEST_F(PasstTest, PasstStartsWithTheFdLimitRelinkdStartedWith) {
       << read_file("/proc/" + std::to_string(passt) + "/limits");
 }
 
+// Runtime registrations stay safe even for root: passt options that write
+// files at a path of the registration's choosing are refused with the
+// reason; a listening passt's socket in a directory of a third user gets
+// nothing created, chowned or removed there by root.
+TEST_F(PasstTest, RuntimeRegistrationsCannotMakeRootWriteWhereOthersOwn) {
+  start_running({PasstSpec{}});
+  auto ctl_add = [&](const std::string& toml) {
+    const std::string file = env.dir() + "/add.toml";
+    DaemonEnv::write_file(file, toml);
+    return sh(relinkctl_bin() + " --socket " + env.control() + " add " + file + " 2>&1");
+  };
+  const std::string pcap = env.dir() + "/victim.pcap";
+  auto r = ctl_add("[[vm]]\nname = \"rt1\"\nqmp = \"" + env.qmp_path("rt1") +
+                   "\"\n[[vm.passt]]\nnetdev = \"net1\"\nsocket = \"" + env.dir() + "/rt1.sock\"\nargs = [\"--pcap\", \"" +
+                   pcap + "\"]\n");
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_NE(r.out.find("'--pcap' writes a file at a path of the registration's choosing; it is allowed only in "
+                       "relinkd's configuration file"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(env.status().dump().find("rt1"), std::string::npos);
+
+  // Alice's directory (uid 4343, writable by all): passt (nobody) could
+  // create its socket there, but root makes no directory in it and removes
+  // no socket of hers.
+  const std::string alices = env.dir() + "/alice";
+  ASSERT_EQ(mkdir(alices.c_str(), 0777), 0);
+  ASSERT_EQ(chown(alices.c_str(), 4343, 4343), 0);
+  chmod(alices.c_str(), 0777);
+  chmod(env.dir().c_str(), 0711);
+  env.start_qemu_with("rt2", {});  // a stream-client passt starts once its VM's QEMU is there
+  r = ctl_add("[[vm]]\nname = \"rt2\"\nqmp = \"" + env.qmp_path("rt2") +
+              "\"\n[[vm.passt]]\nnetdev = \"net1\"\nmode = \"stream-client\"\nsocket = \"" + alices +
+              "/sub/rt2.sock\"\n");
+  ASSERT_EQ(r.status, 0) << r.out;
+  ASSERT_TRUE(wait_until([&] { return text_of(env.binding("rt2", "net1"), "last_error").find("belongs to uid 4343") !=
+                                      std::string::npos; },
+                         10s))
+      << explain();
+  EXPECT_NE(text_of(env.binding("rt2", "net1"), "last_error").find("relinkd does not create, chown or remove files "
+                                                                   "there"),
+            std::string::npos)
+      << explain();
+  EXPECT_FALSE(std::filesystem::exists(alices + "/sub"));
+  EXPECT_TRUE(env.relinkd().running());
+}
+
 }  // namespace
 }  // namespace relink::test
