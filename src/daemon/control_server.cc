@@ -208,6 +208,21 @@ Result<void> ControlServer::listen(const std::string& path, const std::string& g
   return ok();
 }
 
+Result<void> ControlServer::refresh_group(const std::string& group) {
+  if (group.empty() || !group_gid_ || !dir_fd_) return ok();
+  struct group* gr = getgrnam(group.c_str());
+  if (!gr) return Error{ENOENT, "control_group '" + group + "' does not exist"};
+  if (gr->gr_gid == *group_gid_) return ok();
+  // By fd, and only the socket this server bound.
+  UniqueFd sfd(openat(dir_fd_.get(), name_.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  struct stat st {};
+  if (!sfd || fstat(sfd.get(), &st) < 0 || !S_ISSOCK(st.st_mode) || st.st_dev != bound_dev_ || st.st_ino != bound_ino_)
+    return Error{EIO, path_ + " is not the socket relinkd bound"};
+  if (fchownat(sfd.get(), "", 0, gr->gr_gid, AT_EMPTY_PATH) < 0) return Error::last("chown " + path_);
+  group_gid_ = gr->gr_gid;
+  return ok();
+}
+
 int ControlServer::on_accept(sd_event_source*, int, uint32_t, void* userdata) {
   auto* self = static_cast<ControlServer*>(userdata);
   try {

@@ -90,6 +90,10 @@ class ControlServer {
   // it may write there, its parent cannot swap it); it is created (0755)
   // when missing.
   Result<void> listen(const std::string& path, const std::string& group);
+  // Looks `group` up again (a reload: the group may have been re-created
+  // with another gid) and gives the socket to the gid found. Only for the
+  // group the socket was bound with; another name needs a new listen().
+  Result<void> refresh_group(const std::string& group);
   const std::string& path() const { return path_; }
   size_t connections() const { return conns_.size(); }
 

@@ -625,6 +625,8 @@ Result<nlohmann::json> Daemon::reload() {
     std::shared_ptr<ControlServer> previous(std::move(control_));
     defer_->post([previous] {});
     control_ = std::move(server);
+  } else if (auto r = control_->refresh_group(next.daemon.control_group); !r) {
+    return refuse(r.error());
   }
   log::setup(spdlog::level::from_str(log_level_override_.empty() ? next.daemon.log_level : log_level_override_),
              getenv("JOURNAL_STREAM") != nullptr);

@@ -27,6 +27,15 @@ class TestGroup {
   ~TestGroup() {
     if (ok_) sh("groupdel " + name_);
   }
+  // groupdel + groupadd under the same name: another gid.
+  bool recreate() {
+    const gid_t old = gid_;
+    if (sh("groupdel " + name_).status != 0 || sh("groupadd -g " + std::to_string(old + 1000) + " " + name_).status != 0)
+      return ok_ = false;
+    struct group* g = getgrnam(name_.c_str());
+    gid_ = g ? g->gr_gid : 0;
+    return g && gid_ != old;
+  }
   bool ok() const { return ok_; }
   const std::string& name() const { return name_; }
   gid_t gid() const { return gid_; }
@@ -145,6 +154,21 @@ TEST_F(Privilege, ControlGroupMembersMayLookAndReattachButNotChangeWhatIsManaged
   EXPECT_EQ(count(log, "refused 'add' to uid 65534"), 1u) << DaemonEnv::tail(log, 3000);
   EXPECT_EQ(count(log, "refused 'reload' to uid 65534"), 1u);
   EXPECT_EQ(count(log, "refused 'remove' to uid 65534"), 1u);
+  // The group re-created with another gid: a reload looks it up again and
+  // gives the socket to the new gid; the old gid is no longer a member.
+  const gid_t old_gid = group.gid();
+  ASSERT_TRUE(group.recreate());
+  r = as_root("reload");
+  EXPECT_EQ(r.status, 0) << r.out;
+  struct stat sst {};
+  ASSERT_EQ(stat(env.control().c_str(), &sst), 0);
+  EXPECT_EQ(sst.st_gid, group.gid());
+  r = as_member("status");
+  EXPECT_EQ(r.status, 0) << r.out;
+  r = sh("setpriv --reuid=65534 --regid=65534 --groups=" + std::to_string(old_gid) + " " + relinkctl_bin() +
+         " --socket " + env.control() + " status 2>&1");
+  EXPECT_NE(r.status, 0) << r.out;
+
   // Not a member: not even status.
   r = sh("setpriv --reuid=65534 --regid=65534 --clear-groups " + relinkctl_bin() + " --socket " + env.control() +
          " status 2>&1");
