@@ -66,7 +66,7 @@ _relinkctl() {
     local -a args=()
     for ((i = cmd_at + 1; i < cword; i++)); do
         case ${words[i]} in
-            --timeout|--qmp|--macvtap|--passt) ((i++)) ;;
+            --timeout|--qmp|--qemu-user|--macvtap|--passt) ((i++)) ;;
             -*) ;;
             *) args+=("${words[i]}") ;;
         esac
@@ -93,7 +93,7 @@ _relinkctl() {
             fi
             ;;
         add)
-            opts="--qmp --macvtap --passt"
+            opts="--qmp --qemu-user --macvtap --passt"
             case $prev in
                 --qmp) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --macvtap)

@@ -119,6 +119,22 @@ std::variant<Ids, std::string> resolve_runas(const std::string& runas) {
   return ids;
 }
 
+// Resolves qemu_user (a user name or a uid) to a uid. A uid needs no
+// passwd entry: QEMU may run under a uid the host does not name.
+std::variant<uid_t, std::string> resolve_qemu_user(const std::string& user) {
+  if (user.empty() || user.find('\0') != std::string::npos || user.find(':') != std::string::npos)
+    return "'qemu_user' must be a user name or a uid, not \"" + user + "\"";
+  if (auto uid = parse_id(user)) return static_cast<uid_t>(*uid);
+  struct passwd pw {};
+  bool found = false;
+  int rc = nss_lookup(_SC_GETPW_R_SIZE_MAX,
+                      [&](passwd* e, char* b, size_t n, passwd** r) { return getpwnam_r(user.c_str(), e, b, n, r); },
+                      pw, found);
+  if (rc != 0) return "cannot look up user '" + user + "': " + std::strerror(rc);
+  if (!found) return "'qemu_user': unknown user '" + user + "'";
+  return pw.pw_uid;
+}
+
 class Loader {
  public:
   explicit Loader(std::string path) : path_(std::move(path)) {}
@@ -292,7 +308,7 @@ class Loader {
   }
 
   Vm load_vm(const toml::node& vn, const toml::table& t) {
-    only_keys(t, {"name", "qmp", "macvtap", "passt"}, "[[vm]]");
+    only_keys(t, {"name", "qmp", "qemu_user", "macvtap", "passt"}, "[[vm]]");
     Vm vm;
     vm.name = get_string(t, "name", vn, "[[vm]]");
     if (vm.name.empty() || vm.name.size() > 64 ||
@@ -304,6 +320,12 @@ class Loader {
       fail(*t.get("name"), "VM name '" + vm.name + "' is not allowed");
     vm.qmp = get_string(t, "qmp", vn, "[[vm]] '" + vm.name + "'");
     need_absolute(t, "qmp", vm.qmp);
+    if (const toml::node* qu = t.get("qemu_user")) {
+      vm.qemu_user = get_string(t, "qemu_user", vn, "[[vm]] '" + vm.name + "'");
+      auto qemu_uid = resolve_qemu_user(vm.qemu_user);
+      if (auto* err = std::get_if<std::string>(&qemu_uid)) fail(*qu, *err);
+      vm.qemu_uid = std::get<uid_t>(qemu_uid);
+    }
     if (const toml::node* m = t.get("macvtap")) {
       const toml::array* arr = m->as_array();
       if (!arr) fail(*m, "'macvtap' must be an array of tables ([[vm.macvtap]])");

@@ -57,6 +57,11 @@ struct PasstBinding {
 struct Vm {
   std::string name;
   std::string qmp;  // QMP socket path
+  // The user QEMU runs as (name or uid, as written) and its uid, resolved at
+  // load time: only a process of that uid, on a socket whose every directory
+  // is root's or that user's, is handed the VM's taps (qemu/qmp_peer.h).
+  std::string qemu_user = "root";
+  uid_t qemu_uid = 0;
   std::vector<MacvtapBinding> macvtaps;
   std::vector<PasstBinding> passts;
 

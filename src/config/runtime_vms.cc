@@ -5,6 +5,8 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "passt/passt.h"
+
 namespace relink::config {
 namespace {
 
@@ -61,6 +63,17 @@ std::vector<RuntimeVm> parse_vms(const std::string& text, const std::string& ori
     fail_at(origin, toml::source_position{1, 1}, "no [[vm]] table: give at least one VM to add");
   }
   const toml::array& tables = *root["vm"].as_array();
+  // Only when adding: a registration kept from before this rule still loads.
+  if (!allow_none)
+    for (size_t i = 0; i < cfg.vms.size(); ++i)
+      for (size_t j = 0; j < cfg.vms[i].passts.size(); ++j)
+        if (auto why = passt::check_runtime_args(cfg.vms[i].passts[j].args)) {
+          const toml::node* at = tables.get(i)->as_table()->get("passt");
+          const toml::node* b = at && at->as_array() ? at->as_array()->get(j) : nullptr;
+          const toml::node* args = b && b->as_table() ? b->as_table()->get("args") : nullptr;
+          fail_at(origin, (args ? args : tables.get(i))->source().begin,
+                  "VM '" + cfg.vms[i].name + "', passt netdev '" + cfg.vms[i].passts[j].netdev + "': 'args': " + *why);
+        }
   std::vector<RuntimeVm> out;
   out.reserve(cfg.vms.size());
   for (size_t i = 0; i < cfg.vms.size(); ++i) {

@@ -236,7 +236,7 @@ bool spec_to_table(const std::string& spec, toml::table& t, std::string& err) {
   return true;
 }
 
-int cmd_add(const Connection& c, const std::string& file_or_vm, const std::string& qmp,
+int cmd_add(const Connection& c, const std::string& file_or_vm, const std::string& qmp, const std::string& qemu_user,
             const std::vector<std::string>& macvtaps, const std::vector<std::string>& passts) {
   std::string text;
   if (!qmp.empty()) {
@@ -246,6 +246,7 @@ int cmd_add(const Connection& c, const std::string& file_or_vm, const std::strin
       return kUsage;
     }
     toml::table vm{{"name", file_or_vm}, {"qmp", qmp}};
+    if (!qemu_user.empty()) vm.insert_or_assign("qemu_user", qemu_user);
     for (const auto& [key, specs] : {std::pair{"macvtap", &macvtaps}, std::pair{"passt", &passts}}) {
       if (specs->empty()) continue;
       toml::array arr;
@@ -264,8 +265,8 @@ int cmd_add(const Connection& c, const std::string& file_or_vm, const std::strin
     std::stringstream out;
     out << root;
     text = out.str();
-  } else if (!macvtaps.empty() || !passts.empty()) {
-    std::cerr << "relinkctl: add --macvtap/--passt need --qmp (the VM's QMP socket)\n";
+  } else if (!macvtaps.empty() || !passts.empty() || !qemu_user.empty()) {
+    std::cerr << "relinkctl: add --macvtap/--passt/--qemu-user need --qmp (the VM's QMP socket)\n";
     return kUsage;
   } else {
     std::stringstream in;
@@ -371,7 +372,7 @@ int run(int argc, char** argv) {
 
   auto* status = app.add_subcommand("status", kCommands[0].second);
   bool as_json = false;
-  std::string vm, nic, file_or_vm, qmp;
+  std::string vm, nic, file_or_vm, qmp, qemu_user;
   status->add_option("VM", vm, "only this VM");
   status->add_flag("--json", as_json, "print one JSON object (\"version\": 1)");
 
@@ -392,12 +393,14 @@ int run(int argc, char** argv) {
       "Registrations survive a relinkd restart (kept in state_dir/runtime.toml); status shows them as runtime.\n"
       "  relinkctl add vms.toml              [[vm]] tables, same keys as relinkd.toml\n"
       "  relinkctl add - < vms.toml           the same from stdin\n"
-      "  relinkctl add web2 --qmp /run/qemu/web2.qmp \\\n"
+      "  relinkctl add web2 --qmp /run/qemu/web2.qmp --qemu-user libvirt-qemu \\\n"
       "      --macvtap nic=nic0,parent=eth0,mac=52:54:00:12:34:57,attach=replug \\\n"
       "      --passt 'netdev=net1,socket=/run/relinkd/web2-net1.sock,args=--tcp-ports 8080'");
   add->add_option("FILE|VM", file_or_vm, "TOML file (- or nothing: stdin), or the VM's name with --qmp");
   std::vector<std::string> macvtap_specs, passt_specs;
   add->add_option("--qmp", qmp, "the VM's QMP socket (registers one VM from options)")->type_name("PATH");
+  add->add_option("--qemu-user", qemu_user, "the user the VM's QEMU runs as (qemu_user; default root)")
+      ->type_name("USER");
   add->add_option("--macvtap", macvtap_specs, "a [[vm.macvtap]] binding as KEY=VALUE,... (repeatable)")
       ->type_name("SPEC");
   add->add_option("--passt", passt_specs, "a [[vm.passt]] binding as KEY=VALUE,... (args: space-separated)")
@@ -470,7 +473,7 @@ int run(int argc, char** argv) {
     std::cout << "reloaded: " << relink::ctl::render_changes(res) << "\n";
     return kDone;
   }
-  if (add->parsed()) return cmd_add(c, file_or_vm, qmp, macvtap_specs, passt_specs);
+  if (add->parsed()) return cmd_add(c, file_or_vm, qmp, qemu_user, macvtap_specs, passt_specs);
   if (remove->parsed()) {
     json res;
     if (int rc = request(c, {{"command", "remove"}, {"vm", vm}}, &res)) return rc;

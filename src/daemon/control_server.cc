@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
-#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -51,19 +50,37 @@ bool peer_allowed(const Peer& peer, std::optional<gid_t> group_gid) {
   if (peer.uid == 0) return true;
   if (!group_gid) return false;
   if (peer.gid == *group_gid) return true;
-  passwd* pw = getpwuid(peer.uid);
-  if (!pw) return false;
-  int n = 64;
-  std::vector<gid_t> groups(static_cast<size_t>(n));
-  if (getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &n) < 0) {
-    groups.resize(static_cast<size_t>(n));
-    if (getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &n) < 0) return false;
-  }
-  groups.resize(static_cast<size_t>(n));
-  for (gid_t g : groups)
-    if (g == *group_gid) return true;
-  return false;
+  return std::find(peer.groups.begin(), peer.groups.end(), *group_gid) != peer.groups.end();
 }
+
+std::string verb_refusal(const std::string& verb, const Peer& peer) {
+  if (peer.uid == 0) return "";
+  if (std::find(std::begin(kRootVerbs), std::end(kRootVerbs), verb) == std::end(kRootVerbs)) return "";
+  std::string allowed;
+  for (const char* v : kMemberVerbs) allowed += std::string(allowed.empty() ? "" : ", ") + v;
+  return "'" + verb + "' is for root only (it changes what relinkd manages); uid " + std::to_string(peer.uid) +
+         " may use: " + allowed;
+}
+
+namespace {
+
+// The peer's supplementary groups as the kernel saw them at connect().
+std::vector<gid_t> peer_groups(int fd) {
+  std::vector<gid_t> groups(64);
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    socklen_t len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) == 0) {
+      groups.resize(len / sizeof(gid_t));
+      return groups;
+    }
+    // ERANGE: len now says how much room it needs.
+    if (errno != ERANGE) break;
+    groups.resize(len / sizeof(gid_t) + 1);
+  }
+  return {};
+}
+
+}  // namespace
 
 struct ControlServer::Conn {
   UniqueFd fd;
@@ -191,6 +208,21 @@ Result<void> ControlServer::listen(const std::string& path, const std::string& g
   return ok();
 }
 
+Result<void> ControlServer::refresh_group(const std::string& group) {
+  if (group.empty() || !group_gid_ || !dir_fd_) return ok();
+  struct group* gr = getgrnam(group.c_str());
+  if (!gr) return Error{ENOENT, "control_group '" + group + "' does not exist"};
+  if (gr->gr_gid == *group_gid_) return ok();
+  // By fd, and only the socket this server bound.
+  UniqueFd sfd(openat(dir_fd_.get(), name_.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  struct stat st {};
+  if (!sfd || fstat(sfd.get(), &st) < 0 || !S_ISSOCK(st.st_mode) || st.st_dev != bound_dev_ || st.st_ino != bound_ino_)
+    return Error{EIO, path_ + " is not the socket relinkd bound"};
+  if (fchownat(sfd.get(), "", 0, gr->gr_gid, AT_EMPTY_PATH) < 0) return Error::last("chown " + path_);
+  group_gid_ = gr->gr_gid;
+  return ok();
+}
+
 int ControlServer::on_accept(sd_event_source*, int, uint32_t, void* userdata) {
   auto* self = static_cast<ControlServer*>(userdata);
   try {
@@ -245,7 +277,8 @@ void ControlServer::admit(UniqueFd c) {
   ucred cred{};
   socklen_t len = sizeof cred;
   if (getsockopt(c.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return;
-  Peer peer{cred.pid, cred.uid, cred.gid};
+  Peer peer{cred.pid, cred.uid, cred.gid, {}};
+  if (cred.uid != 0 && group_gid_ && cred.gid != *group_gid_) peer.groups = peer_groups(c.get());
   if (!peer_allowed(peer, group_gid_)) {
     const uint64_t now = now_us();
     if (refused_logged_us_ == 0 || now - refused_logged_us_ >= kLogIntervalUs) {
@@ -526,8 +559,17 @@ nlohmann::json ControlServer::answer(const std::string& line, const Peer& peer) 
   auto req = untrusted::parse_json(line, jl);
   if (!req) return error_reply(req.error().message);
   if (!req->is_object()) return error_reply("request is not a JSON object");
-  if (auto cmd = req->find("command"); cmd != req->end() && *cmd == "monitor")
-    return {{"ok", true}, {"result", {{"monitor", true}}}, {"subscribe", true}};
+  if (auto cmd = req->find("command"); cmd != req->end() && cmd->is_string()) {
+    const std::string verb = untrusted::safe_text(cmd->get<std::string>(), 64);
+    if (const std::string why = verb_refusal(verb, peer); !why.empty()) {
+      // Bounded: past the cap, new pairs are refused without a log line.
+      if (verb_refusals_logged_.size() < 1024 && verb_refusals_logged_.emplace(peer.uid, verb).second)
+        logger()->warn("refused '{}' to uid {} (pid {}): root only; logged once per user and verb", verb, peer.uid,
+                       peer.pid);
+      return error_reply(why);
+    }
+    if (verb == "monitor") return {{"ok", true}, {"result", {{"monitor", true}}}, {"subscribe", true}};
+  }
   try {
     return handler_(*req, peer);
   } catch (const std::exception& e) {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // The control socket: one JSON request line in, one JSON reply line out, per
-// connection. Only root, or members of the configured group, may talk to it.
+// connection. Only root, or members of the configured group, may talk to it;
+// what changes relinkd's configuration (add, remove, reload) is root's only.
 #pragma once
 
 #include <sys/types.h>
@@ -12,7 +13,10 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "util/result.h"
 #include "util/sd_event.h"
@@ -24,11 +28,25 @@ struct Peer {
   pid_t pid = 0;
   uid_t uid = 0;
   gid_t gid = 0;
+  // Supplementary groups the peer's process had when it connected
+  // (SO_PEERGROUPS): the kernel's answer, no NSS lookup on the event loop.
+  std::vector<gid_t> groups;
 };
 
 // Whether a peer may use the socket: root always; others only when they are
-// in `group_gid` (primary or supplementary). Pure apart from the group lookup.
+// in `group_gid` (primary or supplementary group of the connecting process).
+// Pure.
 bool peer_allowed(const Peer& peer, std::optional<gid_t> group_gid);
+
+// Verbs by privilege. control_group members may look and nudge (status,
+// monitor, metrics, qemu-args, reattach); only root may change what relinkd
+// manages (add, remove, reload): a registration names a QMP socket that gets
+// a macvtap on any host interface, and passt options run as any user.
+inline constexpr const char* kMemberVerbs[] = {"status", "monitor", "metrics", "qemu-args", "reattach"};
+inline constexpr const char* kRootVerbs[] = {"add", "remove", "reload"};
+// Why `peer` may not use `verb` ("" when it may; unknown verbs are left to
+// the handler, which says they are unknown). Pure.
+std::string verb_refusal(const std::string& verb, const Peer& peer);
 
 // What one client may hold. Constants rather than [daemon] keys: a
 // legitimate client (relinkctl, a monitoring probe) sends its line at once
@@ -66,11 +84,16 @@ class ControlServer {
   ControlServer& operator=(const ControlServer&) = delete;
 
   // Binds PATH (replacing a stale socket, never another kind of file), mode
-  // 0600, or 0660 with group `group` when it is not empty. PATH's directory
+  // 0600, or 0660 with group `group` when it is not empty (its gid is looked
+  // up here, once: peers are judged by the kernel's view of their groups). PATH's directory
   // must be a trusted one (util/trusted_dir.h: relinkd's user owns it, only
   // it may write there, its parent cannot swap it); it is created (0755)
   // when missing.
   Result<void> listen(const std::string& path, const std::string& group);
+  // Looks `group` up again (a reload: the group may have been re-created
+  // with another gid) and gives the socket to the gid found. Only for the
+  // group the socket was bound with; another name needs a new listen().
+  Result<void> refresh_group(const std::string& group);
   const std::string& path() const { return path_; }
   size_t connections() const { return conns_.size(); }
 
@@ -134,6 +157,9 @@ class ControlServer {
   uint64_t refused_logged_us_ = 0;
   size_t subscribers_ = 0;
   uint64_t refused_unlogged_ = 0;
+  // (uid, verb) pairs refused a verb already logged: once each, so that a
+  // member retrying in a loop cannot fill the journal.
+  std::set<std::pair<uid_t, std::string>> verb_refusals_logged_;
 };
 
 // Client side, used by relinkctl: sends one request and waits for the reply.

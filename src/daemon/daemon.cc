@@ -183,6 +183,8 @@ Result<nlohmann::json> Daemon::reload() {
     defer_->post([previous] {});
     control_ = std::move(server);
     reporter_.set_server(control_.get());
+  } else if (auto r = control_->refresh_group(next.daemon.control_group); !r) {
+    return refuse(r.error());
   }
   log::setup(spdlog::level::from_str(log_level_override_.empty() ? next.daemon.log_level : log_level_override_),
              getenv("JOURNAL_STREAM") != nullptr);
@@ -191,6 +193,11 @@ Result<nlohmann::json> Daemon::reload() {
   cfg_ = std::move(next);
   passt_->probe(wanted_vms(), cfg_.daemon.passt);
   nlohmann::json changes = apply_vms(previous);
+  // Sessions verified against the previous list are checked again (a VM
+  // whose qemu_user changed was started anew by apply_vms, and so is too).
+  if (previous.daemon.qemu_binaries != cfg_.daemon.qemu_binaries)
+    for (auto& v : vms_.all())
+      if (auto* q = dynamic_cast<QmpVm*>(v.get())) q->reverify();
   const std::string what = describe_changes(changes);
   logger()->info("configuration reloaded from {} ({} VMs){}", cfg_.path, cfg_.vms.size(),
                  what.empty() ? ", nothing changed" : ": " + what);

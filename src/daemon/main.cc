@@ -2,7 +2,6 @@
 // relinkd: keeps QEMU guests' macvtap NICs connected while host links come and go.
 #include <grp.h>
 #include <linux/capability.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,7 +15,10 @@
 
 #include "config/config.h"
 #include "daemon/daemon.h"
+#include "daemon/instance_lock.h"
 #include "netlink/link.h"
+#include "qemu/qmp_peer.h"
+#include "util/fd_limit.h"
 #include "util/log.h"
 
 namespace {
@@ -37,6 +39,13 @@ std::vector<std::string> check_host(const relink::config::Config& cfg) {
                      plural(passts, "[[vm.passt]] binding", "[[vm.passt]] bindings") + "; install passt)");
   if (!cfg.daemon.control_group.empty() && !getgrnam(cfg.daemon.control_group.c_str()))
     errors.push_back("[daemon] control_group: there is no group named '" + cfg.daemon.control_group + "'");
+  // What exists of each QMP socket's path now: a directory others could
+  // change gets the peer refused at every connection, so say it here.
+  for (const auto& vm : cfg.vms)
+    if (const std::string why = relink::qemu::judge_qmp_path(relink::qemu::walk_path(vm.qmp),
+                                                             relink::qemu::QemuIdentity{vm.qemu_uid, vm.qemu_user});
+        !why.empty())
+      errors.push_back("[[vm]] " + vm.name + ": qmp = \"" + vm.qmp + "\": " + why);
   for (const auto& vm : cfg.vms)
     for (const auto& b : vm.macvtaps)
       if (relink::netlink::is_wifi(b.parent))
@@ -136,17 +145,15 @@ int main(int argc, char** argv) {
   }
   const bool journal = getenv("JOURNAL_STREAM") != nullptr;
   relink::log::setup(spdlog::level::from_str(log_level.empty() ? cfg.daemon.log_level : log_level), journal);
-  // systemd starts services with a soft fd limit of 1024 (for select()
-  // users; relinkd has none) and a far higher hard one: take the hard one,
-  // so that many VMs, passt processes and control clients fit.
-  if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    const rlim_t soft = rl.rlim_cur;
-    rl.rlim_cur = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
-      relink::log::get("daemon")->debug("raised the soft fd limit from {} to {}", soft, rl.rlim_max);
-    else
-      relink::log::get("daemon")->debug("cannot raise the soft fd limit from {}: {}", soft, std::strerror(errno));
+  // Before anything touches state_dir, the control socket or a passt: a
+  // second relinkd on the same state_dir must change nothing.
+  auto lock = relink::daemon::InstanceLock::acquire(cfg.daemon.state_dir);
+  if (!lock) {
+    relink::log::get("daemon")->critical("cannot start: {}", lock.error().message);
+    return 1;
   }
+  if (const std::string what = relink::fdlimit::raise_to_hard(); !what.empty())
+    relink::log::get("daemon")->debug("{}", what);
   relink::daemon::Daemon daemon(std::move(cfg), log_level);
   return daemon.run();
 }

@@ -15,6 +15,7 @@
 #include <filesystem>
 
 #include "daemon/passt_runner.h"
+#include "passt/listen_path.h"
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/trusted_dir.h"
@@ -63,55 +64,6 @@ Result<UniqueFd> connect_stream(const std::string& path) {
   const int flags = fcntl(fd.get(), F_GETFL);
   if (flags < 0 || fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) < 0) return Error::last("fcntl");
   return fd;
-}
-
-// Readies the path a listening passt (stream-client, vhost-user) binds: its
-// directory must exist and be writable by the user passt runs as, and a
-// socket left by a dead passt is removed. The directory is handled through
-// an fd opened without following a symlink: its owner may be passt's user,
-// who could otherwise swap it for a link between a check and a use.
-Result<void> prepare_listen_path(const std::string& path, uid_t uid, gid_t gid) {
-  const std::filesystem::path fp(path);
-  const std::string dir = fp.parent_path();
-  const std::string name = fp.filename();
-  const std::string parent = fp.parent_path().parent_path();
-  const std::string dir_name = fp.parent_path().filename();
-  if (name.empty()) return Error{EINVAL, "not a socket path: " + path};
-  UniqueFd dfd;
-  if (dir_name.empty()) {
-    dfd.reset(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  } else {
-    UniqueFd pfd(open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!pfd) return Error::last("open " + parent);
-    const int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
-    dfd.reset(openat(pfd.get(), dir_name.c_str(), flags));
-    if (!dfd && errno == ENOENT) {
-      const bool created = mkdirat(pfd.get(), dir_name.c_str(), 0755) == 0;
-      if (!created && errno != EEXIST) return Error::last("create " + dir);
-      dfd.reset(openat(pfd.get(), dir_name.c_str(), flags));
-      if (created && dfd && fchown(dfd.get(), uid, gid) < 0) return Error::last("chown " + dir);
-    }
-  }
-  if (!dfd) {
-    if (errno == ELOOP || errno == ENOTDIR)
-      return Error{ENOTDIR, "passt's socket directory " + dir + " is a symlink or not a directory: relinkd does not "
-                            "follow it; give the socket a path whose directory is a real one"};
-    return Error::last("open " + dir);
-  }
-  struct stat st {};
-  if (fstat(dfd.get(), &st) < 0) return Error::last("stat " + dir);
-  const bool writable = (st.st_uid == uid && (st.st_mode & S_IWUSR)) || (st.st_gid == gid && (st.st_mode & S_IWGRP)) ||
-                        (st.st_mode & S_IWOTH);
-  if (!writable)
-    return Error{EACCES, "passt runs as uid " + std::to_string(uid) + " and cannot create its socket in " + dir +
-                             ": make the directory writable by that user, or choose another socket path"};
-  if (fstatat(dfd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-    if (!S_ISSOCK(st.st_mode)) return Error{EEXIST, path + " exists and is not a socket"};
-    if (unlinkat(dfd.get(), name.c_str(), 0) < 0 && errno != ENOENT) return Error::last("remove stale socket " + path);
-  } else if (errno != ENOENT) {
-    return Error::last("stat " + path);
-  }
-  return ok();
 }
 
 // The directory of a binding's pidfile, state_dir/passt/VM, opened as a
@@ -233,7 +185,7 @@ Result<passt::Spawned> PasstSupervisor::spawn(const config::PasstBinding& cfg) {
     auto fd = connect_stream(cfg.socket);
     if (!fd) return fd.error();
     handed = std::move(*fd);
-  } else if (auto r = prepare_listen_path(cfg.socket, cfg.uid, cfg.gid); !r) {
+  } else if (auto r = passt::prepare_listen_path(cfg.socket, cfg.uid, cfg.gid); !r) {
     return r.error();
   }
   passt::SpawnRequest req;

@@ -36,8 +36,9 @@ QmpVm::QmpVm(config::Vm cfg, std::string origin, const Services& s, PasstSupervi
   cbs.on_refused = [this](const Error& why) { on_refused(why); };
   qemu::QmpOptions qmp_opts;
   // Read at each connection, so that a reload's qemu_binaries applies to every VM.
-  qmp_opts.verify_peer = [config = s_.config](int fd, const std::string& path) {
-    return qemu::verify_qmp_peer(fd, path, config->daemon.qemu_binaries);
+  qmp_opts.verify_peer = [config = s_.config, qemu = qemu::QemuIdentity{cfg_.qemu_uid, cfg_.qemu_user}](
+                             int fd, const std::string& path) {
+    return qemu::verify_qmp_peer(fd, path, config->daemon.qemu_binaries, qemu);
   };
   qmp_ = std::make_unique<qemu::QmpClient>(s_.loop, cfg_.qmp, std::move(cbs), std::move(qmp_opts));
   hub_ = std::make_unique<HubAttacher>(*s_.factory, *qmp_, *s_.defer);
@@ -155,8 +156,18 @@ void QmpVm::on_device_deleted(const nlohmann::json& data) {
 // QEMU no longer has was unplugged.
 void QmpVm::unasked_release(MacvtapRunner& b) {
   const std::string nic = b.cfg().nic;
+  const uint64_t session = session_;
+  // One in flight per NIC is enough (one left from an ended session is not):
+  // a QEMU that floods DEVICE_DELETED cannot queue a check per event.
+  if (auto [pc, fresh] = presence_checks_.emplace(nic, session); !fresh) {
+    if (pc->second == session) return;
+    pc->second = session;
+  }
   qmp_->execute("qom-get", {{"path", "/machine/peripheral/" + nic}, {"property", "type"}},
-                guarded(b.guard(), [&b](const qemu::QmpReply& r) {
+                guarded(guard_, [this, &b, nic, session, alive = b.guard().watch()](const qemu::QmpReply& r) {
+                  if (auto pc = presence_checks_.find(nic); pc != presence_checks_.end() && pc->second == session)
+                    presence_checks_.erase(pc);
+                  if (alive.expired()) return;
                   if (r || !qmp_not_found(r.error())) {
                     logger()->debug("{}: DEVICE_DELETED of the NIC's previous device", b.name());
                     return;
@@ -206,6 +217,8 @@ std::map<std::string, std::unique_ptr<PasstRunner>> QmpVm::take_passts(const std
   passts_.clear();
   return carry;
 }
+
+void QmpVm::reverify() { qmp_->reverify(); }
 
 void QmpVm::retire_passts() {
   for (auto& p : passts_) p->retire();

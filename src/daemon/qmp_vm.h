@@ -41,6 +41,8 @@ class QmpVm final : public ManagedVm {
   std::map<std::string, std::unique_ptr<PasstRunner>> take_passts(const std::vector<std::string>& keep);
   // The VM left: every passt is stopped.
   void retire_passts();
+  // [daemon] qemu_binaries changed: the session's peer is checked again.
+  void reverify();
 
  protected:
   void unasked_release(MacvtapRunner& b) override;
@@ -65,6 +67,9 @@ class QmpVm final : public ManagedVm {
   pid_t qemu_pid_ = 0;
   uint64_t session_ = 0;     // bumped per QMP session, to drop stale probe results
   std::string last_refusal_;  // why the QMP peer was last refused (logged once per reason)
+  // Replug NICs whose presence check (qom-get after an unasked-for
+  // DEVICE_DELETED) is in flight, with the session it was sent on.
+  std::map<std::string, uint64_t> presence_checks_;
 };
 
 }  // namespace relink::daemon

@@ -59,6 +59,18 @@ constexpr std::array kForbidden = {
     Forbidden{"one-off", '1', "would end passt after one client"},
 };
 
+// Options that write files or make sockets at a path of the caller's
+// choosing (as passt's user): fine in root's config file, refused in a
+// runtime registration. --pid and --runas are refused everywhere (above).
+constexpr std::array kRuntimeForbidden = {
+    Forbidden{"pcap", 'p', "writes a file at a path of the registration's choosing; it is allowed only in "
+                           "relinkd's configuration file"},
+    Forbidden{"log-file", 'l', "writes a file at a path of the registration's choosing; it is allowed only in "
+                               "relinkd's configuration file"},
+    Forbidden{"repair-path", 0, "makes a socket at a path of the registration's choosing; it is allowed only in "
+                                "relinkd's configuration file"},
+};
+
 // passt's short options that take an argument: in "-t10001" the rest of the
 // token is the argument, not more flags.
 constexpr std::string_view kShortWithArgument = "lpPmanMgioDStuFsHITU";
@@ -125,7 +137,10 @@ std::optional<std::string> unsupported_reason(Mode mode, const Features& f) {
   return std::nullopt;
 }
 
-std::optional<std::string> check_user_args(const std::vector<std::string>& args) {
+namespace {
+
+template <size_t N>
+std::optional<std::string> check_against(const std::vector<std::string>& args, const std::array<Forbidden, N>& list) {
   for (const std::string& arg : args) {
     std::string_view a = arg;
     if (a.size() > 2 && a.substr(0, 2) == "--") {
@@ -133,14 +148,14 @@ std::optional<std::string> check_user_args(const std::vector<std::string>& args)
       name = name.substr(0, name.find('='));  // "--fd=3"
       // getopt_long takes any unambiguous prefix of a long name ("--run" is
       // --runas); no option relinkd allows is a prefix of a forbidden one.
-      for (const Forbidden& f : kForbidden) {
+      for (const Forbidden& f : list) {
         if (!name.empty() && f.long_name.substr(0, name.size()) == name) return refusal(f, a);
       }
     } else if (a.size() > 1 && a[0] == '-' && a[1] != '-') {
       // A bundle of short flags ("-qf"), possibly ending in one that takes
       // the rest of the token as its argument ("-t10001").
       for (size_t i = 1; i < a.size(); ++i) {
-        for (const Forbidden& f : kForbidden) {
+        for (const Forbidden& f : list) {
           if (f.short_name != 0 && a[i] == f.short_name) return refusal(f, a);
         }
         if (kShortWithArgument.find(a[i]) != std::string_view::npos) break;
@@ -148,6 +163,17 @@ std::optional<std::string> check_user_args(const std::vector<std::string>& args)
     }
   }
   return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::string> check_user_args(const std::vector<std::string>& args) {
+  return check_against(args, kForbidden);
+}
+
+std::optional<std::string> check_runtime_args(const std::vector<std::string>& args) {
+  if (auto why = check_user_args(args)) return why;
+  return check_against(args, kRuntimeForbidden);
 }
 
 std::string exec_path(const std::string& configured) {

@@ -38,6 +38,10 @@ std::optional<std::string> unsupported_reason(Mode mode, const Features& f);
 // socket, foreground mode, pidfile and user switch are relinkd's business.
 // Returns the reason for the first offending argument, or nullopt.
 std::optional<std::string> check_user_args(const std::vector<std::string>& args);
+// The same for a binding registered at runtime (relinkctl add), which also
+// may not use the options that write files or make sockets at a path of its
+// choosing (--pcap, --log-file, --repair-path): those stay in root's file.
+std::optional<std::string> check_runtime_args(const std::vector<std::string>& args);
 
 // The fd number a stream-server passt finds its connected socket on.
 inline constexpr int kHandedFd = 3;

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -47,12 +48,13 @@ constexpr size_t kMaxProbeOutput = 256 * 1024;
 constexpr const char* kChildPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 // What the child reports on its error pipe before exec.
-enum class ChildStage : int { Dup, Setsid, Setgroups, Setgid, Setuid, StillRoot, NoNewPrivs, Chdir, Exec };
+enum class ChildStage : int { Dup, Setsid, FdLimit, Setgroups, Setgid, Setuid, StillRoot, NoNewPrivs, Chdir, Exec };
 
 const char* stage_name(ChildStage s) {
   switch (s) {
     case ChildStage::Dup: return "dup";
     case ChildStage::Setsid: return "setsid";
+    case ChildStage::FdLimit: return "setrlimit(RLIMIT_NOFILE)";
     case ChildStage::Setgroups: return "setgroups";
     case ChildStage::Setgid: return "setgid";
     case ChildStage::Setuid: return "setuid";
@@ -81,6 +83,7 @@ struct ChildPlan {
   int log_w;
   int err_w;
   int handed;  // -1: none
+  rlim_t fd_limit;  // RLIMIT_NOFILE (soft and hard) to start with (RLIM_INFINITY: leave it)
 };
 
 [[noreturn]] void child_fail(int err_fd, ChildStage stage, int err) {
@@ -134,6 +137,14 @@ struct ChildPlan {
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
 
+  if (p.fd_limit != RLIM_INFINITY) {
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) < 0) child_fail(err_fd, ChildStage::FdLimit, errno);
+    // Both: passt raises its soft limit to the hard one as it starts
+    // (passt.c), so the hard limit is the one that counts.
+    rl.rlim_cur = rl.rlim_max = std::min(p.fd_limit, rl.rlim_max);
+    if (::setrlimit(RLIMIT_NOFILE, &rl) < 0) child_fail(err_fd, ChildStage::FdLimit, errno);
+  }
   if (::setgroups(0, nullptr) < 0) child_fail(err_fd, ChildStage::Setgroups, errno);
   if (::setresgid(p.gid, p.gid, p.gid) < 0) child_fail(err_fd, ChildStage::Setgid, errno);
   if (::setresuid(p.uid, p.uid, p.uid) < 0) child_fail(err_fd, ChildStage::Setuid, errno);
@@ -235,7 +246,8 @@ Result<Spawned> ProcessSpawner::spawn(const SpawnRequest& req) {
   UniqueFd err_r(p[0]), err_w(p[1]);
 
   const ChildPlan plan{req.path.c_str(), argv.data(), envp.data(), req.uid, req.gid,
-                       devnull.get(), log_w.get(), err_w.get(), req.handed_fd};
+                       devnull.get(), log_w.get(), err_w.get(), req.handed_fd,
+                       child_fd_limit_ ? *child_fd_limit_ : RLIM_INFINITY};
   pid_t pid = ::fork();
   if (pid < 0) return Error::last("fork");
   if (pid == 0) child_exec(plan);

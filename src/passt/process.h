@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "util/fd_limit.h"
 #include "util/result.h"
 #include "util/sd_event.h"
 #include "passt/passt.h"
@@ -52,7 +53,17 @@ class Spawner {
 // The real one: fork + exec.
 class ProcessSpawner : public Spawner {
  public:
+  // child_fd_limit: the RLIMIT_NOFILE children start with, as both their
+  // soft and hard limit (nullopt: relinkd's own). By default the soft limit
+  // relinkd started with, before it raised its own (util/fd_limit.h). Hard
+  // too, because passt raises its soft limit to its hard one as it starts:
+  // a soft limit alone would not hold it.
+  explicit ProcessSpawner(std::optional<rlim_t> child_fd_limit = fdlimit::starting_soft())
+      : child_fd_limit_(child_fd_limit) {}
   Result<Spawned> spawn(const SpawnRequest& req) override;
+
+ private:
+  std::optional<rlim_t> child_fd_limit_;
 };
 
 struct ExitStatus {

@@ -224,6 +224,9 @@ void QmpClient::close_socket() {
   framer_.clear();
   outq_.clear();
   out_off_ = 0;
+  out_bytes_ = 0;
+  timeouts_in_a_row_ = 0;
+  reset_posted_ = false;
   peer_pid_ = 0;
   ++session_;
 }
@@ -251,6 +254,30 @@ void QmpClient::complete_later(std::function<void(QmpReply)> cb, Error error) {
   });
 }
 
+void QmpClient::reset_later(Error why) {
+  if (reset_posted_) return;
+  reset_posted_ = true;
+  defer_.post([alive = std::weak_ptr<char>(alive_), this, session = session_, why = std::move(why)] {
+    if (alive.expired() || session_ != session || state_ != State::Ready) return;
+    log_->debug("{}: {}", path_, why.message);
+    end_session(why);
+  });
+}
+
+void QmpClient::reverify() {
+  if (!opts_.verify_peer) return;
+  defer_.post([alive = std::weak_ptr<char>(alive_), this, session = session_] {
+    if (alive.expired() || session_ != session || !sock_ || state_ == State::Backoff || state_ == State::Connecting)
+      return;
+    auto r = opts_.verify_peer(sock_.get(), path_);
+    if (r) return;
+    std::weak_ptr<char> still = alive_;
+    const Error why{r.error().code, r.error().message};
+    end_session(why);
+    if (!still.expired() && cbs_.on_refused) cbs_.on_refused(why);
+  });
+}
+
 void QmpClient::complete(uint64_t id, QmpReply reply) {
   auto it = pending_.find(id);
   if (it == pending_.end()) {
@@ -269,7 +296,17 @@ int QmpClient::on_cmd_timeout(sd_event_source*, uint64_t, void* userdata) {
   Error why{ETIMEDOUT, "QMP command " + p->command + " timed out after " +
                            ms(self->opts_.command_timeout_us)};
   self->log_->debug("{}: {}", self->path_, why.message);
+  const unsigned in_a_row = ++self->timeouts_in_a_row_;
+  const std::string what = why.message;
+  std::weak_ptr<char> alive = self->alive_;
+  const uint64_t session = self->session_;
   self->complete(id, std::move(why));
+  if (alive.expired() || self->session_ != session || self->state_ != State::Ready) return 0;
+  // A QEMU that stopped answering (hung, or not reading at all) is not
+  // given more commands to queue: start over with a fresh session.
+  if (in_a_row >= self->opts_.max_consecutive_timeouts)
+    self->end_session(Error{ETIMEDOUT, "QMP session reset: " + std::to_string(in_a_row) +
+                                           " commands in a row got no answer (the last: " + what + ")"});
   return 0;
 }
 
@@ -404,6 +441,8 @@ void QmpClient::handle_reply(const nlohmann::json& msg, std::string_view line) {
     log_->debug("{}: message without a known id, dropping: {}", path_, excerpt(line));
     return;
   }
+  // QEMU answers: it is reading, whatever timed out before.
+  timeouts_in_a_row_ = 0;
   if (auto ret = msg.find("return"); ret != msg.end()) return complete(id->get<uint64_t>(), *ret);
   if (auto err = msg.find("error"); err != msg.end()) {
     return complete(id->get<uint64_t>(), Error{EREMOTEIO, describe_qmp_error(*err)});
@@ -427,6 +466,15 @@ void QmpClient::execute(const std::string& command, nlohmann::json arguments,
       const int err = errno;
       return complete_later(std::move(cb), Error::from_errno(err, command + ": cannot dup the fd to pass"));
     }
+  }
+  // Caps on what a QEMU that does not read can make relinkd hold.
+  if (pending_.size() >= opts_.max_pending || out_bytes_ >= opts_.max_queued_bytes) {
+    Error why{ENOBUFS, "QMP session reset: " + (pending_.size() >= opts_.max_pending
+                                                    ? std::to_string(pending_.size()) + " commands unanswered"
+                                                    : std::to_string(out_bytes_) + " bytes of commands unread") +
+                           " (QEMU is not keeping up)"};
+    reset_later(why);
+    return complete_later(std::move(cb), Error{ENOBUFS, command + ": " + why.message});
   }
   const uint64_t id = next_id_++;
   nlohmann::json msg = {{"execute", command}, {"id", id}};
@@ -466,6 +514,7 @@ QmpClient::Batch::~Batch() {
 }
 
 void QmpClient::queue_line(std::string line, UniqueFd fd) {
+  out_bytes_ += line.size() + 1;
   outq_.push_back(OutChunk{std::move(line) + '\n', std::move(fd)});
 }
 
@@ -502,6 +551,7 @@ Result<void> QmpClient::flush() {
     }
     outq_.front().fd.reset();  // in flight: the kernel holds its own reference now
     auto left = static_cast<size_t>(w);
+    out_bytes_ -= std::min(out_bytes_, left);
     while (left > 0) {
       const size_t rest = outq_.front().bytes.size() - out_off_;
       if (left < rest) {

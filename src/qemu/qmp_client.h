@@ -55,6 +55,14 @@ struct QmpOptions {
   // peer, it polls this slowly instead.
   uint64_t slow_poll_us = 30'000'000;
   size_t max_line_bytes = 1 << 20;          // a longer line resets the session
+  // What one session may hold for a QEMU that does not read or answer: at
+  // either cap a new command fails (ENOBUFS) and the session is reset, as
+  // it is after this many command timeouts in a row. relinkd's own use is
+  // far below: one attach pipelines about 6 commands of under 1 KiB each,
+  // so even a VM with dozens of NICs re-attached at once stays under both.
+  size_t max_queued_bytes = 1 << 20;        // written but not yet taken by the socket
+  size_t max_pending = 512;                 // sent and not yet answered
+  unsigned max_consecutive_timeouts = 3;
   // Decides, once connected and before anything is read or sent, whether the
   // peer may be used (see qmp_peer.h); an error refuses the session. Unset:
   // any peer (unit tests).
@@ -93,6 +101,11 @@ class QmpClient {
 
   bool connected() const { return state_ == State::Ready; }
   pid_t peer_pid() const { return peer_pid_; }  // SO_PEERCRED of the QEMU end
+  // Checks the connected peer again with verify_peer (after a reload changed
+  // what it checks against); a peer that no longer passes is dropped as a
+  // refused one (on_disconnected, then on_refused). Runs from the loop, not
+  // inside this call.
+  void reverify();
   // QEMU's version from the session's greeting, major * 100 + minor (1000:
   // 10.0); 0 when the greeting did not say.
   unsigned qemu_version() const { return qemu_version_; }
@@ -177,6 +190,9 @@ class QmpClient {
   [[nodiscard]] Result<void> flush();
   void complete(uint64_t id, QmpReply reply);
   void complete_later(std::function<void(QmpReply)> cb, Error error);
+  // Ends the current session from the loop (never inside execute()), unless
+  // it has ended already by then.
+  void reset_later(Error why);
 
   sd_event* loop_;
   std::string path_;
@@ -197,6 +213,9 @@ class QmpClient {
   QmpFramer framer_;
   std::deque<OutChunk> outq_;
   size_t out_off_ = 0;  // bytes of outq_.front() already sent
+  size_t out_bytes_ = 0;  // bytes in outq_ not yet sent
+  unsigned timeouts_in_a_row_ = 0;
+  bool reset_posted_ = false;
   uint64_t next_id_ = 1;
   uint64_t caps_id_ = 0;
   // Bumped whenever the socket closes, so a handler that ran user code can

@@ -218,6 +218,7 @@ log_level = "debug"
 [[vm]]
 name = "vm1"
 qmp = "/run/user/1000/vm1.qmp"
+qemu_user = "vmuser"
 [[vm.macvtap]]
 nic = "nic0"
 parent = "p0"
@@ -274,7 +275,7 @@ echo "ok: WatchdogUSec=$wd"
 
 # --- reload: a change, then a broken file, then one relinkd refuses
 step "systemctl reload with a good change"
-{ config; printf '\n[[vm]]\nname = "vm2"\nqmp = "/run/user/1000/vm2.qmp"\n[[vm.macvtap]]\nnic = "nic0"\nparent = "p0"\nmac = "52:54:00:12:34:57"\n'; } | put_config
+{ config; printf '\n[[vm]]\nname = "vm2"\nqmp = "/run/user/1000/vm2.qmp"\nqemu_user = "vmuser"\n[[vm.macvtap]]\nnic = "nic0"\nparent = "p0"\nmac = "52:54:00:12:34:57"\n'; } | put_config
 ct systemctl reload relinkd || fail "systemctl reload with a good config exited $?"
 status_json | jq -e '.vms[] | select(.name == "vm2")' >/dev/null || fail "vm2 is not there after the reload"
 # What relinkctl printed (ExecReload=) reaches the journal a moment later.
@@ -290,9 +291,9 @@ status_json | jq -e '.vms[] | select(.name == "vm2")' >/dev/null || fail "the ru
 echo "ok: reload failed, relinkd (pid $main) runs the old configuration"
 
 step "systemctl reload that relinkd itself refuses fails"
-ct relinkctl --socket /run/relinkd/control.sock add rt1 --qmp /run/user/1000/rt1.qmp --macvtap nic=nic0,parent=p9,mac=52:54:00:12:34:99 >/dev/null ||
+ct relinkctl --socket /run/relinkd/control.sock add rt1 --qmp /run/user/1000/rt1.qmp --qemu-user vmuser --macvtap nic=nic0,parent=p9,mac=52:54:00:12:34:99 >/dev/null ||
   fail "relinkctl add rt1"
-{ config; printf '\n[[vm]]\nname = "rt1"\nqmp = "/run/user/1000/rt1.qmp"\n[[vm.macvtap]]\nnic = "nic0"\nparent = "p9"\nmac = "52:54:00:12:34:99"\n'; } | put_config
+{ config; printf '\n[[vm]]\nname = "rt1"\nqmp = "/run/user/1000/rt1.qmp"\nqemu_user = "vmuser"\n[[vm.macvtap]]\nnic = "nic0"\nparent = "p9"\nmac = "52:54:00:12:34:99"\n'; } | put_config
 ct relinkd --check-config /etc/relinkd/relinkd.toml >/dev/null 2>&1 || fail "the conflicting config does not pass --check-config"
 if ct systemctl reload relinkd; then fail "systemctl reload succeeded though relinkd refused the config"; fi
 status_json | jq -e '.vms[] | select(.name == "vm2")' >/dev/null || fail "the running configuration changed"
@@ -384,7 +385,7 @@ ct systemd-run --quiet --unit=vm3 -p User=1000 -p Group=1000 \
   -netdev hubport,id=nic0.port,hubid=0 \
   -device virtio-net-pci,netdev=nic0.port,id=nic0,mac=52:54:00:12:34:58
 wait_for 10 ct test -S /run/user/1000/vm3.qmp || { ct journalctl --no-pager -u vm3; fail "vm3's QEMU did not start"; }
-ct relinkctl --socket /run/relinkd/control.sock add vm3 --qmp /run/user/1000/vm3.qmp \
+ct relinkctl --socket /run/relinkd/control.sock add vm3 --qmp /run/user/1000/vm3.qmp --qemu-user vmuser \
   --macvtap nic=nic0,parent=br0,mac=52:54:00:12:34:58,macvtap=rl-vm3 >/dev/null || fail "relinkctl add vm3"
 wait_for 10 binding_is vm3 nic0 state attached || fail "vm3/nic0 is not attached on br0"
 gen3=$(binding vm3 nic0 generation)

@@ -284,7 +284,7 @@ TEST_F(HostileQmp, OnlyQemuOnItsOwnSocketGetsAnFd) {
     return wait_until([&] { return vm_status(vm).value("qmp_error", std::string()).find(why) != std::string::npos; }, 10s);
   };
   EXPECT_TRUE(refused("intmp", "is writable by other users")) << env.explain();
-  EXPECT_TRUE(refused("rootsock", "but the process listening on it runs as uid 65534")) << env.explain();
+  EXPECT_TRUE(refused("rootsock", "runs as uid 65534, but the VM's QEMU runs as root")) << env.explain();
   std::this_thread::sleep_for(500ms);
   for (const std::string vm : {"intmp", "rootsock"}) {
     EXPECT_EQ(count(vm, "FD RECEIVED"), 0u) << vm;

@@ -466,5 +466,124 @@ TEST_F(PasstTest, StreamClientSocketDirectoryPasstCannotWriteIsAClearError) {
   EXPECT_FALSE(std::filesystem::exists(p.socket));
 }
 
+// One relinkd per state_dir: a second one on the same configuration exits 1
+// naming the first's pid, before it has touched anything. The first still
+// answers, keeps its control socket and supervises its passt alone (one
+// passt after a kill, not one per relinkd).
+TEST_F(PasstTest, ASecondRelinkdOnTheSameStateDirExitsAndChangesNothing) {
+  ASSERT_NO_FATAL_FAILURE(start_running({PasstSpec{}}));
+  const int first = pid_of();
+  auto listing = [&] {
+    std::string out;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(env.dir() + "/state")) {
+      struct stat st {};
+      lstat(e.path().c_str(), &st);
+      out += e.path().string() + " " + std::to_string(st.st_ino) + " " + std::to_string(st.st_mtim.tv_sec) + "." +
+             std::to_string(st.st_mtim.tv_nsec) + "\n";
+    }
+    return out;
+  };
+  struct stat sock_before {};
+  ASSERT_EQ(stat(env.control().c_str(), &sock_before), 0);
+  const std::string state_before = listing();
+  auto second = sh("timeout 20 ip netns exec " + env.ns().name() + " " + relinkd_bin() + " --config " +
+                   env.config_path() + " 2>&1");
+  EXPECT_EQ(second.status, 1) << second.out;
+  EXPECT_NE(second.out.find("another relinkd (pid " + std::to_string(env.relinkd().pid()) + ") already runs with "
+                            "state_dir " + env.dir() + "/state"),
+            std::string::npos)
+      << second.out;
+  struct stat sock_after {};
+  ASSERT_EQ(stat(env.control().c_str(), &sock_after), 0);
+  EXPECT_EQ(sock_after.st_ino, sock_before.st_ino) << "the second relinkd replaced the control socket";
+  EXPECT_EQ(listing(), state_before);
+  ASSERT_TRUE(env.status().is_object()) << explain();
+  EXPECT_TRUE(exactly_one_passt(first)) << explain();
+
+  std::this_thread::sleep_for(kHealthyUptime);
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  ASSERT_TRUE(wait_running(2)) << explain();
+  const int next = pid_of();
+  EXPECT_NE(next, first);
+  EXPECT_TRUE(exactly_one_passt(next)) << explain();
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(passt_pids(), std::set<int>{next}) << explain();
+  EXPECT_EQ(b().value("generation", 0ull), 2u) << explain();
+}
+
+// "Max open files" of /proc/PID/limits: {soft, hard}.
+std::pair<std::string, std::string> fd_limits(int pid) {
+  std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/limits"));
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("Max open files", 0) == 0) {
+      std::istringstream f(line.substr(14));
+      std::string soft, hard;
+      f >> soft >> hard;
+      return {soft, hard};
+    }
+  return {};
+}
+
+// relinkd raises its own soft fd limit to the hard one; passt starts with
+// the soft limit relinkd itself started with, as its hard limit too (passt
+// raises its soft limit to its hard one as it starts).
+TEST_F(PasstTest, PasstStartsWithTheFdLimitRelinkdStartedWith) {
+  write_config({PasstSpec{}});
+  start_qemu({PasstSpec{}});
+  env.start_relinkd({"prlimit", "--nofile=1000:4096"});
+  ASSERT_TRUE(wait_running(1)) << explain();
+  EXPECT_EQ(fd_limits(env.relinkd().pid()), (std::pair<std::string, std::string>{"4096", "4096"}));
+  const int passt = pid_of();
+  EXPECT_EQ(fd_limits(passt), (std::pair<std::string, std::string>{"1000", "1000"}))
+      << read_file("/proc/" + std::to_string(passt) + "/limits");
+}
+
+// Runtime registrations stay safe even for root: passt options that write
+// files at a path of the registration's choosing are refused with the
+// reason; a listening passt's socket in a directory of a third user gets
+// nothing created, chowned or removed there by root.
+TEST_F(PasstTest, RuntimeRegistrationsCannotMakeRootWriteWhereOthersOwn) {
+  start_running({PasstSpec{}});
+  auto ctl_add = [&](const std::string& toml) {
+    const std::string file = env.dir() + "/add.toml";
+    DaemonEnv::write_file(file, toml);
+    return sh(relinkctl_bin() + " --socket " + env.control() + " add " + file + " 2>&1");
+  };
+  const std::string pcap = env.dir() + "/victim.pcap";
+  auto r = ctl_add("[[vm]]\nname = \"rt1\"\nqmp = \"" + env.qmp_path("rt1") +
+                   "\"\n[[vm.passt]]\nnetdev = \"net1\"\nsocket = \"" + env.dir() + "/rt1.sock\"\nargs = [\"--pcap\", \"" +
+                   pcap + "\"]\n");
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_NE(r.out.find("'--pcap' writes a file at a path of the registration's choosing; it is allowed only in "
+                       "relinkd's configuration file"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(env.status().dump().find("rt1"), std::string::npos);
+
+  // Alice's directory (uid 4343, writable by all): passt (nobody) could
+  // create its socket there, but root makes no directory in it and removes
+  // no socket of hers.
+  const std::string alices = env.dir() + "/alice";
+  ASSERT_EQ(mkdir(alices.c_str(), 0777), 0);
+  ASSERT_EQ(chown(alices.c_str(), 4343, 4343), 0);
+  chmod(alices.c_str(), 0777);
+  chmod(env.dir().c_str(), 0711);
+  env.start_qemu_with("rt2", {});  // a stream-client passt starts once its VM's QEMU is there
+  r = ctl_add("[[vm]]\nname = \"rt2\"\nqmp = \"" + env.qmp_path("rt2") +
+              "\"\n[[vm.passt]]\nnetdev = \"net1\"\nmode = \"stream-client\"\nsocket = \"" + alices +
+              "/sub/rt2.sock\"\n");
+  ASSERT_EQ(r.status, 0) << r.out;
+  ASSERT_TRUE(wait_until([&] { return text_of(env.binding("rt2", "net1"), "last_error").find("belongs to uid 4343") !=
+                                      std::string::npos; },
+                         10s))
+      << explain();
+  EXPECT_NE(text_of(env.binding("rt2", "net1"), "last_error").find("relinkd does not create, chown or remove files "
+                                                                   "there"),
+            std::string::npos)
+      << explain();
+  EXPECT_FALSE(std::filesystem::exists(alices + "/sub"));
+  EXPECT_TRUE(env.relinkd().running());
+}
+
 }  // namespace
 }  // namespace relink::test

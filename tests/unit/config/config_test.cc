@@ -509,5 +509,23 @@ TEST(Config, IdAndIfnameRules) {
   EXPECT_FALSE(valid_ifname("0123456789abcdef"));
 }
 
+// qemu_user: root by default, a name or a uid, resolved at load time.
+TEST(Config, QemuUserIsResolvedAtLoad) {
+  const std::string base = "[[vm]]\nname = \"a\"\nqmp = \"/run/qemu/a.qmp\"\n";
+  auto cfg = load_string(base, "t.toml");
+  EXPECT_EQ(cfg.vms[0].qemu_user, "root");
+  EXPECT_EQ(cfg.vms[0].qemu_uid, 0u);
+  cfg = load_string(base + "qemu_user = \"nobody\"\n", "t.toml");
+  EXPECT_EQ(cfg.vms[0].qemu_uid, 65534u);
+  cfg = load_string(base + "qemu_user = \"4242\"\n", "t.toml");
+  EXPECT_EQ(cfg.vms[0].qemu_uid, 4242u);
+  try {
+    load_string(base + "qemu_user = \"no-such-user-here\"\n", "t.toml");
+    ADD_FAILURE() << "an unknown user was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), "t.toml:4:13: 'qemu_user': unknown user 'no-such-user-here'");
+  }
+}
+
 }  // namespace
 }  // namespace relink::config

@@ -300,5 +300,31 @@ TEST(RuntimeVmsFile, ErrorsNameThePath) {
   EXPECT_THROW((void)parse_runtime_file("[daemon]\n", "r"), ConfigError);
 }
 
+// A registration chooses its passt's arguments: those that write files or
+// make sockets at a path of its choosing stay in root's file. The same
+// text is accepted by the file loader, and runtime.toml still loads it.
+TEST(RuntimeVms, PasstOptionsThatWriteFilesAreRefusedInRegistrations) {
+  for (const char* arg : {"--pcap", "-p", "--log-file", "-l", "--pca", "--repair-path"}) {
+    const std::string text = std::string(R"([[vm]]
+name = "b"
+qmp = "/run/qemu/b.qmp"
+[[vm.passt]]
+netdev = "net1"
+socket = "/run/qemu/b-net1.sock"
+args = [")") + arg + R"(", "/home/alice/.bashrc"]
+)";
+    try {
+      parse_runtime_vms(text, "add");
+      ADD_FAILURE() << arg << " was accepted";
+    } catch (const ConfigError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("add:7:"), std::string::npos) << what;
+      EXPECT_NE(what.find("allowed only in relinkd's configuration file"), std::string::npos) << what;
+    }
+    EXPECT_EQ(load_string(text, "relinkd.toml").vms.size(), 1u) << arg;
+    EXPECT_EQ(parse_runtime_file(text, "runtime.toml").size(), 1u) << arg;
+  }
+}
+
 }  // namespace
 }  // namespace relink::config

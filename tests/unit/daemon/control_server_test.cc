@@ -367,5 +367,30 @@ TEST_F(ControlServerTest, ReplacesAStaleSocketButNothingElse) {
   EXPECT_EQ(r.error().code, EEXIST);
 }
 
+// Who may connect: root, and the group by the primary gid or any
+// supplementary one the kernel reported; nobody else.
+TEST(PeerAllowed, RootAndGroupMembersOnly) {
+  EXPECT_TRUE(peer_allowed(Peer{1, 0, 0, {}}, std::nullopt));
+  EXPECT_FALSE(peer_allowed(Peer{1, 1000, 1000, {}}, std::nullopt));
+  EXPECT_TRUE(peer_allowed(Peer{1, 1000, 4242, {}}, 4242));
+  EXPECT_TRUE(peer_allowed(Peer{1, 1000, 1000, {27, 4242}}, 4242));
+  EXPECT_FALSE(peer_allowed(Peer{1, 1000, 1000, {27, 100}}, 4242));
+}
+
+// What a member may do: look and nudge, not change what relinkd manages;
+// the refusal lists what it may use. Root may use everything; verbs the
+// server does not know are left to the handler.
+TEST(VerbRefusal, MembersMayNotAddRemoveOrReload) {
+  const Peer member{7, 1000, 1000, {4242}};
+  for (const char* verb : kRootVerbs) {
+    const std::string why = verb_refusal(verb, member);
+    EXPECT_NE(why.find("root only"), std::string::npos) << verb;
+    EXPECT_NE(why.find("status, monitor, metrics, qemu-args, reattach"), std::string::npos) << why;
+    EXPECT_EQ(verb_refusal(verb, Peer{7, 0, 0, {}}), "");
+  }
+  for (const char* verb : kMemberVerbs) EXPECT_EQ(verb_refusal(verb, member), "") << verb;
+  EXPECT_EQ(verb_refusal("frobnicate", member), "");
+}
+
 }  // namespace
 }  // namespace relink::daemon

@@ -771,5 +771,82 @@ TEST_F(QmpClientTest, DeepEventsAndRepliesWithoutIdAreDroppedSafely) {
   ASSERT_TRUE(wait([&] { return connected_ == 2; }));
 }
 
+// A QEMU that stops answering is not given ever more to queue: a few
+// timeouts in a row end the session, and the client connects again.
+TEST_F(QmpClientTest, TimeoutsInARowResetTheSession) {
+  QmpOptions opts = fast_options();
+  opts.command_timeout_us = 200'000;
+  opts.max_consecutive_timeouts = 3;
+  fake();
+  for (int i = 0; i < 3; ++i) fake_->expect("query-status").no_reply();
+  connect(opts);
+  auto a = run("query-status");
+  auto b = run("query-status");
+  ASSERT_TRUE(wait_done(a) && wait_done(b));
+  EXPECT_EQ((*a)->error().code, ETIMEDOUT);
+  EXPECT_TRUE(client_->connected()) << "two timeouts in a row are not yet a hung QEMU";
+  auto c = run("query-status");
+  ASSERT_TRUE(wait_done(c));
+  ASSERT_TRUE(wait([&] { return disconnected_ == 1; }));
+  EXPECT_NE(last_disconnect_.message.find("3 commands in a row got no answer"), std::string::npos)
+      << last_disconnect_.message;
+  EXPECT_TRUE(wait([&] { return connected_ == 2; })) << "no new session after the reset";
+}
+
+// Commands a QEMU leaves unanswered are capped: the one over the cap fails
+// at once (ENOBUFS, from the loop, not inside execute) and the session is
+// reset, so what the peer can make relinkd hold stays bounded.
+TEST_F(QmpClientTest, TooManyUnansweredCommandsResetTheSession) {
+  QmpOptions opts = fast_options();
+  opts.command_timeout_us = 5'000'000;
+  opts.max_pending = 4;
+  fake();
+  for (int i = 0; i < 4; ++i) fake_->expect("query-status").no_reply();
+  connect(opts);
+  std::vector<Outcome> sent;
+  for (int i = 0; i < 4; ++i) sent.push_back(run("query-status"));
+  bool inside = true;
+  auto over = std::make_shared<std::optional<QmpReply>>();
+  client_->execute("query-status", nullptr, [&inside, over](QmpReply r) {
+    EXPECT_FALSE(inside) << "callback ran inside execute()";
+    over->emplace(std::move(r));
+  });
+  inside = false;
+  ASSERT_TRUE(wait_done(over));
+  ASSERT_FALSE(**over);
+  EXPECT_EQ((*over)->error().code, ENOBUFS);
+  EXPECT_NE((*over)->error().message.find("4 commands unanswered"), std::string::npos) << (*over)->error().message;
+  ASSERT_TRUE(wait([&] { return disconnected_ == 1; }));
+  for (auto& o : sent) {
+    ASSERT_TRUE(wait_done(o));
+    EXPECT_FALSE(**o);
+  }
+  EXPECT_TRUE(wait([&] { return connected_ == 2; }));
+}
+
+// After a reload changed what makes a peer acceptable, a session already up
+// is checked again: one that no longer passes is dropped and reported.
+TEST_F(QmpClientTest, ReverifyDropsAPeerThatNoLongerPasses) {
+  QmpOptions opts = fast_options();
+  bool allowed = true;
+  opts.verify_peer = [&allowed](int, const std::string&) -> Result<void> {
+    if (allowed) return ok();
+    return Error{EPERM, "no longer QEMU enough"};
+  };
+  fake();
+  connect(opts);
+  client_->reverify();
+  run_for(loop_.get(), 50ms);
+  EXPECT_TRUE(client_->connected());
+  allowed = false;
+  client_->reverify();
+  EXPECT_TRUE(client_->connected()) << "reverify acts from the loop, not inside the call";
+  ASSERT_TRUE(wait([&] { return disconnected_ == 1; }));
+  ASSERT_FALSE(refusals_.empty());
+  EXPECT_NE(refusals_.back().find("no longer QEMU enough"), std::string::npos);
+  run_for(loop_.get(), 100ms);
+  EXPECT_FALSE(client_->connected());
+}
+
 }  // namespace
 }  // namespace relink::qemu

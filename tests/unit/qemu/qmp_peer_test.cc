@@ -1,108 +1,162 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// Who may receive tap fds over QMP: the pure decision.
+// Who may receive tap fds over QMP: the pure decision, and the path walk
+// against a real directory tree.
 #include "qemu/qmp_peer.h"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 namespace relink::qemu {
 namespace {
 
-const std::vector<std::string> kQemu = {"/usr/bin/qemu-system-*", "/usr/libexec/qemu-kvm"};
+constexpr uid_t kQemuUid = 64055;
+const QemuIdentity kLibvirtQemu{kQemuUid, "libvirt-qemu"};
+const FileId kQemuBin{8, 1234};
 
-PathFacts dir(const std::string& path, uid_t uid, mode_t mode) {
-  return PathFacts{path, true, true, false, uid, static_cast<mode_t>(S_IFDIR | mode)};
+DirStep step(const std::string& path, uid_t uid, mode_t mode, const std::string& next, uid_t next_uid) {
+  return DirStep{path, true, true, uid, static_cast<mode_t>(S_IFDIR | mode), next, true, next_uid};
 }
 
-// QEMU run by libvirt as uid 64055, its socket in a root-owned directory.
+// QEMU run as uid 64055, its socket in a root-owned /run/qemu.
 QmpPeerFacts good() {
   QmpPeerFacts f;
   f.configured = "/run/qemu/web1.qmp";
-  f.socket = PathFacts{"/run/qemu/web1.qmp", true, false, true, 64055, S_IFSOCK | 0600};
-  f.dirs = {dir("/run/qemu", 0, 0755)};
+  f.walk = {step("/", 0, 0755, "run", 0), step("/run", 0, 0755, "qemu", 0),
+            step("/run/qemu", 0, 0755, "web1.qmp", kQemuUid)};
+  f.walk_complete = true;
+  f.socket_is_socket = true;
+  f.socket_uid = kQemuUid;
   f.pid = 4242;
-  f.uid = 64055;
+  f.uid = kQemuUid;
   f.exe = "/usr/bin/qemu-system-x86_64";
+  f.exe_id = kQemuBin;
+  f.binaries = {FileId{8, 99}, kQemuBin};
   return f;
 }
 
-TEST(QmpPeer, QemusOwnSocketIsAccepted) {
-  EXPECT_EQ(judge_qmp_peer(good(), kQemu), std::nullopt);
+TEST(QmpPeer, TheVmsQemuOnItsOwnSocketIsAccepted) {
+  EXPECT_EQ(judge_qmp_peer(good(), kLibvirtQemu), std::nullopt);
   auto f = good();
-  f.dirs = {dir("/home/alice/vms", 64055, 0700)};  // the user's own directory
-  EXPECT_EQ(judge_qmp_peer(f, kQemu), std::nullopt);
+  // The user's own /run/user directory.
+  f.walk = {step("/", 0, 0755, "run", 0), step("/run", 0, 0755, "user", 0), step("/run/user", 0, 0755, "64055", kQemuUid),
+            step("/run/user/64055", kQemuUid, 0700, "web1.qmp", kQemuUid)};
+  EXPECT_EQ(judge_qmp_peer(f, kLibvirtQemu), std::nullopt);
+  // /tmp: sticky and writable by all, crossed into a directory of QEMU's user.
+  f.walk = {step("/", 0, 0755, "tmp", 0), step("/tmp", 0, 01777, "vms", kQemuUid),
+            step("/tmp/vms", kQemuUid, 0700, "web1.qmp", kQemuUid)};
+  EXPECT_EQ(judge_qmp_peer(f, kLibvirtQemu), std::nullopt);
+  // Root's QEMU, root's socket (the default qemu_user).
   f = good();
-  f.uid = 0;  // a root QEMU may listen on a socket it chowned away
-  EXPECT_EQ(judge_qmp_peer(f, kQemu), std::nullopt);
-  f = good();
-  f.exe = "/usr/libexec/qemu-kvm";
-  EXPECT_EQ(judge_qmp_peer(f, kQemu), std::nullopt);
+  f.uid = 0;
+  f.socket_uid = 0;
+  f.walk.back().next_uid = 0;
+  EXPECT_EQ(judge_qmp_peer(f, QemuIdentity{}), std::nullopt);
 }
 
-TEST(QmpPeer, AWorldWritableDirectoryIsRefusedEvenWithTheStickyBit) {
+TEST(QmpPeer, APeerOfAnotherUserIsRefused) {
   auto f = good();
-  f.dirs = {dir("/tmp", 0, 01777)};
-  auto why = judge_qmp_peer(f, kQemu);
+  f.uid = 1000;
+  auto why = judge_qmp_peer(f, kLibvirtQemu);
   ASSERT_TRUE(why);
-  EXPECT_NE(why->find("/tmp (mode 1777) is writable by other users"), std::string::npos) << *why;
-  f.dirs = {dir("/srv/vms", 0, 0775)};
-  EXPECT_TRUE(judge_qmp_peer(f, kQemu));
-}
-
-TEST(QmpPeer, ADirectoryOfAnotherUserIsRefused) {
-  auto f = good();
-  f.dirs = {dir("/home/mallory", 1001, 0755)};
-  auto why = judge_qmp_peer(f, kQemu);
-  ASSERT_TRUE(why);
-  EXPECT_NE(why->find("belongs to uid 1001"), std::string::npos) << *why;
-}
-
-TEST(QmpPeer, ASymlinkTargetsDirectoryCountsToo) {
-  auto f = good();
-  f.dirs.push_back(dir("/tmp", 0, 01777));
-  EXPECT_TRUE(judge_qmp_peer(f, kQemu));
-  f.dirs.back() = PathFacts{"(target of /run/qemu/web1.qmp)"};
-  EXPECT_TRUE(judge_qmp_peer(f, kQemu));
-}
-
-TEST(QmpPeer, ASocketOwnedByAnotherUserThanThePeerIsRefused) {
-  auto f = good();
-  f.uid = 65534;  // nobody listens on QEMU's path
-  auto why = judge_qmp_peer(f, kQemu);
-  ASSERT_TRUE(why);
-  EXPECT_NE(why->find("owned by uid 64055 but the process listening on it runs as uid 65534"), std::string::npos)
+  EXPECT_NE(why->find("runs as uid 1000, but the VM's QEMU runs as libvirt-qemu (uid 64055"), std::string::npos)
       << *why;
+  // Root's QEMU is not the VM's when the VM names another user.
+  f.uid = 0;
+  EXPECT_TRUE(judge_qmp_peer(f, kLibvirtQemu));
+  // Nor is the QEMU user's when the VM's QEMU is root's.
+  EXPECT_TRUE(judge_qmp_peer(good(), QemuIdentity{}));
 }
 
-TEST(QmpPeer, APeerThatIsNotQemuIsRefused) {
+TEST(QmpPeer, ADirectoryOthersCouldChangeIsNamed) {
+  // An ancestor anyone may write, without the sticky bit.
   auto f = good();
-  f.exe = "/usr/bin/python3.11";
-  auto why = judge_qmp_peer(f, kQemu);
+  f.walk[1].mode = S_IFDIR | 0777;
+  auto why = judge_qmp_peer(f, kLibvirtQemu);
   ASSERT_TRUE(why);
-  EXPECT_NE(why->find("runs /usr/bin/python3.11, which is not QEMU"), std::string::npos) << *why;
-  f.exe = "/tmp/usr/bin/qemu-system-x86_64";  // patterns match whole paths, not suffixes
-  EXPECT_TRUE(judge_qmp_peer(f, kQemu));
-  f.exe = "";
-  EXPECT_TRUE(judge_qmp_peer(f, kQemu));
+  EXPECT_NE(why->find("the directory /run (mode 777) is writable by other users"), std::string::npos) << *why;
+  EXPECT_NE(why->find("chmod go-w /run"), std::string::npos) << *why;
+  // Group-writable is writable by others too.
   f = good();
-  f.exe_stable = false;  // exited or replaced while checked
-  EXPECT_TRUE(judge_qmp_peer(f, kQemu));
-}
-
-TEST(QmpPeer, NotASocketIsRefused) {
-  auto f = good();
-  f.socket.is_socket = false;
-  EXPECT_TRUE(judge_qmp_peer(f, kQemu));
-  f.socket.exists = false;
-  EXPECT_TRUE(judge_qmp_peer(f, kQemu));
-}
-
-TEST(QmpPeer, PeerTextInTheReasonIsMadeSafe) {
-  auto f = good();
-  f.exe = "/tmp/\x1b[2Jevil\xff";
-  auto why = judge_qmp_peer(f, kQemu);
+  f.walk[2].mode = S_IFDIR | 0775;
+  EXPECT_TRUE(judge_qmp_peer(f, kLibvirtQemu));
+  // Sticky /tmp, the socket right in it, but made by another user.
+  f = good();
+  f.walk = {step("/", 0, 0755, "tmp", 0), step("/tmp", 0, 01777, "web1.qmp", 1000)};
+  f.socket_uid = 1000;
+  why = judge_qmp_peer(f, kLibvirtQemu);
   ASSERT_TRUE(why);
-  EXPECT_NE(why->find("/tmp/\\x1b[2Jevil\\xff"), std::string::npos) << *why;
+  EXPECT_NE(why->find("the directory /tmp (mode 1777) is writable by other users; its sticky bit"), std::string::npos)
+      << *why;
+  EXPECT_NE(why->find("/tmp/web1.qmp belongs to uid 1000"), std::string::npos) << *why;
+  // A directory of a third user on the way.
+  f = good();
+  f.walk[2].uid = 1000;
+  why = judge_qmp_peer(f, kLibvirtQemu);
+  ASSERT_TRUE(why);
+  EXPECT_NE(why->find("the directory /run/qemu belongs to uid 1000"), std::string::npos) << *why;
+  // A socket of a third user in a safe directory.
+  f = good();
+  f.socket_uid = 1000;
+  EXPECT_TRUE(judge_qmp_peer(f, kLibvirtQemu));
+}
+
+TEST(QmpPeer, TheProgramIsComparedAsAFileNotAPath) {
+  auto f = good();
+  f.exe_id = FileId{8, 777};  // reads /usr/bin/qemu-system-x86_64, is another file (a bind mount)
+  auto why = judge_qmp_peer(f, kLibvirtQemu);
+  ASSERT_TRUE(why);
+  EXPECT_NE(why->find("none of the files [daemon] qemu_binaries names"), std::string::npos) << *why;
+  f = good();
+  f.exe_id.reset();
+  EXPECT_TRUE(judge_qmp_peer(f, kLibvirtQemu));
+  f = good();
+  f.exe_stable = false;
+  EXPECT_TRUE(judge_qmp_peer(f, kLibvirtQemu));
+  f = good();
+  f.walk_complete = false;
+  EXPECT_TRUE(judge_qmp_peer(f, kLibvirtQemu));
+}
+
+// The walk on a real tree: symlinks followed, the directory of every hop
+// recorded, a missing component ends it.
+TEST(QmpPeerWalk, FollowsSymlinksAndRecordsEveryDirectoryCrossed) {
+  char tmpl[] = "/tmp/relink-walk-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string root = tmpl;
+  std::filesystem::create_directories(root + "/a/b");
+  std::filesystem::create_directories(root + "/hop");
+  std::filesystem::create_symlink(root + "/a/b", root + "/hop/link");
+  std::filesystem::create_symlink("../hop/link", root + "/a/rel");
+  { FILE* f = fopen((root + "/a/b/s").c_str(), "w"); fclose(f); }
+  bool complete = false;
+  auto walk = walk_path(root + "/a/rel/s", &complete);
+  EXPECT_TRUE(complete);
+  std::vector<std::string> dirs;
+  for (const auto& d : walk) dirs.push_back(d.path);
+  auto has = [&](const std::string& d) { return std::find(dirs.begin(), dirs.end(), d) != dirs.end(); };
+  EXPECT_EQ(dirs.front(), "/");
+  EXPECT_TRUE(has(root + "/a"));    // holds the symlink "rel"
+  EXPECT_TRUE(has(root + "/hop"));  // holds the symlink "link"
+  EXPECT_TRUE(has(root + "/a/b"));  // holds the socket
+  EXPECT_EQ(walk.back().next, "s");
+  walk = walk_path(root + "/a/missing/s", &complete);
+  EXPECT_FALSE(complete);
+  EXPECT_EQ(walk.back().path, root + "/a");
+  EXPECT_FALSE(walk.back().next_exists);
+  std::filesystem::remove_all(root);
+}
+
+TEST(QmpPeerWalk, BinariesAreFoundByIdentity) {
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  struct stat st {};
+  ASSERT_EQ(stat(self.c_str(), &st), 0);
+  auto ids = binaries_of({self, "/nonexistent/qemu-*"});
+  ASSERT_EQ(ids.size(), 1u);
+  EXPECT_EQ(ids[0], (FileId{st.st_dev, st.st_ino}));
 }
 
 }  // namespace
