@@ -13,6 +13,7 @@
 
 #include "config/config.h"
 #include "daemon/qemu_names.h"
+#include "qemu/info_network.h"
 #include "util/log.h"
 #include "util/untrusted.h"
 
@@ -162,7 +163,7 @@ struct ReplugAttacher::NicProbe {
   const ProbeState::Nic& nic;
   pid_t pid = 0;
   std::map<uint64_t, GenerationPieces> gens;
-  std::optional<NicPeer> peer;
+  std::optional<qemu::NicPeer> peer;
   engine::VmConnected vc;
   std::optional<dev_t> peer_dev;  // the char device behind the NIC's tap
   // Whether what the NIC uses is known for sure (then anything else of ours is a leftover).
@@ -234,7 +235,7 @@ std::optional<NicTemplate> template_from(const std::map<std::string, json>& valu
 
 // The one char device behind every queue fd of the NIC's tap (in QEMU
 // `pid`), or nullopt and why_not. `known` drops when an fd is not that device.
-std::optional<dev_t> tap_device(pid_t pid, const NicPeer& peer, const std::string& netdev,
+std::optional<dev_t> tap_device(pid_t pid, const qemu::NicPeer& peer, const std::string& netdev,
                                 std::string& why_not, bool& known) {
   if (peer.type != "tap" || peer.fds.empty() || peer.fds[0] < 0) {
     why_not = "its backend " + netdev + " is not a tap QEMU got as an fd";
@@ -267,8 +268,8 @@ std::optional<MacvtapLink> macvtap_of_device(dev_t dev, const std::string& netde
 }  // namespace
 
 void ReplugAttacher::finish_probe(const std::shared_ptr<ProbeState>& st, const qemu::QmpReply& info) {
-  std::vector<NetClient> clients;
-  if (info && info->is_string()) clients = parse_info_network(info->get<std::string>());
+  std::vector<qemu::NetClient> clients;
+  if (info && info->is_string()) clients = qemu::parse_info_network(info->get<std::string>());
   else logger()->warn("info network: {}; not adopting", info ? "not a string" : info.error().message);
   const bool have_network = info && info->is_string();
 
@@ -277,7 +278,7 @@ void ReplugAttacher::finish_probe(const std::shared_ptr<ProbeState>& st, const q
     NicProbe p{.b = (*st->bindings)[i], .nic = st->nics[i], .pid = st->pid};
     p.gens = find_generations(clients, p.b.nic);
     if (!p.gens.empty()) p.vc.max_generation_seen = p.gens.rbegin()->first;
-    if (!p.nic.absent) p.peer = nic_peer(clients, p.b.nic);
+    if (!p.nic.absent) p.peer = qemu::nic_peer(clients, p.b.nic);
     read_template(p);
     p.known = have_network && p.pid > 0 && p.nic.error.empty();
     if (p.peer && have_network && p.pid > 0) adopt(p);
