@@ -20,8 +20,8 @@
 #include <toml++/toml.h>
 
 #include "config/config.h"
+#include "ctl/control_client.h"
 #include "ctl/render.h"
-#include "daemon/control_server.h"
 #include "util/unique_fd.h"
 
 namespace {
@@ -79,7 +79,7 @@ std::string explain_unreachable(const std::string& sock, const relink::Error& e)
 
 // One request; on success *result holds the reply's result.
 int request(const Connection& c, const json& req, json* result) {
-  auto reply = relink::daemon::control_request(c.socket, req);
+  auto reply = relink::ctl::control_request(c.socket, req);
   if (!reply) {
     std::cerr << "relinkctl: " << explain_unreachable(c.socket, reply.error()) << "\n";
     return kUnreachable;

@@ -136,8 +136,4 @@ class ControlServer {
   uint64_t refused_unlogged_ = 0;
 };
 
-// Client side, used by relinkctl: sends one request and waits for the reply.
-Result<nlohmann::json> control_request(const std::string& path, const nlohmann::json& request,
-                                       int timeout_ms = 10000);
-
 }  // namespace relink::daemon
