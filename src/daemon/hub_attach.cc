@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// The hub attacher: hands macvtaps to QEMU through a hub uplink, and adopts them after a restart.
 #include "daemon/hub_attach.h"
 
 #include <dirent.h>

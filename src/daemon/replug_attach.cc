@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// The replug attacher: probe (template, adoption), release, and hand-over by device_add of the NIC anew.
 #include "daemon/replug_attach.h"
 
 #include <sys/stat.h>

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// The macvtap binding's state machine: one handler per event, each returning the actions to carry out.
 #include "engine/binding.h"
 
 #include <algorithm>
