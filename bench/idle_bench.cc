@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "bench_util.h"
-#include "daemon/control_server.h"
+#include "ctl/control_client.h"
 #include "support/harness.h"
 
 using namespace relink;
@@ -130,7 +130,7 @@ struct Sandbox {
     return m;
   }
   size_t attached() {
-    auto st = daemon::control_request(control(), {{"command", "status"}});
+    auto st = ctl::control_request(control(), {{"command", "status"}});
     size_t n = 0;
     if (st && st->contains("result"))
       for (const auto& vm : (*st)["result"]["vms"])

@@ -91,7 +91,7 @@
 
 #include "bench_util.h"
 #include "guest_net.h"
-#include "daemon/control_server.h"
+#include "ctl/control_client.h"
 #include "support/harness.h"
 #include "support/libvirt_env.h"
 #include "util/clock.h"
@@ -371,7 +371,7 @@ struct Sandbox {
   }
   // The guest's binding as relinkd's status shows it (null if none).
   json binding(const Guest& g) {
-    auto r = daemon::control_request(control(), {{"command", "status"}}, 2000);
+    auto r = ctl::control_request(control(), {{"command", "status"}}, 2000);
     if (!r || !r->value("ok", false)) return nullptr;
     for (const auto& vm : (*r)["result"]["vms"])
       if (vm.value("name", "") == g.name && !vm["bindings"].empty()) return vm["bindings"][0];

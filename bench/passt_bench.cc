@@ -48,7 +48,7 @@
 #include <thread>
 #include <vector>
 
-#include "daemon/control_server.h"
+#include "ctl/control_client.h"
 #include "passt/passt.h"
 #include "bench_util.h"
 #include "support/harness.h"
@@ -451,7 +451,7 @@ std::vector<Sample> run_floor(int kills, int port) {
 // ---------------------------------------------------------------- relinkd
 
 json passt_binding(const std::string& sock) {
-  auto r = daemon::control_request(sock, {{"command", "status"}}, 2000);
+  auto r = ctl::control_request(sock, {{"command", "status"}}, 2000);
   if (!r || !r->value("ok", false)) return nullptr;
   const json& st = (*r)["result"];
   for (const auto& vm : st.value("vms", json::array()))

@@ -58,7 +58,7 @@
 #include <vector>
 
 #include "bench_util.h"
-#include "daemon/control_server.h"
+#include "ctl/control_client.h"
 #include "guest_net.h"
 #include "support/harness.h"
 #include "support/libvirt_env.h"
@@ -514,7 +514,7 @@ struct RelinkdRun : Base {
   }
 
   json binding() const {
-    auto r = daemon::control_request(ctl(), {{"command", "status"}}, 2000);
+    auto r = relink::ctl::control_request(ctl(), {{"command", "status"}}, 2000);
     if (!r || !r->value("ok", false)) return nullptr;
     for (const auto& vm : (*r)["result"].value("vms", json::array()))
       for (const auto& b : vm.value("bindings", json::array()))

@@ -30,7 +30,7 @@
 #include <thread>
 #include <vector>
 
-#include "daemon/control_server.h"
+#include "ctl/control_client.h"
 #include "daemon/qemu_names.h"
 #include "macvtap/macvtap_factory.h"
 #include "netlink/link_parser.h"
@@ -235,7 +235,7 @@ struct Sandbox {
 };
 
 json daemon_status(const std::string& sock) {
-  auto r = daemon::control_request(sock, {{"command", "status"}});
+  auto r = ctl::control_request(sock, {{"command", "status"}});
   if (!r || !r->value("ok", false)) return nullptr;
   return (*r)["result"];
 }

@@ -59,7 +59,7 @@
 #include <thread>
 #include <vector>
 
-#include "daemon/control_server.h"
+#include "ctl/control_client.h"
 #include "macvtap/macvtap_factory.h"
 #include "netlink/link_parser.h"
 #include "bench_util.h"
@@ -436,7 +436,7 @@ struct Sandbox {
   }
   // The guest's binding as relinkd's status shows it (null if none).
   json binding(const Guest& g) {
-    auto r = daemon::control_request(control(), {{"command", "status"}}, 2000);
+    auto r = ctl::control_request(control(), {{"command", "status"}}, 2000);
     if (!r || !r->value("ok", false)) return nullptr;
     for (const auto& vm : (*r)["result"]["vms"])
       if (vm.value("name", "") == g.name && !vm["bindings"].empty()) return vm["bindings"][0];

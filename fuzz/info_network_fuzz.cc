@@ -8,8 +8,10 @@
 
 #include "daemon/qemu_names.h"
 #include "fuzz_check.h"
+#include "qemu/info_network.h"
 
 using namespace relink::daemon;
+using namespace relink::qemu;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view text(reinterpret_cast<const char*>(data), size);

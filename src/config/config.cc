@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Loading relinkd.toml: TOML parsing, defaults and the checks of every key, with FILE:LINE:COL errors.
 #include "config/config.h"
 
 #include <sys/stat.h>

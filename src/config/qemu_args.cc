@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Builds the QEMU options of `relinkctl qemu-args VM` from a VM's configured bindings.
 #include "config/qemu_args.h"
 
 #include <map>

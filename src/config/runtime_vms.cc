@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Parsing and checking VMs registered at runtime, their conflicts, and runtime.toml's text.
 #include "config/runtime_vms.h"
 
 #include <map>

@@ -20,8 +20,8 @@
 #include <toml++/toml.h>
 
 #include "config/config.h"
+#include "ctl/control_client.h"
 #include "ctl/render.h"
-#include "daemon/control_server.h"
 #include "util/unique_fd.h"
 
 namespace {
@@ -79,7 +79,7 @@ std::string explain_unreachable(const std::string& sock, const relink::Error& e)
 
 // One request; on success *result holds the reply's result.
 int request(const Connection& c, const json& req, json* result) {
-  auto reply = relink::daemon::control_request(c.socket, req);
+  auto reply = relink::ctl::control_request(c.socket, req);
   if (!reply) {
     std::cerr << "relinkctl: " << explain_unreachable(c.socket, reply.error()) << "\n";
     return kUnreachable;
@@ -340,6 +340,137 @@ int cmd_monitor(const Connection& c, bool as_json) {
   }
 }
 
+// The command line: CLI11's options and subcommands, and where they land.
+struct Options {
+  std::string sock, config_path = relink::config::kDefaultPath;
+  CLI::Option* config_opt = nullptr;
+  bool as_json = false, no_wait = false;
+  std::string vm, nic, file_or_vm, qmp, qemu_user, help_on;
+  double timeout_s = 30;
+  std::vector<std::string> macvtap_specs, passt_specs;
+  CLI::App *status = nullptr, *reattach = nullptr, *reload = nullptr, *add = nullptr, *remove = nullptr,
+           *qemu_args = nullptr, *monitor = nullptr, *metrics = nullptr, *help = nullptr;
+};
+
+void add_options(CLI::App& app, Options& o) {
+  app.set_version_flag("-V,--version", std::string("relinkctl ") + RELINK_VERSION);
+  app.require_subcommand(0, 1);
+  app.fallthrough();
+  app.add_option("-s,--socket", o.sock, "control socket (default: from the config file, else /run/relinkd/control.sock)")
+      ->type_name("PATH");
+  o.config_opt = app.add_option("-c,--config", o.config_path, "relinkd configuration file to read the socket path from")
+                     ->type_name("FILE")
+                     ->capture_default_str();
+
+  o.status = app.add_subcommand("status", kCommands[0].second);
+  o.status->add_option("VM", o.vm, "only this VM");
+  o.status->add_flag("--json", o.as_json, "print one JSON object (\"version\": 1)");
+
+  o.reattach = app.add_subcommand("reattach", std::string(kCommands[1].second) +
+                                                  " (restarts passt, resets a failed binding)");
+  o.reattach->add_option("VM", o.vm, "VM name")->required();
+  o.reattach->add_option("NIC", o.nic, "NIC id of a macvtap binding, or netdev id of a passt binding (default: all)");
+  o.reattach->add_flag("--no-wait", o.no_wait, "return once relinkd has started the reattach");
+  o.reattach->add_option("--timeout", o.timeout_s, "seconds to wait for the outcome")->capture_default_str()->check(
+      CLI::Range(0.1, 3600.0));
+
+  o.reload = app.add_subcommand("reload", kCommands[2].second);
+
+  o.add = app.add_subcommand("add", kCommands[3].second);
+  o.add->footer(
+      "Registrations survive a relinkd restart (kept in state_dir/runtime.toml); status shows them as runtime.\n"
+      "  relinkctl add vms.toml              [[vm]] tables, same keys as relinkd.toml\n"
+      "  relinkctl add - < vms.toml           the same from stdin\n"
+      "  relinkctl add web2 --qmp /run/qemu/web2.qmp --qemu-user libvirt-qemu \\\n"
+      "      --macvtap nic=nic0,parent=eth0,mac=52:54:00:12:34:57,attach=replug \\\n"
+      "      --passt 'netdev=net1,socket=/run/relinkd/web2-net1.sock,args=--tcp-ports 8080'");
+  o.add->add_option("FILE|VM", o.file_or_vm, "TOML file (- or nothing: stdin), or the VM's name with --qmp");
+  o.add->add_option("--qmp", o.qmp, "the VM's QMP socket (registers one VM from options)")->type_name("PATH");
+  o.add->add_option("--qemu-user", o.qemu_user, "the user the VM's QEMU runs as (qemu_user; default root)")
+      ->type_name("USER");
+  o.add->add_option("--macvtap", o.macvtap_specs, "a [[vm.macvtap]] binding as KEY=VALUE,... (repeatable)")
+      ->type_name("SPEC");
+  o.add->add_option("--passt", o.passt_specs, "a [[vm.passt]] binding as KEY=VALUE,... (args: space-separated)")
+      ->type_name("SPEC");
+
+  o.remove = app.add_subcommand("remove", kCommands[4].second);
+  o.remove->add_option("VM", o.vm, "VM name")->required();
+
+  o.qemu_args = app.add_subcommand("qemu-args", std::string(kCommands[5].second) +
+                                                    " (-qmp, -netdev, -device), ready to paste");
+  o.qemu_args->add_option("VM", o.vm, "VM name")->required();
+
+  o.monitor = app.add_subcommand("monitor", kCommands[6].second);
+  o.monitor->add_flag("--json", o.as_json, "one JSON object per line");
+
+  o.metrics = app.add_subcommand("metrics", kCommands[7].second);
+
+  o.help = app.add_subcommand("help", kCommands[8].second);
+  o.help->add_option("COMMAND", o.help_on, "command to explain");
+}
+
+// An unknown command gets its own message rather than CLI11's.
+bool known_command(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "-s" || a == "--socket" || a == "-c" || a == "--config") {
+      ++i;
+      continue;
+    }
+    if (a.empty() || a[0] == '-') continue;
+    bool known = false;
+    for (const auto& [name, what] : kCommands) known = known || a == name;
+    if (!known) {
+      std::cerr << "relinkctl: unknown command '" << a << "'; commands:";
+      for (const auto& [name, what] : kCommands) std::cerr << " " << name;
+      std::cerr << " (see relinkctl --help)\n";
+      return false;
+    }
+    break;
+  }
+  return true;
+}
+
+int cmd_help(CLI::App& app, const std::string& help_on) {
+  if (help_on.empty()) {
+    std::cout << app.help();
+    return kDone;
+  }
+  for (auto* sub : app.get_subcommands({}))
+    if (sub->get_name() == help_on) {
+      std::cout << sub->help();
+      return kDone;
+    }
+  std::cerr << "relinkctl: no command '" << help_on << "'\n";
+  return kUsage;
+}
+
+// A command whose reply is a text to print as it is, or a change report.
+int cmd_text(const Connection& c, const json& req) {
+  json res;
+  if (int rc = request(c, req, &res)) return rc;
+  std::cout << res.value("text", std::string());
+  return kDone;
+}
+int cmd_changes(const Connection& c, const json& req, const char* what) {
+  json res;
+  if (int rc = request(c, req, &res)) return rc;
+  std::cout << what << ": " << relink::ctl::render_changes(res) << "\n";
+  return kDone;
+}
+
+int run_command(const Options& o, const Connection& c) {
+  if (o.status->parsed()) return cmd_status(c, o.vm, o.as_json);
+  if (o.reattach->parsed()) return cmd_reattach(c, o.vm, o.nic, !o.no_wait, o.timeout_s);
+  if (o.reload->parsed()) return cmd_changes(c, {{"command", "reload"}}, "reloaded");
+  if (o.add->parsed()) return cmd_add(c, o.file_or_vm, o.qmp, o.qemu_user, o.macvtap_specs, o.passt_specs);
+  if (o.remove->parsed()) return cmd_changes(c, {{"command", "remove"}, {"vm", o.vm}}, "removed");
+  if (o.qemu_args->parsed()) return cmd_text(c, {{"command", "qemu-args"}, {"vm", o.vm}});
+  if (o.monitor->parsed()) return cmd_monitor(c, o.as_json);
+  if (o.metrics->parsed()) return cmd_text(c, {{"command", "metrics"}});
+  return kUsage;
+}
+
 }  // namespace
 
 int run(int argc, char** argv);
@@ -360,138 +491,20 @@ int run(int argc, char** argv) {
                "backends connected while host links come and go.\n"
                "Exit status: 0 done, 1 refused or failed, 2 relinkd unreachable or usage error.",
                "relinkctl"};
-  app.set_version_flag("-V,--version", std::string("relinkctl ") + RELINK_VERSION);
-  app.require_subcommand(0, 1);
-  app.fallthrough();
-  std::string sock, config_path = relink::config::kDefaultPath;
-  app.add_option("-s,--socket", sock, "control socket (default: from the config file, else /run/relinkd/control.sock)")
-      ->type_name("PATH");
-  auto* config_opt = app.add_option("-c,--config", config_path, "relinkd configuration file to read the socket path from")
-                         ->type_name("FILE")
-                         ->capture_default_str();
-
-  auto* status = app.add_subcommand("status", kCommands[0].second);
-  bool as_json = false;
-  std::string vm, nic, file_or_vm, qmp, qemu_user;
-  status->add_option("VM", vm, "only this VM");
-  status->add_flag("--json", as_json, "print one JSON object (\"version\": 1)");
-
-  auto* reattach = app.add_subcommand("reattach", std::string(kCommands[1].second) +
-                                                      " (restarts passt, resets a failed binding)");
-  reattach->add_option("VM", vm, "VM name")->required();
-  reattach->add_option("NIC", nic, "NIC id of a macvtap binding, or netdev id of a passt binding (default: all)");
-  bool no_wait = false;
-  double timeout_s = 30;
-  reattach->add_flag("--no-wait", no_wait, "return once relinkd has started the reattach");
-  reattach->add_option("--timeout", timeout_s, "seconds to wait for the outcome")->capture_default_str()->check(
-      CLI::Range(0.1, 3600.0));
-
-  auto* reload = app.add_subcommand("reload", kCommands[2].second);
-
-  auto* add = app.add_subcommand("add", kCommands[3].second);
-  add->footer(
-      "Registrations survive a relinkd restart (kept in state_dir/runtime.toml); status shows them as runtime.\n"
-      "  relinkctl add vms.toml              [[vm]] tables, same keys as relinkd.toml\n"
-      "  relinkctl add - < vms.toml           the same from stdin\n"
-      "  relinkctl add web2 --qmp /run/qemu/web2.qmp --qemu-user libvirt-qemu \\\n"
-      "      --macvtap nic=nic0,parent=eth0,mac=52:54:00:12:34:57,attach=replug \\\n"
-      "      --passt 'netdev=net1,socket=/run/relinkd/web2-net1.sock,args=--tcp-ports 8080'");
-  add->add_option("FILE|VM", file_or_vm, "TOML file (- or nothing: stdin), or the VM's name with --qmp");
-  std::vector<std::string> macvtap_specs, passt_specs;
-  add->add_option("--qmp", qmp, "the VM's QMP socket (registers one VM from options)")->type_name("PATH");
-  add->add_option("--qemu-user", qemu_user, "the user the VM's QEMU runs as (qemu_user; default root)")
-      ->type_name("USER");
-  add->add_option("--macvtap", macvtap_specs, "a [[vm.macvtap]] binding as KEY=VALUE,... (repeatable)")
-      ->type_name("SPEC");
-  add->add_option("--passt", passt_specs, "a [[vm.passt]] binding as KEY=VALUE,... (args: space-separated)")
-      ->type_name("SPEC");
-
-  auto* remove = app.add_subcommand("remove", kCommands[4].second);
-  remove->add_option("VM", vm, "VM name")->required();
-
-  auto* qemu_args = app.add_subcommand("qemu-args", std::string(kCommands[5].second) +
-                                                        " (-qmp, -netdev, -device), ready to paste");
-  qemu_args->add_option("VM", vm, "VM name")->required();
-
-  auto* monitor = app.add_subcommand("monitor", kCommands[6].second);
-  monitor->add_flag("--json", as_json, "one JSON object per line");
-
-  auto* metrics = app.add_subcommand("metrics", kCommands[7].second);
-
-  auto* help = app.add_subcommand("help", kCommands[8].second);
-  std::string help_on;
-  help->add_option("COMMAND", help_on, "command to explain");
-
-  // An unknown command gets its own message rather than CLI11's.
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "-s" || a == "--socket" || a == "-c" || a == "--config") {
-      ++i;
-      continue;
-    }
-    if (a.empty() || a[0] == '-') continue;
-    bool known = false;
-    for (const auto& [name, what] : kCommands) known = known || a == name;
-    if (!known) {
-      std::cerr << "relinkctl: unknown command '" << a << "'; commands:";
-      for (const auto& [name, what] : kCommands) std::cerr << " " << name;
-      std::cerr << " (see relinkctl --help)\n";
-      return kUsage;
-    }
-    break;
-  }
+  Options o;
+  add_options(app, o);
+  if (!known_command(argc, argv)) return kUsage;
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
     return rc == 0 ? kDone : kUsage;
   }
-  if (help->parsed()) {
-    if (help_on.empty()) {
-      std::cout << app.help();
-      return kDone;
-    }
-    for (auto* sub : app.get_subcommands({}))
-      if (sub->get_name() == help_on) {
-        std::cout << sub->help();
-        return kDone;
-      }
-    std::cerr << "relinkctl: no command '" << help_on << "'\n";
-    return kUsage;
-  }
+  if (o.help->parsed()) return cmd_help(app, o.help_on);
   if (app.get_subcommands().empty()) {
     std::cerr << app.help() << "\nrelinkctl: a command is required\n";
     return kUsage;
   }
-  if (int rc = resolve_socket(sock, config_path, config_opt->count() > 0)) return rc;
-  const Connection c{sock};
-  if (status->parsed()) return cmd_status(c, vm, as_json);
-  if (reattach->parsed()) return cmd_reattach(c, vm, nic, !no_wait, timeout_s);
-  if (reload->parsed()) {
-    json res;
-    if (int rc = request(c, {{"command", "reload"}}, &res)) return rc;
-    std::cout << "reloaded: " << relink::ctl::render_changes(res) << "\n";
-    return kDone;
-  }
-  if (add->parsed()) return cmd_add(c, file_or_vm, qmp, qemu_user, macvtap_specs, passt_specs);
-  if (remove->parsed()) {
-    json res;
-    if (int rc = request(c, {{"command", "remove"}, {"vm", vm}}, &res)) return rc;
-    std::cout << "removed: " << relink::ctl::render_changes(res) << "\n";
-    return kDone;
-  }
-  if (qemu_args->parsed()) {
-    json res;
-    if (int rc = request(c, {{"command", "qemu-args"}, {"vm", vm}}, &res)) return rc;
-    std::cout << res.value("text", std::string());
-    return kDone;
-  }
-  if (monitor->parsed()) return cmd_monitor(c, as_json);
-  if (metrics->parsed()) {
-    json res;
-    if (int rc = request(c, {{"command", "metrics"}}, &res)) return rc;
-    std::cout << res.value("text", std::string());
-    return kDone;
-  }
-  return kUsage;
+  if (int rc = resolve_socket(o.sock, o.config_path, o.config_opt->count() > 0)) return rc;
+  return run_command(o, Connection{o.sock});
 }

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// relinkctl's output: status tables, change reports and monitor lines from relinkd's JSON.
 #include "ctl/render.h"
 
 #include <unistd.h>

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// What every attacher shares: deleting netdevs and relinkd's own macvtaps, QMP's not-found errors.
 #include "daemon/attacher.h"
 
 #include "qemu/qmp_client.h"

@@ -162,8 +162,4 @@ class ControlServer {
   std::set<std::pair<uid_t, std::string>> verb_refusals_logged_;
 };
 
-// Client side, used by relinkctl: sends one request and waits for the reply.
-Result<nlohmann::json> control_request(const std::string& path, const nlohmann::json& request,
-                                       int timeout_ms = 10000);
-
 }  // namespace relink::daemon

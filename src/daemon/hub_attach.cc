@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// The hub attacher: hands macvtaps to QEMU through a hub uplink, and adopts them after a restart.
 #include "daemon/hub_attach.h"
 
 #include <dirent.h>
@@ -8,6 +9,7 @@
 #include <memory>
 
 #include "daemon/qemu_names.h"
+#include "qemu/info_network.h"
 #include "util/log.h"
 
 namespace relink::daemon {
@@ -109,8 +111,8 @@ void HubAttacher::probe(const std::vector<config::MacvtapBinding>& bindings,
                         std::function<void(std::vector<engine::VmConnected>)> done) {
   qmp_.execute("human-monitor-command", {{"command-line", "info network"}},
                [this, &bindings, done](qemu::QmpReply r) {
-    std::vector<NetClient> clients;
-    if (r && r->is_string()) clients = parse_info_network(r->get<std::string>());
+    std::vector<qemu::NetClient> clients;
+    if (r && r->is_string()) clients = qemu::parse_info_network(r->get<std::string>());
     else logger()->warn("info network: {}; not adopting", r ? "not a string" : r.error().message);
     std::vector<engine::VmConnected> out;
     for (const auto& b : bindings) {

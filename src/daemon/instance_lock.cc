@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// The exclusive lock on state_dir/relinkd.lock.
 #include "daemon/instance_lock.h"
 
 #include <fcntl.h>

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// The libvirt attacher: replugs a domain's direct interface through libvirt's API.
 #include "daemon/libvirt_attach.h"
 
 #include <dirent.h>

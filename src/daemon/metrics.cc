@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Renders relinkd's status and recovery histograms as Prometheus text (`relinkctl metrics`).
 #include "daemon/metrics.h"
 
 #include <charconv>

@@ -5,7 +5,8 @@
 
 #include <cstring>
 
-#include "daemon/qemu_names.h"
+#include "qemu/info_network.h"
+#include "qemu/netdev_events.h"
 #include "qemu/qmp_client.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -98,14 +99,14 @@ void PasstRunner::listen() {
 // the engine.
 void PasstRunner::vm_connected(const std::string* info, unsigned qemu_version) {
   const std::string text = info ? *info : std::string();
-  const auto streams = parse_stream_netdevs(text);
+  const auto streams = qemu::parse_stream_netdevs(text);
   engine::passt_ev::VmConnected vc;
   vc.now_ms = now_ms();
   auto s = streams.find(cfg_.netdev);
   if (info && s == streams.end() && cfg_.mode != passt::Mode::VhostUser)
     logger()->warn("{}: QEMU has no stream netdev '{}' (see relinkctl status and the docs)", id_.name, cfg_.netdev);
   vc.stream_connected = s != streams.end() && s->second;
-  nic_ = nic_of_netdev(text, cfg_.netdev);
+  nic_ = qemu::nic_of_netdev(text, cfg_.netdev);
   // A passt this relinkd runs already (QMP came back, or a reload).
   vc.adopt = running_adopt();
   // A passt a previous relinkd left.
@@ -120,7 +121,7 @@ void PasstRunner::vm_connected(const std::string* info, unsigned qemu_version) {
   // running once QEMU connected, not once passt started, and the guest is
   // announced then.
   if (cfg_.mode == passt::Mode::VhostUser)
-    engine_.set_readiness(qemu_version >= kQemuVhostUserEvents ? engine::Readiness::StreamEvents
+    engine_.set_readiness(qemu_version >= qemu::kQemuVhostUserEvents ? engine::Readiness::StreamEvents
                                                                : engine::Readiness::OnSpawn);
   feed(vc);
 }

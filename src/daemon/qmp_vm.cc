@@ -5,8 +5,8 @@
 
 #include "config/qemu_args.h"
 #include "daemon/hub_attach.h"
-#include "daemon/qemu_names.h"
 #include "daemon/replug_attach.h"
+#include "qemu/netdev_events.h"
 #include "qemu/qmp_peer.h"
 #include "util/log.h"
 #include "util/untrusted.h"
@@ -94,12 +94,12 @@ void QmpVm::on_event(const std::string& event, const nlohmann::json& data) {
     logger()->debug("{}: QMP event {} {}", name(), untrusted::safe_text(event, 64),
                     untrusted::safe_text(untrusted::dump_json(data), 300));
   if (event == "DEVICE_DELETED") on_device_deleted(data);
-  if (event != kStreamConnected && event != kStreamDisconnected && event != kVhostUserConnected &&
-      event != kVhostUserDisconnected)
+  if (event != qemu::kStreamConnected && event != qemu::kStreamDisconnected && event != qemu::kVhostUserConnected &&
+      event != qemu::kVhostUserDisconnected)
     return;
   if (!data.is_object() || !data.contains("netdev-id") || !data["netdev-id"].is_string()) return;
   if (PasstRunner* p = find_passt(data["netdev-id"].get<std::string>()))
-    p->stream_event(event == kStreamConnected || event == kVhostUserConnected);
+    p->stream_event(event == qemu::kStreamConnected || event == qemu::kVhostUserConnected);
 }
 
 void QmpVm::on_refused(const Error& why) {

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// The replug attacher: probe (template, adoption), release, and hand-over by device_add of the NIC anew.
 #include "daemon/replug_attach.h"
 
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 
 #include "config/config.h"
 #include "daemon/qemu_names.h"
+#include "qemu/info_network.h"
 #include "util/log.h"
 #include "util/untrusted.h"
 
@@ -156,180 +158,224 @@ void ReplugAttacher::probe(const std::vector<config::MacvtapBinding>& bindings,
                [this, st](qemu::QmpReply r) { finish_probe(st, r); });
 }
 
+// What probe() found of one NIC, step by step.
+struct ReplugAttacher::NicProbe {
+  const config::MacvtapBinding& b;
+  const ProbeState::Nic& nic;
+  pid_t pid = 0;
+  std::map<uint64_t, GenerationPieces> gens;
+  std::optional<qemu::NicPeer> peer;
+  engine::VmConnected vc;
+  std::optional<dev_t> peer_dev;  // the char device behind the NIC's tap
+  // Whether what the NIC uses is known for sure (then anything else of ours is a leftover).
+  bool known = false;
+};
+
+namespace {
+
+// The template, from what qom-get said of a NIC that QEMU has; nullopt and
+// why_not when it cannot be trusted to plug the NIC in again.
+std::optional<NicTemplate> template_from(const std::map<std::string, json>& values, const std::string& id,
+                                         pid_t pid, size_t queues, std::string& why_not) {
+  NicTemplate t;
+  t.id = id;
+  t.qemu_pid = pid;
+  auto str = [&](const char* p) -> std::optional<std::string> {
+    auto it = values.find(p);
+    if (it == values.end() || !it->second.is_string()) return std::nullopt;
+    return it->second.get<std::string>();
+  };
+  auto num = [&](const char* p, int64_t lo, int64_t hi) -> std::optional<int64_t> {
+    auto it = values.find(p);
+    return it == values.end() ? std::nullopt : int_value(it->second, lo, hi);
+  };
+  auto has = [&](const char* p) { return values.count(p) != 0; };
+  auto driver = str("type");
+  auto mac = str("mac");
+  auto mac_parsed = mac ? parse_mac(*mac) : std::nullopt;
+  auto netdev = str("netdev");
+  if (!driver || !plain_name(*driver, 64)) {
+    why_not = "its type is not a plain QOM type name (" +
+              untrusted::safe_text(driver ? *driver : std::string("none"), 80) + ")";
+    return std::nullopt;
+  }
+  if (!mac_parsed) {
+    why_not = "it has no MAC address property (" + untrusted::safe_text(mac.value_or("none"), 80) + ")";
+    return std::nullopt;
+  }
+  if (!netdev || (!netdev->empty() && !config::valid_qemu_id(*netdev))) {
+    why_not = "its netdev is not a QEMU id (" + untrusted::safe_text(netdev.value_or("none"), 80) + ")";
+    return std::nullopt;
+  }
+  t.driver = *driver;
+  t.mac = *mac_parsed;
+  t.netdev = *netdev;
+  if (auto a = num("addr", -1, 255)) t.addr = static_cast<int>(*a);
+  else if (has("addr")) why_not = "its PCI address is out of range";
+  if (auto pb = str("parent_bus")) {
+    t.bus = bus_name_of(*pb);
+    if (t.bus.empty() && !pb->empty()) why_not = "its bus is not a plain name (" + untrusted::safe_text(*pb, 120) + ")";
+  }
+  t.has_mq = has("mq") && has("vectors");
+  if (auto it = values.find("mq"); it != values.end() && it->second.is_boolean() && it->second.get<bool>())
+    t.props["mq"] = true;
+  if (auto v = num("vectors", 0, 0xffff); v && *v != static_cast<int64_t>(2 * queues + 2)) t.props["vectors"] = *v;
+  if (auto v = num("host_mtu", 0, 0xffff); v && *v != 0) t.props["host_mtu"] = *v;
+  if (auto v = num("rx_queue_size", 0, 0xffff); v && *v != 256) t.props["rx_queue_size"] = *v;
+  if (auto v = num("tx_queue_size", 0, 0xffff); v && *v != 256) t.props["tx_queue_size"] = *v;
+  if (auto v = num("bootindex", -1, 0x7fffffff); v && *v >= 0) t.props["bootindex"] = *v;
+  if (auto v = num("acpi-index", 0, 0xffffffff); v && *v != 0) t.props["acpi-index"] = *v;
+  if (auto rom = str("romfile")) {
+    // Sent back to QEMU as it is: only text that needs no escaping.
+    if (rom->size() <= 1024 && untrusted::safe_text(*rom, 2048) == *rom) t.props["romfile"] = *rom;
+    else why_not = "its romfile is not plain text";
+  }
+  if (!why_not.empty()) return std::nullopt;
+  return t;
+}
+
+// The one char device behind every queue fd of the NIC's tap (in QEMU
+// `pid`), or nullopt and why_not. `known` drops when an fd is not that device.
+std::optional<dev_t> tap_device(pid_t pid, const qemu::NicPeer& peer, const std::string& netdev,
+                                std::string& why_not, bool& known) {
+  if (peer.type != "tap" || peer.fds.empty() || peer.fds[0] < 0) {
+    why_not = "its backend " + netdev + " is not a tap QEMU got as an fd";
+    return std::nullopt;
+  }
+  std::optional<dev_t> dev;
+  for (int fd : peer.fds) {
+    auto d = fd < 0 ? std::nullopt : fd_device(pid, fd);
+    if (!d || (dev && *d != *dev)) {
+      known = false;
+      why_not = "QEMU's fd " + std::to_string(fd) + " of tap " + netdev + " is not the same character device";
+      return std::nullopt;
+    }
+    dev = d;
+  }
+  return dev;
+}
+
+// The macvtap a tap's char device belongs to, through /sys/dev/char.
+std::optional<MacvtapLink> macvtap_of_device(dev_t dev, const std::string& netdev, std::string& why_not) {
+  char target[512];
+  const std::string sys = "/sys/dev/char/" + std::to_string(major(dev)) + ":" + std::to_string(minor(dev));
+  const ssize_t n = readlink(sys.c_str(), target, sizeof target - 1);
+  std::optional<MacvtapLink> link;
+  if (n > 0) link = parse_macvtap_link(std::string(target, static_cast<size_t>(n)));
+  if (!link) why_not = "tap " + netdev + "'s device " + sys.substr(14) + " is not a macvtap";
+  return link;
+}
+
+}  // namespace
+
 void ReplugAttacher::finish_probe(const std::shared_ptr<ProbeState>& st, const qemu::QmpReply& info) {
-  std::vector<NetClient> clients;
-  if (info && info->is_string()) clients = parse_info_network(info->get<std::string>());
+  std::vector<qemu::NetClient> clients;
+  if (info && info->is_string()) clients = qemu::parse_info_network(info->get<std::string>());
   else logger()->warn("info network: {}; not adopting", info ? "not a string" : info.error().message);
   const bool have_network = info && info->is_string();
 
   std::vector<engine::VmConnected> out;
   for (size_t i = 0; i < st->bindings->size(); ++i) {
-    const auto& b = (*st->bindings)[i];
-    const auto& nic = st->nics[i];
-    engine::VmConnected vc;
-    auto gens = find_generations(clients, b.nic);
-    if (!gens.empty()) vc.max_generation_seen = gens.rbegin()->first;
-    const std::optional<NicPeer> peer = nic.absent ? std::nullopt : nic_peer(clients, b.nic);
-
-    // The template, from what qom-get said.
-    std::optional<NicTemplate> tmpl;
-    std::string why_no_template;
-    if (nic.absent) {
-      vc.nic_present = false;
-      why_no_template = "QEMU has no device " + b.nic;
-    } else if (!nic.error.empty()) {
-      why_no_template = nic.error;
-    } else {
-      NicTemplate t;
-      t.id = b.nic;
-      t.qemu_pid = st->pid;
-      auto str = [&](const char* p) -> std::optional<std::string> {
-        auto it = nic.values.find(p);
-        if (it == nic.values.end() || !it->second.is_string()) return std::nullopt;
-        return it->second.get<std::string>();
-      };
-      auto num = [&](const char* p, int64_t lo, int64_t hi) -> std::optional<int64_t> {
-        auto it = nic.values.find(p);
-        return it == nic.values.end() ? std::nullopt : int_value(it->second, lo, hi);
-      };
-      auto has = [&](const char* p) { return nic.values.count(p) != 0; };
-      auto driver = str("type");
-      auto mac = str("mac");
-      auto mac_parsed = mac ? parse_mac(*mac) : std::nullopt;
-      auto netdev = str("netdev");
-      if (!driver || !plain_name(*driver, 64)) {
-        why_no_template = "its type is not a plain QOM type name (" +
-                          untrusted::safe_text(driver ? *driver : std::string("none"), 80) + ")";
-      } else if (!mac_parsed) {
-        why_no_template = "it has no MAC address property (" + untrusted::safe_text(mac.value_or("none"), 80) + ")";
-      } else if (!netdev || (!netdev->empty() && !config::valid_qemu_id(*netdev))) {
-        why_no_template = "its netdev is not a QEMU id (" + untrusted::safe_text(netdev.value_or("none"), 80) + ")";
-      } else {
-        t.driver = *driver;
-        t.mac = *mac_parsed;
-        t.netdev = *netdev;
-        if (auto a = num("addr", -1, 255)) t.addr = static_cast<int>(*a);
-        else if (has("addr")) why_no_template = "its PCI address is out of range";
-        if (auto pb = str("parent_bus")) {
-          t.bus = bus_name_of(*pb);
-          if (t.bus.empty() && !pb->empty())
-            why_no_template = "its bus is not a plain name (" + untrusted::safe_text(*pb, 120) + ")";
-        }
-        t.has_mq = has("mq") && has("vectors");
-        const size_t queues = peer && !peer->fds.empty() ? peer->fds.size() : 1;
-        if (auto it = nic.values.find("mq"); it != nic.values.end() && it->second.is_boolean() &&
-                                              it->second.get<bool>())
-          t.props["mq"] = true;
-        if (auto v = num("vectors", 0, 0xffff); v && *v != static_cast<int64_t>(2 * queues + 2)) t.props["vectors"] = *v;
-        if (auto v = num("host_mtu", 0, 0xffff); v && *v != 0) t.props["host_mtu"] = *v;
-        if (auto v = num("rx_queue_size", 0, 0xffff); v && *v != 256) t.props["rx_queue_size"] = *v;
-        if (auto v = num("tx_queue_size", 0, 0xffff); v && *v != 256) t.props["tx_queue_size"] = *v;
-        if (auto v = num("bootindex", -1, 0x7fffffff); v && *v >= 0) t.props["bootindex"] = *v;
-        if (auto v = num("acpi-index", 0, 0xffffffff); v && *v != 0) t.props["acpi-index"] = *v;
-        if (auto rom = str("romfile")) {
-          // Sent back to QEMU as it is: only text that needs no escaping.
-          if (rom->size() <= 1024 && untrusted::safe_text(*rom, 2048) == *rom) t.props["romfile"] = *rom;
-          else why_no_template = "its romfile is not plain text";
-        }
-        if (why_no_template.empty()) tmpl = std::move(t);
-      }
-    }
-    if (tmpl) {
-      if (tmpl->mac != b.mac)
-        logger()->warn("{}: the NIC's MAC is {}, the binding's {}: the NIC keeps its own when plugged in again", b.nic,
-                       format_mac(tmpl->mac), format_mac(b.mac));
-      logger()->debug("{}: template: {} mac {} bus {} addr {} netdev {} props {}", b.nic, tmpl->driver,
-                      format_mac(tmpl->mac), tmpl->bus, tmpl->addr >= 0 ? pci_addr_arg(tmpl->addr) : "-",
-                      tmpl->netdev, untrusted::dump_json(tmpl->props));
-      templates_[b.nic] = std::move(*tmpl);
-    } else {
-      // A template read from this very QEMU process earlier (relinkd's QMP
-      // session dropped mid-replug) still describes the NIC.
-      auto it = templates_.find(b.nic);
-      const bool kept = it != templates_.end() && st->pid > 0 && it->second.qemu_pid == st->pid;
-      if (!kept && it != templates_.end()) templates_.erase(it);
-      logger()->info("{}: cannot read how to plug the NIC in again: {}{}", b.nic, why_no_template,
-                     kept ? "; keeping what was read before from this QEMU" : "; it will not be released");
-    }
-
-    // Adoption: the NIC's tap is a live macvtap with the binding's MAC.
-    std::optional<dev_t> peer_dev;
-    // Whether what the NIC uses is known for sure (then anything else of ours is a leftover).
-    bool known = have_network && st->pid > 0 && nic.error.empty();
-    if (peer && have_network && st->pid > 0) {
-      const std::string netdev = untrusted::safe_text(peer->netdev, 80);
-      std::string why_not;
-      if (peer->type != "tap" || peer->fds.empty() || peer->fds[0] < 0) {
-        why_not = "its backend " + netdev + " is not a tap QEMU got as an fd";
-      } else {
-        for (int fd : peer->fds) {
-          auto d = fd < 0 ? std::nullopt : fd_device(st->pid, fd);
-          if (!d || (peer_dev && *d != *peer_dev)) {
-            peer_dev.reset();
-            known = false;
-            why_not = "QEMU's fd " + std::to_string(fd) + " of tap " + netdev + " is not the same character device";
-            break;
-          }
-          peer_dev = d;
-        }
-      }
-      std::optional<MacvtapLink> link;
-      if (peer_dev) {
-        char target[512];
-        const std::string sys = "/sys/dev/char/" + std::to_string(major(*peer_dev)) + ":" +
-                                std::to_string(minor(*peer_dev));
-        const ssize_t n = readlink(sys.c_str(), target, sizeof target - 1);
-        if (n > 0) link = parse_macvtap_link(std::string(target, static_cast<size_t>(n)));
-        if (!link) why_not = "tap " + netdev + "'s device " + sys.substr(14) + " is not a macvtap";
-      }
-      if (link) {
-        auto found = factory_.find(link->name);
-        if (!found) why_not = "looking up macvtap " + link->name + ": " + found.error().message;
-        else if (!*found || (*found)->ifindex != link->ifindex || (*found)->dev != *peer_dev)
-          why_not = "macvtap " + link->name + " is not in relinkd's network namespace";
-        else if (!(*found)->mac || *(*found)->mac != b.mac)
-          why_not = "macvtap " + link->name + " has MAC " +
-                    ((*found)->mac ? format_mac(*(*found)->mac) : std::string("none")) + ", not the binding's";
-        else if (!vc.nic_present)
-          why_not = "the NIC is gone";
-        else {
-          const auto& m = **found;
-          uint64_t gen = 0;
-          for (const auto& [g, pieces] : gens)
-            if (pieces.tap && tap_id(b.nic, g) == peer->netdev) gen = g;
-          vc.adopt = engine::VmConnected::Adopt{gen, m.ifindex, m.parent_ifindex};
-          if (link->name != b.macvtap) adopted_[b.nic] = Adopted{link->name, m.ifindex, m.parent_ifindex};
-          else adopted_.erase(b.nic);
-          logger()->info("{}: adopting macvtap {} (ifindex {} on parent ifindex {}) as generation {}: QEMU holds "
-                         "its device through tap {} ({} queue{}) and its MAC is the binding's",
-                         b.nic, link->name, m.ifindex, m.parent_ifindex, gen, netdev, peer->fds.size(),
-                         peer->fds.size() == 1 ? "" : "s");
-        }
-      }
-      if (!vc.adopt) logger()->info("{}: not adopting: {}", b.nic, why_not);
-    } else if (vc.nic_present && have_network && !peer) {
-      logger()->info("{}: not adopting: the NIC has no backend of its own", b.nic);
-    }
-
-    // Our taps that are not the NIC's backend are leftovers (a crash mid-replug).
-    for (const auto& [gen, pieces] : gens) {
-      const std::string id = tap_id(b.nic, gen);
-      if (!pieces.tap || (peer && peer->netdev == id)) continue;
-      logger()->info("{}: deleting leftover netdev {}", b.nic, id);
-      delete_netdev(qmp_, id);
-    }
-    // So is a macvtap of ours that the NIC does not use (adopted or not: an
-    // adopted launcher's macvtap is not named like ours).
-    if (!vc.adopt) adopted_.erase(b.nic);
-    auto existing = known ? factory_.find(b.macvtap) : Result<std::optional<macvtap::ExistingMacvtap>>(std::nullopt);
-    if (existing && *existing && (!peer_dev || (*existing)->dev != *peer_dev)) {
-      logger()->info("{}: deleting leftover macvtap {} (ifindex {}): the NIC does not use it", b.nic, b.macvtap,
-                     (*existing)->ifindex);
-      remove_macvtap_if_ours(factory_, b, (*existing)->ifindex);
-    }
-    out.push_back(vc);
+    NicProbe p{.b = (*st->bindings)[i], .nic = st->nics[i], .pid = st->pid};
+    p.gens = find_generations(clients, p.b.nic);
+    if (!p.gens.empty()) p.vc.max_generation_seen = p.gens.rbegin()->first;
+    if (!p.nic.absent) p.peer = qemu::nic_peer(clients, p.b.nic);
+    read_template(p);
+    p.known = have_network && p.pid > 0 && p.nic.error.empty();
+    if (p.peer && have_network && p.pid > 0) adopt(p);
+    else if (p.vc.nic_present && have_network && !p.peer)
+      logger()->info("{}: not adopting: the NIC has no backend of its own", p.b.nic);
+    remove_leftovers(p);
+    out.push_back(p.vc);
   }
   st->done(std::move(out));
+}
+
+void ReplugAttacher::read_template(NicProbe& p) {
+  const auto& b = p.b;
+  std::optional<NicTemplate> tmpl;
+  std::string why_no_template;
+  if (p.nic.absent) {
+    p.vc.nic_present = false;
+    why_no_template = "QEMU has no device " + b.nic;
+  } else if (!p.nic.error.empty()) {
+    why_no_template = p.nic.error;
+  } else {
+    const size_t queues = p.peer && !p.peer->fds.empty() ? p.peer->fds.size() : 1;
+    tmpl = template_from(p.nic.values, b.nic, p.pid, queues, why_no_template);
+  }
+  if (tmpl) {
+    if (tmpl->mac != b.mac)
+      logger()->warn("{}: the NIC's MAC is {}, the binding's {}: the NIC keeps its own when plugged in again", b.nic,
+                     format_mac(tmpl->mac), format_mac(b.mac));
+    logger()->debug("{}: template: {} mac {} bus {} addr {} netdev {} props {}", b.nic, tmpl->driver,
+                    format_mac(tmpl->mac), tmpl->bus, tmpl->addr >= 0 ? pci_addr_arg(tmpl->addr) : "-",
+                    tmpl->netdev, untrusted::dump_json(tmpl->props));
+    templates_[b.nic] = std::move(*tmpl);
+    return;
+  }
+  // A template read from this very QEMU process earlier (relinkd's QMP
+  // session dropped mid-replug) still describes the NIC.
+  auto it = templates_.find(b.nic);
+  const bool kept = it != templates_.end() && p.pid > 0 && it->second.qemu_pid == p.pid;
+  if (!kept && it != templates_.end()) templates_.erase(it);
+  logger()->info("{}: cannot read how to plug the NIC in again: {}{}", b.nic, why_no_template,
+                 kept ? "; keeping what was read before from this QEMU" : "; it will not be released");
+}
+
+// Adoption: the NIC's tap is a live macvtap with the binding's MAC.
+void ReplugAttacher::adopt(NicProbe& p) {
+  const auto& b = p.b;
+  const std::string netdev = untrusted::safe_text(p.peer->netdev, 80);
+  std::string why_not;
+  p.peer_dev = tap_device(p.pid, *p.peer, netdev, why_not, p.known);
+  std::optional<MacvtapLink> link;
+  if (p.peer_dev) link = macvtap_of_device(*p.peer_dev, netdev, why_not);
+  if (link) {
+    auto found = factory_.find(link->name);
+    if (!found) why_not = "looking up macvtap " + link->name + ": " + found.error().message;
+    else if (!*found || (*found)->ifindex != link->ifindex || (*found)->dev != *p.peer_dev)
+      why_not = "macvtap " + link->name + " is not in relinkd's network namespace";
+    else if (!(*found)->mac || *(*found)->mac != b.mac)
+      why_not = "macvtap " + link->name + " has MAC " +
+                ((*found)->mac ? format_mac(*(*found)->mac) : std::string("none")) + ", not the binding's";
+    else if (!p.vc.nic_present)
+      why_not = "the NIC is gone";
+    else {
+      const auto& m = **found;
+      uint64_t gen = 0;
+      for (const auto& [g, pieces] : p.gens)
+        if (pieces.tap && tap_id(b.nic, g) == p.peer->netdev) gen = g;
+      p.vc.adopt = engine::VmConnected::Adopt{gen, m.ifindex, m.parent_ifindex};
+      if (link->name != b.macvtap) adopted_[b.nic] = Adopted{link->name, m.ifindex, m.parent_ifindex};
+      else adopted_.erase(b.nic);
+      logger()->info("{}: adopting macvtap {} (ifindex {} on parent ifindex {}) as generation {}: QEMU holds "
+                     "its device through tap {} ({} queue{}) and its MAC is the binding's",
+                     b.nic, link->name, m.ifindex, m.parent_ifindex, gen, netdev, p.peer->fds.size(),
+                     p.peer->fds.size() == 1 ? "" : "s");
+    }
+  }
+  if (!p.vc.adopt) logger()->info("{}: not adopting: {}", b.nic, why_not);
+}
+
+void ReplugAttacher::remove_leftovers(const NicProbe& p) {
+  const auto& b = p.b;
+  // Our taps that are not the NIC's backend are leftovers (a crash mid-replug).
+  for (const auto& [gen, pieces] : p.gens) {
+    const std::string id = tap_id(b.nic, gen);
+    if (!pieces.tap || (p.peer && p.peer->netdev == id)) continue;
+    logger()->info("{}: deleting leftover netdev {}", b.nic, id);
+    delete_netdev(qmp_, id);
+  }
+  // So is a macvtap of ours that the NIC does not use (adopted or not: an
+  // adopted launcher's macvtap is not named like ours).
+  if (!p.vc.adopt) adopted_.erase(b.nic);
+  auto existing = p.known ? factory_.find(b.macvtap) : Result<std::optional<macvtap::ExistingMacvtap>>(std::nullopt);
+  if (existing && *existing && (!p.peer_dev || (*existing)->dev != *p.peer_dev)) {
+    logger()->info("{}: deleting leftover macvtap {} (ifindex {}): the NIC does not use it", b.nic, b.macvtap,
+                   (*existing)->ifindex);
+    remove_macvtap_if_ours(factory_, b, (*existing)->ifindex);
+  }
 }
 
 // --- release ------------------------------------------------------------------
@@ -408,72 +454,80 @@ bool ReplugAttacher::remove_adopted_rival(const config::MacvtapBinding& b, int p
   return true;
 }
 
+// One hand-over in flight.
+struct ReplugAttacher::HandOver {
+  std::string nic;
+  std::string tap;  // the new tap netdev's id
+  bool link_up = true;
+  std::function<void(AttachResult)> done;
+  macvtap::Macvtap mvt;
+  size_t queues = 0;
+  std::vector<std::string> fd_names;
+  std::vector<bool> getfd_ok;
+  bool tap_added = false;
+  std::string error;
+  void fail(const std::string& step, const qemu::QmpReply& r) {
+    if (error.empty()) error = step + ": " + r.error().message;
+  }
+};
+
+namespace {
+
+// device_add's arguments for the NIC as it was (the template), on `tap`.
+json device_add_args(const NicTemplate& tm, const std::string& nic, const std::string& tap, size_t queues) {
+  json args = tm.props;
+  args["driver"] = tm.driver;
+  args["id"] = nic;
+  args["netdev"] = tap;
+  args["mac"] = format_mac(tm.mac);
+  if (!tm.bus.empty()) args["bus"] = tm.bus;
+  if (tm.addr >= 0) args["addr"] = pci_addr_arg(tm.addr);
+  if (queues > 1 && tm.has_mq) {
+    if (!args.contains("mq")) args["mq"] = true;
+    if (!args.contains("vectors")) args["vectors"] = 2 * queues + 2;
+  }
+  return args;
+}
+
+}  // namespace
+
 void ReplugAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generation, macvtap::Macvtap mvt,
                                bool link_up, std::function<void(AttachResult)> done) {
-  struct Op {
-    macvtap::Macvtap mvt;
-    std::vector<std::string> fd_names;
-    std::vector<bool> getfd_ok;
-    bool tap = false;
-    std::string error;
-    void fail(const std::string& step, const qemu::QmpReply& r) {
-      if (error.empty()) error = step + ": " + r.error().message;
-    }
-  };
-  auto op = std::make_shared<Op>();
+  auto op = std::make_shared<HandOver>();
+  op->nic = b.nic;
+  op->tap = tap_id(b.nic, generation);
+  op->link_up = link_up;
+  op->done = std::move(done);
   op->mvt = std::move(mvt);
-  const std::string nic = b.nic, tap = tap_id(b.nic, generation);
-
-  // Undoes what is in QEMU (the caller says what), deletes the macvtap and
-  // reports the failure.
-  auto fail = [this, op, done, nic, tap](bool del_tap) {
-    if (del_tap) {
-      delete_netdev(qmp_, tap);
-    } else {
-      for (size_t i = 0; i < op->fd_names.size(); ++i)
-        if (op->getfd_ok[i]) qmp_.execute("closefd", {{"fdname", op->fd_names[i]}}, [](qemu::QmpReply) {});
-    }
-    // The old backend goes too, but only if the NIC is really gone: a NIC
-    // still plugged in would be orphaned for good.
-    qmp_.execute("qom-get", {{"path", "/machine/peripheral/" + nic}, {"property", "type"}},
-                 [this, nic](qemu::QmpReply gone) {
-                   if (gone || !qmp_not_found(gone.error())) return;
-                   auto t = templates_.find(nic);
-                   if (t == templates_.end() || t->second.netdev.empty()) return;
-                   delete_netdev(qmp_, t->second.netdev);
-                   t->second.netdev.clear();
-                 });
-    op->mvt.fds.clear();
-    if (auto rm = factory_.remove(op->mvt.ifindex); !rm)
-      logger()->warn("{}: rollback: deleting macvtap: {}", nic, rm.error().message);
-    logger()->debug("{}: hand-over of {} failed: {}", nic, tap, op->error);
-    done(AttachResult{false, 0, op->error});
-  };
 
   auto it = templates_.find(b.nic);
   if (it == templates_.end() || op->mvt.fds.empty()) {
     std::string error = it == templates_.end()
-                            ? "device_add " + nic + ": not sent: relinkd never read how the NIC was plugged in (QEMU "
-                                                    "did not have it when relinkd connected)"
+                            ? "device_add " + op->nic +
+                                  ": not sent: relinkd never read how the NIC was plugged in (QEMU did not have it "
+                                  "when relinkd connected)"
                             : "no queue fd to hand over";
     op->mvt.fds.clear();
     if (auto rm = factory_.remove(op->mvt.ifindex); !rm)
-      logger()->warn("{}: rollback: deleting macvtap: {}", nic, rm.error().message);
-    defer_.post([done, error] { done(AttachResult{false, 0, error}); });
+      logger()->warn("{}: rollback: deleting macvtap: {}", op->nic, rm.error().message);
+    defer_.post([op, error] { op->done(AttachResult{false, 0, error}); });
     return;
   }
+  add_tap(op, generation);
+}
 
-  // 1. Pipelined: the queue fds in, the new tap. The NIC's old backend stays
-  //    until the new NIC is in: closing the old macvtap's last fd blocks
-  //    QEMU's main loop for 8-20 ms here, which must not delay the guest's
-  //    return. And a NIC that is still plugged in (not released after all)
-  //    makes device_add fail on its duplicate id, with its backend untouched.
-  const size_t queues = op->mvt.fds.size();
-  op->getfd_ok.assign(queues, false);
+// 1. Pipelined: the queue fds in, the new tap. The NIC's old backend stays
+//    until the new NIC is in: closing the old macvtap's last fd blocks
+//    QEMU's main loop for 8-20 ms here, which must not delay the guest's
+//    return. And a NIC that is still plugged in (not released after all)
+//    makes device_add fail on its duplicate id, with its backend untouched.
+void ReplugAttacher::add_tap(const std::shared_ptr<HandOver>& op, uint64_t generation) {
+  op->queues = op->mvt.fds.size();
+  op->getfd_ok.assign(op->queues, false);
   std::string fds;
-  for (size_t q = 0; q < queues; ++q) {
-    std::string name = fd_name(nic, generation);
-    if (queues > 1) name += "-q" + std::to_string(q);
+  for (size_t q = 0; q < op->queues; ++q) {
+    std::string name = fd_name(op->nic, generation);
+    if (op->queues > 1) name += "-q" + std::to_string(q);
     op->fd_names.push_back(name);
     fds += (q ? ":" : "") + name;
     qmp_.execute("getfd", {{"fdname", name}}, [op, q](qemu::QmpReply r) {
@@ -481,61 +535,84 @@ void ReplugAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generat
       else op->fail("getfd", r);
     }, op->mvt.fds[q].get());
   }
-  json tap_args = {{"type", "tap"}, {"id", tap}};
-  tap_args[queues > 1 ? "fds" : "fd"] = fds;
+  json tap_args = {{"type", "tap"}, {"id", op->tap}};
+  tap_args[op->queues > 1 ? "fds" : "fd"] = fds;
   // Not pipelined with device_add: if this failed because a netdev of that
   // id already exists, device_add would plug the NIC onto it.
-  qmp_.execute("netdev_add", tap_args, [this, op, fail, done, nic, tap, link_up, queues](qemu::QmpReply r) {
-    if (r) op->tap = true;
+  qmp_.execute("netdev_add", tap_args, [this, op](qemu::QmpReply r) {
+    if (r) op->tap_added = true;
     else op->fail("netdev_add tap", r);
     op->mvt.fds.clear();  // QEMU has its own copies now (or none)
-    if (!op->tap) {
-      fail(false);
+    if (!op->tap_added) {
+      roll_back(op, false);
       return;
     }
-    auto cur = templates_.find(nic);
-    if (cur == templates_.end()) {  // dropped by a probe meanwhile
-      op->error = "device_add " + nic + ": not sent: no template";
-      fail(true);
-      return;
-    }
-    const NicTemplate& tm = cur->second;
-    // 2. The NIC, as it was, on the new tap.
-    json args = tm.props;
-    args["driver"] = tm.driver;
-    args["id"] = nic;
-    args["netdev"] = tap;
-    args["mac"] = format_mac(tm.mac);
-    if (!tm.bus.empty()) args["bus"] = tm.bus;
-    if (tm.addr >= 0) args["addr"] = pci_addr_arg(tm.addr);
-    if (queues > 1 && tm.has_mq) {
-      if (!args.contains("mq")) args["mq"] = true;
-      if (!args.contains("vectors")) args["vectors"] = 2 * queues + 2;
-    }
-    qmp_.execute("device_add", args, [this, op, fail, done, nic, tap](qemu::QmpReply d) {
-      if (!d) {
-        op->fail("device_add", d);
-        fail(true);
-        return;
-      }
-      // 3. The old backend, off the guest's path.
-      if (auto t2 = templates_.find(nic); t2 != templates_.end()) {
-        if (!t2->second.netdev.empty() && t2->second.netdev != tap)
-          qmp_.execute("netdev_del", {{"id", t2->second.netdev}}, [nic, old = t2->second.netdev](qemu::QmpReply del) {
-            if (!del && !qmp_not_found(del.error()))
-              logger()->warn("{}: netdev_del {} (the previous backend): {}, ignoring", nic, old, del.error().message);
-          });
-        t2->second.netdev = tap;
-      }
-      logger()->debug("{}: plugged in again on {}", nic, tap);
-      done(AttachResult{true, op->mvt.ifindex, {}});
-    });
-    if (!link_up)
-      qmp_.execute("set_link", {{"name", nic}, {"up", false}}, [nic](qemu::QmpReply s) {
-        if (!s && !qmp_not_found(s.error()))
-          logger()->warn("{}: set_link off after device_add: {}, ignoring", nic, s.error().message);
-      });
+    plug_in(op);
   });
+}
+
+// 2. The NIC, as it was, on the new tap.
+void ReplugAttacher::plug_in(const std::shared_ptr<HandOver>& op) {
+  auto cur = templates_.find(op->nic);
+  if (cur == templates_.end()) {  // dropped by a probe meanwhile
+    op->error = "device_add " + op->nic + ": not sent: no template";
+    roll_back(op, true);
+    return;
+  }
+  qmp_.execute("device_add", device_add_args(cur->second, op->nic, op->tap, op->queues),
+               [this, op](qemu::QmpReply d) {
+                 if (!d) {
+                   op->fail("device_add", d);
+                   roll_back(op, true);
+                   return;
+                 }
+                 plugged_in(op);
+               });
+  if (!op->link_up)
+    qmp_.execute("set_link", {{"name", op->nic}, {"up", false}}, [nic = op->nic](qemu::QmpReply s) {
+      if (!s && !qmp_not_found(s.error()))
+        logger()->warn("{}: set_link off after device_add: {}, ignoring", nic, s.error().message);
+    });
+}
+
+// 3. The old backend, off the guest's path.
+void ReplugAttacher::plugged_in(const std::shared_ptr<HandOver>& op) {
+  if (auto t = templates_.find(op->nic); t != templates_.end()) {
+    if (!t->second.netdev.empty() && t->second.netdev != op->tap)
+      qmp_.execute("netdev_del", {{"id", t->second.netdev}}, [nic = op->nic, old = t->second.netdev](qemu::QmpReply del) {
+        if (!del && !qmp_not_found(del.error()))
+          logger()->warn("{}: netdev_del {} (the previous backend): {}, ignoring", nic, old, del.error().message);
+      });
+    t->second.netdev = op->tap;
+  }
+  logger()->debug("{}: plugged in again on {}", op->nic, op->tap);
+  op->done(AttachResult{true, op->mvt.ifindex, {}});
+}
+
+// Undoes what is in QEMU (del_tap: the new tap; else the queue fds), deletes
+// the macvtap and reports the failure.
+void ReplugAttacher::roll_back(const std::shared_ptr<HandOver>& op, bool del_tap) {
+  if (del_tap) {
+    delete_netdev(qmp_, op->tap);
+  } else {
+    for (size_t i = 0; i < op->fd_names.size(); ++i)
+      if (op->getfd_ok[i]) qmp_.execute("closefd", {{"fdname", op->fd_names[i]}}, [](qemu::QmpReply) {});
+  }
+  // The old backend goes too, but only if the NIC is really gone: a NIC
+  // still plugged in would be orphaned for good.
+  qmp_.execute("qom-get", {{"path", "/machine/peripheral/" + op->nic}, {"property", "type"}},
+               [this, nic = op->nic](qemu::QmpReply gone) {
+                 if (gone || !qmp_not_found(gone.error())) return;
+                 auto t = templates_.find(nic);
+                 if (t == templates_.end() || t->second.netdev.empty()) return;
+                 delete_netdev(qmp_, t->second.netdev);
+                 t->second.netdev.clear();
+               });
+  op->mvt.fds.clear();
+  if (auto rm = factory_.remove(op->mvt.ifindex); !rm)
+    logger()->warn("{}: rollback: deleting macvtap: {}", op->nic, rm.error().message);
+  logger()->debug("{}: hand-over of {} failed: {}", op->nic, op->tap, op->error);
+  op->done(AttachResult{false, 0, op->error});
 }
 
 void ReplugAttacher::detach(const config::MacvtapBinding& b, uint64_t, int macvtap_ifindex, bool link_down) {

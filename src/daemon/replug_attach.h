@@ -16,6 +16,7 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -101,7 +102,21 @@ class ReplugAttacher final : public Attacher {
 
  private:
   struct ProbeState;
+  struct NicProbe;
   void finish_probe(const std::shared_ptr<ProbeState>& st, const qemu::QmpReply& info);
+  // The steps of finish_probe for one NIC: the template for device_add, the
+  // macvtap QEMU already uses, our leftovers beside it.
+  void read_template(NicProbe& p);
+  void adopt(NicProbe& p);
+  void remove_leftovers(const NicProbe& p);
+
+  struct HandOver;
+  // The steps of hand_over, each sent when the one before has answered;
+  // roll_back() on any failure.
+  void add_tap(const std::shared_ptr<HandOver>& op, uint64_t generation);
+  void plug_in(const std::shared_ptr<HandOver>& op);
+  void plugged_in(const std::shared_ptr<HandOver>& op);
+  void roll_back(const std::shared_ptr<HandOver>& op, bool del_tap);
   // create() found the binding's MAC taken on the parent by the macvtap
   // adopted from the launcher: deletes it if it still is that one.
   bool remove_adopted_rival(const config::MacvtapBinding& b, int parent_ifindex);

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Reading and rewriting state_dir/runtime.toml, the VMs registered with relinkctl add.
 #include "daemon/runtime_store.h"
 
 #include <fcntl.h>

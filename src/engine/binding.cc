@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// The macvtap binding's state machine: one handler per event, each returning the actions to carry out.
 #include "engine/binding.h"
 
 #include <algorithm>
@@ -85,7 +86,7 @@ void Binding::on_carrier(bool carrier, std::vector<Action>& out) {
 }
 
 // The NIC is gone from QEMU (DEVICE_DELETED, or device_del found none).
-void Binding::on_released(std::vector<Action>& out) {
+void Binding::on(const Released&, std::vector<Action>& out) {
   if (!style_.replug) return;
   const bool was_pending = release_pending_;
   release_pending_ = false;
@@ -185,113 +186,125 @@ void Binding::on_parent(int ifindex, std::vector<Action>& out) {
 
 std::vector<Action> Binding::handle(const Event& ev) {
   std::vector<Action> out;
-  std::visit(
-      [&](const auto& e) {
-        using T = std::decay_t<decltype(e)>;
-        if constexpr (std::is_same_v<T, ParentChanged>) {
-          // With no parent by that name (renamed away) the carrier is unknown: keep it.
-          if (e.ifindex) carrier_ = e.carrier;
-          if (e.ifindex != parent_ifindex_) on_parent(e.ifindex, out);
-          on_carrier(carrier_, out);
-        } else if constexpr (std::is_same_v<T, LinkRemoved>) {
-          if (state_ != State::Attached || e.ifindex != macvtap_ifindex_) return;
-          macvtap_ifindex_ = 0;  // the kernel deleted it already
-          detach_current(out, parent_ifindex_ == 0);
-          if (parent_ifindex_) start_attach(out);
-          else set_state(State::WaitingParent);
-        } else if constexpr (std::is_same_v<T, ParentRemoved>) {
-          if (state_ != State::Attached || e.ifindex != attached_parent_) return;
-          detach_current(out, parent_ifindex_ == 0);  // deletes the macvtap if it still exists
-          if (parent_ifindex_) start_attach(out);
-          else set_state(State::WaitingParent);
-        } else if constexpr (std::is_same_v<T, VmConnected>) {
-          if (state_ != State::VmOffline) return;
-          generation_ = std::max(generation_, e.max_generation_seen);
-          failures_ = 0;
-          nic_present_ = e.nic_present;
-          release_pending_ = false;
-          link_up_.reset();  // a new session: what QEMU's link is, is not known
-          if (e.adopt && e.adopt->parent_ifindex == parent_ifindex_ && parent_ifindex_ != 0) {
-            generation_ = std::max(generation_, e.adopt->generation);
-            attached_parent_ = e.adopt->parent_ifindex;
-            macvtap_ifindex_ = e.adopt->macvtap_ifindex;
-            set_state(State::Attached);
-            set_link(link_target(), out);
-          } else if (parent_ifindex_) {
-            start_attach(out);
-          } else {
-            set_state(State::WaitingParent);
-            if (nic_present_) set_link(false, out);  // its tap is dead or missing
-          }
-        } else if constexpr (std::is_same_v<T, VmDisconnected>) {
-          if (state_ == State::VmOffline) return;
-          if (state_ == State::Backoff || state_ == State::Releasing) out.push_back(CancelTimer{});
-          release_pending_ = false;
-          // A QEMU that is gone leaves its macvtap behind: delete it. A QEMU
-          // that still runs keeps using it; the next session adopts it.
-          if (e.vm_exited && state_ == State::Attached)
-            out.push_back(Detach{generation_, macvtap_ifindex_});
-          macvtap_ifindex_ = 0;
-          attached_parent_ = 0;
-          attaching_parent_ = 0;
-          set_state(State::VmOffline);
-        } else if constexpr (std::is_same_v<T, AttachSucceeded>) {
-          if (style_.replug) nic_present_ = true;  // device_add happened, whichever generation it was
-          if (state_ != State::Attaching || e.generation != generation_) {
-            // A result that lost a race with a newer event: undo it.
-            if (e.generation != generation_ || state_ != State::Attached)
-              out.push_back(Detach{e.generation, e.macvtap_ifindex});
-            return;
-          }
-          failures_ = 0;
-          last_error_.clear();
-          attached_parent_ = attaching_parent_;
-          macvtap_ifindex_ = e.macvtap_ifindex;
-          set_state(State::Attached);
-          // replug ignores parent changes while in flight: catch up now.
-          if (parent_ifindex_ == 0) {
-            detach_current(out, true);
-            set_state(State::WaitingParent);
-          } else if (parent_ifindex_ != attached_parent_) {
-            detach_current(out, false);
-            start_attach(out);
-          } else {
-            set_link(link_target(), out);  // the carrier may have changed meanwhile
-          }
-        } else if constexpr (std::is_same_v<T, AttachFailed>) {
-          if (state_ != State::Attaching || e.generation != generation_) return;
-          if (style_.replug) nic_present_ = false;  // a failed replug is rolled back to no NIC
-          fail(e.error, out);
-        } else if constexpr (std::is_same_v<T, TimerExpired>) {
-          if (state_ == State::Releasing) {
-            fail("the guest did not release " + style_.nic + " within " +
-                     std::to_string(style_.release_timeout_ms / 1000) +
-                     " s: is it paused or without PCI hotplug?",
-                 out);
-            return;
-          }
-          if (state_ != State::Backoff) return;
-          if (parent_ifindex_) start_attach(out);
-          else set_state(State::WaitingParent);
-        } else if constexpr (std::is_same_v<T, ReattachRequested>) {
-          if (state_ == State::VmOffline) return;
-          if (state_ == State::Attaching && style_.replug) return;  // one replug at a time
-          if (state_ == State::Backoff || state_ == State::Releasing) out.push_back(CancelTimer{});
-          failures_ = 0;
-          detach_current(out, parent_ifindex_ == 0);
-          if (parent_ifindex_) start_attach(out);
-          else set_state(State::WaitingParent);
-        } else if constexpr (std::is_same_v<T, Released>) {
-          on_released(out);
-        } else if constexpr (std::is_same_v<T, ReleaseFailed>) {
-          if (state_ != State::Releasing) return;
-          out.push_back(CancelTimer{});
-          release_pending_ = false;
-          fail(e.error, out);
-        }
-      },
-      ev);
+  std::visit([&](const auto& e) { on(e, out); }, ev);
   return out;
+}
+
+void Binding::on(const ParentChanged& e, std::vector<Action>& out) {
+  // With no parent by that name (renamed away) the carrier is unknown: keep it.
+  if (e.ifindex) carrier_ = e.carrier;
+  if (e.ifindex != parent_ifindex_) on_parent(e.ifindex, out);
+  on_carrier(carrier_, out);
+}
+
+void Binding::on(const LinkRemoved& e, std::vector<Action>& out) {
+  if (state_ != State::Attached || e.ifindex != macvtap_ifindex_) return;
+  macvtap_ifindex_ = 0;  // the kernel deleted it already
+  detach_current(out, parent_ifindex_ == 0);
+  if (parent_ifindex_) start_attach(out);
+  else set_state(State::WaitingParent);
+}
+
+void Binding::on(const ParentRemoved& e, std::vector<Action>& out) {
+  if (state_ != State::Attached || e.ifindex != attached_parent_) return;
+  detach_current(out, parent_ifindex_ == 0);  // deletes the macvtap if it still exists
+  if (parent_ifindex_) start_attach(out);
+  else set_state(State::WaitingParent);
+}
+
+void Binding::on(const VmConnected& e, std::vector<Action>& out) {
+  if (state_ != State::VmOffline) return;
+  generation_ = std::max(generation_, e.max_generation_seen);
+  failures_ = 0;
+  nic_present_ = e.nic_present;
+  release_pending_ = false;
+  link_up_.reset();  // a new session: what QEMU's link is, is not known
+  if (e.adopt && e.adopt->parent_ifindex == parent_ifindex_ && parent_ifindex_ != 0) {
+    generation_ = std::max(generation_, e.adopt->generation);
+    attached_parent_ = e.adopt->parent_ifindex;
+    macvtap_ifindex_ = e.adopt->macvtap_ifindex;
+    set_state(State::Attached);
+    set_link(link_target(), out);
+  } else if (parent_ifindex_) {
+    start_attach(out);
+  } else {
+    set_state(State::WaitingParent);
+    if (nic_present_) set_link(false, out);  // its tap is dead or missing
+  }
+}
+
+void Binding::on(const VmDisconnected& e, std::vector<Action>& out) {
+  if (state_ == State::VmOffline) return;
+  if (state_ == State::Backoff || state_ == State::Releasing) out.push_back(CancelTimer{});
+  release_pending_ = false;
+  // A QEMU that is gone leaves its macvtap behind: delete it. A QEMU
+  // that still runs keeps using it; the next session adopts it.
+  if (e.vm_exited && state_ == State::Attached)
+    out.push_back(Detach{generation_, macvtap_ifindex_});
+  macvtap_ifindex_ = 0;
+  attached_parent_ = 0;
+  attaching_parent_ = 0;
+  set_state(State::VmOffline);
+}
+
+void Binding::on(const AttachSucceeded& e, std::vector<Action>& out) {
+  if (style_.replug) nic_present_ = true;  // device_add happened, whichever generation it was
+  if (state_ != State::Attaching || e.generation != generation_) {
+    // A result that lost a race with a newer event: undo it.
+    if (e.generation != generation_ || state_ != State::Attached)
+      out.push_back(Detach{e.generation, e.macvtap_ifindex});
+    return;
+  }
+  failures_ = 0;
+  last_error_.clear();
+  attached_parent_ = attaching_parent_;
+  macvtap_ifindex_ = e.macvtap_ifindex;
+  set_state(State::Attached);
+  // replug ignores parent changes while in flight: catch up now.
+  if (parent_ifindex_ == 0) {
+    detach_current(out, true);
+    set_state(State::WaitingParent);
+  } else if (parent_ifindex_ != attached_parent_) {
+    detach_current(out, false);
+    start_attach(out);
+  } else {
+    set_link(link_target(), out);  // the carrier may have changed meanwhile
+  }
+}
+
+void Binding::on(const AttachFailed& e, std::vector<Action>& out) {
+  if (state_ != State::Attaching || e.generation != generation_) return;
+  if (style_.replug) nic_present_ = false;  // a failed replug is rolled back to no NIC
+  fail(e.error, out);
+}
+
+void Binding::on(const TimerExpired&, std::vector<Action>& out) {
+  if (state_ == State::Releasing) {
+    fail("the guest did not release " + style_.nic + " within " + std::to_string(style_.release_timeout_ms / 1000) +
+             " s: is it paused or without PCI hotplug?",
+         out);
+    return;
+  }
+  if (state_ != State::Backoff) return;
+  if (parent_ifindex_) start_attach(out);
+  else set_state(State::WaitingParent);
+}
+
+void Binding::on(const ReattachRequested&, std::vector<Action>& out) {
+  if (state_ == State::VmOffline) return;
+  if (state_ == State::Attaching && style_.replug) return;  // one replug at a time
+  if (state_ == State::Backoff || state_ == State::Releasing) out.push_back(CancelTimer{});
+  failures_ = 0;
+  detach_current(out, parent_ifindex_ == 0);
+  if (parent_ifindex_) start_attach(out);
+  else set_state(State::WaitingParent);
+}
+
+void Binding::on(const ReleaseFailed& e, std::vector<Action>& out) {
+  if (state_ != State::Releasing) return;
+  out.push_back(CancelTimer{});
+  release_pending_ = false;
+  fail(e.error, out);
 }
 
 }  // namespace relink::engine

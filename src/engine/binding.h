@@ -141,10 +141,21 @@ class Binding {
   void detach_current(std::vector<Action>& out, bool link_down);
   void on_parent(int ifindex, std::vector<Action>& out);
   void on_carrier(bool carrier, std::vector<Action>& out);
-  void on_released(std::vector<Action>& out);
   void fail(std::string error, std::vector<Action>& out);
   bool link_target() const { return !style_.follow_carrier || carrier_; }
   void set_link(bool up, std::vector<Action>& out);
+  // One handler per event type; handle() dispatches with std::visit.
+  void on(const ParentChanged& e, std::vector<Action>& out);
+  void on(const LinkRemoved& e, std::vector<Action>& out);
+  void on(const ParentRemoved& e, std::vector<Action>& out);
+  void on(const VmConnected& e, std::vector<Action>& out);
+  void on(const VmDisconnected& e, std::vector<Action>& out);
+  void on(const AttachSucceeded& e, std::vector<Action>& out);
+  void on(const AttachFailed& e, std::vector<Action>& out);
+  void on(const TimerExpired& e, std::vector<Action>& out);
+  void on(const ReattachRequested& e, std::vector<Action>& out);
+  void on(const Released& e, std::vector<Action>& out);
+  void on(const ReleaseFailed& e, std::vector<Action>& out);
 
   std::string name_;
   RetryPolicy policy_;

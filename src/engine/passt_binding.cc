@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// The passt binding's state machine and its restart policy.
 #include "engine/passt_binding.h"
 
 #include <algorithm>

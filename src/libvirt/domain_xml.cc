@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Parses libvirt's live domain XML with libxml2 (bounded, no network, no DTD) and writes device XML.
 #include "libvirt/domain_xml.h"
 
 #include <libxml/parser.h>

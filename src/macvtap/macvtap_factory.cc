@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Creates, finds and removes macvtaps over rtnetlink (libnl-route-3) and opens their queue fds.
 #include "macvtap/macvtap_factory.h"
 
 #include <fcntl.h>

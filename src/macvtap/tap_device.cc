@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Finds a macvtap's character device and opens its queue fds, proving they are its own.
 #include "macvtap/tap_device.h"
 
 #include <fcntl.h>

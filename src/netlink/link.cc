@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// What one link is: up with carrier, or a Wi-Fi interface (where a macvtap passes no traffic).
 #include "netlink/link.h"
 
 #include <sys/stat.h>

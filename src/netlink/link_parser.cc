@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Decodes RTM_NEWLINK / RTM_DELLINK messages into LinkMessages (pure, fuzzed).
 #include "netlink/link_parser.h"
 
 #include <libmnl/libmnl.h>

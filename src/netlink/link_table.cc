@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// The table of host interfaces: applies link messages, reports what changed, finds by name or MAC.
 #include "netlink/link_table.h"
 
 #include <utility>

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// The rtnetlink socket on the event loop: link dumps, notifications, re-dump after ENOBUFS.
 #include "netlink/link_watcher.h"
 
 #include <libmnl/libmnl.h>

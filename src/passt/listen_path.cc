@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Readies a listening passt's socket path as root, only where root or passt's user owns it.
 #include "passt/listen_path.h"
 
 #include <fcntl.h>

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// passt's modes, its --help parsed for features, user args checked, and the argv relinkd gives it.
 #include "passt/passt.h"
 
 #include <sys/stat.h>

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Writing and reading passt pidfiles, reading /proc, and whether a recorded process may be adopted.
 #include "passt/pidfile.h"
 
 #include <fcntl.h>

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Spawning passt unprivileged and watching it (pidfd, log pipe) on the event loop.
 #include "passt/process.h"
 
 #include <fcntl.h>

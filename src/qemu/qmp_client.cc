@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// The QMP session: greeting, capabilities, pipelined commands, events, fd passing, timeouts.
 #include "qemu/qmp_client.h"
 
 #include <fcntl.h>

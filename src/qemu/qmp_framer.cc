@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Splits a QMP byte stream into lines, with a bound on a line's size.
 #include "qemu/qmp_framer.h"
 
 namespace relink::qemu {

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Checks that a QMP socket and the process behind it are the VM's QEMU before fds go to it.
 #include "qemu/qmp_peer.h"
 
 #include <fcntl.h>

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// The monotonic and realtime clocks in microseconds.
 #pragma once
 
 #include <cstdint>

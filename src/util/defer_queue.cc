@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Runs deferred closures from an sd-event source, in order.
 #include "util/defer_queue.h"
 
 namespace relink {

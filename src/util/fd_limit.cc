@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Raising relinkd's own fd limit, and the limit passt is started with.
 #include "util/fd_limit.h"
 
 #include <cerrno>

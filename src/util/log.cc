@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Creates the named spdlog loggers on one sink and sets their level and journal prefixes.
 #include "util/log.h"
 
 #include <spdlog/sinks/base_sink.h>

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Parsing and formatting of MAC addresses.
 #include "util/mac.h"
 
 #include <cstdio>

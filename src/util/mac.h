@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// MAC addresses: the type, parsing ("52:54:00:12:34:56") and formatting.
 #pragma once
 
 #include <array>

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Waits for a path to appear with inotify, one directory level at a time.
 #include "util/path_watch.h"
 
 #include <sys/inotify.h>

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Checks and opens directories relinkd trusts, through fds so that they cannot be swapped.
 #include "util/trusted_dir.h"
 
 #include <fcntl.h>

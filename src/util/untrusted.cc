@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+// Bounded JSON parsing and safe text for bytes from peers.
 #include "util/untrusted.h"
 
 #include <array>

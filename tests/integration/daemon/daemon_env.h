@@ -18,6 +18,7 @@
 
 #include "daemon/hub_attach.h"
 #include "daemon/qemu_names.h"
+#include "qemu/info_network.h"
 #include "support/harness.h"
 #include "support/qmp_sync.h"
 
@@ -221,7 +222,7 @@ class DaemonEnv {
   // What QEMU holds for the binding, as seen through the test's own QMP.
   std::map<uint64_t, daemon::GenerationPieces> generations(const std::string& vm = "vm1",
                                                            const std::string& nic = "nic0") {
-    return daemon::find_generations(daemon::parse_info_network(test_qmp(vm).info_network()), nic);
+    return daemon::find_generations(qemu::parse_info_network(test_qmp(vm).info_network()), nic);
   }
 
   // Asserts the binding is attached at `gen`: QEMU's hub has exactly that

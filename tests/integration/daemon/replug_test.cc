@@ -78,7 +78,7 @@ class Replug : public ::testing::Test {
   // The tap netdevs QEMU has: exactly one, peered with the NIC.
   size_t taps() {
     size_t n = 0;
-    for (const auto& c : daemon::parse_info_network(env.test_qmp(vm.name).info_network()))
+    for (const auto& c : qemu::parse_info_network(env.test_qmp(vm.name).info_network()))
       if (c.name.find("tap") != std::string::npos || c.name == "hostnet0") ++n;
     return n;
   }

@@ -23,6 +23,7 @@
 #include "daemon/hub_attach.h"  // process_holds_device
 #include "daemon/qemu_names.h"
 #include "daemon/replug_attach.h"
+#include "qemu/info_network.h"
 #include "macvtap/macvtap_factory.h"
 #include "qemu/qmp_client.h"
 #include "support/fake_qmp.h"  // run_until
@@ -260,9 +261,9 @@ class ReplugAttachTest : public ::testing::Test {
     return out;
   }
   // The lines of the NIC's directly peered backend in "info network".
-  std::vector<NetClient> backend_lines(const std::string& text, const std::string& nic) {
-    std::vector<NetClient> out;
-    for (const auto& c : parse_info_network(text))
+  std::vector<qemu::NetClient> backend_lines(const std::string& text, const std::string& nic) {
+    std::vector<qemu::NetClient> out;
+    for (const auto& c : qemu::parse_info_network(text))
       if (c.peer == nic && c.type != "nic") out.push_back(c);
     return out;
   }
@@ -549,7 +550,7 @@ TEST_F(ReplugAttachTest, ReplugsOnI440fxWithAGuest) {
   ASSERT_EQ(lines.size(), 1u) << net;
   EXPECT_EQ(lines[0].name, "net0.tap21");
   EXPECT_EQ(lines[0].type, "tap");
-  for (const auto& c : parse_info_network(net))
+  for (const auto& c : qemu::parse_info_network(net))
     EXPECT_TRUE(c.name.rfind("net0.tap", 0) != 0 || c.name == "net0.tap21") << net;
   EXPECT_EQ(sync_->execute("query-fdsets"), json({{"return", json::array()}}));
   for (const char* name : {"relink-net0-21", "relink-net0-20", "relink-net0-1"}) {
