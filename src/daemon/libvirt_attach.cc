@@ -139,7 +139,7 @@ void LibvirtAttacher::hand_over(const config::MacvtapBinding& b, uint64_t genera
     if (pid <= 0)
       // Nothing to compare with: not a reason to unplug a NIC that may work.
       logger()->warn("{}: cannot check which tap QEMU holds: no QEMU pid in {} (see [libvirt] pid_dir)", domain_,
-                     source_.options().pid_dir);
+                     source_.pid_dir());
     else if (!holds_live_device(pid, found.value()->dev))
       res.wrong_tap = "QEMU (pid " + std::to_string(pid) + ") does not hold the device of " + i->target_dev +
                       " (ifindex " + std::to_string(found.value()->ifindex) +
@@ -156,7 +156,7 @@ void LibvirtAttacher::detach(const config::MacvtapBinding& b, uint64_t, int, boo
 void LibvirtAttacher::release(const config::MacvtapBinding& b, uint64_t, std::function<void(ReleaseResult)> done) {
   auto it = last_seen_.find(b.mac);
   const std::string alias = it != last_seen_.end() ? it->second.alias : b.nic;
-  source_.detach(domain_, alias, [done](libvirt::Connection::DetachResult r) {
+  source_.detach(domain_, alias, [done](libvirt::DomainRequests::DetachResult r) {
     if (r.ok) done({});
     else if (r.not_found) done(ReleaseResult{true, {}});
     // Asked before (a release that timed out, or one from before a libvirtd

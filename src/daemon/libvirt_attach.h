@@ -25,7 +25,7 @@ namespace relink::daemon {
 
 class LibvirtAttacher final : public Attacher {
  public:
-  LibvirtAttacher(libvirt::Connection& source, macvtap::MacvtapFactory& factory, DeferQueue& defer, std::string domain)
+  LibvirtAttacher(libvirt::DomainRequests& source, macvtap::MacvtapFactory& factory, DeferQueue& defer, std::string domain)
       : source_(source), factory_(factory), defer_(defer), domain_(std::move(domain)) {}
 
   // The domain's latest live description. An interface that is missing from
@@ -55,7 +55,7 @@ class LibvirtAttacher final : public Attacher {
   void set_link(const config::MacvtapBinding& b, bool up) override;
 
  private:
-  libvirt::Connection& source_;
+  libvirt::DomainRequests& source_;
   macvtap::MacvtapFactory& factory_;
   DeferQueue& defer_;
   std::string domain_;

@@ -14,8 +14,8 @@ auto logger() { return log::get("libvirt"); }
 
 }  // namespace
 
-LibvirtVm::LibvirtVm(const std::string& domain, libvirt::Connection& connection, const Services& s)
-    : ManagedVm(config::Vm{domain, {}, {}, {}}, s), attacher_(connection, *s.factory, *s.defer, domain) {}
+LibvirtVm::LibvirtVm(const std::string& domain, libvirt::DomainRequests& libvirt, const Services& s)
+    : ManagedVm(config::Vm{domain, {}, {}, {}}, s), attacher_(libvirt, *s.factory, *s.defer, domain) {}
 
 std::shared_ptr<spdlog::logger> LibvirtVm::origin_logger() const { return log::get("libvirt"); }
 

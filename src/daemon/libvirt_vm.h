@@ -15,7 +15,7 @@ namespace relink::daemon {
 
 class LibvirtVm final : public ManagedVm {
  public:
-  LibvirtVm(const std::string& domain, libvirt::Connection& connection, const Services& s);
+  LibvirtVm(const std::string& domain, libvirt::DomainRequests& libvirt, const Services& s);
 
   const char* origin() const override { return "libvirt"; }
   bool connected() const override { return live_; }

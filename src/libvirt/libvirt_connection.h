@@ -40,7 +40,29 @@ struct ConnectionOptions {
   unsigned reconnect_max_ms = 5000;
 };
 
-class Connection {
+// What relinkd asks of libvirt about a domain's devices. Connection carries
+// it out on its thread; a test hands in its own.
+class DomainRequests {
+ public:
+  virtual ~DomainRequests() = default;
+  struct DetachResult {
+    bool ok = false;
+    bool not_found = false;  // the domain has no device with this alias
+    std::string error;
+  };
+  // Each reports once, from the loop.
+  // virDomainDetachDeviceAlias (asynchronous: success means asked).
+  virtual void detach(const std::string& domain, const std::string& alias, std::function<void(DetachResult)> done) = 0;
+  // virDomainAttachDeviceFlags(LIVE), then the domain's live description.
+  virtual void attach(const std::string& domain, const std::string& xml,
+                      std::function<void(Result<DomainInfo>)> done) = 0;
+  // virDomainUpdateDeviceFlags(LIVE).
+  virtual void update(const std::string& domain, const std::string& xml, std::function<void(Result<void>)> done) = 0;
+  // Where libvirt keeps its QEMU pidfiles (for messages).
+  virtual const std::string& pid_dir() const = 0;
+};
+
+class Connection final : public DomainRequests {
  public:
   // All called from relinkd's loop.
   struct Callbacks {
@@ -69,18 +91,11 @@ class Connection {
   // Whether a domain of this name is followed (the `domains` list).
   bool follows(const std::string& domain) const;
 
-  // Requests; each reports once, from the loop.
-  struct DetachResult {
-    bool ok = false;
-    bool not_found = false;  // the domain has no device with this alias
-    std::string error;
-  };
-  // virDomainDetachDeviceAlias (asynchronous: success means asked).
-  void detach(const std::string& domain, const std::string& alias, std::function<void(DetachResult)> done);
-  // virDomainAttachDeviceFlags(LIVE), then the domain's live description.
-  void attach(const std::string& domain, const std::string& xml, std::function<void(Result<DomainInfo>)> done);
-  // virDomainUpdateDeviceFlags(LIVE).
-  void update(const std::string& domain, const std::string& xml, std::function<void(Result<void>)> done);
+  // Requests (DomainRequests), carried out on the thread.
+  void detach(const std::string& domain, const std::string& alias, std::function<void(DetachResult)> done) override;
+  void attach(const std::string& domain, const std::string& xml, std::function<void(Result<DomainInfo>)> done) override;
+  void update(const std::string& domain, const std::string& xml, std::function<void(Result<void>)> done) override;
+  const std::string& pid_dir() const override { return opts_.pid_dir; }
   // Reads the domain again (on_domain, or on_domain_gone).
   void refresh(const std::string& domain);
 

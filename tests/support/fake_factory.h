@@ -7,6 +7,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -38,11 +39,13 @@ class FakeFactory final : public macvtap::MacvtapFactory {
   }
   Result<std::optional<macvtap::ExistingMacvtap>> find(const std::string& name) override {
     found.push_back(name);
+    if (auto it = existing.find(name); it != existing.end()) return std::optional<macvtap::ExistingMacvtap>{it->second};
     return std::optional<macvtap::ExistingMacvtap>{};
   }
   std::vector<macvtap::MacvtapSpec> specs;
   std::vector<int> removed;
   std::vector<std::string> found;
+  std::map<std::string, macvtap::ExistingMacvtap> existing;  // what find() reports, by name
   bool fail_create = false;
   int next_ifindex = 40;
 };
