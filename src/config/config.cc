@@ -60,6 +60,19 @@ struct Ids {
   gid_t gid;
 };
 
+// A user's uid and primary gid by name; `key` names the setting in the
+// message when there is no such user.
+std::variant<Ids, std::string> user_by_name(const std::string& user, const char* key) {
+  struct passwd pw {};
+  bool found = false;
+  int rc = nss_lookup(_SC_GETPW_R_SIZE_MAX,
+                      [&](passwd* e, char* b, size_t n, passwd** r) { return getpwnam_r(user.c_str(), e, b, n, r); },
+                      pw, found);
+  if (rc != 0) return "cannot look up user '" + user + "': " + std::strerror(rc);
+  if (!found) return "'" + std::string(key) + "': unknown user '" + user + "'";
+  return Ids{pw.pw_uid, pw.pw_gid};
+}
+
 // Resolves runas ("user", "uid", "user:group", "uid:gid") to ids. A user
 // given without a group runs with its primary group; a bare uid without a
 // passwd entry runs with the gid of the same number, as passt's own --runas
@@ -88,15 +101,9 @@ std::variant<Ids, std::string> resolve_runas(const std::string& runas) {
       if (found) ids.gid = pw.pw_gid;
     }
   } else {
-    struct passwd pw {};
-    bool found = false;
-    int rc = nss_lookup(_SC_GETPW_R_SIZE_MAX,
-                        [&](passwd* e, char* b, size_t n, passwd** r) { return getpwnam_r(user.c_str(), e, b, n, r); },
-                        pw, found);
-    if (rc != 0) return "cannot look up user '" + user + "': " + std::strerror(rc);
-    if (!found) return "'runas': unknown user '" + user + "'";
-    ids.uid = pw.pw_uid;
-    ids.gid = pw.pw_gid;
+    auto pw = user_by_name(user, "runas");
+    if (auto* err = std::get_if<std::string>(&pw)) return *err;
+    ids = std::get<Ids>(pw);
   }
   if (group) {
     if (auto gid = parse_id(*group)) {
@@ -126,14 +133,9 @@ std::variant<uid_t, std::string> resolve_qemu_user(const std::string& user) {
   if (user.empty() || user.find('\0') != std::string::npos || user.find(':') != std::string::npos)
     return "'qemu_user' must be a user name or a uid, not \"" + user + "\"";
   if (auto uid = parse_id(user)) return static_cast<uid_t>(*uid);
-  struct passwd pw {};
-  bool found = false;
-  int rc = nss_lookup(_SC_GETPW_R_SIZE_MAX,
-                      [&](passwd* e, char* b, size_t n, passwd** r) { return getpwnam_r(user.c_str(), e, b, n, r); },
-                      pw, found);
-  if (rc != 0) return "cannot look up user '" + user + "': " + std::strerror(rc);
-  if (!found) return "'qemu_user': unknown user '" + user + "'";
-  return pw.pw_uid;
+  auto pw = user_by_name(user, "qemu_user");
+  if (auto* err = std::get_if<std::string>(&pw)) return *err;
+  return std::get<Ids>(pw).uid;
 }
 
 class Loader {

@@ -13,22 +13,12 @@
 
 #include "util/unique_fd.h"
 #include "util/untrusted.h"
+#include "util/unix_addr.h"
 
 namespace relink::ctl {
-namespace {
-
-Result<sockaddr_un> make_addr(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) return Error{ENAMETOOLONG, "socket path too long: " + path};
-  std::copy(path.begin(), path.end(), addr.sun_path);
-  return addr;
-}
-
-}  // namespace
 
 Result<nlohmann::json> control_request(const std::string& path, const nlohmann::json& request, int timeout_ms) {
-  auto addr = make_addr(path);
+  auto addr = unix_addr(path);
   if (!addr) return addr.error();
   UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) return Error::last("socket");

@@ -23,6 +23,7 @@
 #include "ctl/control_client.h"
 #include "ctl/render.h"
 #include "util/unique_fd.h"
+#include "util/unix_addr.h"
 
 namespace {
 
@@ -290,15 +291,13 @@ int cmd_add(const Connection& c, const std::string& file_or_vm, const std::strin
 }
 
 int cmd_monitor(const Connection& c, bool as_json) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (c.socket.size() >= sizeof addr.sun_path) {
-    std::cerr << "relinkctl: socket path too long: " << c.socket << "\n";
+  auto addr = relink::unix_addr(c.socket);
+  if (!addr) {
+    std::cerr << "relinkctl: " << addr.error().message << "\n";
     return kUsage;
   }
-  std::memcpy(addr.sun_path, c.socket.c_str(), c.socket.size() + 1);
   relink::UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd || connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
+  if (!fd || connect(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) < 0) {
     std::cerr << "relinkctl: " << explain_unreachable(c.socket, relink::Error::last("cannot connect to " + c.socket))
               << "\n";
     return kUnreachable;

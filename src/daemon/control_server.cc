@@ -17,6 +17,7 @@
 #include "util/log.h"
 #include "util/trusted_dir.h"
 #include "util/untrusted.h"
+#include "util/unix_addr.h"
 
 namespace relink::daemon {
 namespace {
@@ -34,14 +35,6 @@ constexpr uint64_t kLogIntervalUs = 10'000'000;
 constexpr uint64_t kTimerAccuracyUs = 50'000;
 
 auto logger() { return log::get("control"); }
-
-Result<sockaddr_un> make_addr(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) return Error{ENAMETOOLONG, "socket path too long: " + path};
-  std::copy(path.begin(), path.end(), addr.sun_path);
-  return addr;
-}
 
 nlohmann::json error_reply(const std::string& message) { return {{"ok", false}, {"error", message}}; }
 
@@ -128,7 +121,7 @@ Result<void> ControlServer::listen(const std::string& path, const std::string& g
     if (!gr) return Error{ENOENT, "control_group '" + group + "' does not exist"};
     group_gid_ = gr->gr_gid;
   }
-  if (auto addr = make_addr(path); !addr) return addr.error();
+  if (auto addr = unix_addr(path); !addr) return addr.error();
   const size_t slash = path.rfind('/');
   if (slash == std::string::npos || slash + 1 == path.size())
     return Error{EINVAL, "control socket path must be absolute and name a file: " + path};
@@ -157,8 +150,8 @@ Result<void> ControlServer::listen(const std::string& path, const std::string& g
   // There is no bindat(): bind through the directory fd's /proc link, so a
   // directory renamed or replaced since the check above cannot redirect the
   // socket. A name too long for that form is bound by its path.
-  auto via = make_addr("/proc/self/fd/" + std::to_string(dfd.get()) + "/" + name);
-  auto addr = via ? via : make_addr(path);
+  auto via = unix_addr("/proc/self/fd/" + std::to_string(dfd.get()) + "/" + name);
+  auto addr = via ? via : unix_addr(path);
   // The umask gives the socket its final mode from the start: no window in
   // which it is more open than it will be.
   mode_t old = umask(group_gid_ ? 0117 : 0177);

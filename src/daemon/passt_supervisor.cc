@@ -20,6 +20,7 @@
 #include "util/log.h"
 #include "util/trusted_dir.h"
 #include "util/untrusted.h"
+#include "util/unix_addr.h"
 
 namespace relink::daemon {
 namespace {
@@ -51,11 +52,9 @@ uint64_t age_ms(uint64_t start_ticks) {
 Result<UniqueFd> connect_stream(const std::string& path) {
   UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd) return Error::last("socket");
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  if (path.size() >= sizeof sa.sun_path) return Error{ENAMETOOLONG, "socket path too long: " + path};
-  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
-  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) {
+  auto sa = unix_addr(path);
+  if (!sa) return sa.error();
+  if (connect(fd.get(), reinterpret_cast<const sockaddr*>(&*sa), sizeof *sa) < 0) {
     if (errno == EAGAIN)  // the listen backlog is full: QEMU still serves a peer and one more waits
       return Error{EAGAIN, "QEMU's stream socket " + path + " is busy: QEMU still serves another peer"};
     return Error::last("connect to QEMU's stream socket " + path);
