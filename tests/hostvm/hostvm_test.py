@@ -597,7 +597,18 @@ class Tier:
 
     def vlan(self):
         vm = self.vm
-        b = vm.binding("vlan")
+        # The dock scenario unplugs the dock every second or so, faster than
+        # NM re-creates dock.100 (2-5 s after the dock is back): NM may have
+        # used up dockvlan's autoconnect retries by now. Bring it up by hand
+        # then; relinkd attaches the VLAN binding once dock.100 exists.
+        try:
+            wait_for("NM re-creates dock.100", lambda: vm.link("dock.100"), 10)
+        except Failure:
+            say("NetworkManager has not re-created dock.100 after the dock scenario's rapid replugs (dockvlan's "
+                "autoconnect retries used up): nmcli con up dockvlan")
+            vm.sh("nmcli con up dockvlan >/dev/null")
+        b = wait_for("vlan attached", lambda: (lambda b: b if b["state"] == "attached" else None)(vm.binding("vlan")),
+                     60)
         mvt = vm.ifname(b["macvtap_ifindex"])
         self.nm_leaves_alone(mvt)
         say("ok: " + self.frames_cross("vlan", VLAN_ID))
