@@ -26,6 +26,7 @@
 
 #include "control_socket_util.h"
 #include "daemon_env.h"
+#include "sanitized.h"
 #include "util/unique_fd.h"
 
 namespace relink::test {
@@ -33,18 +34,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
 
 // A status round trip takes about a millisecond; a second means relinkd was
 // stuck behind an abusive client. ASan+UBSan in Debug is some 3x slower, and
@@ -289,33 +278,6 @@ class MemWatch {
   pid_t pid_;
   bool reset_ = false;
   Mem before_, after_;
-};
-
-// Appends `item` to a ':'-separated environment variable until destruction.
-class EnvAppend {
- public:
-  EnvAppend(const char* name, const std::string& item, bool enabled) : name_(name), enabled_(enabled) {
-    if (!enabled_) return;
-    const char* old = getenv(name);
-    had_ = old != nullptr;
-    saved_ = had_ ? old : "";
-    setenv(name, (saved_ + (saved_.empty() ? "" : ":") + item).c_str(), 1);
-  }
-  ~EnvAppend() {
-    if (!enabled_) return;
-    if (had_)
-      setenv(name_, saved_.c_str(), 1);
-    else
-      unsetenv(name_);
-  }
-  EnvAppend(const EnvAppend&) = delete;
-  EnvAppend& operator=(const EnvAppend&) = delete;
-
- private:
-  const char* name_;
-  bool enabled_;
-  bool had_ = false;
-  std::string saved_;
 };
 
 class ControlRobustness : public ::testing::Test {
