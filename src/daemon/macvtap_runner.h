@@ -31,7 +31,6 @@ class MacvtapRunner {
   // libvirt renamed the interface or its macvtap.
   void set_cfg(config::MacvtapBinding next) { cfg_ = std::move(next); }
   const engine::Binding& engine() const { return engine_; }
-  ManagedVm& vm() const { return vm_; }
   const Guard& guard() const { return guard_; }
   std::string name() const;
 

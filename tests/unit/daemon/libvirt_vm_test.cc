@@ -10,8 +10,7 @@
 
 #include <deque>
 
-#include "support/fake_factory.h"
-#include "support/fake_links.h"
+#include "support/fake_services.h"
 #include "support/fake_qmp.h"
 
 namespace relink::daemon {
@@ -47,13 +46,10 @@ class FakeLibvirt final : public libvirt::DomainRequests {
 
 class LibvirtVmTest : public ::testing::Test {
  protected:
+  test::FakeServices env;
+
   LibvirtVmTest() {
-    sd_event* e = nullptr;
-    EXPECT_GE(sd_event_new(&e), 0);
-    loop.reset(e);
-    defer = std::make_unique<DeferQueue>(loop.get());
-    cfg.libvirt.enabled = true;
-    services = Services{loop.get(), defer.get(), &factory, &links, &reporter, &cfg};
+    env.cfg.libvirt.enabled = true;
     iface.mac = MacAddress{0x52, 0x54, 0, 0xab, 0xcd, 0xef};
     iface.source_dev = "eth0";
     iface.mode = "bridge";
@@ -64,15 +60,8 @@ class LibvirtVmTest : public ::testing::Test {
     info.desc.interfaces = {iface};
   }
   nlohmann::json binding() { return vm->status()["bindings"][0]; }
-  void run_loop() { test::run_for(loop.get(), 20ms); }
+  void run_loop() { test::run_for(env.loop.get(), 20ms); }
 
-  SdEventPtr loop;
-  std::unique_ptr<DeferQueue> defer;
-  config::Config cfg;
-  test::FakeFactory factory;
-  test::FakeLinks links;
-  Reporter reporter;
-  Services services;
   FakeLibvirt libvirt;
   libvirt::DirectInterface iface;
   libvirt::DomainInfo info;
@@ -80,7 +69,7 @@ class LibvirtVmTest : public ::testing::Test {
 };
 
 TEST_F(LibvirtVmTest, ADeadMacvtapIsReleasedAndAttachedAgainThroughLibvirt) {
-  vm = std::make_unique<LibvirtVm>("dom1", libvirt, services);
+  vm = std::make_unique<LibvirtVm>("dom1", libvirt, env.services);
   vm->update(info);
   ASSERT_EQ(vm->status()["bindings"].size(), 1u);
   EXPECT_EQ(binding()["nic"], "net0");
@@ -106,7 +95,7 @@ TEST_F(LibvirtVmTest, ADeadMacvtapIsReleasedAndAttachedAgainThroughLibvirt) {
   // libvirt made macvtap1 (ifindex 1 here: the runner asks the kernel whether it exists).
   iface.target_dev = "macvtap1";
   info.desc.interfaces = {iface};
-  factory.existing["macvtap1"] = macvtap::ExistingMacvtap{1, 5, iface.mac, 0};
+  env.factory.existing["macvtap1"] = macvtap::ExistingMacvtap{1, 5, iface.mac, 0};
   libvirt.attaches.front()(info);
   libvirt.attaches.pop_front();
   run_loop();
@@ -120,7 +109,7 @@ TEST_F(LibvirtVmTest, ADeadMacvtapIsReleasedAndAttachedAgainThroughLibvirt) {
 }
 
 TEST_F(LibvirtVmTest, ALostConnectionTakesTheBindingsOfflineAndANewOneProbesAgain) {
-  vm = std::make_unique<LibvirtVm>("dom1", libvirt, services);
+  vm = std::make_unique<LibvirtVm>("dom1", libvirt, env.services);
   vm->update(info);
   run_loop();
   EXPECT_EQ(binding()["state"], "releasing");

@@ -10,14 +10,12 @@
 #include <deque>
 
 #include "daemon/vm.h"
-#include "support/fake_links.h"
+#include "support/fake_services.h"
 #include "netlink/link.h"
 #include "util/sd_event.h"
 
 namespace relink::daemon {
 namespace {
-
-using test::FakeLinks;
 
 // Records every call; answers hand_over and release when the test says so.
 class FakeAttacher final : public Attacher {
@@ -70,29 +68,20 @@ class FakeVm final : public ManagedVm {
 
 class MacvtapRunnerTest : public ::testing::Test {
  protected:
+  test::FakeServices env;
+
   MacvtapRunnerTest() {
-    sd_event* e = nullptr;
-    EXPECT_GE(sd_event_new(&e), 0);
-    loop.reset(e);
-    defer = std::make_unique<DeferQueue>(loop.get());
-    cfg.path = "/etc/relinkd/relinkd.toml";
-    services = Services{loop.get(), defer.get(), nullptr, &links, &reporter, &cfg};
-    vm = std::make_unique<FakeVm>(services);
+    env.cfg.path = "/etc/relinkd/relinkd.toml";
+    vm = std::make_unique<FakeVm>(env.services);
     binding.nic = "nic0";
     binding.parent = "eth0";
     binding.mac = MacAddress{0x52, 0x54, 0, 0x12, 0x34, 0x56};
   }
   // Runs what the loop has ready (deferred calls, expired timers).
   void run_loop() {
-    for (int i = 0; i < 10; ++i) sd_event_run(loop.get(), 0);
+    for (int i = 0; i < 10; ++i) sd_event_run(env.loop.get(), 0);
   }
 
-  SdEventPtr loop;
-  std::unique_ptr<DeferQueue> defer;
-  config::Config cfg;
-  FakeLinks links;
-  Reporter reporter;
-  Services services;
   std::unique_ptr<FakeVm> vm;
   FakeAttacher attacher;
   config::MacvtapBinding binding;
@@ -123,7 +112,7 @@ TEST_F(MacvtapRunnerTest, AttachOnConnectThenReattachAfterTheMacvtapIsGone) {
   attacher.pending.pop_front();
   EXPECT_EQ(r.engine().state(), engine::State::Attached);
   EXPECT_EQ(r.status()["attaches"], 2);
-  EXPECT_EQ(reporter.recovery().at("macvtap").count(), 1u);  // the first attach is not a recovery
+  EXPECT_EQ(env.reporter.recovery().at("macvtap").count(), 1u);  // the first attach is not a recovery
 }
 
 TEST_F(MacvtapRunnerTest, AFailedAttachBacksOffAndTheTimerRetries) {
@@ -139,7 +128,7 @@ TEST_F(MacvtapRunnerTest, AFailedAttachBacksOffAndTheTimerRetries) {
   attacher.fail_create = false;
   attacher.calls.clear();
   // The retry timer (100 ms) fires on the loop.
-  for (int i = 0; i < 50 && attacher.calls.empty(); ++i) sd_event_run(loop.get(), 10'000);
+  for (int i = 0; i < 50 && attacher.calls.empty(); ++i) sd_event_run(env.loop.get(), 10'000);
   EXPECT_EQ(attacher.calls, (std::vector<std::string>{"create 5", "hand_over 2 1 up"}));
 }
 

@@ -18,7 +18,7 @@
 
 #include "daemon/passt_runner.h"
 #include "qemu/qmp_client.h"
-#include "support/fake_links.h"
+#include "support/fake_services.h"
 #include "support/fake_qmp.h"
 
 namespace relink::daemon {
@@ -72,15 +72,12 @@ class RecordingSpawner final : public passt::Spawner {
 
 class PasstSupervisorTest : public ::testing::Test {
  protected:
+  test::FakeServices env;
+
   PasstSupervisorTest() {
     char tmpl[] = "/tmp/relink-supervisor-XXXXXX";
     dir = mkdtemp(tmpl);
-    sd_event* e = nullptr;
-    EXPECT_GE(sd_event_new(&e), 0);
-    loop.reset(e);
-    defer = std::make_unique<DeferQueue>(loop.get());
-    cfg.daemon.state_dir = dir + "/state";
-    services = Services{loop.get(), defer.get(), nullptr, &links, &reporter, &cfg};
+    env.cfg.daemon.state_dir = dir + "/state";
     binding.netdev = "net1";
     binding.uid = getuid();
     binding.gid = getgid();
@@ -95,7 +92,7 @@ class PasstSupervisorTest : public ::testing::Test {
     std::ofstream(dir + "/help.txt") << help_text;
     auto s = std::make_unique<RecordingSpawner>(dir + "/help.txt");
     spawner = s.get();
-    supervisor = std::make_unique<PasstSupervisor>(loop.get(), *defer, std::move(s));
+    supervisor = std::make_unique<PasstSupervisor>(env.loop.get(), *env.defer, std::move(s));
   }
   std::vector<config::Vm> vms_with(const config::PasstBinding& b) {
     config::Vm vm;
@@ -109,12 +106,6 @@ class PasstSupervisorTest : public ::testing::Test {
   }
 
   std::string dir;
-  SdEventPtr loop;
-  std::unique_ptr<DeferQueue> defer;
-  config::Config cfg;
-  test::FakeLinks links;
-  Reporter reporter;
-  Services services;
   RecordingSpawner* spawner = nullptr;
   std::unique_ptr<PasstSupervisor> supervisor;
   std::unique_ptr<PasstRunner> runner;
@@ -164,22 +155,22 @@ TEST_F(PasstSupervisorTest, AnExitReachesItsRunnerWhichStartsTheNextGeneration) 
   supervisor->probe(vms_with(binding), "/bin/true");
   ASSERT_FALSE(supervisor->refusal(passt::Mode::VhostUser));
   spawner->requests.clear();
-  qemu::QmpClient qmp(loop.get(), dir + "/no-qmp", {});
-  runner = std::make_unique<PasstRunner>("vm1", binding, *supervisor, qmp, services);
+  qemu::QmpClient qmp(env.loop.get(), dir + "/no-qmp", {});
+  runner = std::make_unique<PasstRunner>("vm1", binding, *supervisor, qmp, env.services);
   runner->listen();
   ASSERT_EQ(spawner->requests.size(), 1u);
   EXPECT_EQ(spawner->requests[0].argv, supervisor->expected(binding).argv);
   EXPECT_NE(std::find(spawner->requests[0].argv.begin(), spawner->requests[0].argv.end(), binding.socket),
             spawner->requests[0].argv.end());
   EXPECT_EQ(spawner->requests[0].uid, getuid());
-  ASSERT_TRUE(test::run_until(loop.get(), [&] { return runner->status()["pid"].is_number(); }, 5s))
+  ASSERT_TRUE(test::run_until(env.loop.get(), [&] { return runner->status()["pid"].is_number(); }, 5s))
       << runner->status().dump();
   const pid_t first = runner->status()["pid"].get<pid_t>();
   EXPECT_EQ(runner->status()["generation"], 1);
 
   kill(first, SIGKILL);
   ASSERT_TRUE(test::run_until(
-      loop.get(), [&] { return runner->status()["generation"] == 2 && runner->status()["pid"].is_number(); }, 5s))
+      env.loop.get(), [&] { return runner->status()["generation"] == 2 && runner->status()["pid"].is_number(); }, 5s))
       << runner->status().dump();
   EXPECT_EQ(spawner->requests.size(), 2u);
   const pid_t second = runner->status()["pid"].get<pid_t>();
@@ -189,7 +180,7 @@ TEST_F(PasstSupervisorTest, AnExitReachesItsRunnerWhichStartsTheNextGeneration) 
   runner->retire();
   runner.reset();
   // SIGTERM ends the stand-in at once; the supervisor reaps it.
-  EXPECT_TRUE(test::run_until(loop.get(), [&] { return kill(second, 0) != 0; }, 5s));
+  EXPECT_TRUE(test::run_until(env.loop.get(), [&] { return kill(second, 0) != 0; }, 5s));
 }
 
 }  // namespace

@@ -11,8 +11,7 @@
 #include <filesystem>
 
 #include "passt/process.h"
-#include "support/fake_factory.h"
-#include "support/fake_links.h"
+#include "support/fake_services.h"
 #include "support/fake_qmp.h"
 
 namespace relink::daemon {
@@ -33,18 +32,15 @@ class NoSpawner final : public passt::Spawner {
 
 class QmpVmTest : public ::testing::Test {
  protected:
+  test::FakeServices env;
+
   QmpVmTest() {
-    sd_event* e = nullptr;
-    EXPECT_GE(sd_event_new(&e), 0);
-    loop.reset(e);
-    defer = std::make_unique<DeferQueue>(loop.get());
-    fake = std::make_unique<FakeQmp>(loop.get());
+    fake = std::make_unique<FakeQmp>(env.loop.get());
     // The fake's peer is this test program: let it receive fds.
-    cfg.daemon.qemu_binaries = {std::filesystem::read_symlink("/proc/self/exe").string()};
-    cfg.daemon.state_dir = "/nonexistent";
-    services = Services{loop.get(), defer.get(), &factory, &links, &reporter, &cfg};
-    passt = std::make_unique<PasstSupervisor>(loop.get(), *defer, std::make_unique<NoSpawner>());
-    factory.next_ifindex = 1;  // lo: the runner checks that the macvtap it was told of exists
+    env.cfg.daemon.qemu_binaries = {std::filesystem::read_symlink("/proc/self/exe").string()};
+    env.cfg.daemon.state_dir = "/nonexistent";
+    passt = std::make_unique<PasstSupervisor>(env.loop.get(), *env.defer, std::make_unique<NoSpawner>());
+    env.factory.next_ifindex = 1;  // lo: the runner checks that the macvtap it was told of exists
     vm.name = "vm1";
     vm.qmp = fake->path();
     config::MacvtapBinding b;
@@ -67,14 +63,7 @@ class QmpVmTest : public ::testing::Test {
     fake->expect("set_link", {{"name", "nic0"}, {"up", true}});
   }
 
-  SdEventPtr loop;
-  std::unique_ptr<DeferQueue> defer;
   std::unique_ptr<FakeQmp> fake;
-  config::Config cfg;
-  test::FakeFactory factory;
-  test::FakeLinks links;
-  Reporter reporter;
-  Services services;
   std::unique_ptr<PasstSupervisor> passt;
   config::Vm vm;
   std::unique_ptr<QmpVm> qvm;
@@ -83,14 +72,14 @@ class QmpVmTest : public ::testing::Test {
 TEST_F(QmpVmTest, ConnectionProbesThenAttachesOnTheHubAndALostSessionGoesOffline) {
   fake->expect("human-monitor-command", {{"command-line", "info network"}}).returns("");
   expect_hub_attach(1);
-  qvm = std::make_unique<QmpVm>(vm, "config", services, *passt);
+  qvm = std::make_unique<QmpVm>(vm, "config", env.services, *passt);
   EXPECT_EQ(binding()["state"], "vm-offline");
   qvm->start();
-  ASSERT_TRUE(run_until(loop.get(), [&] { return binding()["state"] == "attached"; }, 5s)) << qvm->status().dump();
+  ASSERT_TRUE(run_until(env.loop.get(), [&] { return binding()["state"] == "attached"; }, 5s)) << qvm->status().dump();
   EXPECT_EQ(fake->expectations_left(), 0u);
-  ASSERT_EQ(factory.specs.size(), 1u);
-  EXPECT_EQ(factory.specs[0].parent_ifindex, 5);
-  EXPECT_EQ(factory.specs[0].name, "rl0");
+  ASSERT_EQ(env.factory.specs.size(), 1u);
+  EXPECT_EQ(env.factory.specs[0].parent_ifindex, 5);
+  EXPECT_EQ(env.factory.specs[0].name, "rl0");
   const auto st = qvm->status();
   EXPECT_EQ(st["source"], "config");
   EXPECT_EQ(st["qmp"], "connected");
@@ -99,20 +88,20 @@ TEST_F(QmpVmTest, ConnectionProbesThenAttachesOnTheHubAndALostSessionGoesOffline
 
   // A DEVICE_DELETED for a hub NIC's backend is no release.
   fake->emit_event("DEVICE_DELETED", {{"path", "/machine/peripheral/nic0/virtio-backend"}});
-  test::run_for(loop.get(), 50ms);
+  test::run_for(env.loop.get(), 50ms);
   EXPECT_EQ(binding()["state"], "attached");
 
   fake->drop_client();
-  ASSERT_TRUE(run_until(loop.get(), [&] { return binding()["state"] == "vm-offline"; }, 5s)) << qvm->status().dump();
+  ASSERT_TRUE(run_until(env.loop.get(), [&] { return binding()["state"] == "vm-offline"; }, 5s)) << qvm->status().dump();
   EXPECT_EQ(qvm->status()["qmp"], "disconnected");
 }
 
 TEST_F(QmpVmTest, AReattachRequestAttachesANewGeneration) {
   fake->expect("human-monitor-command", {{"command-line", "info network"}}).returns("");
   expect_hub_attach(1);
-  qvm = std::make_unique<QmpVm>(vm, "runtime", services, *passt);
+  qvm = std::make_unique<QmpVm>(vm, "runtime", env.services, *passt);
   qvm->start();
-  ASSERT_TRUE(run_until(loop.get(), [&] { return binding()["state"] == "attached"; }, 5s)) << qvm->status().dump();
+  ASSERT_TRUE(run_until(env.loop.get(), [&] { return binding()["state"] == "attached"; }, 5s)) << qvm->status().dump();
   EXPECT_EQ(qvm->status()["source"], "runtime");
   // Generation 1 is taken down, generation 2 put up.
   fake->expect("netdev_del", {{"id", "nic0.uplink1"}});
@@ -120,9 +109,9 @@ TEST_F(QmpVmTest, AReattachRequestAttachesANewGeneration) {
   expect_hub_attach(2);
   const auto reply = qvm->reattach("nic0");
   EXPECT_EQ(reply["ok"], true) << reply.dump();
-  ASSERT_TRUE(run_until(loop.get(), [&] { return binding()["generation"] == 2 && binding()["state"] == "attached"; }, 5s))
+  ASSERT_TRUE(run_until(env.loop.get(), [&] { return binding()["generation"] == 2 && binding()["state"] == "attached"; }, 5s))
       << qvm->status().dump();
-  test::run_for(loop.get(), 50ms);
+  test::run_for(env.loop.get(), 50ms);
   EXPECT_EQ(fake->expectations_left(), 0u);
   // An unknown NIC is refused, naming the ones there are.
   EXPECT_EQ(qvm->reattach("nic9")["error"], "VM 'vm1' has no binding for NIC or netdev 'nic9' (it has: nic0)");
