@@ -24,6 +24,7 @@
 #include <netlink/route/link.h>
 #include <netlink/route/link/bridge.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
