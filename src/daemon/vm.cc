@@ -61,6 +61,8 @@ void ManagedVm::released(MacvtapRunner& b) {
 void ManagedVm::restart_failed() {
   for (auto& b : macvtaps_)
     if (b->engine().state() == engine::State::Failed) b->feed(engine::ReattachRequested{});
+  for (auto& t : taps_)
+    if (t->engine().state() == engine::PortState::Failed) (void)t->reattach();  // its log says how it went
 }
 
 nlohmann::json ManagedVm::reattach(const std::string& nic) {
