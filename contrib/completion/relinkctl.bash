@@ -87,7 +87,7 @@ _relinkctl() {
             if [[ $cur != -* ]]; then
                 case ${#args[@]} in
                     0) COMPREPLY=($(compgen -W "$(_relinkctl_json_strings name "${conn[@]}" status --json)" -- "$cur")) ;;
-                    1) COMPREPLY=($(compgen -W "$(_relinkctl_json_strings 'nic\|netdev' "${conn[@]}" status "${args[0]}" --json)" -- "$cur")) ;;
+                    1) COMPREPLY=($(compgen -W "$(_relinkctl_json_strings 'nic\|netdev\|tap' "${conn[@]}" status "${args[0]}" --json)" -- "$cur")) ;;
                 esac
                 return
             fi
