@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// A VM relinkd manages, whatever it comes from: its bindings (macvtap and
-// passt runners) and what differs by origin, as virtual functions: a QMP VM
+// A VM relinkd manages, whatever it comes from: its bindings (macvtap, passt
+// and tap runners) and what differs by origin, as virtual functions: a QMP VM
 // (qmp_vm.h: the config file, relinkctl add) talks to QEMU itself; a libvirt
 // VM (libvirt_vm.h) goes through libvirt.
 #pragma once
