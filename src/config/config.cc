@@ -222,8 +222,9 @@ class Loader {
   Config load(const toml::table& root) {
     Config cfg;
     cfg.path = path_;
-    only_keys(root, {"daemon", "libvirt", "vm"}, "the top level");
+    only_keys(root, {"daemon", "libvirt", "vm", "bridge"}, "the top level");
     if (const toml::node* l = root.get("libvirt")) load_libvirt(cfg.libvirt, *l);
+    if (const toml::node* b = root.get("bridge")) load_bridges(cfg.bridges, *b);
     if (const toml::node* d = root.get("daemon")) {
       const toml::table* t = d->as_table();
       if (!t) fail(*d, "'daemon' must be a table ([daemon])");
@@ -290,6 +291,7 @@ class Loader {
             fail(mn, "MAC " + format_mac(b.mac) + " is used by two bindings" + at(it->second));
         }
       }
+      check_taps(cfg, *arr);
       // After all VMs: a passt socket must not be any VM's QMP socket either.
       std::set<std::string> passt_sockets;
       for (size_t vi = 0; vi < cfg.vms.size(); ++vi) {
@@ -310,8 +312,60 @@ class Loader {
     return cfg;
   }
 
+  // [bridge.NAME] tables.
+  void load_bridges(std::vector<Bridge>& out, const toml::node& node) const {
+    const toml::table* t = node.as_table();
+    if (!t) fail(node, "'bridge' must be a table of bridges ([bridge.br0])");
+    for (auto&& [k, v] : *t) {
+      const std::string name(k.str());
+      const std::string where = "[bridge." + name + "]";
+      if (!valid_ifname(name))
+        fail(k.source(), where + ": the bridge's name must be an interface name (1-15 characters, no '/', ':' or spaces)");
+      const toml::table* bt = v.as_table();
+      if (!bt) fail(v, "'bridge." + name + "' must be a table (" + where + ")");
+      only_keys(*bt, {"follow_taps"}, where);
+      Bridge b;
+      b.name = name;
+      b.follow_taps = get_bool(*bt, "follow_taps", b.follow_taps);
+      out.push_back(std::move(b));
+    }
+  }
+
+  // A tap belongs to one binding: a second one would fight over it.
+  void check_taps(const Config& cfg, const toml::array& vms) const {
+    std::map<std::string, std::string> owner;  // tap -> VM
+    for (size_t vi = 0; vi < cfg.vms.size(); ++vi) {
+      const Vm& vm = cfg.vms[vi];
+      if (vm.taps.empty()) continue;
+      const toml::array* bindings = (*vms.get(vi)->as_table())["tap"].as_array();
+      for (size_t i = 0; i < vm.taps.size(); ++i) {
+        const toml::node& tn = *bindings->get(i)->as_table()->get("tap");
+        auto [it, fresh] = owner.emplace(vm.taps[i].tap, vm.name);
+        if (!fresh)
+          fail(tn, "tap '" + vm.taps[i].tap + "' is bound twice (VM '" + it->second + "' and VM '" + vm.name + "')");
+        for (const auto& m : vm.macvtaps)
+          if (m.macvtap == vm.taps[i].tap || m.parent == vm.taps[i].tap)
+            fail(tn, "tap '" + vm.taps[i].tap + "' is also a macvtap or a macvtap's parent in VM '" + vm.name + "'");
+      }
+    }
+  }
+
+  TapBinding load_tap(const Vm& vm, const toml::node& bn, const toml::table& t) const {
+    only_keys(t, {"tap", "bridge"}, "[[vm.tap]]");
+    const std::string where = "[[vm.tap]] of VM '" + vm.name + "'";
+    TapBinding b;
+    b.tap = get_string(t, "tap", bn, where);
+    if (!valid_ifname(b.tap))
+      fail(*t.get("tap"), "'tap' must be an interface name (1-15 characters, no '/', ':' or spaces)");
+    b.bridge = get_string(t, "bridge", bn, where);
+    if (!valid_ifname(b.bridge))
+      fail(*t.get("bridge"), "'bridge' must be an interface name (1-15 characters, no '/', ':' or spaces)");
+    if (b.tap == b.bridge) fail(*t.get("bridge"), "'bridge' must not be the tap itself");
+    return b;
+  }
+
   Vm load_vm(const toml::node& vn, const toml::table& t) {
-    only_keys(t, {"name", "qmp", "qemu_user", "macvtap", "passt"}, "[[vm]]");
+    only_keys(t, {"name", "qmp", "qemu_user", "macvtap", "passt", "tap"}, "[[vm]]");
     Vm vm;
     vm.name = get_string(t, "name", vn, "[[vm]]");
     if (vm.name.empty() || vm.name.size() > 64 ||
@@ -339,6 +393,15 @@ class Loader {
         vm.macvtaps.push_back(load_macvtap(vm, bn, *bt));
         if (!nics.insert(vm.macvtaps.back().nic).second)
           fail(*bt->get("nic"), "NIC '" + vm.macvtaps.back().nic + "' is bound twice in VM '" + vm.name + "'");
+      }
+    }
+    if (const toml::node* tp = t.get("tap")) {
+      const toml::array* arr = tp->as_array();
+      if (!arr) fail(*tp, "'tap' must be an array of tables ([[vm.tap]])");
+      for (const toml::node& bn : *arr) {
+        const toml::table* bt = bn.as_table();
+        if (!bt) fail(bn, "each [[vm.tap]] entry must be a table");
+        vm.taps.push_back(load_tap(vm, bn, *bt));
       }
     }
     if (const toml::node* p = t.get("passt")) {

@@ -54,6 +54,16 @@ struct PasstBinding {
   bool operator==(const PasstBinding&) const = default;
 };
 
+// A tap that is a port of a host bridge (hand-started QEMU's `-netdev
+// tap,ifname=TAP`, libvirt's <interface type='bridge'>): when the bridge is
+// deleted and created again, relinkd puts the tap back with its port settings.
+struct TapBinding {
+  std::string tap;     // the tap's interface name
+  std::string bridge;  // the bridge's name
+
+  bool operator==(const TapBinding&) const = default;
+};
+
 struct Vm {
   std::string name;
   std::string qmp;  // QMP socket path
@@ -64,6 +74,7 @@ struct Vm {
   uid_t qemu_uid = 0;
   std::vector<MacvtapBinding> macvtaps;
   std::vector<PasstBinding> passts;
+  std::vector<TapBinding> taps;
 
   bool operator==(const Vm&) const = default;
 };
@@ -104,11 +115,23 @@ struct Libvirt {
   bool operator==(const Libvirt&) const = default;
 };
 
+// [bridge.NAME]: a host bridge whose taps relinkd follows with no VM
+// behind them (hosts without libvirt or [[vm]] entries).
+struct Bridge {
+  std::string name;
+  // Every tap (tun/tap device) that is a port of the bridge is followed and
+  // put back when the bridge is re-created.
+  bool follow_taps = true;
+
+  bool operator==(const Bridge&) const = default;
+};
+
 struct Config {
   std::string path;
   Daemon daemon;
   Libvirt libvirt;
   std::vector<Vm> vms;
+  std::vector<Bridge> bridges;
 
   const Vm* find_vm(const std::string& name) const;
 };

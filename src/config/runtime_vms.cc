@@ -119,7 +119,7 @@ std::string runtime_conflict(const std::vector<const Vm*>& existing, const Vm& a
                              const std::string& control_socket) {
   // Who holds each name, MAC and socket: a VM and the binding's id ("" for a QMP socket).
   using Holder = std::pair<const Vm*, std::string>;
-  std::map<std::string, Holder> macvtap_names, passt_sockets, qmp_sockets;
+  std::map<std::string, Holder> macvtap_names, passt_sockets, qmp_sockets, taps;
   std::map<MacAddress, Holder> macs;
   for (const Vm* vm : existing) {
     if (!vm) continue;
@@ -131,7 +131,11 @@ std::string runtime_conflict(const std::vector<const Vm*>& existing, const Vm& a
       macs.emplace(b.mac, Holder{vm, b.nic});
     }
     for (const auto& p : vm->passts) passt_sockets.emplace(p.socket, Holder{vm, p.netdev});
+    for (const auto& t : vm->taps) taps.emplace(t.tap, Holder{vm, t.tap});
   }
+  for (const auto& t : added.taps)
+    if (auto [it, fresh] = taps.emplace(t.tap, Holder{&added, t.tap}); !fresh)
+      return "tap '" + t.tap + "' is already followed by " + owner(*it->second.first, it->second.second);
   if (auto it = passt_sockets.find(added.qmp); it != passt_sockets.end())
     return "QMP socket '" + added.qmp + "' is already used as a passt socket by " +
            owner(*it->second.first, it->second.second);

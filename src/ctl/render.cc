@@ -44,6 +44,7 @@ const char* state_colour(const std::string& state) {
 // What matters about a binding beyond its state: where a macvtap sits, how
 // a passt runs.
 std::string detail(const json& b) {
+  if (cell(b, "kind") == "bridge") return "bridge=" + cell(b, "bridge") + " rejoins=" + cell(b, "rejoins");
   if (cell(b, "kind") == "passt") {
     std::string d = cell(b, "mode") + " pid=" + cell(b, "pid") + " restarts=" + cell(b, "restarts");
     if (has_text(b, "last_exit")) d += " last-exit=\"" + cell(b, "last_exit") + "\"";
@@ -61,6 +62,7 @@ std::string detail(const json& b) {
 
 // How relinkd reaches the VM: its QMP session, or libvirt.
 std::string vm_link(const json& vm) {
+  if (cell(vm, "source") == "bridge") return "host";
   if (cell(vm, "source") != "libvirt") return cell(vm, "qmp");
   if (cell(vm, "libvirt") != "connected") return "libvirt-down";
   return vm.value("paused", false) ? "paused" : "connected";
@@ -76,7 +78,14 @@ bool want_colour(int fd) {
   return isatty(fd) == 1;
 }
 
+// A binding's id among its VM's: a macvtap's NIC, a passt's netdev, a tap.
+static std::string binding_id(const json& b) {
+  const std::string kind = cell(b, "kind");
+  return cell(b, kind == "passt" ? "netdev" : kind == "bridge" ? "tap" : "nic");
+}
+
 bool settled_state(const std::string& kind, const std::string& state) {
+  if (kind == "bridge") return state != "backoff";
   if (kind == "passt") return state == "running" || state == "failed" || state == "backoff" || state == "vm-offline";
   return state == "attached" || state == "failed" || state == "backoff" || state == "waiting-parent" ||
          state == "vm-offline";
@@ -94,11 +103,11 @@ std::string render_status(const json& st, const Style& style, const std::string&
     if (bindings.empty())
       rows.push_back({name, cell(vm, "source"), vm_link(vm), "-", "-", "-", "-", "-", "(no bindings)", "-"});
     for (const auto& b : bindings) {
-      const bool passt = cell(b, "kind") == "passt";
-      rows.push_back({name, cell(vm, "source"), vm_link(vm), cell(b, "kind"), cell(b, passt ? "netdev" : "nic"),
-                      cell(b, "state"), cell(b, "generation"), ms(b, passt ? "last_recovery_ms" : "last_reattach_ms"),
-                      detail(b), cell(b, "last_error")});
-      if (has_text(b, "warning")) notes.push_back(name + "/" + cell(b, "nic") + ": warning: " + cell(b, "warning"));
+      const std::string kind = cell(b, "kind");
+      const char* recovery = kind == "passt" ? "last_recovery_ms" : kind == "bridge" ? "last_rejoin_ms" : "last_reattach_ms";
+      rows.push_back({name, cell(vm, "source"), vm_link(vm), kind, binding_id(b), cell(b, "state"),
+                      cell(b, "generation"), ms(b, recovery), detail(b), cell(b, "last_error")});
+      if (has_text(b, "warning")) notes.push_back(name + "/" + binding_id(b) + ": warning: " + cell(b, "warning"));
       if (has_text(b, "wrong_tap")) notes.push_back(name + "/" + cell(b, "nic") + ": " + cell(b, "wrong_tap"));
     }
     // Why the VM cannot be reached: once, not in every binding's row.
@@ -171,10 +180,9 @@ std::string render_event(const json& ev, const Style& style) {
   const std::string type = cell(ev, "event");
   std::string line = std::string(when) + " ";
   if (type == "state") {
-    const bool passt = cell(ev, "kind") == "passt";
     std::string state = cell(ev, "state");
     if (style.colour) state = state_colour(state) + state + "\033[0m";
-    line += cell(ev, "vm") + "/" + cell(ev, passt ? "netdev" : "nic") + " " + cell(ev, "from") + " -> " + state +
+    line += cell(ev, "vm") + "/" + binding_id(ev) + " " + cell(ev, "from") + " -> " + state +
             " (generation " + cell(ev, "generation") + ")";
     if (has_text(ev, "error")) line += ": " + cell(ev, "error");
   } else if (type == "vm") {

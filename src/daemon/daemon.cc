@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "daemon/bridge_taps.h"
 #include "daemon/qmp_vm.h"
 #include "daemon/vm_plan.h"
 #include "util/clock.h"
@@ -89,9 +90,12 @@ Result<void> Daemon::setup() {
   links_ = std::make_unique<netlink::LinkWatcher>(
       loop_.get(), [this](const std::vector<netlink::LinkEvent>& ev) { dispatcher_->on_links(ev); },
       cfg_.daemon.netlink_receive_buffer);
-  dispatcher_ = std::make_unique<LinkDispatcher>(links_->table(), vms_);
+  dispatcher_ = std::make_unique<LinkDispatcher>(links_->table(), vms_, &links_->ports());
+  links_->set_port_callback([this] { dispatcher_->on_ports(); });
   if (auto r = links_->start(); !r) return Error{r.error().code, "rtnetlink: " + r.error().message};
-  services_ = Services{loop_.get(), defer_.get(), factory_.get(), dispatcher_.get(), &reporter_, &cfg_};
+  bridge_ports_ = std::make_unique<netlink::RtnlBridgePortControl>();
+  services_ = Services{loop_.get(),      defer_.get(), factory_.get(), dispatcher_.get(),
+                       &reporter_,       &cfg_,        bridge_ports_.get()};
 
   const std::string sock_dir = std::filesystem::path(cfg_.daemon.control_socket).parent_path();
   if (auto r = make_dir(sock_dir, 0755); !r) return r;
@@ -103,6 +107,8 @@ Result<void> Daemon::setup() {
     auto& v = vms_.add(std::make_unique<QmpVm>(vm, runtime_->find(vm.name) ? "runtime" : "config", services_, *passt_));
     v.start();
   }
+  bridge_taps_ = std::make_unique<BridgeTaps>(services_, vms_);
+  bridge_taps_->apply(cfg_.bridges);
   if (cfg_.libvirt.enabled) {
     libvirt_ = std::make_unique<LibvirtDomains>(services_, vms_, [this](const std::string& n) { return claim(n); });
     if (auto r = libvirt_->start(); !r) return r;
@@ -236,6 +242,7 @@ nlohmann::json Daemon::apply_vms(const config::Config& previous) {
   if (libvirt_changed) libvirt_.reset();
   std::vector<std::unique_ptr<ManagedVm>> libvirt_vms;
   if (libvirt_) libvirt_vms = libvirt_->take_vms();
+  auto bridge_vms = bridge_taps_->take_vms();
   std::vector<std::unique_ptr<ManagedVm>> old;
   for (auto& v : vms_.all()) old.push_back(std::move(v));
   vms_.clear();
@@ -271,6 +278,8 @@ nlohmann::json Daemon::apply_vms(const config::Config& previous) {
                    v->passts().empty() ? "" : " (its passt stopped)");
   }
   old.clear();
+  bridge_taps_->put_back(std::move(bridge_vms));
+  bridge_taps_->apply(cfg_.bridges);
   if (libvirt_) {
     libvirt_->put_back(std::move(libvirt_vms));
     // A VM that left the config file may be a libvirt domain: look again.

@@ -29,6 +29,8 @@
 
 namespace relink::daemon {
 
+class BridgeTaps;
+
 class Daemon {
  public:
   // log_level_override: the --log-level option, which wins over the config
@@ -77,9 +79,11 @@ class Daemon {
   std::unique_ptr<netlink::LinkWatcher> links_;
   std::unique_ptr<LinkDispatcher> dispatcher_;
   std::unique_ptr<macvtap::MacvtapFactory> factory_;
+  std::unique_ptr<netlink::BridgePortControl> bridge_ports_;
   std::unique_ptr<PasstSupervisor> passt_;
   std::unique_ptr<RuntimeRegistry> runtime_;
   std::unique_ptr<LibvirtDomains> libvirt_;
+  std::unique_ptr<BridgeTaps> bridge_taps_;
   std::unique_ptr<ControlServer> control_;
   Services services_;
   uint64_t started_us_ = 0;

@@ -53,6 +53,17 @@ void LinkDispatcher::on_links(const std::vector<netlink::LinkEvent>& events) {
   }
   in_batch_ = false;
   run_attaches();
+  update_taps(now);
+}
+
+void LinkDispatcher::on_ports() { update_taps(monotonic_us()); }
+
+void LinkDispatcher::update_taps(uint64_t now) {
+  for (size_t i = 0; i < vms_.all().size(); ++i) {
+    ManagedVm& vm = *vms_.all()[i];
+    vm.links_changed();
+    for (size_t t = 0; t < vm.taps().size(); ++t) vm.taps()[t]->observe(now);
+  }
 }
 
 void LinkDispatcher::parent_changed(MacvtapRunner& b, uint64_t now) {

@@ -19,23 +19,33 @@ namespace relink::daemon {
 
 class LinkDispatcher final : public Links {
  public:
-  LinkDispatcher(const netlink::LinkTable& table, VmTable& vms) : table_(table), vms_(vms) {}
+  LinkDispatcher(const netlink::LinkTable& table, VmTable& vms, const netlink::BridgePortTable* ports = nullptr)
+      : table_(table), vms_(vms), ports_(ports) {}
 
   // One netlink batch (LinkWatcher's callback).
   void on_links(const std::vector<netlink::LinkEvent>& events);
+  // The bridge ports changed (LinkWatcher's port callback).
+  void on_ports();
 
   int resolve_parent(const config::MacvtapBinding& b) const override;
   const netlink::LinkInfo* link(int ifindex) const override { return ifindex ? table_.find(ifindex) : nullptr; }
   const netlink::LinkInfo* link_by_name(const std::string& name) const override { return table_.find_by_name(name); }
+  const netlink::BridgePort* bridge_port(int ifindex) const override { return ports_ ? ports_->find(ifindex) : nullptr; }
+  const std::map<int, netlink::BridgePort>& bridge_ports() const override {
+    return ports_ ? ports_->all() : Links::bridge_ports();
+  }
   void queue_attach(MacvtapRunner& runner, const engine::Attach& a) override;
 
  private:
   void parent_changed(MacvtapRunner& b, uint64_t now);
   void link_removed(ManagedVm& vm, MacvtapRunner& b, int ifindex, uint64_t now);
   void run_attaches();
+  // Every VM's taps look at the tables again.
+  void update_taps(uint64_t now);
 
   const netlink::LinkTable& table_;
   VmTable& vms_;
+  const netlink::BridgePortTable* ports_;
   // Parents the kernel has already unlisted while the link table, which
   // learns of it from the parent's own RTM_DELLINK, still holds them.
   std::unordered_set<int> dead_parents_;

@@ -31,7 +31,16 @@ uint64_t count(const nlohmann::json& j, const char* key) {
 const std::map<std::string, std::vector<std::string>> kStates = {
     {"macvtap", {"waiting-parent", "releasing", "attaching", "attached", "backoff", "failed", "vm-offline"}},
     {"passt", {"starting", "running", "backoff", "failed", "vm-offline"}},
+    {"bridge",
+     {"waiting-tap", "attached", "waiting-bridge", "backoff", "failed", "moved", "detached", "tap-gone"}},
 };
+
+// The binding's id among its VM's: a macvtap's NIC, a passt's netdev, a tap.
+std::string binding_id(const nlohmann::json& b, const std::string& kind) {
+  if (kind == "passt") return str(b, "netdev");
+  if (kind == "bridge") return str(b, "tap");
+  return str(b, "nic");
+}
 
 struct Writer {
   std::string out;
@@ -76,7 +85,7 @@ std::string format_metrics(const nlohmann::json& status, const std::map<std::str
   w.head("relink_netlink_overruns_total", "counter", "rtnetlink overruns recovered by a re-dump.");
   w.sample("relink_netlink_overruns_total", "", std::to_string(count(daemon, "netlink_overruns")));
 
-  std::map<std::string, uint64_t> vms_by_source = {{"config", 0}, {"runtime", 0}, {"libvirt", 0}};
+  std::map<std::string, uint64_t> vms_by_source = {{"config", 0}, {"runtime", 0}, {"libvirt", 0}, {"bridge", 0}};
   std::map<std::pair<std::string, std::string>, uint64_t> by_state;
   for (const auto& [kind, states] : kStates)
     for (const auto& s : states) by_state[{kind, s}] = 0;
@@ -86,16 +95,18 @@ std::string format_metrics(const nlohmann::json& status, const std::map<std::str
     const std::string name = escape_label(str(vm, "name"));
     const std::string source = str(vm, "source");
     ++vms_by_source[source.empty() ? "config" : source];
-    const bool up = str(vm, "qmp") == "connected" || str(vm, "libvirt") == "connected";
+    const bool up = str(vm, "qmp") == "connected" || str(vm, "libvirt") == "connected" || source == "bridge";
     connected += "relink_vm_connected{vm=\"" + name + "\"} " + (up ? "1" : "0") + "\n";
     for (const auto& b : vm.value("bindings", nlohmann::json::array())) {
       const std::string kind = str(b, "kind");
       ++by_state[{kind, str(b, "state")}];
-      const std::string id = escape_label(kind == "passt" ? str(b, "netdev") : str(b, "nic"));
+      const std::string id = escape_label(binding_id(b, kind));
       const std::string labels = "vm=\"" + name + "\",binding=\"" + id + "\",kind=\"" + escape_label(kind) + "\"";
-      // A macvtap's first attach is not a recovery; a passt's restarts are.
+      // A macvtap's first attach is not a recovery; a passt's restarts and a tap's re-joins are.
       const uint64_t attaches = count(b, "attaches");
-      const uint64_t n = kind == "passt" ? count(b, "restarts") : (attaches ? attaches - 1 : 0);
+      const uint64_t n = kind == "passt"    ? count(b, "restarts")
+                         : kind == "bridge" ? count(b, "rejoins")
+                                            : (attaches ? attaches - 1 : 0);
       reattaches += "relink_reattaches_total{" + labels + "} " + std::to_string(n) + "\n";
       failures += "relink_failures_total{" + labels + "} " + std::to_string(count(b, "failures_total")) + "\n";
     }
@@ -108,13 +119,13 @@ std::string format_metrics(const nlohmann::json& status, const std::map<std::str
   for (const auto& [ks, n] : by_state)
     w.sample("relink_bindings", "kind=\"" + escape_label(ks.first) + "\",state=\"" + escape_label(ks.second) + "\"",
              std::to_string(n));
-  w.head("relink_reattaches_total", "counter", "Recoveries of a binding: macvtaps attached again, passt restarted.");
+  w.head("relink_reattaches_total", "counter", "Recoveries of a binding: macvtaps attached again, passt restarted, taps back in their bridge.");
   w.out += reattaches;
   w.head("relink_failures_total", "counter", "Failed attaches or passt starts of a binding since relinkd started.");
   w.out += failures;
   w.head("relink_recovery_seconds", "histogram",
-         "From the event that broke a binding (parent back, passt exit) to the guest connected again.");
-  for (const char* kind : {"macvtap", "passt"}) {
+         "From the event that broke a binding (parent back, passt exit, tap out of its bridge) to the guest connected again.");
+  for (const char* kind : {"macvtap", "passt", "bridge"}) {
     auto it = recovery.find(kind);
     const RecoveryHistogram h = it != recovery.end() ? it->second : RecoveryHistogram{};
     uint64_t cumulative = 0;

@@ -55,6 +55,7 @@ QmpVm::QmpVm(config::Vm cfg, std::string origin, const Services& s, PasstSupervi
   }
   for (auto& [netdev, old] : carry)
     if (old->has_processes()) old->retire();
+  for (const auto& t : cfg_.taps) taps_.push_back(std::make_unique<BridgePortRunner>(*this, t, s_));
 }
 
 // QMP sessions first: their callbacks refer to the runners and attachers.

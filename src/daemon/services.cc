@@ -10,6 +10,11 @@
 
 namespace relink::daemon {
 
+const std::map<int, netlink::BridgePort>& Links::bridge_ports() const {
+  static const std::map<int, netlink::BridgePort> none;
+  return none;
+}
+
 bool Reporter::listening() const { return server_ && server_->monitoring(); }
 
 void Reporter::publish(nlohmann::json event) {

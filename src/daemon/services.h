@@ -16,6 +16,8 @@
 #include "daemon/metrics.h"
 #include "engine/binding.h"
 #include "macvtap/macvtap_factory.h"
+#include "netlink/bridge_port.h"
+#include "netlink/bridge_port_control.h"
 #include "netlink/link.h"
 #include "util/defer_queue.h"
 
@@ -53,6 +55,10 @@ class Links {
   engine::ParentChanged parent_of(const config::MacvtapBinding& b) const;
   virtual const netlink::LinkInfo* link(int ifindex) const = 0;
   virtual const netlink::LinkInfo* link_by_name(const std::string& name) const = 0;
+  // The bridge port with this ifindex, with its options and VLANs (null: not a port).
+  virtual const netlink::BridgePort* bridge_port(int /*ifindex*/) const { return nullptr; }
+  // Every bridge port the kernel reports, by ifindex.
+  virtual const std::map<int, netlink::BridgePort>& bridge_ports() const;
   // An attach to run: within a netlink batch, once every macvtap of the
   // batch is made; otherwise at once.
   virtual void queue_attach(MacvtapRunner& runner, const engine::Attach& a) = 0;
@@ -66,6 +72,8 @@ struct Services {
   Reporter* reporter = nullptr;
   // The running configuration (replaced in place by a reload).
   const config::Config* config = nullptr;
+  // Puts taps back into their bridges (bridge_port_runner.h).
+  netlink::BridgePortControl* bridge_ports = nullptr;
 };
 
 // Runs `fn` from the loop in `ms` milliseconds (guard it if it refers to an

@@ -3,6 +3,8 @@
 // and the one path a released NIC takes.
 #include "daemon/vm.h"
 
+#include <algorithm>
+
 #include "util/log.h"
 #include "util/untrusted.h"
 
@@ -22,6 +24,23 @@ MacvtapRunner* ManagedVm::find_macvtap(const std::string& nic) {
   for (auto& b : macvtaps_)
     if (b->cfg().nic == nic) return b.get();
   return nullptr;
+}
+
+BridgePortRunner* ManagedVm::find_tap(const std::string& tap) {
+  for (auto& t : taps_)
+    if (t->cfg().tap == tap) return t.get();
+  return nullptr;
+}
+
+BridgePortRunner& ManagedVm::add_tap(const config::TapBinding& cfg) {
+  if (std::find(cfg_.taps.begin(), cfg_.taps.end(), cfg) == cfg_.taps.end()) cfg_.taps.push_back(cfg);
+  taps_.push_back(std::make_unique<BridgePortRunner>(*this, cfg, s_));
+  return *taps_.back();
+}
+
+void ManagedVm::remove_tap(const std::string& tap) {
+  std::erase_if(taps_, [&](const auto& t) { return t->cfg().tap == tap; });
+  std::erase_if(cfg_.taps, [&](const auto& t) { return t.tap == tap; });
 }
 
 PasstRunner* ManagedVm::find_passt(const std::string& netdev) {
@@ -55,19 +74,37 @@ nlohmann::json ManagedVm::reattach(const std::string& nic) {
     names += (names.empty() ? "" : ", ") + p->cfg().netdev;
     found = found || p->cfg().netdev == nic;
   }
+  for (auto& t : taps_) {
+    names += (names.empty() ? "" : ", ") + t->cfg().tap;
+    found = found || t->cfg().tap == nic;
+  }
   if (!found)
-    return refused("VM '" + name() + "' has no binding for NIC or netdev '" + untrusted::safe_text(nic, 64) + "'" +
+    return refused("VM '" + name() + "' has no binding for NIC, netdev or tap '" + untrusted::safe_text(nic, 64) + "'" +
                    (names.empty() ? " (it has none)" : " (it has: " + names + ")"));
-  if (!connected()) return refused("VM '" + name() + "' is offline (" + offline_reason() + ")");
+  // A tap goes back into its bridge without QEMU: for taps alone the VM
+  // need not be connected.
+  const bool only_tap = !nic.empty() && find_tap(nic);
+  if (!only_tap && !connected() && (taps_.empty() || !nic.empty()))
+    return refused("VM '" + name() + "' is offline (" + offline_reason() + ")");
   nlohmann::json list = nlohmann::json::array();
+  for (auto& t : taps_)
+    if (nic.empty() || t->cfg().tap == nic) {
+      const uint64_t gen = t->engine().generation();
+      auto r = t->reattach();
+      if (!r && !nic.empty()) return refused(t->name() + ": " + r.error().message);
+      list.push_back({{"kind", "bridge"},
+                      {"tap", t->cfg().tap},
+                      {"generation_before", gen},
+                      {"error", r ? nlohmann::json(nullptr) : nlohmann::json(r.error().message)}});
+    }
   for (auto& b : macvtaps_)
-    if (nic.empty() || b->cfg().nic == nic) {
+    if ((nic.empty() || b->cfg().nic == nic) && connected()) {
       const uint64_t gen = b->engine().generation();
       b->feed(engine::ReattachRequested{});
       list.push_back({{"kind", "macvtap"}, {"nic", b->cfg().nic}, {"generation_before", gen}});
     }
   for (auto& p : passts_)
-    if (nic.empty() || p->cfg().netdev == nic) {
+    if ((nic.empty() || p->cfg().netdev == nic) && connected()) {
       if (p->refused()) {
         if (!nic.empty()) return refused(p->name() + ": " + p->engine().last_error());
         continue;
@@ -84,6 +121,7 @@ nlohmann::json ManagedVm::status() const {
   nlohmann::json bindings = nlohmann::json::array();
   for (const auto& b : macvtaps_) bindings.push_back(b->status());
   for (const auto& p : passts_) bindings.push_back(p->status());
+  for (const auto& t : taps_) bindings.push_back(t->status());
   return {{"name", name()}, {"bindings", std::move(bindings)}};
 }
 

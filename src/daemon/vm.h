@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "daemon/bridge_port_runner.h"
 #include "daemon/macvtap_runner.h"
 #include "daemon/passt_runner.h"
 #include "daemon/services.h"
@@ -57,8 +58,18 @@ class ManagedVm {
 
   std::vector<std::unique_ptr<MacvtapRunner>>& macvtaps() { return macvtaps_; }
   std::vector<std::unique_ptr<PasstRunner>>& passts() { return passts_; }
+  // Its taps on host bridges (config::Vm::taps).
+  std::vector<std::unique_ptr<BridgePortRunner>>& taps() { return taps_; }
   MacvtapRunner* find_macvtap(const std::string& nic);
   PasstRunner* find_passt(const std::string& netdev);
+  BridgePortRunner* find_tap(const std::string& tap);
+  // Follows one more tap (a libvirt domain's interface, a [bridge.NAME]'s
+  // new port), or stops following one (its VM removed it).
+  BridgePortRunner& add_tap(const config::TapBinding& cfg);
+  void remove_tap(const std::string& tap);
+  // The host's links changed (each netlink batch), before the taps look:
+  // a VM whose taps are found on the host adds them here.
+  virtual void links_changed() {}
 
   // The guest let go of a NIC (DEVICE_DELETED, DEVICE_REMOVED).
   void released(MacvtapRunner& b);
@@ -76,6 +87,7 @@ class ManagedVm {
   Services s_;
   std::vector<std::unique_ptr<MacvtapRunner>> macvtaps_;
   std::vector<std::unique_ptr<PasstRunner>> passts_;
+  std::vector<std::unique_ptr<BridgePortRunner>> taps_;
   Guard guard_;
 };
 

@@ -15,31 +15,13 @@
 #include <string>
 #include <utility>
 
+#include "netlink/nl_attr.h"
+
 namespace relink::netlink {
 namespace {
 
 Error malformed(std::string what) {
   return Error{EBADMSG, "malformed netlink message: " + std::move(what)};
-}
-
-// Calls fn(attr) for every attribute in [start, start + len). Returns false
-// when the attributes do not tile that space (truncated or corrupt input).
-// libmnl's mnl_attr_parse() stops silently at a bad attribute instead.
-template <typename Fn>
-bool for_each_attr(const void* start, int len, Fn&& fn) {
-  auto* attr = static_cast<const nlattr*>(start);
-  while (len > 0) {
-    if (!mnl_attr_ok(attr, len)) return false;
-    if (!fn(attr)) return false;
-    // The last attribute may lack its padding: len then goes negative.
-    len -= static_cast<int>(MNL_ALIGN(attr->nla_len));
-    attr = mnl_attr_next(attr);
-  }
-  return true;
-}
-
-bool for_each_nested(const nlattr* nest, auto&& fn) {
-  return for_each_attr(mnl_attr_get_payload(nest), mnl_attr_get_payload_len(nest), fn);
 }
 
 // NUL-terminated string attribute (IFLA_IFNAME, IFLA_INFO_KIND).
@@ -201,8 +183,14 @@ Result<ParsedBatch> parse_link_messages(std::span<const uint8_t> buf) {
         // The bridge also reports its ports on RTNLGRP_LINK, as AF_BRIDGE
         // messages without IFLA_LINKINFO; its RTM_DELLINK only means "left
         // the bridge". Only AF_UNSPEC messages describe the device itself.
-        if (static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(nlh))->ifi_family != AF_UNSPEC)
+        const uint8_t family = static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(nlh))->ifi_family;
+        if (family == AF_BRIDGE) {
+          auto port = parse_bridge_port(nlh);
+          if (!port) return port.error();
+          batch.ports.push_back(std::move(*port));
           break;
+        }
+        if (family != AF_UNSPEC) break;
         auto msg = parse_link(nlh);
         if (!msg) return msg.error();
         batch.links.push_back(std::move(*msg));

@@ -7,6 +7,7 @@
 #include <span>
 #include <vector>
 
+#include "netlink/bridge_port.h"
 #include "netlink/link.h"
 #include "util/result.h"
 
@@ -14,6 +15,7 @@ namespace relink::netlink {
 
 struct ParsedBatch {
   std::vector<LinkMessage> links;  // RTM_NEWLINK / RTM_DELLINK in order
+  std::vector<BridgePortMessage> ports;  // the same of family AF_BRIDGE: bridge ports
   bool done = false;               // NLMSG_DONE seen (end of a dump)
   int error = 0;                   // positive errno from an NLMSG_ERROR with non-zero code, else 0
 };

@@ -182,6 +182,9 @@ Result<void> LinkWatcher::start() {
   if (!links) return fail(links.error());
   (void)table_.replace_all(*links);  // the initial state is not news
   logger().debug("initial link dump: {} links", table_.size());
+  auto ports = dump_ports();
+  if (!ports) return fail(ports.error());
+  (void)ports_.replace_all(std::move(*ports));
 
   r = sd_event_add_io(loop_, &raw, fd, EPOLLIN, on_io, this);
   if (r < 0) return fail(Error::from_errno(-r, "watching netlink socket"));
@@ -257,7 +260,10 @@ void LinkWatcher::read_all() {
       events.insert(events.end(), std::make_move_iterator(evs.begin()),
                     std::make_move_iterator(evs.end()));
     }
+    bool ports_changed = false;
+    for (const auto& msg : batch->ports) ports_changed |= ports_.apply(msg);
     if (!events.empty()) cb_(events);
+    if (ports_changed && port_cb_) port_cb_();
   }
 }
 
@@ -313,6 +319,51 @@ void LinkWatcher::finish_resync() {
   auto events = table_.replace_all(done->links);
   logger().debug("link re-dump: {} links, {} events", table_.size(), events.size());
   if (!events.empty()) cb_(events);
+  refresh_ports();
+}
+
+// The port messages lost in an overrun are as lost as the links': dump them
+// too. A few hundred ports make one or two datagrams.
+void LinkWatcher::refresh_ports() {
+  auto ports = dump_ports();
+  if (!ports) {
+    logger().debug("bridge port dump failed: {}, keeping the ports known", ports.error().message);
+    return;
+  }
+  if (ports_.replace_all(std::move(*ports)) && port_cb_) port_cb_();
+}
+
+Result<std::vector<BridgePort>> LinkWatcher::dump_ports() {
+  int fd = mnl_socket_get_fd(dump_sock_.get());
+  drain(fd, buf_);
+  const unsigned seq = ++seq_;
+  std::vector<uint8_t> req(kRequestBufSize);
+  const size_t len = build_port_dump(req, seq);
+  if (mnl_socket_sendto(dump_sock_.get(), req.data(), len) < 0) return Error::last("requesting bridge port dump");
+  std::vector<BridgePort> ports;
+  const unsigned portid = mnl_socket_get_portid(dump_sock_.get());
+  while (true) {
+    size_t got = 0;
+    int err = recv_from_kernel(fd, buf_, got);
+    if (err == EINTR) continue;
+    if (err == EAGAIN) {
+      pollfd pfd{fd, POLLIN, 0};
+      int r = poll(&pfd, 1, kDumpRecvTimeoutMs);
+      if (r == 0) return Error{ETIMEDOUT, "bridge port dump: no reply from the kernel"};
+      if (r < 0 && errno != EINTR) return Error::last("waiting for bridge port dump");
+      continue;
+    }
+    if (err != 0) return Error::from_errno(err, "receiving bridge port dump");
+    if (got == 0) continue;
+    auto batch = parse_link_messages({buf_.data(), got});
+    if (!batch) return batch.error();
+    auto headers = check_dump_headers({buf_.data(), got}, seq, portid);
+    if (!headers.ours) continue;
+    if (headers.interrupted) return Error{EINTR, "bridge port dump interrupted by concurrent changes"};
+    if (batch->error != 0) return Error::from_errno(batch->error, "bridge port dump");
+    for (auto& m : batch->ports) ports.push_back(std::move(m.port));
+    if (batch->done) return ports;
+  }
 }
 
 void LinkWatcher::resync_failed(const Error& why) {

@@ -14,6 +14,7 @@
 #include <span>
 #include <vector>
 
+#include "netlink/bridge_port.h"
 #include "netlink/link.h"
 #include "netlink/link_table.h"
 #include "util/result.h"
@@ -43,7 +44,13 @@ class LinkWatcher {
   // table (no callback for the initial dump) and starts watching.
   Result<void> start();
 
+  // Called when the bridge ports' table changed (AF_BRIDGE messages on
+  // RTNLGRP_LINK, after the batch's link events); set before start().
+  void set_port_callback(std::function<void()> cb) { port_cb_ = std::move(cb); }
+
   const LinkTable& table() const { return table_; }
+  // Every bridge port with its options and VLANs, kept by the same socket.
+  const BridgePortTable& ports() const { return ports_; }
   // Number of ENOBUFS overruns recovered by a re-dump (for status/tests).
   uint64_t overruns() const { return overruns_; }
   // A re-dump is in progress (it runs a few datagrams per loop iteration).
@@ -71,6 +78,10 @@ class LinkWatcher {
   // The initial dump, synchronous (start() needs the table).
   Result<std::vector<LinkInfo>> dump();
   Result<std::vector<LinkInfo>> dump_once();
+  // The bridge ports with their VLAN tables (AF_BRIDGE dump), synchronous:
+  // at start and after a link re-dump.
+  Result<std::vector<BridgePort>> dump_ports();
+  void refresh_ports();
   Result<void> request_dump(unsigned seq);
   DumpStep consume_dump(std::span<const uint8_t> data, unsigned seq, DumpState& st);
   // Re-dumps after an overrun, asynchronously on the loop.
@@ -91,6 +102,8 @@ class LinkWatcher {
   std::unique_ptr<DumpState> resync_;  // the re-dump in progress
   std::vector<uint8_t> buf_;  // one recv() worth of messages
   LinkTable table_;
+  BridgePortTable ports_;
+  std::function<void()> port_cb_;
   uint64_t overruns_ = 0;
   unsigned seq_ = 1;
 };
