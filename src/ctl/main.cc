@@ -118,6 +118,12 @@ int cmd_status(const Connection& c, const std::string& vm, bool as_json) {
   return kDone;
 }
 
+// What names a binding within its VM, by kind.
+const char* id_key(const json& b) {
+  const std::string kind = b.value("kind", "");
+  return kind == "passt" ? "netdev" : kind == "bridge" ? "tap" : "nic";
+}
+
 // A pointer into `st` (never into a copy of a part of it).
 const json* find_binding(const json& st, const std::string& vm, const json& want) {
   auto vms = st.find("vms");
@@ -128,8 +134,7 @@ const json* find_binding(const json& st, const std::string& vm, const json& want
     if (bindings == v.end() || !bindings->is_array()) continue;
     for (const auto& b : *bindings) {
       if (!b.is_object()) continue;
-      const bool passt = b.value("kind", "") == "passt";
-      const char* key = passt ? "netdev" : "nic";
+      const char* key = id_key(b);
       if (b.value("kind", "") == want.value("kind", "") && b.value(key, "") == want.value(key, "")) return &b;
     }
   }
@@ -144,7 +149,7 @@ int cmd_reattach(const Connection& c, const std::string& vm, const std::string& 
   const json list = res.value("bindings", json::array());
   if (!wait) {
     for (const auto& b : list)
-      std::cout << vm << "/" << b.value(b.value("kind", "") == "passt" ? "netdev" : "nic", "") << ": reattach started\n";
+      std::cout << vm << "/" << b.value(id_key(b), "") << ": reattach started\n";
     return kDone;
   }
   // Poll until every binding has moved past its old generation and come to
@@ -158,8 +163,8 @@ int cmd_reattach(const Connection& c, const std::string& vm, const std::string& 
     if (int r = request(c, {{"command", "status"}}, &st)) return r;
     for (auto it = pending.begin(); it != pending.end();) {
       const json& want = list[*it];
-      const bool passt = want.value("kind", "") == "passt";
-      const std::string name = vm + "/" + want.value(passt ? "netdev" : "nic", "");
+      const std::string kind = want.value("kind", "");
+      const std::string name = vm + "/" + want.value(id_key(want), "");
       const json* b = find_binding(st, vm, want);
       if (!b) {
         std::cout << name << ": no longer managed\n";
@@ -170,14 +175,16 @@ int cmd_reattach(const Connection& c, const std::string& vm, const std::string& 
       const std::string state = b->value("state", "");
       const uint64_t gen = b->value("generation", uint64_t{0});
       const bool moved = gen > want.value("generation_before", uint64_t{0});
-      // A binding that waits for its parent or its VM gets no new generation.
-      const bool stuck = !moved && (state == "waiting-parent" || state == "vm-offline");
+      // A binding that waits for its parent or its VM gets no new generation,
+      // nor does a tap relinkd could not put back (the reply says why).
+      const bool refused = want.contains("error") && want["error"].is_string();
+      const bool stuck = !moved && (state == "waiting-parent" || state == "vm-offline" || refused);
       if (!(moved && relink::ctl::settled_state(want.value("kind", ""), state)) && !stuck) {
         ++it;
         continue;
       }
       if (state == "attached" || state == "running") {
-        const char* key = passt ? "last_recovery_ms" : "last_reattach_ms";
+        const char* key = kind == "passt" ? "last_recovery_ms" : kind == "bridge" ? "last_rejoin_ms" : "last_reattach_ms";
         std::cout << name << ": " << state << ", generation " << gen;
         if (auto t = b->find(key); t != b->end() && t->is_number()) {
           char buf[48];
@@ -190,6 +197,7 @@ int cmd_reattach(const Connection& c, const std::string& vm, const std::string& 
                               ? (*b)["last_error"].get<std::string>()
                               : "";
         if (state == "waiting-parent") why = "its parent " + b->value("parent", std::string("?")) + " is not there";
+        if (refused) why = want["error"].get<std::string>();
         std::cout << name << ": " << state << (why.empty() ? "" : ": " + why) << "\n";
         rc = kFailed;
       }
@@ -199,8 +207,7 @@ int cmd_reattach(const Connection& c, const std::string& vm, const std::string& 
     if (std::chrono::steady_clock::now() > deadline) {
       for (size_t i : pending) {
         const json* b = find_binding(st, vm, list[i]);
-        std::cout << vm << "/" << list[i].value(list[i].value("kind", "") == "passt" ? "netdev" : "nic", "")
-                  << ": still " << (b ? b->value("state", "?") : "?") << " after " << timeout_s << " s\n";
+        std::cout << vm << "/" << list[i].value(id_key(list[i]), "") << ": still " << (b ? b->value("state", "?") : "?") << " after " << timeout_s << " s\n";
       }
       return kFailed;
     }

@@ -32,9 +32,11 @@ BridgePortRunner::BridgePortRunner(ManagedVm& vm, config::TapBinding cfg, const 
   const auto o = look();
   remember(o, monotonic_us());
   (void)engine_.handle(o);
-  if (engine_.state() == engine::PortState::Attached)
-    logger()->info("{}: tap {} is a port of {} ({}; {})", name(), cfg_.tap, cfg_.bridge,
-                   netlink::describe_vlans(saved_.vlans), netlink::describe_options(saved_.options));
+  if (engine_.state() == engine::PortState::Attached) {
+    logger()->info("{}: tap {} is a port of {} ({})", name(), cfg_.tap, cfg_.bridge,
+                   netlink::describe_vlans(saved_.vlans));
+    logger()->debug("{}: port options {}", name(), netlink::describe_options(saved_.options));
+  }
 }
 
 std::string BridgePortRunner::name() const { return vm_.name() + "/" + cfg_.tap; }
@@ -56,6 +58,12 @@ engine::PortObserved BridgePortRunner::look() {
   if (o.tap && !o.master && o.bridge && o.bridge == engine_.joined_bridge() &&
       !if_indextoname(static_cast<unsigned>(o.bridge), ifname))
     o.bridge = 0;
+  // Just re-joined: the kernel said yes, its notification may still be on
+  // its way (behind those of other taps' re-joins).
+  if (echo_bridge_) {
+    if (o.master == echo_bridge_ || monotonic_us() > settle_until_us_) echo_bridge_ = 0;
+    else if (!o.master && o.bridge == echo_bridge_) o.master = o.bridge;
+  }
   return o;
 }
 
@@ -101,7 +109,13 @@ Result<void> BridgePortRunner::reattach() {
 
 void BridgePortRunner::feed(const engine::PortEvent& ev, uint64_t trigger_us) {
   const engine::PortState before = engine_.state();
+  const bool was_pending = engine_.detach_pending();
   auto actions = engine_.handle(ev);
+  if (was_pending && !engine_.detach_pending() && engine_.state() == engine::PortState::Detached) {
+    // The grace period is over and the bridge still stands: out by hand.
+    warning_ = "tap " + cfg_.tap + " was taken out of " + cfg_.bridge + ", which still exists: left alone";
+    logger()->warn("{}: {}", name(), warning_);
+  }
   report(before, engine_.state());
   for (const auto& a : actions) execute(a, trigger_us);
 }
@@ -120,8 +134,11 @@ void BridgePortRunner::report(engine::PortState before, engine::PortState after)
                ": left alone";
     logger()->warn("{}: {}", name(), warning_);
   } else if (after == PortState::Detached) {
-    warning_ = "tap " + cfg_.tap + " was taken out of " + cfg_.bridge + ", which still exists: left alone";
-    logger()->info("{}: {} -> {} (left {}, which still exists)", name(), from, to, cfg_.bridge);
+    // Within the grace period this is most often a bridge on its way out.
+    if (engine_.detach_pending())
+      logger()->debug("{}: {} -> {} (out of {}, which the kernel still lists)", name(), from, to, cfg_.bridge);
+    else
+      logger()->info("{}: {} -> {} (not a port of {})", name(), from, to, cfg_.bridge);
   } else if (after == PortState::TapGone) {
     logger()->info("{}: {} -> {} (tap {} deleted: its VM is gone, it is not created again)", name(), from, to,
                    cfg_.tap);
@@ -172,9 +189,10 @@ int BridgePortRunner::on_timer(sd_event_source*, uint64_t, void* userdata) {
 }
 
 void BridgePortRunner::rejoin(const engine::Rejoin& r, uint64_t trigger_us) {
-  logger()->info("{}: bridge {} is back (ifindex {}): putting tap {} into it ({}; {}{}){}", name(), cfg_.bridge,
-                 r.bridge, cfg_.tap, netlink::describe_vlans(saved_.vlans), netlink::describe_options(saved_.options),
-                 saved_.up ? ", up" : "", saved_known_ ? "" : " [its settings were never seen: bridge defaults]");
+  logger()->info("{}: bridge {} is back (ifindex {}): putting tap {} into it ({}, {} port options{}){}", name(),
+                 cfg_.bridge, r.bridge, cfg_.tap, netlink::describe_vlans(saved_.vlans), saved_.options.size(),
+                 saved_.up ? ", up" : "", saved_known_ ? "" : " [its settings were never seen: the bridge's defaults]");
+  logger()->debug("{}: port options {}", name(), netlink::describe_options(saved_.options));
   auto result = s_.bridge_ports ? s_.bridge_ports->rejoin(r.tap, r.bridge, saved_)
                                 : Result<void>(Error{ENOTSUP, "no bridge port control"});
   const uint64_t now = monotonic_us();
@@ -183,6 +201,7 @@ void BridgePortRunner::rejoin(const engine::Rejoin& r, uint64_t trigger_us) {
     return;
   }
   settle_until_us_ = now + kSettleUs;
+  echo_bridge_ = r.bridge;
   ++rejoins_;
   last_rejoin_ms_ = static_cast<double>(now - trigger_us) / 1000.0;
   last_rejoin_unix_ = static_cast<int64_t>(realtime_us() / 1'000'000);

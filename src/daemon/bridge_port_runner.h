@@ -60,6 +60,7 @@ class BridgePortRunner {
   netlink::PortSnapshot saved_;
   bool saved_known_ = false;     // saved_ was taken from the port (not only the defaults)
   uint64_t settle_until_us_ = 0;  // after a re-join: the kernel's echoes of its steps are not the port's settings
+  int echo_bridge_ = 0;          // re-joined this bridge; the tables have not shown it yet
   uint64_t left_us_ = 0;         // when the tap was last seen leaving its bridge (0: it is a port)
   double last_rejoin_ms_ = -1;   // bridge seen -> tap back in it with its settings
   int64_t last_rejoin_unix_ = 0;  // when (seconds since the epoch)

@@ -34,12 +34,11 @@ void BridgeTapsVm::links_changed() {
   // Deleted taps are not coming back (their VM is gone), and a tap a VM
   // follows itself is that VM's.
   for (size_t i = taps_.size(); i-- > 0;) {
-    const auto& t = *taps_[i];
-    const bool gone = t.engine().state() == engine::PortState::TapGone;
-    if (gone || owned_(t.cfg().tap)) {
-      logger()->info("{}: no longer following tap {} ({})", name(), t.cfg().tap,
-                     gone ? "deleted" : "a VM follows it");
-      remove_tap(t.cfg().tap);
+    const std::string tap = taps_[i]->cfg().tap;  // a copy: remove_tap() frees the runner
+    const bool gone = taps_[i]->engine().state() == engine::PortState::TapGone || !s_.links->link_by_name(tap);
+    if (gone || owned_(tap)) {
+      logger()->info("{}: no longer following tap {} ({})", name(), tap, gone ? "deleted" : "a VM follows it");
+      remove_tap(tap);
     }
   }
   const netlink::LinkInfo* br = s_.links->link_by_name(bridge_);

@@ -112,17 +112,22 @@ int main(int argc, char** argv) {
   if (!check_path.empty()) {
     try {
       auto cfg = relink::config::load_file(check_path);
-      size_t macvtaps = 0, passts = 0;
+      size_t macvtaps = 0, passts = 0, taps = 0;
       for (const auto& vm : cfg.vms) {
         macvtaps += vm.macvtaps.size();
         passts += vm.passts.size();
+        taps += vm.taps.size();
       }
+      std::string bridges;
+      for (const auto& b : cfg.bridges)
+        if (b.follow_taps) bridges += (bridges.empty() ? "; the taps of bridge " : ", ") + b.name;
       const auto errors = check_host(cfg);
       for (const auto& e : errors) std::cerr << check_path << ": " << e << "\n";
       if (!errors.empty()) return 1;
       std::cout << check_path << ": valid (" << plural(cfg.vms.size(), "VM", "VMs") << ": "
                 << plural(macvtaps, "macvtap binding", "macvtap bindings") << ", "
                 << plural(passts, "passt binding", "passt bindings")
+                << (taps ? ", " + plural(taps, "tap binding", "tap bindings") : "") << bridges
                 << (cfg.libvirt.enabled ? "; and libvirt's domains at " + cfg.libvirt.uri : "") << ")\n";
       return 0;
     } catch (const relink::config::ConfigError& e) {

@@ -38,7 +38,8 @@ BridgePortRunner& ManagedVm::add_tap(const config::TapBinding& cfg) {
   return *taps_.back();
 }
 
-void ManagedVm::remove_tap(const std::string& tap) {
+void ManagedVm::remove_tap(const std::string& which) {
+  const std::string tap = which;  // `which` may be the runner's own name
   std::erase_if(taps_, [&](const auto& t) { return t->cfg().tap == tap; });
   std::erase_if(cfg_.taps, [&](const auto& t) { return t.tap == tap; });
 }
@@ -79,7 +80,8 @@ nlohmann::json ManagedVm::reattach(const std::string& nic) {
     found = found || t->cfg().tap == nic;
   }
   if (!found)
-    return refused("VM '" + name() + "' has no binding for NIC, netdev or tap '" + untrusted::safe_text(nic, 64) + "'" +
+    return refused("VM '" + name() + "' has no binding for NIC" + (taps_.empty() ? " or netdev" : ", netdev or tap") +
+                   " '" + untrusted::safe_text(nic, 64) + "'" +
                    (names.empty() ? " (it has none)" : " (it has: " + names + ")"));
   // A tap goes back into its bridge without QEMU: for taps alone the VM
   // need not be connected.

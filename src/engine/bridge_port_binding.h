@@ -74,6 +74,8 @@ class BridgePortBinding {
   unsigned failures() const { return failures_; }
   // A re-join of this bridge is in flight.
   bool rejoining() const { return rejoining_; }
+  // Detached, but within the grace period: maybe the bridge is on its way out.
+  bool detach_pending() const { return detach_pending_; }
 
  private:
   std::vector<PortAction> observed(const PortObserved& o);

@@ -342,8 +342,13 @@ TEST_F(RelinkCtl, StatusJsonKeySetIsPinned) {
   offline.attach = "replug";
   offline.mac = "52:54:00:12:34:57";
   offline.extra = "[[vm.passt]]\nnetdev = \"net1\"\nmode = \"stream-server\"\nsocket = \"" + env.dir() +
-                  "/vm2-net1.sock\"\n";
-  env.write_config({vm, offline});
+                  "/vm2-net1.sock\"\n[[vm.tap]]\ntap = \"tk0\"\nbridge = \"brk\"\n";
+  env.ns().ip("link add brk type bridge");
+  env.ns().ip("tuntap add dev tk0 mode tap");
+  env.ns().ip("tuntap add dev tk1 mode tap");
+  env.ns().ip("link set tk0 master brk");
+  env.ns().ip("link set tk1 master brk");
+  env.write_config({vm, offline}, "[bridge.brk]\n");
   env.start_qemu(vm);
   env.start_relinkd();
   ASSERT_TRUE(env.wait_state("attached", 1)) << env.explain();
@@ -359,9 +364,10 @@ TEST_F(RelinkCtl, StatusJsonKeySetIsPinned) {
   EXPECT_EQ(keys(st), (Keys{"version", "vms", "daemon", "libvirt"}));
   EXPECT_EQ(keys(st["daemon"]), (Keys{"version", "config", "uptime_s", "netlink_overruns"}));
   EXPECT_EQ(keys(st["libvirt"]), (Keys{"enabled"}));
-  ASSERT_EQ(st["vms"].size(), 2u) << st.dump();
+  ASSERT_EQ(st["vms"].size(), 3u) << st.dump();
   const auto& v1 = st["vms"][0];
   const auto& v2 = st["vms"][1];
+  const auto& v3 = st["vms"][2];
   EXPECT_EQ(keys(v1), (Keys{"name", "bindings", "source", "qmp", "qmp_socket", "qemu_pid"}));
   EXPECT_EQ(keys(v2), (Keys{"name", "bindings", "source", "qmp", "qmp_socket", "qmp_error"}));
   const Keys macvtap_common = {"kind", "nic", "state", "generation", "parent", "parent_ifindex", "parent_name", "macvtap",
@@ -373,11 +379,20 @@ TEST_F(RelinkCtl, StatusJsonKeySetIsPinned) {
   Keys replug = macvtap_common;
   replug.insert({"queues", "release_timeout_s", "last_release_ms", "last_own_ms"});
   EXPECT_EQ(keys(v1["bindings"][0]), hub);
-  ASSERT_EQ(v2["bindings"].size(), 2u) << st.dump();
+  ASSERT_EQ(v2["bindings"].size(), 3u) << st.dump();
   EXPECT_EQ(keys(v2["bindings"][0]), replug);
   EXPECT_EQ(keys(v2["bindings"][1]),
             (Keys{"kind", "netdev", "mode", "state", "generation", "socket", "runas", "restarts", "failures",
                   "failures_total", "pid", "last_error", "last_exit", "last_recovery_ms"}));
+  const Keys tap = {"kind",     "tap",           "bridge",       "state",          "generation",
+                    "tap_ifindex", "bridge_ifindex", "rejoins",   "last_rejoin_ms", "last_rejoin_at",
+                    "last_error", "warning",       "vlans",        "port_options",   "tap_up"};
+  EXPECT_EQ(keys(v2["bindings"][2]), tap);
+  // A [bridge.NAME] is a VM of its own, with its taps found on the host (tk1; tk0 is vm2's).
+  EXPECT_EQ(keys(v3), (Keys{"name", "bindings", "source", "bridge"}));
+  ASSERT_EQ(v3["bindings"].size(), 1u) << st.dump();
+  EXPECT_EQ(v3["bindings"][0].value("tap", ""), "tk1");
+  EXPECT_EQ(keys(v3["bindings"][0]), tap);
 }
 
 }  // namespace
