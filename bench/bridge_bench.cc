@@ -24,6 +24,7 @@
 #include <netlink/route/link.h>
 #include <netlink/route/link/bridge.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -56,9 +57,12 @@ void usage() {
          "tests/guest/build-guest.sh into BUILD/guest) behind one relinkd: one on a tap\n"
          "in bridge br0 ([[vm.tap]]), one on a hub-wired macvtap. Re-creates the bridge\n"
          "(with its uplink put back) and the macvtap's parent N times each (default 20),\n"
-         "alternately, and prints p50/p90 of: re-creation -> the guest answers ping\n"
+         "alternately. Measures, as p50/p90: re-creation -> the guest answers ping\n"
          "again, for both, and relinkd's own part of a re-join (the bridge's RTM_NEWLINK\n"
-         "-> the tap back in it with its settings). Root; QEMU 7.2.\n";
+         "-> the tap back in it with its settings). Root; QEMU 7.2. A run with the\n"
+         "defaults takes about 2 minutes, most of it the guests' boot.\n\n"
+         "  --flaps N   re-creations of each (default 20)\n"
+         "  --help, -h  this text\n";
 }
 
 struct Peer {

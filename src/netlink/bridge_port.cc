@@ -56,10 +56,14 @@ bool get_option(const nlattr* a, const PortOption& o, uint32_t& out) {
 
 // IFLA_AF_SPEC: the port's VLANs, one bridge_vlan_info each, or ranges
 // (RANGE_BEGIN ... RANGE_END, as RTEXT_FILTER_BRVLAN_COMPRESSED gives them).
-bool parse_vlans(const nlattr* spec, std::vector<PortVlan>& out) {
+// `other`: it holds something else (MRP, CFM) instead.
+bool parse_vlans(const nlattr* spec, std::vector<PortVlan>& out, bool& other) {
   int range_start = -1;  // the open range's first VLAN
   bool ok = for_each_nested(spec, [&](const nlattr* a) {
-    if (mnl_attr_get_type(a) != IFLA_BRIDGE_VLAN_INFO) return true;
+    if (mnl_attr_get_type(a) != IFLA_BRIDGE_VLAN_INFO) {
+      other = true;
+      return true;
+    }
     if (mnl_attr_get_payload_len(a) < sizeof(bridge_vlan_info)) return false;
     bridge_vlan_info vi{};
     std::memcpy(&vi, mnl_attr_get_payload(a), sizeof vi);
@@ -134,6 +138,11 @@ Result<BridgePortMessage> parse_bridge_port(const nlmsghdr* nlh) {
   p.ifindex = ifi->ifi_index;
   p.flags = ifi->ifi_flags;
   if (p.ifindex <= 0) return malformed("ifindex " + std::to_string(p.ifindex));
+  // The kernel's port notifications (br_ifinfo_notify) and relinkd's dumps
+  // ask for the VLANs, and a port without any gets no IFLA_AF_SPEC at all:
+  // absent means none. Only a message about something else (an MRP or CFM
+  // change) leaves them unknown.
+  bool other = false;
   const auto* attrs = static_cast<const uint8_t*>(mnl_nlmsg_get_payload_offset(nlh, sizeof(ifinfomsg)));
   const auto* tail = reinterpret_cast<const uint8_t*>(nlh) + nlh->nlmsg_len;
   bool ok = for_each_attr(attrs, static_cast<int>(tail - attrs), [&](const nlattr* a) {
@@ -143,13 +152,12 @@ Result<BridgePortMessage> parse_bridge_port(const nlmsghdr* nlh) {
         p.master = static_cast<int>(mnl_attr_get_u32(a));
         return true;
       case IFLA_PROTINFO: return parse_protinfo(a, p.options);
-      case IFLA_AF_SPEC:
-        p.vlans_known = true;
-        return parse_vlans(a, p.vlans);
+      case IFLA_AF_SPEC: return parse_vlans(a, p.vlans, other);
       default: return true;
     }
   });
   if (!ok) return malformed("bad attribute for ifindex " + std::to_string(p.ifindex));
+  p.vlans_known = !other || !p.vlans.empty();
   return msg;
 }
 
@@ -190,7 +198,7 @@ bool BridgePortTable::apply(const BridgePortMessage& msg) {
   if (msg.port.master == ifindex || msg.port.master == 0) return ports_.erase(ifindex) > 0;
   auto it = ports_.find(ifindex);
   BridgePort next = msg.port;
-  // A message without IFLA_AF_SPEC says nothing about the VLANs.
+  // A message about MRP or CFM says nothing about the VLANs.
   if (!next.vlans_known && it != ports_.end() && it->second.master == next.master) {
     next.vlans_known = it->second.vlans_known;
     next.vlans = it->second.vlans;

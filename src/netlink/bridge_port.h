@@ -46,7 +46,8 @@ struct BridgePort {
   int master = 0;  // the bridge's ifindex
   unsigned flags = 0;  // ifi_flags of the port
   std::map<uint16_t, uint32_t> options;  // IFLA_BRPORT_* type -> value (restored ones only)
-  // IFLA_AF_SPEC was present: `vlans` is the port's whole VLAN table.
+  // `vlans` is the port's whole VLAN table (no IFLA_AF_SPEC: none; one with
+  // only MRP or CFM in it: unknown).
   bool vlans_known = false;
   std::vector<PortVlan> vlans;  // sorted by vid
 

@@ -182,9 +182,13 @@ Result<void> LinkWatcher::start() {
   if (!links) return fail(links.error());
   (void)table_.replace_all(*links);  // the initial state is not news
   logger().debug("initial link dump: {} links", table_.size());
+  // Without the bridge ports relinkd still follows links: tap bindings then
+  // learn their ports' settings from the next notification or re-dump.
   auto ports = dump_ports();
-  if (!ports) return fail(ports.error());
-  (void)ports_.replace_all(std::move(*ports));
+  for (int attempt = 1; !ports && ports.error().code == EINTR && attempt < kMaxDumpAttempts; ++attempt)
+    ports = dump_ports();
+  if (ports) (void)ports_.replace_all(std::move(*ports));
+  else logger().debug("bridge port dump failed: {}, going on without it", ports.error().message);
 
   r = sd_event_add_io(loop_, &raw, fd, EPOLLIN, on_io, this);
   if (r < 0) return fail(Error::from_errno(-r, "watching netlink socket"));

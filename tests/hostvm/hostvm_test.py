@@ -27,12 +27,15 @@ them), and checks, scenario by scenario:
             leaves relinkd's macvtap unmanaged
   bond      a bond deleted and re-created; one port unplugged (carrier
             stays), both (carrier goes, the guest link follows)
+  bridgevlan a tap on a VLAN-filtering bridge, the bridge re-created: its
+            VLANs (PVID, untagged) and port options come back exactly
+            (a second relinkd, [bridge.brv]; 3 times at most)
 
 Figures: relinkd's last_reattach_ms after each parent event, p50 per
 scenario. Exit 0 when every scenario passed, 1 otherwise, 77 when it cannot
 run here (not root, no QEMU).
 
-  hostvm_test.py BUILD_DIR [--scenarios dock,dummy,vlan,bond] [--reps N] [--keep]
+  hostvm_test.py BUILD_DIR [--scenarios dock,dummy,vlan,bond,bridgevlan] [--reps N] [--keep]
 """
 import argparse
 import ctypes
@@ -690,11 +693,61 @@ class Tier:
                      lambda: (lambda b: b if b["carrier"] and b["link"] == "up" else None)(vm.binding("bond")), 15)
         say(f"ok: ports plugged back and enslaved: carrier back, guest link up (generation {b['generation']})")
 
+    def bridgevlan(self):
+        """A tap on a VLAN-filtering bridge (Debian's kernel has bridge VLAN
+        filtering; the CI host's may not): the bridge deleted and re-created,
+        the tap's VLANs, PVID, untagged flags and port options come back
+        exactly. A relinkd of its own ([bridge.brv]), beside the first."""
+        vm = self.vm
+        vm.sh("""
+          ip link add brv type bridge vlan_filtering 1 && ip link set brv up
+          ip tuntap add dev tapv0 mode tap && ip link set tapv0 master brv && ip link set tapv0 up
+          bridge vlan add dev tapv0 vid 10 pvid untagged && bridge vlan del dev tapv0 vid 1
+          bridge vlan add dev tapv0 vid 20-22 && bridge vlan add dev tapv0 vid 30 untagged
+          bridge link set dev tapv0 isolated on hairpin on learning off cost 42
+          mkdir -p /run/hostvm/brv
+          printf '[daemon]\ncontrol_socket = "/run/hostvm/brv/control.sock"\nstate_dir = "/run/hostvm/brv/state"\n'\
+'log_level = "debug"\n\n[bridge.brv]\n' >/run/hostvm/brv/relinkd.toml
+          setsid /opt/relink/relinkd --config /run/hostvm/brv/relinkd.toml >/run/hostvm/brv/relinkd.log 2>&1 &
+          echo $! >/run/hostvm/brv/pid
+          for i in $(seq 300); do [ -S /run/hostvm/brv/control.sock ] && break; sleep 0.1; done
+        """)
+        ctl = "/opt/relink/relinkctl --socket /run/hostvm/brv/control.sock status --json"
+
+        def tap(gen):
+            for v in json.loads(vm.sh(ctl))["vms"]:
+                for b in v["bindings"]:
+                    if b["tap"] == "tapv0" and b["state"] == "attached" and b["generation"] == gen:
+                        return b
+            return None
+
+        def port():
+            vlans = json.loads(vm.sh("bridge -d -j vlan show dev tapv0"))
+            link = json.loads(vm.sh("bridge -d -j link show dev tapv0"))[0]
+            link.pop("ifindex", None)
+            return vlans, link
+
+        try:
+            wait_for("relinkd follows tapv0", lambda: tap(0), 30)
+            before = port()
+            say(f"tapv0 in brv: {json.dumps(before[0])}")
+            for gen in range(1, min(self.reps, 3) + 1):  # each takes a few seconds of shell round trips
+                vm.sh("ip link del brv && ip link add brv type bridge vlan_filtering 1 && ip link set brv up")
+                b = wait_for(f"tapv0 back in brv (generation {gen})", lambda: tap(gen), 30)
+                after = port()
+                if after != before:
+                    raise Failure(f"tapv0 after re-creation {gen}: {after}, before: {before}")
+                self.note("bridgevlan: bridge re-created, tap re-joined", b["last_rejoin_ms"])
+                say(f"brv re-created: tapv0 back with the same VLANs and options ({b['last_rejoin_ms']:.2f} ms)")
+        finally:
+            print(vm.sh("tail -n 20 /run/hostvm/brv/relinkd.log; kill $(cat /run/hostvm/brv/pid); true",
+                        check=False), flush=True)
+
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
-    ap.add_argument("--scenarios", default="dock,dummy,vlan,bond")
+    ap.add_argument("--scenarios", default="dock,dummy,vlan,bond,bridgevlan")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     a = ap.parse_args()

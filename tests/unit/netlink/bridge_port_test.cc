@@ -116,12 +116,26 @@ TEST(BridgePort, TableKeepsPortsOnly) {
   EXPECT_FALSE(t.apply(*msg));  // no change
   ASSERT_TRUE(t.find(7));
   EXPECT_EQ(t.find(7)->vlans.size(), 1u);
-  // A message without VLANs keeps the ones known.
-  PortMsg no_vlans(7, 10);
-  no_vlans.protinfo(true, true, 100);
-  EXPECT_TRUE(t.apply(*parse_bridge_port(no_vlans.nlh)));
+  // A message about MRP (IFLA_AF_SPEC without VLANs) keeps the ones known.
+  PortMsg mrp(7, 10);
+  mrp.protinfo(true, true, 100);
+  nlattr* n = mnl_attr_nest_start(mrp.nlh, IFLA_AF_SPEC);
+  mnl_attr_put_u32(mrp.nlh, IFLA_BRIDGE_MRP, 0);
+  mnl_attr_nest_end(mrp.nlh, n);
+  auto mrp_msg = parse_bridge_port(mrp.nlh);
+  ASSERT_TRUE(mrp_msg);
+  EXPECT_FALSE(mrp_msg->port.vlans_known);
+  EXPECT_TRUE(t.apply(*mrp_msg));
   EXPECT_EQ(t.find(7)->vlans.size(), 1u);
   EXPECT_EQ(t.find(7)->options.at(IFLA_BRPORT_MODE), 1u);
+  // One without IFLA_AF_SPEC: the port has no VLANs (the kernel leaves it out then).
+  PortMsg no_vlans(7, 10);
+  no_vlans.protinfo(true, true, 100);
+  auto none = parse_bridge_port(no_vlans.nlh);
+  ASSERT_TRUE(none);
+  EXPECT_TRUE(none->port.vlans_known);
+  EXPECT_TRUE(t.apply(*none));
+  EXPECT_TRUE(t.find(7)->vlans.empty());
   // The bridge's own entry is not a port.
   PortMsg self(10, 10);
   EXPECT_FALSE(t.apply(*parse_bridge_port(self.nlh)));

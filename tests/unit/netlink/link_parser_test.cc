@@ -159,7 +159,7 @@ TEST(LinkParser, NewRenameDeleteNotifications) {
 
 // Leaving a bridge makes the bridge send AF_BRIDGE RTM_NEWLINK/RTM_DELLINK for
 // the port on RTNLGRP_LINK; the device itself stays.
-TEST(LinkParser, SkipsBridgePortMessages) {
+TEST(LinkParser, BridgePortMessagesAreNoLinks) {
   Bytes buf = fixture("nomaster.bin");
   ParsedBatch batch = parse_ok(buf);
   int raw = 0;
@@ -168,7 +168,7 @@ TEST(LinkParser, SkipsBridgePortMessages) {
        nlh = mnl_nlmsg_next(nlh, &len)) {
     ++raw;
   }
-  ASSERT_GT(raw, static_cast<int>(batch.links.size()));  // the AF_BRIDGE ones were dropped
+  ASSERT_GT(raw, static_cast<int>(batch.links.size()));  // the AF_BRIDGE ones are no links
   ASSERT_FALSE(batch.links.empty());
   for (const auto& msg : batch.links) {
     EXPECT_FALSE(msg.deleted) << msg.link.name;
@@ -177,6 +177,37 @@ TEST(LinkParser, SkipsBridgePortMessages) {
   auto links = by_name(batch);
   ASSERT_TRUE(links.contains("veth1"));
   EXPECT_EQ(links["veth1"].master_ifindex, 0);
+  // They are the ports' own: the port that left, as AF_BRIDGE RTM_DELLINK.
+  ASSERT_FALSE(batch.ports.empty());
+  EXPECT_EQ(static_cast<int>(batch.links.size() + batch.ports.size()), raw);
+  bool left = false;
+  for (const auto& p : batch.ports) left |= p.deleted && p.port.ifindex == links["veth1"].ifindex;
+  EXPECT_TRUE(left);
+}
+
+// `bridge link set dev veth1 isolated on hairpin on learning off cost 42
+// priority 7`, as the kernel reported it (one AF_BRIDGE RTM_NEWLINK with the
+// port's whole IFLA_PROTINFO and its VLAN table).
+TEST(LinkParser, BridgePortOptionsFromTheKernel) {
+  ParsedBatch batch = parse_ok(fixture("portopts.bin"));
+  ASSERT_FALSE(batch.ports.empty());
+  const BridgePort& p = batch.ports.back().port;
+  EXPECT_FALSE(batch.ports.back().deleted);
+  EXPECT_NE(p.master, 0);
+  EXPECT_NE(p.master, p.ifindex);
+  EXPECT_EQ(p.options.at(IFLA_BRPORT_ISOLATED), 1u);
+  EXPECT_EQ(p.options.at(IFLA_BRPORT_MODE), 1u);
+  EXPECT_EQ(p.options.at(IFLA_BRPORT_LEARNING), 0u);
+  EXPECT_EQ(p.options.at(IFLA_BRPORT_COST), 42u);
+  EXPECT_EQ(p.options.at(IFLA_BRPORT_PRIORITY), 7u);
+  EXPECT_EQ(p.options.at(IFLA_BRPORT_UNICAST_FLOOD), 1u);
+  // The kernel sends notifications with RTEXT_FILTER_BRVLAN_COMPRESSED: the
+  // VLAN table is the port's (empty where the kernel lacks VLAN filtering).
+  EXPECT_TRUE(p.vlans_known);
+  BridgePortTable table;
+  for (const auto& m : batch.ports) (void)table.apply(m);
+  ASSERT_TRUE(table.find(p.ifindex));
+  EXPECT_EQ(table.find(p.ifindex)->options, p.options);
 }
 
 // Every prefix of a capture: an error, unless the cut falls between messages,
