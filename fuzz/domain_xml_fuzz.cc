@@ -26,6 +26,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   FUZZ_CHECK(!r->name.empty());
+  for (const auto& p : r->bridge_ports) FUZZ_CHECK(!p.bridge.empty() && !p.tap.empty());
   for (const auto& i : r->interfaces) {
     FUZZ_CHECK(!i.source_dev.empty());
     FUZZ_CHECK(i.queues >= 1);

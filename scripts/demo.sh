@@ -2,13 +2,16 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # relink demo sandbox: a real guest keeps its network while its host parent
 # interface is deleted and re-created; a second guest, behind a passt that
-# relinkd supervises, stays reachable while passt is killed. Self-contained: it installs what it
+# relinkd supervises, stays reachable while passt is killed; a third guest,
+# run by a private libvirtd, keeps both its macvtap (<interface
+# type='direct'>) and its tap on a bridge (<interface type='bridge'>) while
+# the macvtap's parent and the bridge are re-created. Self-contained: it installs what it
 # needs, builds relink, and does everything in throwaway network namespaces
 # that it removes on exit. Run as root on Debian 12:  scripts/demo.sh
 #
 # The first run installs packages, builds relinkd and relinkctl (about 7
 # minutes on 2 cores) and downloads Debian's kernel package for the guest
-# (about 70 MB); later runs reuse all of it and take under a minute.
+# (about 70 MB); later runs reuse all of it and take about a minute.
 #
 # Environment:
 #   RELINK_BUILD_DIR   build directory to use or create (default build/); an
@@ -35,7 +38,7 @@ if [ -f "$build/CMakeCache.txt" ] && [ -s "$build/guest/initramfs.cpio.gz" ]; th
   echo "demo: reusing the build in $build (packages, relink and the guest image were set up by an earlier run)"
 else
   echo "demo: the first run installs packages, builds relink (about 7 minutes on 2 cores) and downloads"
-  echo "      Debian's kernel package for the guest (about 70 MB); later runs reuse it all and take under a minute."
+  echo "      Debian's kernel package for the guest (about 70 MB); later runs reuse it all and take about a minute."
 fi
 
 say "[1/3] dependencies (scripts/install-deps.sh: apt-get only for what is missing)"
@@ -68,15 +71,21 @@ step_done
 tag=$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
 host=relink-demo-$tag      # where the parent interface and relinkd live
 peer=relink-demopeer-$tag  # the network on the other end of the parent
+lan=relink-demolan-$tag    # the libvirt guest's two networks
 work=$(mktemp -d /tmp/relink-demo.XXXXXX)
-qemu_pid= qemu2_pid= relinkd_pid=
+qemu_pid= qemu2_pid= relinkd_pid= libvirtd_pid=
 cleanup() {
   set +e
   [ -n "$relinkd_pid" ] && kill "$relinkd_pid" 2>/dev/null && wait "$relinkd_pid" 2>/dev/null
   [ -n "$relinkd_pid" ] && echo "  relinkd stopped (it leaves attachments in place for the next relinkd to adopt)"
   [ -n "$qemu_pid" ] && kill -9 "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
   [ -n "$qemu2_pid" ] && kill -9 "$qemu2_pid" 2>/dev/null && wait "$qemu2_pid" 2>/dev/null
-  for ns in "$host" "$peer"; do
+  if [ -n "$libvirtd_pid" ]; then
+    virsh -q -c "$lv_uri" destroy demo-libvirt >/dev/null 2>&1
+    kill "$libvirtd_pid" 2>/dev/null
+    for _ in $(seq 1 50); do kill -0 "$libvirtd_pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  for ns in "$host" "$peer" "$lan"; do
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p"; done
     ip netns del "$ns" 2>/dev/null
   done
@@ -119,6 +128,11 @@ ip netns add "$peer"
 ip -n "$host" link set lo up
 add_parent
 
+# The third guest's libvirtd starts now (its first start probes QEMU for a
+# few seconds) and is ready by the time its scene comes.
+source scripts/demo-libvirt.sh
+libvirt_start
+
 cat >"$work/relinkd.toml" <<TOML
 [daemon]
 control_socket = "$work/control.sock"
@@ -145,6 +159,10 @@ netdev = "net1"
 mode = "stream-server"
 socket = "$work/demo-passt.sock"
 args = ["--tcp-ports", "18080:8080"]
+
+[libvirt]
+uri = "$lv_uri"
+pid_dir = "$lv/run/libvirt/qemu"
 TOML
 
 # The uncompressed kernel boots faster (PVH); build-guest.sh makes it when it can.
@@ -160,6 +178,7 @@ qemu-system-x86_64 -accel tcg -machine q35 -m 256 -nodefaults -display none -no-
   2>"$work/qemu.log" &
 qemu_pid=$!
 
+libvirt_wait_ready
 say "starting relinkd in $host"
 # relinkd's own pid in $! (not a pipeline's last command), so cleanup can stop it.
 ip netns exec "$host" "$build/relinkd" --config "$work/relinkd.toml" > >(sed -u 's/^/  relinkd | /') 2>&1 &
@@ -229,9 +248,12 @@ for i in $(seq 1 "$flaps"); do
   echo "  through it again: $(hello_passt || echo 'NO ANSWER')"
 done
 
+libvirt_scene
+
 say "relinkctl status"
 "$build/relinkctl" --socket "$work/control.sock" status
 say "done in $(took "$started")"
 echo "  reattach, from the parent's return to the NIC's link up on the new tap: $(spread "${reattach_ms[@]}")"
 echo "  passt recovery, from its death to QEMU's stream connected again:       $(spread "${recovery_ms[@]}")"
+echo "  libvirt: the macvtap re-plugged through libvirt in ${lv_replug_ms} ms; the tap back in the new bridge in ${lv_rejoin_ms} ms"
 echo "  (single samples vary with the machine's load; the benchmarks take hundreds: docs/operations.md#benchmarks)"

@@ -99,8 +99,10 @@ void LibvirtDomains::on_domain(const libvirt::DomainInfo& info) {
   LibvirtVm* vm = find(name);
   if (!vm) {
     vm = static_cast<LibvirtVm*>(&vms_.add(std::make_unique<LibvirtVm>(name, *connection_, s_)));
-    logger()->info("{}: libvirt domain running (QEMU pid {}), {} direct interface{}", name, info.qemu_pid,
-                   info.desc.interfaces.size(), info.desc.interfaces.size() == 1 ? "" : "s");
+    logger()->info("{}: libvirt domain running (QEMU pid {}), {} direct interface{}, {} bridge port{}", name,
+                   info.qemu_pid, info.desc.interfaces.size(), info.desc.interfaces.size() == 1 ? "" : "s",
+                   info.desc.bridge_ports.size(), info.desc.bridge_ports.size() == 1 ? "" : "s");
+    for (const auto& line : info.desc.left_to_libvirt) logger()->info("{}: {}: left to libvirt", name, line);
   }
   vm->update(info);
 }

@@ -70,8 +70,33 @@ void LibvirtVm::rename_binding(MacvtapRunner& b, const libvirt::DirectInterface&
   b.set_cfg(std::move(next));
 }
 
+// The taps follow the live XML alone: a tap libvirt names is followed, one
+// it no longer names (interface detached, or moved to another bridge with
+// update-device) is dropped. libvirt's own networks are not in the list.
+void LibvirtVm::update_taps(const libvirt::Domain& d) {
+  std::vector<std::string> gone;
+  for (const auto& t : taps_) {
+    const bool named = std::any_of(d.bridge_ports.begin(), d.bridge_ports.end(), [&](const auto& p) {
+      return p.tap == t->cfg().tap && p.bridge == t->cfg().bridge;
+    });
+    if (!named) gone.push_back(t->cfg().tap);
+  }
+  for (const auto& tap : gone) {
+    logger()->info("{}/{}: no longer in the domain's live XML: not followed", name(), tap);
+    remove_tap(tap);
+  }
+  for (const auto& p : d.bridge_ports) {
+    if (find_tap(p.tap)) continue;
+    logger()->info("{}/{}: following the tap ({}) as a port of bridge {}{}", name(), p.tap, format_mac(p.mac),
+                   p.bridge, p.network.empty() ? "" : " (libvirt network " + p.network + ")");
+    // Remembers the port's settings now, not at the next netlink batch.
+    add_tap(config::TapBinding{p.tap, p.bridge}).observe();
+  }
+}
+
 void LibvirtVm::update(const libvirt::DomainInfo& info) {
   attacher_.update(info);
+  update_taps(info.desc);
   if (paused_ != info.paused) logger()->info("{}: {}", name(), info.paused ? "paused" : "running");
   paused_ = info.paused;
   if (paused_)

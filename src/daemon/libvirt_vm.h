@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // A running libvirt domain as a VM: one macvtap runner per <interface
 // type='direct'>, kept in step with the domain's live XML, re-plugged through
-// libvirt (LibvirtAttacher). relinkd never talks to its QEMU.
+// libvirt (LibvirtAttacher); one bridge port runner per <interface
+// type='bridge'> (its tap goes back into a re-created bridge, with no call
+// to libvirt at all). relinkd never talks to its QEMU.
 #pragma once
 
 #include <memory>
@@ -48,6 +50,7 @@ class LibvirtVm final : public ManagedVm {
   void remove_binding(const std::string& nic);
   void rename_binding(MacvtapRunner& b, const libvirt::DirectInterface& i);
   void keep_resumable(MacvtapRunner& b);
+  void update_taps(const libvirt::Domain& d);
 
   LibvirtAttacher attacher_;
   bool live_ = false;    // described over a live connection

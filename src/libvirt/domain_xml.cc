@@ -225,6 +225,40 @@ Result<DirectInterface> parse_direct(const xmlNode* node) {
   return iface;
 }
 
+// Why it is skipped, when it is.
+Result<BridgeInterface> parse_bridge(const xmlNode* node) {
+  BridgeInterface iface;
+  auto mac_text = attr(child(node, "mac"), "address");
+  auto mac = mac_text ? parse_mac(*mac_text) : std::nullopt;
+  if (!mac) {
+    return Error{EINVAL, mac_text ? "no valid <mac address> ('" + untrusted::safe_text(*mac_text, 40) + "')"
+                                  : std::string("no valid <mac address>")};
+  }
+  iface.mac = *mac;
+  const std::string tag = " (mac " + format_mac(iface.mac) + ")";
+  const xmlNode* source = child(node, "source");
+  iface.bridge = attr(source, "bridge").value_or("");
+  iface.network = attr(source, "network").value_or("");
+  iface.tap = child_attr(node, "target", "dev");
+  iface.alias = child_attr(node, "alias", "name");
+  if (iface.bridge.empty()) return Error{EINVAL, "no <source bridge>" + tag};
+  if (iface.tap.empty()) return Error{EINVAL, "no <target dev>: no tap yet" + tag};
+  // Open vSwitch (and MidoNet) keep their ports in their own database and
+  // put them back themselves; the bridge is not a Linux bridge either.
+  if (const std::string vport = child_attr(node, "virtualport", "type"); !vport.empty()) {
+    return Error{EINVAL, "a port of " + untrusted::safe_text(vport, 40) + " bridge " +
+                             untrusted::safe_text(iface.bridge, 40) + ", which keeps its ports itself" + tag};
+  }
+  return iface;
+}
+
+std::string libvirt_network_line(const xmlNode* node) {
+  const xmlNode* source = child(node, "source");
+  return untrusted::safe_text(child_attr(node, "target", "dev"), 40) + " on libvirt's network '" +
+         untrusted::safe_text(attr(source, "network").value_or(""), 60) + "' (" +
+         untrusted::safe_text(attr(source, "bridge").value_or(""), 40) + ")";
+}
+
 // Removes an element with the indentation in front of it, so the rest keeps
 // libvirt's layout.
 void remove_element(xmlNode* node) {
@@ -359,10 +393,19 @@ Result<Domain> read_domain(std::string_view xml) {
     for (const xmlNode* node = devices->children; node; node = node->next) {
       if (!is_element(node, "interface")) continue;
       ++index;
-      if (attr(node, "type") != "direct") continue;
-      auto iface = parse_direct(node);
-      if (iface) domain.interfaces.push_back(std::move(*iface));
-      else domain.skipped.push_back("interface " + std::to_string(index) + ": " + iface.error().message);
+      const std::string where = "interface " + std::to_string(index) + ": ";
+      const std::string type = attr(node, "type").value_or("");
+      if (type == "direct") {
+        auto iface = parse_direct(node);
+        if (iface) domain.interfaces.push_back(std::move(*iface));
+        else domain.skipped.push_back(where + iface.error().message);
+      } else if (type == "bridge") {
+        auto iface = parse_bridge(node);
+        if (iface) domain.bridge_ports.push_back(std::move(*iface));
+        else domain.skipped.push_back(where + iface.error().message);
+      } else if (type == "network") {
+        domain.left_to_libvirt.push_back(where + libvirt_network_line(node));
+      }
     }
   }
   return domain;

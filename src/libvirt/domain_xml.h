@@ -33,12 +33,32 @@ struct DirectInterface {
   bool operator==(const DirectInterface&) const = default;
 };
 
+// One <interface type='bridge'> of a domain's live XML: a tap libvirt made
+// and put into a host bridge. libvirt writes the resolved type in the live
+// XML, so an interface of a network that forwards to a host bridge
+// (<forward mode='bridge'> with <bridge name>) is one too, with its
+// network's name; one of libvirt's own networks (NAT, route, isolated: a
+// bridge libvirt makes and removes itself) stays type='network'.
+struct BridgeInterface {
+  MacAddress mac{};     // <mac address=...> (required)
+  std::string bridge;   // <source bridge=...> (required)
+  std::string tap;      // <target dev=...> (required: live XML only)
+  std::string network;  // <source network=...>: the libvirt network ("" a plain bridge interface)
+  std::string alias;    // <alias name=...> ("" absent)
+  bool operator==(const BridgeInterface&) const = default;
+};
+
 struct Domain {
   std::string name;                         // <name> (required)
   std::string uuid;                         // <uuid> ("" absent)
   int id = -1;                              // <domain id=...> of a running domain, -1 absent
   std::vector<DirectInterface> interfaces;  // type='direct' ones only, in document order
-  // Why a direct interface was left out, one line each, e.g.
+  std::vector<BridgeInterface> bridge_ports;  // type='bridge' ones, in document order
+  // Interfaces on libvirt's own networks (type='network' in the live XML),
+  // left to libvirt, one line each, e.g. "interface 3: vnet2 on libvirt's
+  // network 'default' (virbr0)".
+  std::vector<std::string> left_to_libvirt;
+  // Why a direct or bridge interface was left out, one line each, e.g.
   // "interface 2: no valid <mac address>" (interfaces of all types are
   // counted from 1 in document order, as virsh domiflist lists them).
   std::vector<std::string> skipped;

@@ -47,6 +47,12 @@ check "each step says how long it took" -E '^  done in [0-9]+:[0-9]{2}$'
 check "each flap reports its reattach time" -E '^  relinkd reattached the NIC in [0-9.]+ ms$'
 check "each kill reports its recovery time" -E "QEMU's stream connected again [0-9.]+ ms after the old one died$"
 check "reattach spread, not the last sample" -E "^  reattach, .*: +median [0-9.]+ ms \(min [0-9.]+, max [0-9.]+, 2 samples\)$"
+check "the libvirt scene starts" -F "<interface type='direct'> on eth1, <interface type='bridge'> on br0"
+check "virsh domiflist before and after" -E '^  virsh domiflist demo-libvirt, after:$'
+check "the libvirt macvtap is re-plugged" -E '^  relinkd re-plugged the direct interface through libvirt \(a new macvtap\) in [0-9.]+ ms,$'
+check "the tap re-joins the new bridge" -E '^  and put the tap back into the new br0 \(no call to libvirt\) in [0-9.]+ ms$'
+check "the libvirt guest answers on its macvtap after" -E '^  guest answers on its macvtap \(192.0.2.34\)$'
+check "the libvirt guest answers on its bridge tap after" -E '^  guest answers on its bridge tap \(192.0.2.50\)$'
 check "recovery spread" -E "^  passt recovery, .*: +median [0-9.]+ ms \(min [0-9.]+, max [0-9.]+, 2 samples\)$"
 if grep -qE 'relinkd \| .* info +passt: ' "$out"; then
   echo "FAILED: passt's chatter reached relinkd's info log:"; grep -E 'relinkd \| .* info +passt: ' "$out" | head -5; fail=1

@@ -537,6 +537,14 @@ std::string domain_xml(const DomainSpec& d) {
            "' function='0x0'/>\n";
     x += "    </interface>\n";
   }
+  for (const auto& n : d.bridge_nics) {
+    const bool network = !n.network.empty();
+    x += std::string("    <interface type='") + (network ? "network" : "bridge") + "'>\n";
+    if (!n.mac.empty()) x += "      <mac address='" + xml_escape(n.mac) + "'/>\n";
+    x += network ? "      <source network='" + xml_escape(n.network) + "'/>\n"
+                 : "      <source bridge='" + xml_escape(n.bridge) + "'/>\n";
+    x += "      <model type='" + xml_escape(n.model) + "'/>\n    </interface>\n";
+  }
   for (const auto& n : d.passt_nics) {
     x += "    <interface type='user'>\n";
     if (!n.mac.empty()) x += "      <mac address='" + xml_escape(n.mac) + "'/>\n";

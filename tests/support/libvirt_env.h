@@ -152,6 +152,16 @@ struct DirectNic {
   std::string pci_slot;
 };
 
+// One <interface type='bridge'> (a tap libvirt makes and enslaves to
+// `bridge`), or, with `network` set, an <interface type='network'> of that
+// libvirt network.
+struct BridgeNic {
+  std::string mac;
+  std::string bridge;   // type='bridge': <source bridge=...>
+  std::string network;  // non-empty: type='network' with <source network=...>
+  std::string model = "virtio";
+};
+
 // One <interface type='user'> with <backend type='passt'/>: libvirt starts
 // and owns that passt (libvirt >= 9.0 with passt enabled; Debian 12's is not).
 struct PasstNic {
@@ -170,6 +180,7 @@ struct DomainSpec {
   std::string machine = "q35";  // "q35" or "pc"
   std::vector<DirectNic> nics;
   std::vector<PasstNic> passt_nics;
+  std::vector<BridgeNic> bridge_nics;  // after `nics` in the XML
   std::string guest_dir;      // e.g. binary_dir() + "/guest" (tests/guest/build-guest.sh)
   std::string cmdline_extra;  // e.g. "relink.ip=192.0.2.2/24 relink.serve=8080"
   std::string serial_log;     // file for the guest's serial console (ttyS0); empty: none

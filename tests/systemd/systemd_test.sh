@@ -12,7 +12,9 @@
 # bad, the watchdog, stop/start adoption, a macvtap re-attach and a passt
 # restart inside the unit's sandbox; NetworkManager (a unit in the same
 # container) taking down and re-creating a bridge that a macvtap binding
-# sits on, and leaving relinkd's macvtap alone; and dpkg -r.
+# sits on, and leaving relinkd's macvtap alone; a persistent tap that is a
+# port of that bridge ([bridge.br0], no VM) put back into the re-created
+# bridge with its port settings; and dpkg -r.
 #
 #   systemd_test.sh BUILD_DIR
 #
@@ -412,6 +414,37 @@ addrs=$(ct ip -o addr show dev rl-vm3 scope global)
 [[ -z $addrs ]] || fail "rl-vm3 got an address: $addrs"
 echo "ok: NetworkManager has rl-vm3 as '$nm_state': up, no global address"
 ct relinkctl --socket /run/relinkd/control.sock remove vm3 >/dev/null || fail "relinkctl remove vm3"
+
+# --- a taps-only bridge ([bridge.br0]: no VM, no libvirt) on NetworkManager's
+# br0: a persistent tap that is a port of it (with a cost and hairpin of its
+# own) is put back into the br0 NM creates again, with those settings.
+step "[bridge.br0]: a tap on NetworkManager's br0 re-joins after nmcli con down/up"
+ct ip tuntap add dev tap0 mode tap user 1000 || fail "ip tuntap add tap0"
+ct ip link set tap0 master br0 || fail "ip link set tap0 master br0"
+ct ip link set tap0 up
+ct bridge link set dev tap0 cost 7 hairpin on || fail "bridge link set dev tap0"
+{ config; printf '\n[bridge.br0]\n'; } | put_config
+ct systemctl reload relinkd || fail "systemctl reload with [bridge.br0]"
+# tap FIELD: FIELD of tap0's binding in the bridge's VM.
+tap() {
+  status_json | jq -r --arg f "$1" '.vms[] | select(.name == "bridge:br0") | .bindings[] | select(.tap == "tap0") | .[$f] // "null"'
+}
+tap_is() { [[ $(tap "$1" 2>/dev/null) == "$2" ]]; }
+wait_for 10 tap_is state attached || fail "tap0 is not followed as a port of br0 (state $(tap state))"
+br_before=$(ifindex br0)
+ct nmcli con down br0 >/dev/null || fail "nmcli con down br0"
+wait_for 10 tap_is state waiting-bridge || fail "tap0 is $(tap state) after br0 went, not waiting-bridge"
+ct nmcli con up br0 >/dev/null || fail "nmcli con up br0"
+wait_for 10 tap_is rejoins 1 || fail "tap0 did not re-join the new br0 (state $(tap state), rejoins $(tap rejoins))"
+br_after=$(ifindex br0)
+[[ $br_after != "$br_before" ]] || fail "br0 kept ifindex $br_before: NM did not re-create it"
+master=$(ct readlink /sys/class/net/tap0/master) || fail "tap0 has no master"
+[[ ${master##*/} == br0 ]] || fail "tap0's master is ${master##*/}, not br0"
+port=$(ct bridge -d link show dev tap0)
+grep -q 'cost 7 ' <<<"$port" && grep -q 'hairpin on ' <<<"$port" || fail "tap0's port settings were not restored: $port"
+ct ip link show tap0 | grep -q '[<,]UP[,>]' || fail "tap0 is not up"
+echo "ok: br0 re-created by NM (ifindex $br_before -> $br_after), tap0 back in it with cost 7 and hairpin on in $(tap last_rejoin_ms) ms"
+ct ip link del tap0
 
 # --- a stalled relinkd is killed by the watchdog
 step "watchdog: a stopped relinkd is killed (WatchdogSec=2 drop-in)"

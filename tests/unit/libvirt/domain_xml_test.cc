@@ -79,8 +79,61 @@ TEST(ParseDomain, LiveQ35Domain) {
   EXPECT_FALSE(down.link_up);
   EXPECT_EQ(down.pci_address, "0000:07:00.0");
 
-  // The network-type interface (2) is neither kept nor reported.
+  // The network-type interface (2) is libvirt's: not followed, not a problem.
   EXPECT_EQ(d->skipped, (std::vector<std::string>{"interface 4: no valid <mac address>"}));
+  EXPECT_TRUE(d->bridge_ports.empty());
+  EXPECT_EQ(d->left_to_libvirt,
+            (std::vector<std::string>{"interface 2: vnet4 on libvirt's network 'default' (virbr0)"}));
+}
+
+// Captured from libvirt 9.0: a bridge interface, an interface of a network
+// that forwards to that host bridge (written with its resolved type), and an
+// interface of libvirt's own isolated network.
+TEST(ParseDomain, LiveBridgePortsAsLibvirtWritesThem) {
+  auto d = parse_domain(fixture("domain_live_bridge.xml"));
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->name, "web02");
+  EXPECT_TRUE(d->interfaces.empty());
+  EXPECT_TRUE(d->skipped.empty()) << d->skipped.front();
+  ASSERT_EQ(d->bridge_ports.size(), 2u);
+  EXPECT_EQ(d->bridge_ports[0], (BridgeInterface{mac("52:54:00:00:00:01"), "br0", "vnet0", "", "net0"}));
+  EXPECT_EQ(d->bridge_ports[1], (BridgeInterface{mac("52:54:00:00:00:02"), "br0", "vnet1", "hostbr", "net1"}));
+  EXPECT_EQ(d->left_to_libvirt,
+            (std::vector<std::string>{"interface 3: vnet2 on libvirt's network 'iso' (virbr9)"}));
+}
+
+TEST(ParseDomain, BridgePortCases) {
+  auto d = parse_domain(fixture("domain_bridge_cases.xml"));
+  ASSERT_TRUE(d) << d.error().message;
+  ASSERT_EQ(d->bridge_ports.size(), 2u);
+  EXPECT_EQ(d->bridge_ports[0], (BridgeInterface{mac("52:54:00:aa:00:01"), "vmbr0", "vnet7", "", "ua-front"}));
+  EXPECT_EQ(d->bridge_ports[1], (BridgeInterface{mac("52:54:00:aa:00:08"), "br-lan", "vnet12", "lan", "net7"}));
+  EXPECT_EQ(d->skipped,
+            (std::vector<std::string>{
+                "interface 2: a port of openvswitch bridge ovsbr0, which keeps its ports itself (mac 52:54:00:aa:00:02)",
+                "interface 3: no <target dev>: no tap yet (mac 52:54:00:aa:00:03)",
+                "interface 4: no <source bridge> (mac 52:54:00:aa:00:04)",
+                "interface 5: no valid <mac address> ('not-a-mac')",
+            }));
+  EXPECT_EQ(d->left_to_libvirt,
+            (std::vector<std::string>{"interface 6: vnet11 on libvirt's network 'default' (virbr0)"}));
+  ASSERT_EQ(d->interfaces.size(), 1u);
+  EXPECT_EQ(d->interfaces[0].target_dev, "macvtap3");
+}
+
+// Names are peer text: what reaches a log line is safe.
+TEST(ParseDomain, BridgePortTextFromLibvirtIsSafeInMessages) {
+  auto d = parse_domain(
+      "<domain><name>x</name><devices>"
+      "<interface type='bridge'><mac address='52:54:00:00:00:01'/><source bridge='b&#10;r'/>"
+      "<virtualport type='o&#9;vs'/><target dev='t'/></interface>"
+      "<interface type='network'><source network='n&#10;x' bridge='v'/><target dev='x&#9;'/></interface>"
+      "</devices></domain>");
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_TRUE(d->bridge_ports.empty());
+  EXPECT_EQ(d->skipped, (std::vector<std::string>{"interface 1: a port of o\\tvs bridge b\\nr, which keeps its "
+                                                  "ports itself (mac 52:54:00:00:00:01)"}));
+  EXPECT_EQ(d->left_to_libvirt, (std::vector<std::string>{"interface 2: x\\t on libvirt's network 'n\\nx' (v)"}));
 }
 
 TEST(ParseDomain, SerializedInterfaceParsesOnItsOwn) {
@@ -116,12 +169,14 @@ TEST(ParseDomain, DefaultsAndInactiveDomain) {
 
 TEST(ParseDomain, NoDevicesNoInterfaces) {
   for (const char* xml : {"<domain><name>a</name></domain>", "<domain><name>a</name><devices/></domain>",
-                          "<domain id='3'><name>a</name><devices><interface type='bridge'><mac "
-                          "address='52:54:00:00:00:01'/><source bridge='br0'/></interface></devices></domain>"}) {
+                          "<domain id='3'><name>a</name><devices><interface type='user'><mac "
+                          "address='52:54:00:00:00:01'/></interface></devices></domain>"}) {
     auto d = parse_domain(xml);
     ASSERT_TRUE(d) << xml << ": " << d.error().message;
     EXPECT_TRUE(d->interfaces.empty()) << xml;
     EXPECT_TRUE(d->skipped.empty()) << xml;
+    EXPECT_TRUE(d->bridge_ports.empty()) << xml;
+    EXPECT_TRUE(d->left_to_libvirt.empty()) << xml;
   }
 }
 
