@@ -89,7 +89,7 @@ Result<void> Daemon::setup() {
   links_ = std::make_unique<netlink::LinkWatcher>(
       loop_.get(), [this](const std::vector<netlink::LinkEvent>& ev) { dispatcher_->on_links(ev); },
       cfg_.daemon.netlink_receive_buffer);
-  dispatcher_ = std::make_unique<LinkDispatcher>(links_->table(), vms_);
+  dispatcher_ = std::make_unique<LinkDispatcher>(loop_.get(), links_->table(), vms_, *factory_);
   if (auto r = links_->start(); !r) return Error{r.error().code, "rtnetlink: " + r.error().message};
   services_ = Services{loop_.get(), defer_.get(), factory_.get(), dispatcher_.get(), &reporter_, &cfg_};
 
