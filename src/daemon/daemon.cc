@@ -90,7 +90,7 @@ Result<void> Daemon::setup() {
   links_ = std::make_unique<netlink::LinkWatcher>(
       loop_.get(), [this](const std::vector<netlink::LinkEvent>& ev) { dispatcher_->on_links(ev); },
       cfg_.daemon.netlink_receive_buffer);
-  dispatcher_ = std::make_unique<LinkDispatcher>(links_->table(), vms_, &links_->ports());
+  dispatcher_ = std::make_unique<LinkDispatcher>(loop_.get(), links_->table(), vms_, *factory_, &links_->ports());
   links_->set_port_callback([this] { dispatcher_->on_ports(); });
   if (auto r = links_->start(); !r) return Error{r.error().code, "rtnetlink: " + r.error().message};
   bridge_ports_ = std::make_unique<netlink::RtnlBridgePortControl>();

@@ -4,6 +4,8 @@
 
 #include <net/if.h>
 
+#include <utility>
+
 #include "util/clock.h"
 #include "util/log.h"
 
@@ -52,6 +54,8 @@ void LinkDispatcher::on_links(const std::vector<netlink::LinkEvent>& events) {
       for (size_t i = 0; i < vm->macvtaps().size(); ++i) link_removed(*vm, *vm->macvtaps()[i], ev.link.ifindex, now);
   }
   in_batch_ = false;
+  // Link events that never stop (a storm) must not hold the hand-over back.
+  if (!made_.empty() && now - made_us_ >= kMaxHoldUs) hand_over_made();
   run_attaches();
   update_taps(now);
 }
@@ -103,22 +107,49 @@ void LinkDispatcher::link_removed(ManagedVm& vm, MacvtapRunner& b, int ifindex, 
 }
 
 void LinkDispatcher::queue_attach(MacvtapRunner& runner, const engine::Attach& a) {
-  queued_.push_back({&runner, runner.guard().watch(), a.generation, a.parent_ifindex, a.link_up});
+  queued_.push_back({&runner, runner.guard().watch(), a.generation, a.parent_ifindex});
   if (!in_batch_) run_attaches();
 }
 
 // A parent shared by many VMs comes back as one event: make every macvtap
 // first, then hand them to their QEMUs.
 void LinkDispatcher::run_attaches() {
-  std::vector<std::pair<QueuedAttach, Result<macvtap::Macvtap>>> made;
+  const bool holding = !made_.empty();
   for (auto& q : queued_) {
     // A later event of the same batch may have moved the binding on already.
     if (q.alive.expired() || !q.runner->attach_still_wanted(q.generation)) continue;
-    made.emplace_back(q, q.runner->create(q.parent_ifindex));
+    made_.emplace_back(q, q.runner->create(q.parent_ifindex));
   }
   queued_.clear();
-  for (auto& [q, mvt] : made)
-    if (!q.alive.expired()) q.runner->hand_over(q.generation, std::move(mvt), q.link_up);
+  if (made_.empty() || holding) return;
+  made_us_ = monotonic_us();
+  sd_event_source* s = nullptr;
+  if (sd_event_add_time_relative(loop_, &s, CLOCK_MONOTONIC, 0, 0, on_hand_over, this) < 0) {
+    hand_over_made();
+    return;
+  }
+  hand_over_timer_.reset(s);
+  // After every input source that is ready, the netlink socket first.
+  sd_event_source_set_priority(s, SD_EVENT_PRIORITY_NORMAL + 1);
+}
+
+int LinkDispatcher::on_hand_over(sd_event_source*, uint64_t, void* userdata) {
+  static_cast<LinkDispatcher*>(userdata)->hand_over_made();
+  return 0;
+}
+
+void LinkDispatcher::hand_over_made() {
+  hand_over_timer_.reset();
+  auto made = std::exchange(made_, {});
+  for (auto& [q, mvt] : made) {
+    if (!q.alive.expired()) {
+      q.runner->hand_over(q.generation, std::move(mvt));
+    } else if (mvt && mvt->ifindex > 0) {
+      // Its binding is gone (its VM removed meanwhile): nobody will use it.
+      if (auto r = factory_.remove(mvt->ifindex); !r)
+        logger()->warn("deleting an unused macvtap: {}", r.error().message);
+    }
+  }
 }
 
 }  // namespace relink::daemon

@@ -3,6 +3,10 @@
 // the engine events of every macvtap binding it concerns (its parent's new
 // ifindex or carrier, its parent or its macvtap gone), and the attaches it
 // causes run together, every macvtap made before any is handed to its QEMU.
+// The hand-over waits until the link events queued meanwhile are read: a
+// parent that came up while its macvtaps were being made (NetworkManager
+// creates a VLAN or bridge, then sets it up) gets its NICs' link up in the
+// hand-over itself instead of in a set_link of its own afterwards.
 #pragma once
 
 #include <cstdint>
@@ -14,13 +18,15 @@
 #include "netlink/link_table.h"
 #include "netlink/link_watcher.h"
 #include "util/guard.h"
+#include "util/sd_event.h"
 
 namespace relink::daemon {
 
 class LinkDispatcher final : public Links {
  public:
-  LinkDispatcher(const netlink::LinkTable& table, VmTable& vms, const netlink::BridgePortTable* ports = nullptr)
-      : table_(table), vms_(vms), ports_(ports) {}
+  LinkDispatcher(sd_event* loop, const netlink::LinkTable& table, VmTable& vms, macvtap::MacvtapFactory& factory,
+                 const netlink::BridgePortTable* ports = nullptr)
+      : loop_(loop), table_(table), vms_(vms), factory_(factory), ports_(ports) {}
 
   // One netlink batch (LinkWatcher's callback).
   void on_links(const std::vector<netlink::LinkEvent>& events);
@@ -40,11 +46,15 @@ class LinkDispatcher final : public Links {
   void parent_changed(MacvtapRunner& b, uint64_t now);
   void link_removed(ManagedVm& vm, MacvtapRunner& b, int ifindex, uint64_t now);
   void run_attaches();
+  void hand_over_made();
+  static int on_hand_over(sd_event_source*, uint64_t, void* userdata);
   // Every VM's taps look at the tables again.
   void update_taps(uint64_t now);
 
+  sd_event* loop_;
   const netlink::LinkTable& table_;
   VmTable& vms_;
+  macvtap::MacvtapFactory& factory_;
   const netlink::BridgePortTable* ports_;
   // Parents the kernel has already unlisted while the link table, which
   // learns of it from the parent's own RTM_DELLINK, still holds them.
@@ -54,10 +64,16 @@ class LinkDispatcher final : public Links {
     std::weak_ptr<char> alive;
     uint64_t generation = 0;
     int parent_ifindex = 0;
-    bool link_up = true;
   };
   std::vector<QueuedAttach> queued_;
   bool in_batch_ = false;
+  // Macvtaps made, waiting for the link events queued meanwhile to be read
+  // (the hand-over timer runs after the netlink source, at a lower priority),
+  // or for kMaxHoldUs when link events keep coming.
+  static constexpr uint64_t kMaxHoldUs = 5000;
+  std::vector<std::pair<QueuedAttach, Result<macvtap::Macvtap>>> made_;
+  uint64_t made_us_ = 0;
+  SdEventSourcePtr hand_over_timer_;
 };
 
 }  // namespace relink::daemon

@@ -131,13 +131,14 @@ bool MacvtapRunner::attach_still_wanted(uint64_t generation) const {
 
 Result<macvtap::Macvtap> MacvtapRunner::create(int parent_ifindex) { return attacher_.create(cfg_, parent_ifindex); }
 
-void MacvtapRunner::hand_over(uint64_t generation, Result<macvtap::Macvtap> made, bool link_up) {
-  auto done = guarded(guard_, [this, generation](const AttachResult& r) { attach_done(generation, r); });
+void MacvtapRunner::hand_over(uint64_t generation, Result<macvtap::Macvtap> made) {
+  const bool link_up = engine_.link_target();
+  auto done = guarded(guard_, [this, generation, link_up](const AttachResult& r) { attach_done(generation, link_up, r); });
   if (made) attacher_.hand_over(cfg_, generation, std::move(made.value()), link_up, std::move(done));
   else s_.defer->post([done, err = made.error().message] { done(AttachResult{false, 0, err}); });
 }
 
-void MacvtapRunner::attach_done(uint64_t gen, const AttachResult& r) {
+void MacvtapRunner::attach_done(uint64_t gen, bool link_up, const AttachResult& r) {
   const bool current = gen == engine_.generation();
   if (!r.ok) {
     if (current) round_release_ms_ = -1;
@@ -151,7 +152,7 @@ void MacvtapRunner::attach_done(uint64_t gen, const AttachResult& r) {
     // The first attach is not a recovery.
     if (++attaches_ > 1) s_.reporter->recovered("macvtap", last_reattach_ms_ / 1000.0);
   }
-  feed(engine::AttachSucceeded{gen, r.macvtap_ifindex});
+  feed(engine::AttachSucceeded{gen, r.macvtap_ifindex, link_up});
   if (engine_.state() == engine::State::Attached) {
     // The parent's own name: a parent_mac binding's may be anything.
     const netlink::LinkInfo* parent = s_.links->link(engine_.parent_ifindex());

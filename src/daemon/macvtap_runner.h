@@ -50,7 +50,9 @@ class MacvtapRunner {
   // The attach batch (LinkDispatcher): make the macvtap, then hand it over.
   bool attach_still_wanted(uint64_t generation) const;
   Result<macvtap::Macvtap> create(int parent_ifindex);
-  void hand_over(uint64_t generation, Result<macvtap::Macvtap> made, bool link_up);
+  // The NIC's link is what the binding wants now (the parent's carrier may
+  // have come since the attach was decided).
+  void hand_over(uint64_t generation, Result<macvtap::Macvtap> made);
 
   // A Wi-Fi parent cannot carry a macvtap's traffic: say so (once per parent).
   void warn_if_wifi(int ifindex);
@@ -58,7 +60,7 @@ class MacvtapRunner {
 
  private:
   void execute(const engine::Action& a, uint64_t trigger_us);
-  void attach_done(uint64_t generation, const AttachResult& r);
+  void attach_done(uint64_t generation, bool link_up, const AttachResult& r);
   void release(uint64_t generation, uint64_t trigger_us);
   static int on_timer(sd_event_source*, uint64_t, void* userdata);
 

@@ -259,6 +259,7 @@ void Binding::on(const AttachSucceeded& e, std::vector<Action>& out) {
   last_error_.clear();
   attached_parent_ = attaching_parent_;
   macvtap_ifindex_ = e.macvtap_ifindex;
+  if (e.link_up) link_up_ = *e.link_up;
   set_state(State::Attached);
   // replug ignores parent changes while in flight: catch up now.
   if (parent_ifindex_ == 0) {

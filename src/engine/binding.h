@@ -56,7 +56,13 @@ struct VmConnected {
 };
 // The QMP session is gone. vm_exited: the QEMU process no longer exists.
 struct VmDisconnected { bool vm_exited = false; };
-struct AttachSucceeded { uint64_t generation = 0; int macvtap_ifindex = 0; };
+// link_up: the link state the hand-over gave the NIC, when it is known; it
+// may differ from the Attach's when the parent's carrier changed meanwhile.
+struct AttachSucceeded {
+  uint64_t generation = 0;
+  int macvtap_ifindex = 0;
+  std::optional<bool> link_up;
+};
 struct AttachFailed { uint64_t generation = 0; std::string error; };
 struct TimerExpired {};
 // relinkctl reattach, or a reload that resets a failed binding.
@@ -133,6 +139,8 @@ class Binding {
   bool release_pending() const { return release_pending_; }
   // The guest NIC's link as last set (nullopt: unknown).
   std::optional<bool> link_up() const { return link_up_; }
+  // The link the guest NIC should have: the parent's carrier when it follows it.
+  bool link_target() const { return !style_.follow_carrier || carrier_; }
 
  private:
   void set_state(State s);
@@ -142,7 +150,6 @@ class Binding {
   void on_parent(int ifindex, std::vector<Action>& out);
   void on_carrier(bool carrier, std::vector<Action>& out);
   void fail(std::string error, std::vector<Action>& out);
-  bool link_target() const { return !style_.follow_carrier || carrier_; }
   void set_link(bool up, std::vector<Action>& out);
   // One handler per event type; handle() dispatches with std::visit.
   void on(const ParentChanged& e, std::vector<Action>& out);

@@ -132,6 +132,36 @@ TEST_F(MacvtapRunnerTest, AFailedAttachBacksOffAndTheTimerRetries) {
   EXPECT_EQ(attacher.calls, (std::vector<std::string>{"create 5", "hand_over 2 1 up"}));
 }
 
+TEST_F(MacvtapRunnerTest, ACarrierThatComesBeforeTheHandOverIsInItAndNeedsNoSetLinkAfterwards) {
+  env.links.eth0.flags = IFF_UP;  // no carrier yet
+  env.links.hold = true;
+  MacvtapRunner& r = vm->add(binding, attacher);
+  r.feed(engine::VmConnected{});
+  ASSERT_EQ(r.engine().state(), engine::State::Attaching);
+  // The parent gets its carrier while the attach waits for its hand-over.
+  r.feed(engine::ParentChanged{5, true});
+  env.links.run_held();
+  ASSERT_EQ(attacher.calls, (std::vector<std::string>{"create 5", "hand_over 1 1 up"}));
+  attacher.pending.front()(true);
+  attacher.pending.pop_front();
+  EXPECT_EQ(r.engine().state(), engine::State::Attached);
+  EXPECT_EQ(attacher.calls.size(), 2u) << "no set_link of its own: the hand-over had the link up";
+  EXPECT_EQ(r.engine().link_up(), std::optional<bool>(true));
+
+  // The carrier lost after the hand-over was sent: set_link follows.
+  attacher.calls.clear();
+  r.feed(engine::LinkRemoved{1});
+  ASSERT_EQ(attacher.calls, (std::vector<std::string>{"detach 1 0"}));
+  r.feed(engine::ParentChanged{5, false});
+  env.links.run_held();
+  ASSERT_EQ(attacher.calls.back(), "hand_over 2 1 down");
+  r.feed(engine::ParentChanged{5, true});  // while QEMU works on the hand-over
+  attacher.pending.front()(true);
+  attacher.pending.pop_front();
+  EXPECT_EQ(attacher.calls.back(), "link on");
+  EXPECT_EQ(r.engine().link_up(), std::optional<bool>(true));
+}
+
 TEST_F(MacvtapRunnerTest, AResultForARunnerThatIsGoneIsDropped) {
   MacvtapRunner& r = vm->add(binding, attacher);
   r.feed(engine::VmConnected{});

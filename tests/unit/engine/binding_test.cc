@@ -87,6 +87,28 @@ TEST_F(BindingTest, VmConnectedWithoutParentWaitsWithTheLinkDown) {
   EXPECT_EQ(b.state(), State::WaitingParent);
 }
 
+// The attach was decided without carrier; the carrier came before the
+// hand-over, which gave the NIC its link up: nothing more to set.
+TEST_F(BindingTest, AnAttachThatGaveTheLinkUpNeedsNoSetLink) {
+  (void)b.handle(ParentChanged{10, false});
+  auto a = b.handle(VmConnected{});
+  ASSERT_NE(nth<Attach>(a, 0), nullptr);
+  EXPECT_FALSE(nth<Attach>(a, 0)->link_up);
+  EXPECT_TRUE(b.handle(ParentChanged{10, true}).empty());  // in flight: only noted
+  EXPECT_TRUE(b.handle(AttachSucceeded{b.generation(), 20, true}).empty());
+  EXPECT_EQ(b.link_up(), std::optional<bool>(true));
+}
+
+// Without what the hand-over gave, the carrier that came meanwhile is caught up.
+TEST_F(BindingTest, AnAttachThatGaveTheLinkDownIsCaughtUpWithTheCarrier) {
+  (void)b.handle(ParentChanged{10, false});
+  (void)b.handle(VmConnected{});
+  (void)b.handle(ParentChanged{10, true});
+  auto a = b.handle(AttachSucceeded{b.generation(), 20, false});
+  ASSERT_NE(nth<SetLink>(a, 0), nullptr);
+  EXPECT_TRUE(nth<SetLink>(a, 0)->up);
+}
+
 TEST_F(BindingTest, VmConnectedContinuesAfterHighestGenerationSeen) {
   (void)b.handle(ParentChanged{10});
   auto a = b.handle(VmConnected{std::nullopt, 41});
