@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <set>
 
 #include "daemon/qmp_vm.h"
 #include "daemon/vm_plan.h"
@@ -103,6 +104,7 @@ Result<void> Daemon::setup() {
     auto& v = vms_.add(std::make_unique<QmpVm>(vm, runtime_->find(vm.name) ? "runtime" : "config", services_, *passt_));
     v.start();
   }
+  stop_unclaimed_passts();
   if (cfg_.libvirt.enabled) {
     libvirt_ = std::make_unique<LibvirtDomains>(services_, vms_, [this](const std::string& n) { return claim(n); });
     if (auto r = libvirt_->start(); !r) return r;
@@ -271,6 +273,7 @@ nlohmann::json Daemon::apply_vms(const config::Config& previous) {
                    v->passts().empty() ? "" : " (its passt stopped)");
   }
   old.clear();
+  stop_unclaimed_passts();
   if (libvirt_) {
     libvirt_->put_back(std::move(libvirt_vms));
     // A VM that left the config file may be a libvirt domain: look again.
@@ -284,6 +287,14 @@ nlohmann::json Daemon::apply_vms(const config::Config& previous) {
     }
   }
   return plan.changes;
+}
+
+void Daemon::stop_unclaimed_passts() {
+  std::set<std::string> claimed, claimed_vms;
+  for (const auto& vm : wanted_vms())
+    for (const auto& p : vm.passts) claimed.insert(vm.name + "/" + p.netdev);
+  if (const size_t n = passt_->stop_unclaimed(cfg_.daemon.state_dir, claimed, claimed_vms))
+    logger()->info("stopped {} passt process{} no binding claims", n, n == 1 ? "" : "es");
 }
 
 nlohmann::json Daemon::control_add(const std::string& text) {
