@@ -347,7 +347,8 @@ int Daemon::run() {
   sd_notify(0, "READY=1");
   int r = sd_event_loop(loop_.get());
   // VMs keep their network: relinkd leaves every attachment as it is, and a
-  // later relinkd adopts them.
+  // later relinkd adopts them. A hung libvirtd delays the exit by 2 s at most.
+  if (libvirt_) libvirt_->stop(std::chrono::seconds(2));
   libvirt_.reset();
   vms_.clear();
   control_.reset();
