@@ -153,11 +153,4 @@ class Connection final : public DomainRequests {
   std::thread thread_;
 };
 
-// The unix sockets a libvirt URI connects to on this host, in the order
-// libvirt tries them: `socket=PATH` when given; for qemu:///system (and
-// qemu+unix:///system) the modular daemon's and libvirtd's sockets under
-// /run/libvirt. Empty for a URI with a host, another transport or driver,
-// or a session URI: those are retried on a timer.
-std::vector<std::string> local_sockets(const std::string& uri);
-
 }  // namespace relink::libvirt

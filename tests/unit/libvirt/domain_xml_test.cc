@@ -2,13 +2,19 @@
 #include "libvirt/domain_xml.h"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
 
-#include "libvirt/libvirt_connection.h"
+#include "libvirt/local_socket.h"
 #include "support/harness.h"
 
 namespace relink::libvirt {
@@ -430,6 +436,31 @@ TEST(LocalSockets, FromTheUri) {
   EXPECT_TRUE(local_sockets("test:///default").empty());
   EXPECT_TRUE(local_sockets("qemu:///system?socket=relative").empty());
   EXPECT_TRUE(local_sockets("garbage").empty());
+}
+
+TEST(LocalSockets, NobodyListensOnAnAbsentOrStaleSocket) {
+  const std::string dir = "/tmp/relink-ls-" + relink::test::random_suffix();
+  ASSERT_EQ(mkdir(dir.c_str(), 0700), 0);
+  const std::string live = dir + "/live", stale = dir + "/stale";
+  auto bound = [](const std::string& path) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path.c_str());
+    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    return fd;
+  };
+  const int listening = bound(live);
+  ASSERT_EQ(listen(listening, 1), 0);
+  close(bound(stale));  // the file stays, nobody listens
+  bool exists = true;
+  EXPECT_TRUE(nobody_listens({dir + "/absent"}, exists));
+  EXPECT_FALSE(exists);
+  EXPECT_TRUE(nobody_listens({dir + "/absent", stale}, exists));
+  EXPECT_TRUE(exists);
+  EXPECT_FALSE(nobody_listens({stale, live}, exists));
+  close(listening);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
