@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <set>
 
 #include "daemon/bridge_taps.h"
 #include "daemon/qmp_vm.h"
@@ -109,6 +110,7 @@ Result<void> Daemon::setup() {
   }
   bridge_taps_ = std::make_unique<BridgeTaps>(services_, vms_);
   bridge_taps_->apply(cfg_.bridges);
+  stop_unclaimed_passts();
   if (cfg_.libvirt.enabled) {
     libvirt_ = std::make_unique<LibvirtDomains>(services_, vms_, [this](const std::string& n) { return claim(n); });
     if (auto r = libvirt_->start(); !r) return r;
@@ -197,6 +199,12 @@ Result<nlohmann::json> Daemon::reload() {
   // The passt binary may have been upgraded or reconfigured.
   config::Config previous = std::move(cfg_);
   cfg_ = std::move(next);
+  // Registrations held aside at start (NSS was not ready, a clash) may load now.
+  std::vector<const config::Vm*> others;
+  for (const auto& v : cfg_.vms) others.push_back(&v);
+  for (const auto& v : vms_.all())
+    if (dynamic_cast<const LibvirtVm*>(v.get())) others.push_back(&v->cfg());
+  runtime_->retry_held(others, cfg_.daemon.control_socket);
   passt_->probe(wanted_vms(), cfg_.daemon.passt);
   nlohmann::json changes = apply_vms(previous);
   // Sessions verified against the previous list are checked again (a VM
@@ -228,7 +236,7 @@ std::vector<const config::Vm*> Daemon::known_vms() const {
 
 std::string Daemon::claim(const std::string& name) const {
   if (cfg_.find_vm(name)) return "config";
-  return runtime_->find(name) ? "runtime" : "";
+  return runtime_->find(name) || runtime_->holds(name) ? "runtime" : "";
 }
 
 // Kept VMs keep their session and state (a failed binding gets a fresh
@@ -280,6 +288,7 @@ nlohmann::json Daemon::apply_vms(const config::Config& previous) {
   old.clear();
   bridge_taps_->put_back(std::move(bridge_vms));
   bridge_taps_->apply(cfg_.bridges);
+  stop_unclaimed_passts();
   if (libvirt_) {
     libvirt_->put_back(std::move(libvirt_vms));
     // A VM that left the config file may be a libvirt domain: look again.
@@ -295,6 +304,16 @@ nlohmann::json Daemon::apply_vms(const config::Config& previous) {
   return plan.changes;
 }
 
+void Daemon::stop_unclaimed_passts() {
+  std::set<std::string> claimed, claimed_vms;
+  // A held registration's bindings are not known now: its passt stays.
+  for (const auto& h : runtime_->held()) claimed_vms.insert(h.name);
+  for (const auto& vm : wanted_vms())
+    for (const auto& p : vm.passts) claimed.insert(vm.name + "/" + p.netdev);
+  if (const size_t n = passt_->stop_unclaimed(cfg_.daemon.state_dir, claimed, claimed_vms))
+    logger()->info("stopped {} passt process{} no binding claims", n, n == 1 ? "" : "es");
+}
+
 nlohmann::json Daemon::control_add(const std::string& text) {
   auto added = runtime_->add(text, known_vms(), cfg_.daemon.control_socket);
   if (!added) return refused(added.error().message);
@@ -307,7 +326,7 @@ nlohmann::json Daemon::control_add(const std::string& text) {
 }
 
 nlohmann::json Daemon::control_remove(const std::string& name) {
-  if (!runtime_->find(name)) {
+  if (!runtime_->find(name) && !runtime_->holds(name)) {
     if (cfg_.find_vm(name))
       return refused("VM '" + name + "' comes from " + cfg_.path + ", not from relinkctl add: edit the file and reload");
     const ManagedVm* v = vms_.find(name);
@@ -324,8 +343,11 @@ nlohmann::json Daemon::control_remove(const std::string& name) {
 nlohmann::json Daemon::status() const {
   nlohmann::json vms = nlohmann::json::array();
   for (const auto& vm : vms_.all()) vms.push_back(vm->status());
+  nlohmann::json held = nlohmann::json::array();
+  for (const auto& h : runtime_->held()) held.push_back({{"name", h.name}, {"origin", "runtime"}, {"error", h.error}});
   return {{"version", 1},
           {"vms", std::move(vms)},
+          {"held", std::move(held)},
           {"daemon",
            {{"version", RELINK_VERSION},
             {"config", cfg_.path},
@@ -345,7 +367,8 @@ int Daemon::run() {
   sd_notify(0, "READY=1");
   int r = sd_event_loop(loop_.get());
   // VMs keep their network: relinkd leaves every attachment as it is, and a
-  // later relinkd adopts them.
+  // later relinkd adopts them. A hung libvirtd delays the exit by 2 s at most.
+  if (libvirt_) libvirt_->stop(std::chrono::seconds(2));
   libvirt_.reset();
   vms_.clear();
   control_.reset();

@@ -66,6 +66,9 @@ class Daemon {
   // Brings the running VMs in line with wanted_vms() (vm_plan.h); returns
   // what changed.
   nlohmann::json apply_vms(const config::Config& previous);
+  // Stops the passt processes whose pidfiles no binding claims (at start and
+  // after every change of the VMs).
+  void stop_unclaimed_passts();
   nlohmann::json control_add(const std::string& toml);
   nlohmann::json control_remove(const std::string& name);
 

@@ -6,14 +6,17 @@
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <mutex>
 
+#include "libvirt/local_socket.h"
 #include "util/log.h"
 
 namespace relink::libvirt {
@@ -70,8 +73,16 @@ struct Connection::Thread {
   int reconnect_timer = -1;
   unsigned backoff_ms = 0;
   bool close_pending = false;  // the close callback fired: drop the connection
+  // Set by callbacks inside libvirt's event loop, carried out after it
+  // returns: a call that hangs (a libvirtd that never answers) must not
+  // hold libvirt's process-wide loop, which the next connection's thread
+  // needs (a reload of [libvirt] while this one is stuck).
+  bool connect_due = false;
+  bool jobs_due = false;
+  bool no_watch = false;  // inotify failed: retry on the timer only
 
   void connect();
+  void after_dispatch();
   void disconnect(const std::string& why);
   void schedule_reconnect();
   // Reads a domain and posts it (or its end).
@@ -89,7 +100,7 @@ struct Connection::Thread {
 };
 
 Connection::Connection(sd_event* loop, ConnectionOptions opts, Callbacks cbs)
-    : loop_(loop), opts_(std::move(opts)), cbs_(std::move(cbs)) {}
+    : loop_(loop), opts_(std::move(opts)), cbs_(std::move(cbs)), sockets_(local_sockets(opts_.uri)) {}
 
 Connection::~Connection() {
   if (thread_.joinable()) {
@@ -98,6 +109,69 @@ Connection::~Connection() {
     (void)!write(wake_write_.get(), &c, 1);
     thread_.join();
   }
+}
+
+bool Connection::retire(std::unique_ptr<Connection> c, std::chrono::milliseconds wait) {
+  if (!c) return true;
+  // Nothing of it reaches the loop any more.
+  c->socket_watches_.clear();
+  c->results_source_.reset();
+  if (!c->thread_.joinable()) return true;
+  c->stop_ = true;
+  const char x = 'x';
+  (void)!write(c->wake_write_.get(), &x, 1);
+  std::unique_lock lk(c->mu_);
+  // Requests and results not yet carried out end here, on the loop.
+  c->jobs_.clear();
+  c->results_.clear();
+  if (!c->done_cv_.wait_for(lk, wait, [&] { return c->finished_; })) {
+    // Detached before the thread can see abandoned_: it deletes the
+    // connection as its very last step.
+    c->thread_.detach();
+    c->abandoned_ = true;
+    c.release();
+    return false;
+  }
+  lk.unlock();
+  c->thread_.join();
+  return true;
+}
+
+void Connection::wait_for_socket() {
+  if (waiting_for_socket_ || stop_) return;
+  waiting_for_socket_ = true;
+  socket_watches_.clear();
+  std::string names;
+  for (const auto& path : sockets_) {
+    auto w = std::make_unique<PathWatch>(loop_, path, [this] { socket_appeared(); });
+    if (auto r = w->arm(); !r) {
+      logger()->warn("cannot watch for libvirt's socket {}: {}; retrying on a timer", path, r.error().message);
+      waiting_for_socket_ = false;
+      socket_watches_.clear();
+      post_job([](Thread& t) {
+        t.no_watch = true;
+        t.schedule_reconnect();
+      });
+      return;
+    }
+    socket_watches_.push_back(std::move(w));
+    names += (names.empty() ? "" : " or ") + path;
+  }
+  logger()->info("waiting for libvirtd: connecting to {} when {} appears", opts_.uri, names);
+  // It may have appeared since the thread looked.
+  for (const auto& path : sockets_)
+    if (struct stat st {}; ::stat(path.c_str(), &st) == 0) return socket_appeared();
+}
+
+void Connection::socket_appeared() {
+  if (!waiting_for_socket_) return;
+  waiting_for_socket_ = false;
+  // May run from one of these watches' own callback, which allows it.
+  socket_watches_.clear();
+  post_job([](Thread& t) {
+    t.backoff_ms = 0;
+    if (!t.conn && t.reconnect_timer < 0) t.connect();
+  });
 }
 
 bool Connection::follows(const std::string& domain) const {
@@ -129,13 +203,24 @@ Result<void> Connection::start() {
     Thread& t = *thread_state_;
     t.wake_watch = virEventAddHandle(wake_read_.get(), VIR_EVENT_HANDLE_READABLE, &Thread::on_wake, &t, nullptr);
     t.connect();
-    while (!stop_) virEventRunDefaultImpl();
+    while (!stop_) {
+      virEventRunDefaultImpl();
+      t.after_dispatch();
+    }
     if (t.reconnect_timer >= 0) virEventRemoveTimeout(t.reconnect_timer);
     t.disconnect("");
     if (t.wake_watch >= 0) virEventRemoveHandle(t.wake_watch);
     // Lets libvirt run what the removals left pending (their free callbacks).
     virEventAddTimeout(0, [](int timer, void*) { virEventRemoveTimeout(timer); }, nullptr, nullptr);
     virEventRunDefaultImpl();
+    bool abandoned = false;
+    {
+      std::lock_guard lk(mu_);
+      finished_ = true;
+      abandoned = abandoned_;
+      done_cv_.notify_all();
+    }
+    if (abandoned) delete this;  // retire() stopped waiting: nothing else refers to it
   });
   return ok();
 }
@@ -236,6 +321,7 @@ void Connection::refresh(const std::string& domain) {
 
 void Connection::Thread::connect() {
   reconnect_timer = -1;
+  logger()->debug("connecting to {}", src->opts_.uri);
   conn = virConnectOpen(src->opts_.uri.c_str());
   if (!conn) {
     const std::string err = last_libvirt_error("cannot connect to " + src->opts_.uri);
@@ -313,6 +399,18 @@ void Connection::Thread::disconnect(const std::string& why) {
 
 void Connection::Thread::schedule_reconnect() {
   if (src->stop_ || reconnect_timer >= 0) return;
+  // No libvirtd (none of its sockets exists), or one that refused us until
+  // the backoff reached its end (a socket a killed libvirtd left): wait for
+  // a socket to be created instead of trying every few seconds forever. A
+  // socket something listens on (a libvirtd that refused us for another
+  // reason) is retried on the timer.
+  bool exists = false;
+  if (!src->sockets_.empty() && !no_watch && nobody_listens(src->sockets_, exists) &&
+      (!exists || backoff_ms >= src->opts_.reconnect_max_ms)) {
+    backoff_ms = 0;
+    src->post_result([s = src] { s->wait_for_socket(); });
+    return;
+  }
   backoff_ms = backoff_ms ? std::min(backoff_ms * 2, src->opts_.reconnect_max_ms) : src->opts_.reconnect_min_ms;
   reconnect_timer = virEventAddTimeout(static_cast<int>(backoff_ms), &Thread::on_reconnect, this, nullptr);
 }
@@ -321,11 +419,23 @@ void Connection::Thread::on_reconnect(int timer, void* opaque) {
   auto* t = static_cast<Thread*>(opaque);
   virEventRemoveTimeout(timer);
   t->reconnect_timer = -1;
-  if (t->close_pending) {
-    t->close_pending = false;
-    t->disconnect("the connection to libvirtd was closed");
+  t->connect_due = true;
+}
+
+void Connection::Thread::after_dispatch() {
+  if (src->stop_) return;
+  if (connect_due) {
+    connect_due = false;
+    if (close_pending) {
+      close_pending = false;
+      disconnect("the connection to libvirtd was closed");
+    }
+    if (!conn) connect();
   }
-  if (!t->src->stop_ && !t->conn) t->connect();
+  if (jobs_due) {
+    jobs_due = false;
+    run_jobs();
+  }
 }
 
 void Connection::Thread::on_close(virConnectPtr, int reason, void* opaque) {
@@ -345,7 +455,7 @@ void Connection::Thread::on_wake(int, int fd, int, void* opaque) {
   char buf[64];
   while (::read(fd, buf, sizeof buf) > 0) {
   }
-  t->run_jobs();
+  t->jobs_due = true;
 }
 
 void Connection::Thread::run_jobs() {

@@ -2,12 +2,19 @@
 #include "libvirt/domain_xml.h"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
 
+#include "libvirt/local_socket.h"
 #include "support/harness.h"
 
 namespace relink::libvirt {
@@ -464,6 +471,51 @@ TEST(LinkUpdateXml, AppendsLinkAtTheEndWhenNothingFollowsIt) {
   EXPECT_EQ(*xml,
             "<interface type=\"direct\">\n  <mac address=\"52:54:00:00:00:01\"/>\n  <source dev=\"p0\"/>\n"
             "  <link state=\"up\"/>\n</interface>");
+}
+
+}  // namespace
+}  // namespace relink::libvirt
+
+namespace relink::libvirt {
+namespace {
+
+TEST(LocalSockets, FromTheUri) {
+  const std::vector<std::string> system = {"/run/libvirt/virtqemud-sock", "/run/libvirt/libvirt-sock"};
+  EXPECT_EQ(local_sockets("qemu:///system"), system);
+  EXPECT_EQ(local_sockets("qemu+unix:///system"), system);
+  EXPECT_EQ(local_sockets("qemu:///system?socket=/tmp/x/libvirt-sock"), std::vector<std::string>{"/tmp/x/libvirt-sock"});
+  EXPECT_EQ(local_sockets("qemu+unix:///system?mode=legacy&socket=/a%20b/sock"), std::vector<std::string>{"/a b/sock"});
+  EXPECT_TRUE(local_sockets("qemu+ssh://host/system").empty());
+  EXPECT_TRUE(local_sockets("qemu://host/system").empty());
+  EXPECT_TRUE(local_sockets("qemu:///session").empty());
+  EXPECT_TRUE(local_sockets("test:///default").empty());
+  EXPECT_TRUE(local_sockets("qemu:///system?socket=relative").empty());
+  EXPECT_TRUE(local_sockets("garbage").empty());
+}
+
+TEST(LocalSockets, NobodyListensOnAnAbsentOrStaleSocket) {
+  const std::string dir = "/tmp/relink-ls-" + relink::test::random_suffix();
+  ASSERT_EQ(mkdir(dir.c_str(), 0700), 0);
+  const std::string live = dir + "/live", stale = dir + "/stale";
+  auto bound = [](const std::string& path) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path.c_str());
+    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    return fd;
+  };
+  const int listening = bound(live);
+  ASSERT_EQ(listen(listening, 1), 0);
+  close(bound(stale));  // the file stays, nobody listens
+  bool exists = true;
+  EXPECT_TRUE(nobody_listens({dir + "/absent"}, exists));
+  EXPECT_FALSE(exists);
+  EXPECT_TRUE(nobody_listens({dir + "/absent", stale}, exists));
+  EXPECT_TRUE(exists);
+  EXPECT_FALSE(nobody_listens({stale, live}, exists));
+  close(listening);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
