@@ -19,6 +19,7 @@
 #include "daemon/libvirt_domains.h"
 #include "daemon/link_dispatcher.h"
 #include "daemon/passt_supervisor.h"
+#include "daemon/intent_journal.h"
 #include "daemon/runtime_registry.h"
 #include "daemon/services.h"
 #include "daemon/vm_table.h"
@@ -79,6 +80,7 @@ class Daemon {
   std::unique_ptr<macvtap::MacvtapFactory> factory_;
   std::unique_ptr<PasstSupervisor> passt_;
   std::unique_ptr<RuntimeRegistry> runtime_;
+  std::unique_ptr<IntentJournal> journal_;
   std::unique_ptr<LibvirtDomains> libvirt_;
   std::unique_ptr<ControlServer> control_;
   Services services_;
