@@ -13,6 +13,7 @@
 #include <set>
 
 #include "daemon/bridge_taps.h"
+#include "daemon/macvtap_reconcile.h"
 #include "daemon/qmp_vm.h"
 #include "daemon/vm_plan.h"
 #include "util/clock.h"
@@ -87,6 +88,7 @@ Result<void> Daemon::setup() {
   passt_ = std::make_unique<PasstSupervisor>(loop_.get(), *defer_, std::make_unique<passt::ProcessSpawner>());
   passt_->probe(wanted_vms(), cfg_.daemon.passt);
   factory_ = std::make_unique<macvtap::RtnlMacvtapFactory>(cfg_.daemon.node_dir);
+  remove_unheld_macvtaps(*factory_, "", "start");
 
   links_ = std::make_unique<netlink::LinkWatcher>(
       loop_.get(), [this](const std::vector<netlink::LinkEvent>& ev) { dispatcher_->on_links(ev); },
@@ -95,8 +97,10 @@ Result<void> Daemon::setup() {
   links_->set_port_callback([this] { dispatcher_->on_ports(); });
   if (auto r = links_->start(); !r) return Error{r.error().code, "rtnetlink: " + r.error().message};
   bridge_ports_ = std::make_unique<netlink::RtnlBridgePortControl>();
-  services_ = Services{loop_.get(),      defer_.get(), factory_.get(), dispatcher_.get(),
-                       &reporter_,       &cfg_,        bridge_ports_.get()};
+  journal_ = std::make_unique<IntentJournal>(cfg_.daemon.state_dir);
+  if (auto r = journal_->load(); !r) logger()->error("journal of intent: {}", r.error().message);
+  services_ = Services{loop_.get(), defer_.get(), factory_.get(), dispatcher_.get(), &reporter_,
+                       &cfg_,       bridge_ports_.get(), journal_.get()};
 
   const std::string sock_dir = std::filesystem::path(cfg_.daemon.control_socket).parent_path();
   if (auto r = make_dir(sock_dir, 0755); !r) return r;
@@ -206,6 +210,7 @@ Result<nlohmann::json> Daemon::reload() {
     if (dynamic_cast<const LibvirtVm*>(v.get())) others.push_back(&v->cfg());
   runtime_->retry_held(others, cfg_.daemon.control_socket);
   passt_->probe(wanted_vms(), cfg_.daemon.passt);
+  journal_->drop_gone();
   nlohmann::json changes = apply_vms(previous);
   // Sessions verified against the previous list are checked again (a VM
   // whose qemu_user changed was started anew by apply_vms, and so is too).

@@ -19,6 +19,7 @@
 #include "daemon/libvirt_domains.h"
 #include "daemon/link_dispatcher.h"
 #include "daemon/passt_supervisor.h"
+#include "daemon/intent_journal.h"
 #include "daemon/runtime_registry.h"
 #include "daemon/services.h"
 #include "daemon/vm_table.h"
@@ -85,6 +86,7 @@ class Daemon {
   std::unique_ptr<netlink::BridgePortControl> bridge_ports_;
   std::unique_ptr<PasstSupervisor> passt_;
   std::unique_ptr<RuntimeRegistry> runtime_;
+  std::unique_ptr<IntentJournal> journal_;
   std::unique_ptr<LibvirtDomains> libvirt_;
   std::unique_ptr<BridgeTaps> bridge_taps_;
   std::unique_ptr<ControlServer> control_;

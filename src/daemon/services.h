@@ -24,6 +24,7 @@
 namespace relink::daemon {
 
 class ControlServer;
+class IntentJournal;
 class MacvtapRunner;
 
 // Tells `relinkctl monitor` clients what happened, and keeps the recovery
@@ -74,6 +75,8 @@ struct Services {
   const config::Config* config = nullptr;
   // Puts taps back into their bridges (bridge_port_runner.h).
   netlink::BridgePortControl* bridge_ports = nullptr;
+  // The journal of intent (state_dir/intent.json; none in some unit tests).
+  IntentJournal* journal = nullptr;
 };
 
 // Runs `fn` from the loop in `ms` milliseconds (guard it if it refers to an
