@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <cstdio>
 #include <thread>
 
 #include "ctl/control_client.h"
@@ -69,11 +70,15 @@ std::string snapshot(World& w, const json& st, std::string& reason) {
             std::to_string(b.is_object() ? b.value("generation", uint64_t{0}) : 0) + " pid=" +
             std::to_string(b.is_object() && b["pid"].is_number() ? b["pid"].get<int>() : 0) + "; ";
     if (!b.is_object() || !settled(state, e.passt)) reason += std::string(e.vm) + "/" + e.id + " " + state + "; ";
-    if (e.target != Target::Libvirt && v.is_object() && v.value("qmp", "") != "connected")
-      reason += std::string(e.vm) + " QMP " + v.value("qmp", "") + "; ";
+    const std::string qmp = v.is_object() ? v.value("qmp", "") : "";
+    snap += "qmp=" + qmp + "; ";
+    if (e.target != Target::Libvirt && qmp != "connected") reason += std::string(e.vm) + " QMP " + qmp + "; ";
   }
   for (Vm* v : w.vms())
-    if (!w.guest_booted(*v)) reason += v->name + " guest not booted; ";
+    if (!w.guest_booted(*v)) {
+      reason += v->name + " guest not booted; ";
+      snap += v->name + " booting; ";
+    }
   return snap;
 }
 
@@ -86,10 +91,14 @@ double wait_quiet(World& w, const CheckLimits& lim, std::string& unsettled) {
     std::string reason = st ? "" : "no status; ";
     const std::string snap = st ? snapshot(w, *st, reason) : "";
     const auto now = std::chrono::steady_clock::now();
-    if (snap != last || !reason.empty()) since = now, last = snap;
+    if (snap != last) since = now, last = snap;
     unsettled = reason.empty() ? "" : reason + "(" + snap + ")";
     if (reason.empty() && now - since >= lim.quiet_for)
       return std::chrono::duration<double>(now - t0).count();
+    // Unsettled and unchanged for stuck_for, with every guest up: nothing
+    // more is coming (a binding gone for good, a state never left).
+    if (!reason.empty() && reason.find("not booted") == std::string::npos && now - since >= lim.stuck_for)
+      break;
     std::this_thread::sleep_for(250ms);
   }
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -337,11 +346,16 @@ CheckResult check_world(World& w, const CheckLimits& lim) {
 
 void repair(World& w, const CheckResult& r) {
   if (r.failed.empty()) return;
-  std::set<std::string> vms;
-  bool restart = false;
+  // A fresh QEMU is the one sure way back for a VM whose NIC, fds or
+  // netdevs are wrong; a binding merely not attached is asked to reattach.
+  static const std::set<std::string> relaunch = {"binding-missing", "nic-count", "qemu-netdevs", "qemu-fds",
+                                                 "qemu-fd-dead", "fdsets", "ping", "macvtap-gone", "macvtap-wrong"};
+  std::set<std::string> reattach, fresh;
+  bool restart = !w.relinkd_running();
   for (const auto& v : r.failed) {
-    if (!v.vm.empty()) vms.insert(v.vm);
-    if (v.kind == "binding-missing" || v.kind == "no-status") restart = true;
+    if (v.kind == "no-status") restart = true;
+    if (v.vm.empty()) continue;
+    (relaunch.count(v.kind) ? fresh : reattach).insert(v.vm);
   }
   // Strays and extra passts first: they can block what follows.
   std::istringstream in(w.ns().run("ip -o link show type macvtap").out);
@@ -357,27 +371,26 @@ void repair(World& w, const CheckResult& r) {
   const json pb = st ? find_binding(*st, "hub1", "net1") : json(nullptr);
   for (int pid : w.passt_pids())
     if (!pb.is_object() || !pb["pid"].is_number() || pb["pid"].get<int>() != pid) ::kill(pid, SIGKILL);
-  if (restart || !w.relinkd_running()) {
+  if (restart) {
     w.stop_relinkd(SIGTERM);
     w.start_relinkd();
   }
-  // A VM still wrong after a reattach is started again by its launcher.
-  CheckLimits quick;
-  quick.quiet_bound = 60s;
-  for (const auto& name : vms) {
-    // Its outcome is what the check below sees.
-    (void)ctl::control_request(w.control(), {{"command", "reattach"}, {"vm", name}}, 20000);
-  }
-  CheckResult again = check_world(w, quick);
-  std::set<std::string> still;
-  for (const auto& v : again.failed)
-    if (!v.vm.empty()) still.insert(v.vm);
   for (Vm* v : w.vms())
-    if (still.count(v->name)) {
+    if (fresh.count(v->name)) {
       w.kill_qemu(*v);
       w.launch(*v);
+    } else if (reattach.count(v->name)) {
+      // Its outcome is what the check below sees.
+      (void)ctl::control_request(w.control(), {{"command", "reattach"}, {"vm", v->name}}, 20000);
     }
-  if (!still.empty()) check_world(w, quick);
+  CheckLimits quick;
+  quick.quiet_bound = 90s;
+  const CheckResult after = check_world(w, quick);
+  std::printf("    repair: %zu relaunched, %zu reattached; %zu violations left after it (not counted)\n",
+              fresh.size(), reattach.size(), after.failed.size());
+  for (const auto& v : after.failed)
+    std::printf("      [%s%s] %s\n", v.kind.c_str(), v.vm.empty() ? "" : (" " + v.vm).c_str(), v.detail.substr(0, 300).c_str());
+  std::fflush(stdout);
   w.incidents().clear();
 }
 

@@ -14,8 +14,9 @@ namespace relink::chaos {
 
 struct CheckLimits {
   std::chrono::seconds quiet_for{3};     // unchanged status this long counts as quiet
-  std::chrono::seconds quiet_bound{150}; // not quiet by then: a violation
-  std::chrono::seconds ping_bound{45};
+  std::chrono::seconds quiet_bound{120}; // not quiet by then: a violation
+  std::chrono::seconds stuck_for{30};    // unsettled and unchanged this long: a violation at once
+  std::chrono::seconds ping_bound{30};
   int max_fds = 96;                      // relinkd's open fds
   long max_rss_kib = 64 * 1024;          // relinkd's VmRSS
 };
