@@ -36,7 +36,7 @@ void on_signal(int) { g_stop = true; }
 
 constexpr const char* kUsage =
     "usage: relink-chaos [--seed N] [--faults N] [--duration SECONDS] [--max-per-window N] [--cheap-only]\n"
-    "                    [--print-plan] [--report FILE] [--keep-logs] [--max-fds N] [--max-rss-mb N]\n"
+    "                    [--print-plan] [--report FILE] [--keep-logs] [--fail-fast] [--max-fds N] [--max-rss-mb N]\n"
     "                    [--quiet-for SECONDS] [--quiet-bound SECONDS] [--help]";
 
 void print_help() {
@@ -74,6 +74,7 @@ void print_help() {
       "  --print-plan        print the run's windows and faults, run nothing (no root needed)\n"
       "  --report FILE       write the report there too, after every window\n"
       "  --keep-logs         keep relinkd's log and the consoles as /tmp/relink-chaos-*\n"
+      "  --fail-fast         stop after the first window with a violation (no repair)\n"
       "  --max-fds N         relinkd's open fds allowed (default 96)\n"
       "  --max-rss-mb N      relinkd's resident MiB allowed (default 64)\n"
       "  --quiet-for S       seconds of unchanged, settled status that count as quiet (default 3)\n"
@@ -90,7 +91,7 @@ struct Options {
   PlanOptions plan;
   CheckLimits limits;
   int duration_s = 0;
-  bool print_plan = false, keep_logs = false, seed_given = false;
+  bool print_plan = false, keep_logs = false, seed_given = false, fail_fast = false;
   std::string report;
 };
 
@@ -129,6 +130,8 @@ bool parse(int argc, char** argv, Options& o) {
       o.plan.cheap_only = true;
     } else if (a == "--print-plan") {
       o.print_plan = true;
+    } else if (a == "--fail-fast") {
+      o.fail_fast = true;
     } else if (a == "--keep-logs") {
       o.keep_logs = true;
     } else if (a == "--report" && i + 1 < argc) {
@@ -250,6 +253,10 @@ int run(const Options& o, const std::vector<Window>& plan) {
       CheckResult c = check_world(w, o.limits);
       run.record(i + 1, c);
       run.windows_done = i + 1;
+      if (o.fail_fast && !c.failed.empty()) {
+        ending = "stopped at the first window with a violation (--fail-fast)";
+        break;
+      }
       repair(w, c);
       run.write_report("running");
     }
