@@ -2,6 +2,8 @@
 // What every attacher shares: deleting netdevs and relinkd's own macvtaps, QMP's not-found errors.
 #include "daemon/attacher.h"
 
+#include <cerrno>
+
 #include "qemu/qmp_client.h"
 #include "util/log.h"
 
@@ -13,6 +15,11 @@ auto logger() { return log::get("attach"); }
 }  // namespace
 
 bool qmp_not_found(const Error& e) { return e.message.rfind("DeviceNotFound", 0) == 0; }
+bool qmp_timed_out(const Error& e) { return e.code == ETIMEDOUT; }
+
+std::string macvtap_alias(const std::string& vm, const std::string& nic) {
+  return kMacvtapAliasPrefix + vm + "/" + nic;
+}
 
 void delete_netdev(qemu::QmpClient& qmp, const std::string& id) {
   qmp.execute("netdev_del", {{"id", id}}, [id](qemu::QmpReply r) {

@@ -71,11 +71,27 @@ class Attacher {
 
   // The engine's SetLink: the guest NIC's link state.
   virtual void set_link(const config::MacvtapBinding& b, bool up) = 0;
+
+  // The VM the attacher works for: named in the alias of the macvtaps it
+  // makes (macvtap_alias) and in the journal of intent.
+  void set_vm(std::string vm) { vm_ = std::move(vm); }
+
+ protected:
+  std::string vm_;
 };
+
+// The interface alias (IFLA_IFALIAS) of the macvtaps relinkd makes,
+// "relink:VM/NIC": what marks them as relinkd's when nothing else does (a
+// QEMU that exited while relinkd was down leaves one behind).
+constexpr const char* kMacvtapAliasPrefix = "relink:";
+std::string macvtap_alias(const std::string& vm, const std::string& nic);
 
 // What attachers share.
 // QEMU's answer for an id it does not have (DeviceNotFound).
 bool qmp_not_found(const Error& e);
+// No answer in time: QEMU may have done it, or may still. Not a failure to
+// roll back: the session is reset and the next probe sees what is there.
+bool qmp_timed_out(const Error& e);
 // netdev_del; a netdev that is already gone is fine, other errors are logged.
 void delete_netdev(qemu::QmpClient& qmp, const std::string& id);
 // Deletes the binding's macvtap (by its configured name: one of another name,

@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <set>
 
+#include "daemon/macvtap_reconcile.h"
 #include "daemon/qmp_vm.h"
 #include "daemon/vm_plan.h"
 #include "util/clock.h"
@@ -85,13 +87,16 @@ Result<void> Daemon::setup() {
   passt_ = std::make_unique<PasstSupervisor>(loop_.get(), *defer_, std::make_unique<passt::ProcessSpawner>());
   passt_->probe(wanted_vms(), cfg_.daemon.passt);
   factory_ = std::make_unique<macvtap::RtnlMacvtapFactory>(cfg_.daemon.node_dir);
+  remove_unheld_macvtaps(*factory_, "", "start");
 
   links_ = std::make_unique<netlink::LinkWatcher>(
       loop_.get(), [this](const std::vector<netlink::LinkEvent>& ev) { dispatcher_->on_links(ev); },
       cfg_.daemon.netlink_receive_buffer);
   dispatcher_ = std::make_unique<LinkDispatcher>(links_->table(), vms_);
   if (auto r = links_->start(); !r) return Error{r.error().code, "rtnetlink: " + r.error().message};
-  services_ = Services{loop_.get(), defer_.get(), factory_.get(), dispatcher_.get(), &reporter_, &cfg_};
+  journal_ = std::make_unique<IntentJournal>(cfg_.daemon.state_dir);
+  if (auto r = journal_->load(); !r) logger()->error("journal of intent: {}", r.error().message);
+  services_ = Services{loop_.get(), defer_.get(), factory_.get(), dispatcher_.get(), &reporter_, &cfg_, journal_.get()};
 
   const std::string sock_dir = std::filesystem::path(cfg_.daemon.control_socket).parent_path();
   if (auto r = make_dir(sock_dir, 0755); !r) return r;
@@ -103,6 +108,7 @@ Result<void> Daemon::setup() {
     auto& v = vms_.add(std::make_unique<QmpVm>(vm, runtime_->find(vm.name) ? "runtime" : "config", services_, *passt_));
     v.start();
   }
+  stop_unclaimed_passts();
   if (cfg_.libvirt.enabled) {
     libvirt_ = std::make_unique<LibvirtDomains>(services_, vms_, [this](const std::string& n) { return claim(n); });
     if (auto r = libvirt_->start(); !r) return r;
@@ -192,6 +198,7 @@ Result<nlohmann::json> Daemon::reload() {
   config::Config previous = std::move(cfg_);
   cfg_ = std::move(next);
   passt_->probe(wanted_vms(), cfg_.daemon.passt);
+  journal_->drop_gone();
   nlohmann::json changes = apply_vms(previous);
   // Sessions verified against the previous list are checked again (a VM
   // whose qemu_user changed was started anew by apply_vms, and so is too).
@@ -271,6 +278,7 @@ nlohmann::json Daemon::apply_vms(const config::Config& previous) {
                    v->passts().empty() ? "" : " (its passt stopped)");
   }
   old.clear();
+  stop_unclaimed_passts();
   if (libvirt_) {
     libvirt_->put_back(std::move(libvirt_vms));
     // A VM that left the config file may be a libvirt domain: look again.
@@ -284,6 +292,14 @@ nlohmann::json Daemon::apply_vms(const config::Config& previous) {
     }
   }
   return plan.changes;
+}
+
+void Daemon::stop_unclaimed_passts() {
+  std::set<std::string> claimed, claimed_vms;
+  for (const auto& vm : wanted_vms())
+    for (const auto& p : vm.passts) claimed.insert(vm.name + "/" + p.netdev);
+  if (const size_t n = passt_->stop_unclaimed(cfg_.daemon.state_dir, claimed, claimed_vms))
+    logger()->info("stopped {} passt process{} no binding claims", n, n == 1 ? "" : "es");
 }
 
 nlohmann::json Daemon::control_add(const std::string& text) {
@@ -336,7 +352,8 @@ int Daemon::run() {
   sd_notify(0, "READY=1");
   int r = sd_event_loop(loop_.get());
   // VMs keep their network: relinkd leaves every attachment as it is, and a
-  // later relinkd adopts them.
+  // later relinkd adopts them. A hung libvirtd delays the exit by 2 s at most.
+  if (libvirt_) libvirt_->stop(std::chrono::seconds(2));
   libvirt_.reset();
   vms_.clear();
   control_.reset();

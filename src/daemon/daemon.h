@@ -19,6 +19,7 @@
 #include "daemon/libvirt_domains.h"
 #include "daemon/link_dispatcher.h"
 #include "daemon/passt_supervisor.h"
+#include "daemon/intent_journal.h"
 #include "daemon/runtime_registry.h"
 #include "daemon/services.h"
 #include "daemon/vm_table.h"
@@ -64,6 +65,9 @@ class Daemon {
   // Brings the running VMs in line with wanted_vms() (vm_plan.h); returns
   // what changed.
   nlohmann::json apply_vms(const config::Config& previous);
+  // Stops the passt processes whose pidfiles no binding claims (at start and
+  // after every change of the VMs).
+  void stop_unclaimed_passts();
   nlohmann::json control_add(const std::string& toml);
   nlohmann::json control_remove(const std::string& name);
 
@@ -79,6 +83,7 @@ class Daemon {
   std::unique_ptr<macvtap::MacvtapFactory> factory_;
   std::unique_ptr<PasstSupervisor> passt_;
   std::unique_ptr<RuntimeRegistry> runtime_;
+  std::unique_ptr<IntentJournal> journal_;
   std::unique_ptr<LibvirtDomains> libvirt_;
   std::unique_ptr<ControlServer> control_;
   Services services_;

@@ -3,12 +3,14 @@
 #include "daemon/hub_attach.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <sys/stat.h>
 
 #include <fstream>
 #include <memory>
 
 #include "daemon/qemu_names.h"
+#include "macvtap/tap_holders.h"
 #include "qemu/info_network.h"
 #include "util/log.h"
 
@@ -23,7 +25,7 @@ auto logger() { return log::get("attach"); }
 }  // namespace
 
 Result<macvtap::Macvtap> HubAttacher::create(const config::MacvtapBinding& b, int parent_ifindex) {
-  macvtap::MacvtapSpec spec{b.macvtap, parent_ifindex, b.mode, b.mac, b.queues};
+  macvtap::MacvtapSpec spec{b.macvtap, parent_ifindex, b.mode, b.mac, b.queues, macvtap_alias(vm_, b.nic)};
   auto created = factory_.create(spec);
   if (!created && created.error().code == EEXIST) {
     // A macvtap of ours survived (a detach that could not delete it, or a
@@ -40,8 +42,10 @@ void HubAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generation
     macvtap::Macvtap mvt;
     bool getfd = false, tap = false, uplink = false, link = false;
     std::string error;
+    bool timed_out = false;  // some reply did not come in time: what QEMU did is not known
     void fail(const std::string& step, const qemu::QmpReply& r) {
       if (error.empty()) error = step + ": " + r.error().message;
+      timed_out = timed_out || qmp_timed_out(r.error());
     }
   };
   auto op = std::make_shared<Op>();
@@ -73,6 +77,14 @@ void HubAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generation
                  op->mvt.fds.clear();  // QEMU has its own copy now (or none)
                  if (op->getfd && op->tap && op->uplink && op->link) {
                    done(AttachResult{true, ifindex, {}});
+                   return;
+                 }
+                 if (op->timed_out) {
+                   // QEMU may be using the new tap: nothing is undone; the
+                   // next session's probe adopts it or removes it.
+                   logger()->warn("{}: {}; QMP session reset to see what QEMU has", b.nic, op->error);
+                   qmp_.reset(Error{ETIMEDOUT, b.nic + ": " + op->error});
+                   done(AttachResult{false, 0, op->error});
                    return;
                  }
                  // Undo in reverse order; an fd that no netdev took is closed.
@@ -114,6 +126,12 @@ void HubAttacher::probe(const std::vector<config::MacvtapBinding>& bindings,
     std::vector<qemu::NetClient> clients;
     if (r && r->is_string()) clients = qemu::parse_info_network(r->get<std::string>());
     else logger()->warn("info network: {}; not adopting", r ? "not a string" : r.error().message);
+    // Not knowing which generation QEMU uses, nothing may be deleted.
+    const bool known = r && r->is_string();
+    if (!r && qmp_timed_out(r.error())) {
+      qmp_.reset(Error{ETIMEDOUT, "the adoption probe's info network got no answer; QMP session reset"});
+      return;
+    }
     std::vector<engine::VmConnected> out;
     for (const auto& b : bindings) {
       engine::VmConnected vc;
@@ -126,7 +144,7 @@ void HubAttacher::probe(const std::vector<config::MacvtapBinding>& bindings,
         for (auto it = gens.rbegin(); it != gens.rend(); ++it) {
           const auto& p = it->second;
           if (p.tap && p.uplink && p.uplink_peers_tap && p.uplink_hub == static_cast<int>(b.hub) &&
-              m.mac == b.mac && process_holds_device(qmp_.peer_pid(), m.dev)) {
+              m.mac == b.mac && macvtap::holds_live(qmp_.peer_pid(), m.dev, b.macvtap)) {
             keep = it->first;
             vc.adopt = engine::VmConnected::Adopt{it->first, m.ifindex, m.parent_ifindex};
             logger()->info("{}: adopting generation {} on macvtap {} (ifindex {})", b.nic, it->first,
@@ -141,7 +159,7 @@ void HubAttacher::probe(const std::vector<config::MacvtapBinding>& bindings,
         if (pieces.tap) delete_netdev(qmp_, tap_id(b.nic, gen));
       }
       // An adopted generation's link is the engine's to set (it follows the carrier).
-      if (!keep && existing && *existing) remove_macvtap_if_ours(factory_, b, (*existing)->ifindex);
+      if (!keep && known && existing && *existing) remove_macvtap_if_ours(factory_, b, (*existing)->ifindex);
       out.push_back(vc);
     }
     done(std::move(out));

@@ -7,9 +7,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 #include <string_view>
 
+#include "macvtap/tap_holders.h"
 #include "util/log.h"
 
 namespace relink::daemon {
@@ -17,29 +19,12 @@ namespace {
 
 auto logger() { return log::get("libvirt"); }
 
-// QEMU holds `dev` through a device node that still exists. A macvtap's
-// minor number is reused as soon as it is deleted, so QEMU's fd of a macvtap
-// that went with its parent can carry the very major:minor of a new one; its
-// node (libvirt opens /dev/tap<ifindex>) was removed with it, though.
-bool holds_live_device(pid_t pid, dev_t dev) {
-  if (pid <= 0) return false;
-  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
-  std::unique_ptr<DIR, int (*)(DIR*)> d(opendir(dir.c_str()), closedir);
-  if (!d) return false;
-  constexpr std::string_view kDeleted = " (deleted)";
-  while (dirent* e = readdir(d.get())) {
-    if (e->d_name[0] == '.') continue;
-    const std::string path = dir + "/" + e->d_name;
-    struct stat st {};
-    if (stat(path.c_str(), &st) != 0 || !S_ISCHR(st.st_mode) || st.st_rdev != dev) continue;
-    char target[PATH_MAX];
-    const ssize_t n = readlink(path.c_str(), target, sizeof target - 1);
-    if (n <= 0) continue;
-    const std::string_view t(target, static_cast<size_t>(n));
-    if (t.size() >= kDeleted.size() && t.substr(t.size() - kDeleted.size()) == kDeleted) continue;
-    return true;
-  }
-  return false;
+// QEMU holds the macvtap `name` (device `dev`) through a queue that is still
+// attached to it: a macvtap's minor number is reused as soon as it is
+// deleted, so QEMU's fd of a macvtap that went with its parent can carry the
+// very major:minor of a new one (macvtap/tap_holders.h).
+bool holds_live_device(pid_t pid, dev_t dev, const std::string& name) {
+  return pid > 0 && macvtap::holds_live(pid, dev, name);
 }
 
 }  // namespace
@@ -85,7 +70,7 @@ void LibvirtAttacher::probe(const std::vector<config::MacvtapBinding>& bindings,
       // name may already be another domain's new macvtap.
       auto found = factory_.find(i->target_dev);
       if (found && found.value() && found.value()->mac == b.mac && found.value()->parent_ifindex > 0 &&
-          info_.qemu_pid > 0 && holds_live_device(info_.qemu_pid, found.value()->dev)) {
+          info_.qemu_pid > 0 && holds_live_device(info_.qemu_pid, found.value()->dev, i->target_dev)) {
         if (!gen) gen = 1;
         vc.adopt = engine::VmConnected::Adopt{gen, found.value()->ifindex, found.value()->parent_ifindex};
       }
@@ -126,6 +111,7 @@ void LibvirtAttacher::hand_over(const config::MacvtapBinding& b, uint64_t genera
       return;
     }
     generations_[mac] = generation;
+    journal_forget(mac);
     auto found = factory_.find(i->target_dev);
     if (!found || !found.value()) {
       done(AttachResult{false, 0,
@@ -140,7 +126,7 @@ void LibvirtAttacher::hand_over(const config::MacvtapBinding& b, uint64_t genera
       // Nothing to compare with: not a reason to unplug a NIC that may work.
       logger()->warn("{}: cannot check which tap QEMU holds: no QEMU pid in {} (see [libvirt] pid_dir)", domain_,
                      source_.pid_dir());
-    else if (!holds_live_device(pid, found.value()->dev))
+    else if (!holds_live_device(pid, found.value()->dev, i->target_dev))
       res.wrong_tap = "QEMU (pid " + std::to_string(pid) + ") does not hold the device of " + i->target_dev +
                       " (ifindex " + std::to_string(found.value()->ifindex) +
                       "): libvirt opened /dev/tap" + std::to_string(found.value()->ifindex) +
@@ -156,6 +142,13 @@ void LibvirtAttacher::detach(const config::MacvtapBinding& b, uint64_t, int, boo
 void LibvirtAttacher::release(const config::MacvtapBinding& b, uint64_t, std::function<void(ReleaseResult)> done) {
   auto it = last_seen_.find(b.mac);
   const std::string alias = it != last_seen_.end() ? it->second.alias : b.nic;
+  // Written down first: a relinkd that dies before the interface is back
+  // leaves the next one what it needs to attach it again.
+  if (it != last_seen_.end())
+    if (auto j = journal_release(it->second); !j) {
+      defer_.post([done, why = j.error().message] { done(ReleaseResult{false, "detach not asked: " + why}); });
+      return;
+    }
   source_.detach(domain_, alias, [done](libvirt::DomainRequests::DetachResult r) {
     if (r.ok) done({});
     else if (r.not_found) done(ReleaseResult{true, {}});
@@ -164,6 +157,82 @@ void LibvirtAttacher::release(const config::MacvtapBinding& b, uint64_t, std::fu
     else if (r.error.find("is already in the process of unplug") != std::string::npos) done({});
     else done(ReleaseResult{false, r.error});
   });
+}
+
+std::string LibvirtAttacher::journal_identity() const {
+  return info_.desc.uuid.empty() ? "" : "libvirt:" + info_.desc.uuid;
+}
+
+Result<void> LibvirtAttacher::journal_release(const libvirt::DirectInterface& iface) {
+  const std::string identity = journal_identity();
+  if (!journal_ || identity.empty()) return ok();
+  uint64_t start = 0;
+  const pid_t pid = info_.qemu_pid > 0 && qemu_identity(info_.qemu_pid, &start) ? info_.qemu_pid : 0;
+  Intent e{identity, format_mac(iface.mac), domain_, pid, pid ? start : 0, interface_to_json(iface), 0};
+  if (auto r = journal_->record(std::move(e)); !r)
+    return Error{r.error().code, "the journal of intent cannot be written (" + r.error().message + ")"};
+  return ok();
+}
+
+void LibvirtAttacher::journal_forget(const MacAddress& mac) {
+  const std::string identity = journal_identity();
+  if (!journal_ || identity.empty() || !journal_->find(identity, format_mac(mac))) return;
+  if (auto r = journal_->forget(identity, format_mac(mac)); !r)
+    logger()->warn("{}: {}, ignoring", domain_, r.error().message);
+}
+
+std::vector<libvirt::DirectInterface> LibvirtAttacher::resume_from_journal() {
+  std::vector<libvirt::DirectInterface> out;
+  const std::string identity = journal_identity();
+  if (!journal_ || identity.empty()) return out;
+  std::vector<Intent> mine;
+  for (const auto& e : journal_->entries())
+    if (e.identity == identity) mine.push_back(e);
+  for (const auto& e : mine) {
+    auto iface = interface_from_json(e.what);
+    if (!iface || format_mac(iface->mac) != e.nic) {
+      logger()->warn("{}: a journal entry for {} cannot be used: {}", domain_, e.nic,
+                     iface ? "its MAC differs" : iface.error().message);
+      journal_forget(parse_mac(e.nic).value_or(MacAddress{}));
+      continue;
+    }
+    if (interface(iface->mac)) {
+      journal_forget(iface->mac);  // attached again (by libvirt's owner, or before the crash)
+      continue;
+    }
+    last_seen_[iface->mac] = *iface;
+    out.push_back(std::move(*iface));
+  }
+  return out;
+}
+
+nlohmann::json interface_to_json(const libvirt::DirectInterface& i) {
+  return {{"mac", format_mac(i.mac)}, {"source_dev", i.source_dev}, {"mode", i.mode},
+          {"model", i.model},         {"alias", i.alias},           {"target_dev", i.target_dev},
+          {"queues", i.queues},       {"link_up", i.link_up},       {"pci_address", i.pci_address},
+          {"xml", i.xml}};
+}
+
+Result<libvirt::DirectInterface> interface_from_json(const nlohmann::json& j) {
+  libvirt::DirectInterface i;
+  if (!j.is_object()) return Error{EINVAL, "not an object"};
+  auto str = [&](const char* k, std::string& out, size_t max) {
+    if (!j.contains(k) || !j[k].is_string() || j[k].get_ref<const std::string&>().size() > max) return false;
+    out = j[k].get<std::string>();
+    return true;
+  };
+  std::string mac;
+  const bool fine = str("mac", mac, 32) && str("source_dev", i.source_dev, 64) && str("mode", i.mode, 32) &&
+                    str("model", i.model, 64) && str("alias", i.alias, 128) && str("target_dev", i.target_dev, 64) &&
+                    str("pci_address", i.pci_address, 64) && str("xml", i.xml, 64 << 10) &&
+                    j.value("queues", nlohmann::json()).is_number_unsigned() &&
+                    j.value("link_up", nlohmann::json()).is_boolean();
+  auto parsed = parse_mac(mac);
+  if (!fine || !parsed || !config::valid_ifname(i.source_dev)) return Error{EINVAL, "an interface field is missing or wrong"};
+  i.mac = *parsed;
+  i.queues = static_cast<unsigned>(std::min<uint64_t>(j["queues"].get<uint64_t>(), 256));
+  i.link_up = j["link_up"].get<bool>();
+  return i;
 }
 
 void LibvirtAttacher::set_link(const config::MacvtapBinding& b, bool up) {

@@ -17,6 +17,7 @@
 
 #include "config/config.h"
 #include "daemon/attacher.h"
+#include "daemon/intent_journal.h"
 #include "libvirt/libvirt_connection.h"
 #include "macvtap/macvtap_factory.h"
 #include "util/defer_queue.h"
@@ -54,11 +55,25 @@ class LibvirtAttacher final : public Attacher {
                std::function<void(ReleaseResult)> done) override;
   void set_link(const config::MacvtapBinding& b, bool up) override;
 
+  // Where each release is written down first (the interface as libvirt
+  // described it) and forgotten once it is attached again.
+  void set_journal(IntentJournal* journal) { journal_ = journal; }
+  // The interfaces an earlier relinkd released from this domain and did not
+  // live to attach again, now missing from the live XML: each is remembered
+  // as last seen (hand_over attaches it from there) and returned. Entries for
+  // interfaces the live XML has are forgotten. Call with a fresh update().
+  std::vector<libvirt::DirectInterface> resume_from_journal();
+
  private:
+  std::string journal_identity() const;
+  Result<void> journal_release(const libvirt::DirectInterface& iface);
+  void journal_forget(const MacAddress& mac);
+
   libvirt::DomainRequests& source_;
   macvtap::MacvtapFactory& factory_;
   DeferQueue& defer_;
   std::string domain_;
+  IntentJournal* journal_ = nullptr;
   libvirt::DomainInfo info_;
   std::map<MacAddress, libvirt::DirectInterface> last_seen_;
   std::map<MacAddress, uint64_t> generations_;  // the generation each interface's macvtap is
@@ -66,6 +81,10 @@ class LibvirtAttacher final : public Attacher {
   // this attacher with it.
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 };
+
+// A direct interface as the journal keeps it, and back.
+nlohmann::json interface_to_json(const libvirt::DirectInterface& iface);
+Result<libvirt::DirectInterface> interface_from_json(const nlohmann::json& j);
 
 // The binding relinkd makes for a domain's direct interface.
 config::MacvtapBinding libvirt_binding(const libvirt::DirectInterface& iface, const config::Libvirt& cfg);

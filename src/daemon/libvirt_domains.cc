@@ -17,9 +17,17 @@ auto logger() { return log::get("libvirt"); }
 LibvirtDomains::LibvirtDomains(const Services& s, VmTable& vms, Claim claim)
     : s_(s), vms_(vms), claim_(std::move(claim)) {}
 
-LibvirtDomains::~LibvirtDomains() {
+LibvirtDomains::~LibvirtDomains() { stop(std::chrono::milliseconds(0)); }
+
+void LibvirtDomains::stop(std::chrono::milliseconds wait) {
+  if (!connection_) return;
   take_vms();
-  connection_.reset();
+  // A libvirtd that accepted the connection and never answers holds the
+  // thread in a call: it is left to end by itself, never waited for here.
+  if (!libvirt::Connection::retire(std::move(connection_), wait))
+    logger()->warn("libvirt: the connection's thread did not end within {} ms (libvirtd does not answer); "
+                   "leaving it to end by itself",
+                   wait.count());
 }
 
 Result<void> LibvirtDomains::start() {
@@ -130,6 +138,7 @@ nlohmann::json LibvirtDomains::status(const LibvirtDomains* d, const config::Lib
   const libvirt::Connection* c = d ? d->connection_.get() : nullptr;
   nlohmann::json j = {{"enabled", true}, {"uri", cfg.uri}, {"connected", c && c->connected()}};
   j["last_error"] = c && !c->last_error().empty() ? nlohmann::json(c->last_error()) : nlohmann::json(nullptr);
+  j["waiting_for_socket"] = c && c->waiting_for_socket();
   j["domains"] = cfg.domains;
   nlohmann::json conflicts = nlohmann::json::object();
   if (d)

@@ -5,6 +5,7 @@
 // another source has claimed is not followed (and status says why).
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -29,6 +30,10 @@ class LibvirtDomains {
   LibvirtDomains& operator=(const LibvirtDomains&) = delete;
 
   Result<void> start();
+  // Takes its VMs out of the table and ends the connection, waiting at
+  // most `wait` for its thread (libvirt::Connection::retire). The
+  // destructor does it without waiting.
+  void stop(std::chrono::milliseconds wait);
 
   // A reload: takes this source's VMs out of the table, to be put back
   // (put_back) once the other sources' VMs are in place.

@@ -15,7 +15,10 @@ auto logger() { return log::get("libvirt"); }
 }  // namespace
 
 LibvirtVm::LibvirtVm(const std::string& domain, libvirt::DomainRequests& libvirt, const Services& s)
-    : ManagedVm(config::Vm{domain, {}, {}, {}}, s), attacher_(libvirt, *s.factory, *s.defer, domain) {}
+    : ManagedVm(config::Vm{domain, {}, {}, {}}, s), attacher_(libvirt, *s.factory, *s.defer, domain) {
+  attacher_.set_journal(s.journal);
+  attacher_.set_vm(domain);
+}
 
 std::shared_ptr<spdlog::logger> LibvirtVm::origin_logger() const { return log::get("libvirt"); }
 
@@ -103,8 +106,16 @@ void LibvirtVm::update(const libvirt::DomainInfo& info) {
     if (!known) add_binding(i, was_live);
   }
   if (was_live) return;
-  // First description over this connection: adopt what is attached, replug
-  // what is not.
+  // First description over this connection: interfaces released by an
+  // earlier relinkd that did not live to attach them again are followed
+  // (absent: the probe says so, and the engine attaches them); then adopt
+  // what is attached, replug what is not.
+  for (const auto& i : attacher_.resume_from_journal()) {
+    logger()->info("{}/{}: finishing a replug begun before: the interface was released and will be attached "
+                   "again as the journal of intent recorded it",
+                   name(), i.alias);
+    add_binding(i, false);
+  }
   const uint64_t session = ++session_;
   if (macvtaps_.empty()) return;
   auto cfgs = std::make_shared<std::vector<config::MacvtapBinding>>();

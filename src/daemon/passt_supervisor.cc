@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -147,6 +149,9 @@ void PasstSupervisor::probe(const std::vector<config::Vm>& wanted, const std::st
   probed_ = any;
   if (!any) return;
   exec_ = passt::exec_path(configured_passt);
+  // What /proc/PID/exe will read once passt runs (symlinks resolved).
+  char real[PATH_MAX];
+  exec_real_ = ::realpath(exec_.c_str(), real) ? std::string(real) : exec_;
   auto f = passt::probe_features(*spawner_, exec_, uid, gid);
   if (!f) {
     features_error_ = "cannot run passt: " + f.error().message;
@@ -178,7 +183,8 @@ OwnedPasst PasstSupervisor::route_to(PasstRunner& runner, uint64_t gen, const st
   return p;
 }
 
-Result<passt::Spawned> PasstSupervisor::spawn(const config::PasstBinding& cfg) {
+Result<passt::Spawned> PasstSupervisor::spawn(const config::PasstBinding& cfg, const PasstIdentity& id,
+                                              uint64_t gen, bool& intent_written) {
   UniqueFd handed;
   if (cfg.mode == passt::Mode::StreamServer) {
     auto fd = connect_stream(cfg.socket);
@@ -193,14 +199,31 @@ Result<passt::Spawned> PasstSupervisor::spawn(const config::PasstBinding& cfg) {
   req.uid = cfg.uid;
   req.gid = cfg.gid;
   req.handed_fd = handed.get();
+  // The pidfile is written before passt may exec, naming the binary about
+  // to run: a relinkd that dies right after the exec leaves a record the
+  // next one can prove and act on (stop_unclaimed, adopt).
+  req.before_exec = [&](pid_t pid, uint64_t start_time) {
+    passt::PidRecord rec{pid, start_time, exec_real_, gen, passt::mode_name(cfg.mode), cfg.socket};
+    rec.uid = cfg.uid;
+    rec.gid = cfg.gid;
+    rec.argv = req.argv;
+    if (auto w = write_binding_pidfile(id.pidfile, id.vm, rec); !w)
+      logger()->warn("{}: cannot write pidfile (a restarted relinkd will not adopt this passt): {}", id.name,
+                     w.error().message);
+    else
+      intent_written = true;
+  };
   return spawner_->spawn(req);
 }
 
 Result<OwnedPasst> PasstSupervisor::start(PasstRunner& runner, const config::PasstBinding& cfg,
                                           const PasstIdentity& id, uint64_t gen, bool& pidfile_written) {
   pidfile_written = false;
-  auto s = spawn(cfg);
+  auto s = spawn(cfg, id, gen, pidfile_written);
   if (!s) {
+    // The record names a child that never ran passt (and is reaped).
+    if (pidfile_written) remove_binding_pidfile(id.pidfile, id.vm, id.name);
+    pidfile_written = false;
     logger()->warn("{}: cannot start passt: {}", id.name, s.error().message);
     return s.error();
   }
@@ -209,15 +232,19 @@ Result<OwnedPasst> PasstSupervisor::start(PasstRunner& runner, const config::Pas
   for (const auto& a : argv) line += (line.empty() ? "" : " ") + a;
   logger()->info("{}: started passt pid {} (generation {}): {}", id.name, s->pid, gen, line);
 
-  passt::PidRecord rec{s->pid, s->start_time, s->exe, gen, passt::mode_name(cfg.mode), cfg.socket};
-  rec.uid = cfg.uid;
-  rec.gid = cfg.gid;
-  rec.argv = argv;
-  if (auto w = write_binding_pidfile(id.pidfile, id.vm, rec); !w)
-    logger()->warn("{}: cannot write pidfile (a restarted relinkd will not adopt this passt): {}", id.name,
-                   w.error().message);
-  else
-    pidfile_written = true;
+  // A spawner that ran no hook, or an exe that reads otherwise than the
+  // path resolved before the exec: record what /proc says now.
+  if (!pidfile_written || (!s->exe.empty() && s->exe != exec_real_)) {
+    passt::PidRecord rec{s->pid, s->start_time, s->exe, gen, passt::mode_name(cfg.mode), cfg.socket};
+    rec.uid = cfg.uid;
+    rec.gid = cfg.gid;
+    rec.argv = argv;
+    if (auto w = write_binding_pidfile(id.pidfile, id.vm, rec); !w)
+      logger()->warn("{}: cannot write pidfile (a restarted relinkd will not adopt this passt): {}", id.name,
+                     w.error().message);
+    else
+      pidfile_written = true;
+  }
   const pid_t pid = s->pid;
   OwnedPasst owned = route_to(runner, gen, id.name);
   std::string log_name = id.name + " passt[" + std::to_string(pid) + "]";

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -80,14 +81,29 @@ class PasstSupervisor {
   std::optional<Adopted> adopt(PasstRunner& runner, const config::PasstBinding& cfg, const PasstIdentity& id,
                                uint64_t& max_generation_seen);
 
+  // The pidfiles under state_dir/passt that no binding claims: `claimed`
+  // holds "VM/NETDEV" of every passt binding there is, `claimed_vms` the
+  // VMs whose bindings are not known now (a registration held aside): their
+  // pidfiles are left as they are. Each other pidfile goes through
+  // passt::decide_orphan: a passt it proves relinkd's is stopped (SIGTERM,
+  // SIGKILL after 1 s) and its socket removed; one it cannot prove is left
+  // running and logged. The pidfile goes either way. Returns how many were
+  // stopped. (passt_orphans.cc)
+  size_t stop_unclaimed(const std::string& state_dir, const std::set<std::string>& claimed,
+                        const std::set<std::string>& claimed_vms);
+
   // Stops a process whose binding is gone; its exit is logged.
   void retire(OwnedPasst p);
   void remove_pidfile(const PasstIdentity& id);
 
  private:
   // Connects or readies the socket, then spawns passt.
-  Result<passt::Spawned> spawn(const config::PasstBinding& cfg);
+  // intent_written: the pidfile naming the child was written before its exec.
+  Result<passt::Spawned> spawn(const config::PasstBinding& cfg, const PasstIdentity& id, uint64_t gen,
+                               bool& intent_written);
   OwnedPasst route_to(PasstRunner& runner, uint64_t gen, const std::string& name);
+  // One unclaimed pidfile of stop_unclaimed: true when its passt is stopped.
+  bool stop_orphan(int vm_dir, const std::string& file, const std::string& name, const std::string& shown);
   void on_exit(const std::shared_ptr<PasstRoute>& route, const passt::ExitStatus& st);
 
   sd_event* loop_;
@@ -95,6 +111,7 @@ class PasstSupervisor {
   std::unique_ptr<passt::Spawner> spawner_;
   passt::Features features_;
   std::string exec_;  // the binary run for [daemon] passt (passt::exec_path)
+  std::string exec_real_;  // exec_ with symlinks resolved: what /proc/PID/exe reads
   std::string features_error_;  // why passt could not be run at all
   bool probed_ = false;         // probed for the bindings there are (none: not run)
   // passt processes being stopped after their binding left.

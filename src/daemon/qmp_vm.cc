@@ -5,6 +5,8 @@
 
 #include "config/qemu_args.h"
 #include "daemon/hub_attach.h"
+#include "daemon/intent_journal.h"
+#include "daemon/macvtap_reconcile.h"
 #include "daemon/replug_attach.h"
 #include "qemu/netdev_events.h"
 #include "qemu/qmp_peer.h"
@@ -42,7 +44,11 @@ QmpVm::QmpVm(config::Vm cfg, std::string origin, const Services& s, PasstSupervi
   };
   qmp_ = std::make_unique<qemu::QmpClient>(s_.loop, cfg_.qmp, std::move(cbs), std::move(qmp_opts));
   hub_ = std::make_unique<HubAttacher>(*s_.factory, *qmp_, *s_.defer);
-  replug_ = std::make_unique<ReplugAttacher>(*s_.factory, *qmp_, *s_.defer);
+  auto replug = std::make_unique<ReplugAttacher>(*s_.factory, *qmp_, *s_.defer);
+  replug->set_journal(s_.journal);
+  replug_ = std::move(replug);
+  hub_->set_vm(cfg_.name);
+  replug_->set_vm(cfg_.name);
   for (const auto& b : cfg_.macvtaps) {
     MacvtapRunner& r = add_macvtap(b, attacher_for(b.attach));
     if (const int parent = s_.links->resolve_parent(b)) r.warn_if_wifi(parent);
@@ -85,8 +91,11 @@ void QmpVm::on_disconnected(const Error& why) {
   s_.reporter->publish(
       {{"event", "vm"}, {"vm", name()}, {"qmp", "disconnected"}, {"error", untrusted::safe_text(why.message)}});
   ++session_;
+  // What was begun for a QEMU that is gone cannot be finished.
+  if (exited && s_.journal) s_.journal->drop_gone();
   for (auto& b : macvtaps_) b->feed(engine::VmDisconnected{exited});
   for (auto& p : passts_) p->vm_disconnected(exited);
+  if (exited) remove_unheld_macvtaps(*s_.factory, name(), name() + ": QEMU exited");
 }
 
 void QmpVm::on_event(const std::string& event, const nlohmann::json& data) {

@@ -14,6 +14,7 @@
 
 #include "config/config.h"
 #include "daemon/qemu_names.h"
+#include "macvtap/tap_holders.h"
 #include "qemu/info_network.h"
 #include "util/log.h"
 #include "util/untrusted.h"
@@ -53,26 +54,6 @@ constexpr const char* kProps[] = {"type",          "mac",           "netdev",  "
                                   "mq",            "vectors",       "host_mtu", "romfile",   "bootindex",
                                   "rx_queue_size", "tx_queue_size", "acpi-index"};
 
-bool plain_name(const std::string& s, size_t max) {
-  if (s.empty() || s.size() > max) return false;
-  for (char c : s)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
-  return true;
-}
-
-std::optional<int64_t> int_value(const json& v, int64_t lo, int64_t hi) {
-  if (!v.is_number_integer()) return std::nullopt;
-  int64_t x = 0;
-  if (v.is_number_unsigned()) {
-    if (v.get<uint64_t>() > static_cast<uint64_t>(hi)) return std::nullopt;
-    x = static_cast<int64_t>(v.get<uint64_t>());
-  } else {
-    x = v.get<int64_t>();
-  }
-  if (x < lo || x > hi) return std::nullopt;
-  return x;
-}
-
 // The char device behind QEMU's fd `fd`, if it is one.
 std::optional<dev_t> fd_device(pid_t pid, int fd) {
   struct stat st {};
@@ -82,18 +63,6 @@ std::optional<dev_t> fd_device(pid_t pid, int fd) {
 }
 
 }  // namespace
-
-std::string pci_addr_arg(int devfn) {
-  char buf[16];
-  snprintf(buf, sizeof buf, "%x.%x", (devfn >> 3) & 0x1f, devfn & 7);
-  return buf;
-}
-
-std::string bus_name_of(const std::string& qom_path) {
-  const size_t slash = qom_path.rfind('/');
-  std::string name = slash == std::string::npos ? qom_path : qom_path.substr(slash + 1);
-  return plain_name(name, 128) ? name : "";
-}
 
 std::optional<MacvtapLink> parse_macvtap_link(const std::string& target) {
   // ".../net/NAME/macvtap/tapIFINDEX"
@@ -173,67 +142,6 @@ struct ReplugAttacher::NicProbe {
 
 namespace {
 
-// The template, from what qom-get said of a NIC that QEMU has; nullopt and
-// why_not when it cannot be trusted to plug the NIC in again.
-std::optional<NicTemplate> template_from(const std::map<std::string, json>& values, const std::string& id,
-                                         pid_t pid, size_t queues, std::string& why_not) {
-  NicTemplate t;
-  t.id = id;
-  t.qemu_pid = pid;
-  auto str = [&](const char* p) -> std::optional<std::string> {
-    auto it = values.find(p);
-    if (it == values.end() || !it->second.is_string()) return std::nullopt;
-    return it->second.get<std::string>();
-  };
-  auto num = [&](const char* p, int64_t lo, int64_t hi) -> std::optional<int64_t> {
-    auto it = values.find(p);
-    return it == values.end() ? std::nullopt : int_value(it->second, lo, hi);
-  };
-  auto has = [&](const char* p) { return values.count(p) != 0; };
-  auto driver = str("type");
-  auto mac = str("mac");
-  auto mac_parsed = mac ? parse_mac(*mac) : std::nullopt;
-  auto netdev = str("netdev");
-  if (!driver || !plain_name(*driver, 64)) {
-    why_not = "its type is not a plain QOM type name (" +
-              untrusted::safe_text(driver ? *driver : std::string("none"), 80) + ")";
-    return std::nullopt;
-  }
-  if (!mac_parsed) {
-    why_not = "it has no MAC address property (" + untrusted::safe_text(mac.value_or("none"), 80) + ")";
-    return std::nullopt;
-  }
-  if (!netdev || (!netdev->empty() && !config::valid_qemu_id(*netdev))) {
-    why_not = "its netdev is not a QEMU id (" + untrusted::safe_text(netdev.value_or("none"), 80) + ")";
-    return std::nullopt;
-  }
-  t.driver = *driver;
-  t.mac = *mac_parsed;
-  t.netdev = *netdev;
-  if (auto a = num("addr", -1, 255)) t.addr = static_cast<int>(*a);
-  else if (has("addr")) why_not = "its PCI address is out of range";
-  if (auto pb = str("parent_bus")) {
-    t.bus = bus_name_of(*pb);
-    if (t.bus.empty() && !pb->empty()) why_not = "its bus is not a plain name (" + untrusted::safe_text(*pb, 120) + ")";
-  }
-  t.has_mq = has("mq") && has("vectors");
-  if (auto it = values.find("mq"); it != values.end() && it->second.is_boolean() && it->second.get<bool>())
-    t.props["mq"] = true;
-  if (auto v = num("vectors", 0, 0xffff); v && *v != static_cast<int64_t>(2 * queues + 2)) t.props["vectors"] = *v;
-  if (auto v = num("host_mtu", 0, 0xffff); v && *v != 0) t.props["host_mtu"] = *v;
-  if (auto v = num("rx_queue_size", 0, 0xffff); v && *v != 256) t.props["rx_queue_size"] = *v;
-  if (auto v = num("tx_queue_size", 0, 0xffff); v && *v != 256) t.props["tx_queue_size"] = *v;
-  if (auto v = num("bootindex", -1, 0x7fffffff); v && *v >= 0) t.props["bootindex"] = *v;
-  if (auto v = num("acpi-index", 0, 0xffffffff); v && *v != 0) t.props["acpi-index"] = *v;
-  if (auto rom = str("romfile")) {
-    // Sent back to QEMU as it is: only text that needs no escaping.
-    if (rom->size() <= 1024 && untrusted::safe_text(*rom, 2048) == *rom) t.props["romfile"] = *rom;
-    else why_not = "its romfile is not plain text";
-  }
-  if (!why_not.empty()) return std::nullopt;
-  return t;
-}
-
 // The one char device behind every queue fd of the NIC's tap (in QEMU
 // `pid`), or nullopt and why_not. `known` drops when an fd is not that device.
 std::optional<dev_t> tap_device(pid_t pid, const qemu::NicPeer& peer, const std::string& netdev,
@@ -255,6 +163,17 @@ std::optional<dev_t> tap_device(pid_t pid, const qemu::NicPeer& peer, const std:
   return dev;
 }
 
+// Which of QEMU's queue fds is not attached to the macvtap `name` ("" when
+// all are): one of a macvtap that is gone carries the same major:minor as
+// the macvtap that got its minor after it.
+std::string dead_fd(pid_t pid, const std::vector<int>& fds, const std::string& name) {
+  for (int fd : fds)
+    if (macvtap::fd_liveness(pid, fd, name) == macvtap::Liveness::Dead)
+      return "QEMU's fd " + std::to_string(fd) + " has the device number of macvtap " + name +
+             " but belongs to a macvtap that is gone";
+  return "";
+}
+
 // The macvtap a tap's char device belongs to, through /sys/dev/char.
 std::optional<MacvtapLink> macvtap_of_device(dev_t dev, const std::string& netdev, std::string& why_not) {
   char target[512];
@@ -273,6 +192,12 @@ void ReplugAttacher::finish_probe(const std::shared_ptr<ProbeState>& st, const q
   if (info && info->is_string()) clients = qemu::parse_info_network(info->get<std::string>());
   else logger()->warn("info network: {}; not adopting", info ? "not a string" : info.error().message);
   const bool have_network = info && info->is_string();
+  // Not knowing what the NICs use is no reason to unplug them: look again
+  // over a new session.
+  if (!info && qmp_timed_out(info.error())) {
+    qmp_.reset(Error{ETIMEDOUT, "the adoption probe's info network got no answer; QMP session reset"});
+    return;
+  }
 
   std::vector<engine::VmConnected> out;
   for (size_t i = 0; i < st->bindings->size(); ++i) {
@@ -302,7 +227,7 @@ void ReplugAttacher::read_template(NicProbe& p) {
     why_no_template = p.nic.error;
   } else {
     const size_t queues = p.peer && !p.peer->fds.empty() ? p.peer->fds.size() : 1;
-    tmpl = template_from(p.nic.values, b.nic, p.pid, queues, why_no_template);
+    tmpl = template_from_qom(p.nic.values, b.nic, p.pid, queues, why_no_template);
   }
   if (tmpl) {
     if (tmpl->mac != b.mac)
@@ -312,6 +237,8 @@ void ReplugAttacher::read_template(NicProbe& p) {
                     format_mac(tmpl->mac), tmpl->bus, tmpl->addr >= 0 ? pci_addr_arg(tmpl->addr) : "-",
                     tmpl->netdev, untrusted::dump_json(tmpl->props));
     templates_[b.nic] = std::move(*tmpl);
+    // The NIC is there: whatever a previous relinkd began for it is over.
+    journal_forget(b.nic, p.pid);
     return;
   }
   // A template read from this very QEMU process earlier (relinkd's QMP
@@ -319,6 +246,9 @@ void ReplugAttacher::read_template(NicProbe& p) {
   auto it = templates_.find(b.nic);
   const bool kept = it != templates_.end() && p.pid > 0 && it->second.qemu_pid == p.pid;
   if (!kept && it != templates_.end()) templates_.erase(it);
+  // Released by an earlier relinkd (or this VM's previous incarnation) that
+  // did not live to plug it in again: the journal says how.
+  if (!kept && p.nic.absent && template_from_journal(b.nic, p.pid)) return;
   logger()->info("{}: cannot read how to plug the NIC in again: {}{}", b.nic, why_no_template,
                  kept ? "; keeping what was read before from this QEMU" : "; it will not be released");
 }
@@ -336,6 +266,8 @@ void ReplugAttacher::adopt(NicProbe& p) {
     if (!found) why_not = "looking up macvtap " + link->name + ": " + found.error().message;
     else if (!*found || (*found)->ifindex != link->ifindex || (*found)->dev != *p.peer_dev)
       why_not = "macvtap " + link->name + " is not in relinkd's network namespace";
+    else if (std::string dead = dead_fd(p.pid, p.peer->fds, link->name); !dead.empty())
+      why_not = dead;
     else if (!(*found)->mac || *(*found)->mac != b.mac)
       why_not = "macvtap " + link->name + " has MAC " +
                 ((*found)->mac ? format_mac(*(*found)->mac) : std::string("none")) + ", not the binding's";
@@ -378,6 +310,45 @@ void ReplugAttacher::remove_leftovers(const NicProbe& p) {
   }
 }
 
+// --- the journal of intent ------------------------------------------------------
+
+Result<void> ReplugAttacher::journal_release(const std::string& nic, const NicTemplate& t) {
+  if (!journal_) return ok();
+  uint64_t start = 0;
+  auto identity = qemu_identity(t.qemu_pid, &start);
+  if (!identity) return ok();  // QEMU is gone: nothing will be released
+  Intent e{*identity, nic, vm_, t.qemu_pid, start, template_to_json(t), 0};
+  if (auto r = journal_->record(std::move(e)); !r)
+    return Error{r.error().code, "the journal of intent cannot be written (" + r.error().message + ")"};
+  return ok();
+}
+
+void ReplugAttacher::journal_forget(const std::string& nic, pid_t pid) {
+  if (!journal_) return;
+  auto identity = qemu_identity(pid);
+  if (!identity || !journal_->find(*identity, nic)) return;
+  if (auto r = journal_->forget(*identity, nic); !r)
+    logger()->warn("{}: {}, ignoring (the entry is dropped with its QEMU)", nic, r.error().message);
+}
+
+bool ReplugAttacher::template_from_journal(const std::string& nic, pid_t pid) {
+  auto identity = journal_ ? qemu_identity(pid) : std::nullopt;
+  const Intent* e = identity ? journal_->find(*identity, nic) : nullptr;
+  if (!e) return false;
+  auto t = template_from_json(e->what);
+  if (!t) {
+    logger()->warn("{}: the journal of intent has an entry for the NIC that cannot be used: {}", nic,
+                   t.error().message);
+    return false;
+  }
+  t->qemu_pid = pid;
+  logger()->info("{}: finishing a replug begun before: the NIC was released and will be plugged in again as "
+                 "the journal of intent recorded it ({} bus {} addr {})",
+                 nic, t->driver, t->bus, t->addr >= 0 ? pci_addr_arg(t->addr) : "-");
+  templates_[nic] = std::move(*t);
+  return true;
+}
+
 // --- release ------------------------------------------------------------------
 
 void ReplugAttacher::release(const config::MacvtapBinding& b, uint64_t,
@@ -399,6 +370,14 @@ void ReplugAttacher::release(const config::MacvtapBinding& b, uint64_t,
                  });
     return;
   }
+  // Written down first: a relinkd that dies before the NIC is back leaves
+  // the next one what it needs to plug it in again.
+  if (auto j = journal_release(b.nic, *t); !j) {
+    defer_.post([done, nic = b.nic, why = j.error().message] {
+      done(ReleaseResult{false, "device_del " + nic + ": not sent: " + why});
+    });
+    return;
+  }
   qmp_.execute("device_del", {{"id", b.nic}}, [this, done, nic = b.nic](qemu::QmpReply r) {
     const bool asked = r || qmp_not_found(r.error()) || is_unplug_pending(r.error());
     if (auto a = adopted_.find(nic); asked && a != adopted_.end()) a->second.released = true;
@@ -412,7 +391,7 @@ void ReplugAttacher::release(const config::MacvtapBinding& b, uint64_t,
 // --- attach -------------------------------------------------------------------
 
 Result<macvtap::Macvtap> ReplugAttacher::create(const config::MacvtapBinding& b, int parent_ifindex) {
-  macvtap::MacvtapSpec spec{b.macvtap, parent_ifindex, b.mode, b.mac, b.queues};
+  macvtap::MacvtapSpec spec{b.macvtap, parent_ifindex, b.mode, b.mac, b.queues, macvtap_alias(vm_, b.nic)};
   auto created = factory_.create(spec);
   if (!created && created.error().code == EEXIST) {
     // A macvtap of ours survived (a detach that could not delete it, or a
@@ -471,26 +450,6 @@ struct ReplugAttacher::HandOver {
   }
 };
 
-namespace {
-
-// device_add's arguments for the NIC as it was (the template), on `tap`.
-json device_add_args(const NicTemplate& tm, const std::string& nic, const std::string& tap, size_t queues) {
-  json args = tm.props;
-  args["driver"] = tm.driver;
-  args["id"] = nic;
-  args["netdev"] = tap;
-  args["mac"] = format_mac(tm.mac);
-  if (!tm.bus.empty()) args["bus"] = tm.bus;
-  if (tm.addr >= 0) args["addr"] = pci_addr_arg(tm.addr);
-  if (queues > 1 && tm.has_mq) {
-    if (!args.contains("mq")) args["mq"] = true;
-    if (!args.contains("vectors")) args["vectors"] = 2 * queues + 2;
-  }
-  return args;
-}
-
-}  // namespace
-
 void ReplugAttacher::hand_over(const config::MacvtapBinding& b, uint64_t generation, macvtap::Macvtap mvt,
                                bool link_up, std::function<void(AttachResult)> done) {
   auto op = std::make_shared<HandOver>();
@@ -540,6 +499,7 @@ void ReplugAttacher::add_tap(const std::shared_ptr<HandOver>& op, uint64_t gener
   // Not pipelined with device_add: if this failed because a netdev of that
   // id already exists, device_add would plug the NIC onto it.
   qmp_.execute("netdev_add", tap_args, [this, op](qemu::QmpReply r) {
+    if (!r && qmp_timed_out(r.error())) return unknown_outcome(op, "netdev_add tap", r.error());
     if (r) op->tap_added = true;
     else op->fail("netdev_add tap", r);
     op->mvt.fds.clear();  // QEMU has its own copies now (or none)
@@ -561,6 +521,7 @@ void ReplugAttacher::plug_in(const std::shared_ptr<HandOver>& op) {
   }
   qmp_.execute("device_add", device_add_args(cur->second, op->nic, op->tap, op->queues),
                [this, op](qemu::QmpReply d) {
+                 if (!d && qmp_timed_out(d.error())) return unknown_outcome(op, "device_add", d.error());
                  if (!d) {
                    op->fail("device_add", d);
                    roll_back(op, true);
@@ -586,6 +547,7 @@ void ReplugAttacher::plugged_in(const std::shared_ptr<HandOver>& op) {
     t->second.netdev = op->tap;
   }
   logger()->debug("{}: plugged in again on {}", op->nic, op->tap);
+  journal_forget(op->nic, qmp_.peer_pid());
   op->done(AttachResult{true, op->mvt.ifindex, {}});
 }
 
@@ -613,6 +575,15 @@ void ReplugAttacher::roll_back(const std::shared_ptr<HandOver>& op, bool del_tap
     logger()->warn("{}: rollback: deleting macvtap: {}", op->nic, rm.error().message);
   logger()->debug("{}: hand-over of {} failed: {}", op->nic, op->tap, op->error);
   op->done(AttachResult{false, 0, op->error});
+}
+
+void ReplugAttacher::unknown_outcome(const std::shared_ptr<HandOver>& op, const std::string& step,
+                                     const Error& why) {
+  op->mvt.fds.clear();
+  const std::string error = step + ": " + why.message + "; QMP session reset to see what QEMU has";
+  logger()->warn("{}: {}", op->nic, error);
+  qmp_.reset(Error{ETIMEDOUT, op->nic + ": " + error});
+  op->done(AttachResult{false, 0, error});
 }
 
 void ReplugAttacher::detach(const config::MacvtapBinding& b, uint64_t, int macvtap_ifindex, bool link_down) {

@@ -22,34 +22,14 @@
 #include <vector>
 
 #include "daemon/attacher.h"
+#include "daemon/intent_journal.h"
+#include "daemon/nic_template.h"
 #include "qemu/qmp_client.h"
 #include "util/defer_queue.h"
 #include "util/mac.h"
 
 namespace relink::daemon {
 
-// What device_add needs to plug a NIC in again as it was, read from QEMU.
-struct NicTemplate {
-  std::string driver;   // QOM type, e.g. "virtio-net-pci"
-  std::string id;       // the device id (the binding's nic)
-  MacAddress mac{};
-  std::string bus;      // bus name for device_add ("pci.0", "pcie.0", a root port's id); "" if none
-  int addr = -1;        // PCI devfn (slot << 3 | function); -1: not a PCI device or not known
-  // Carried properties, as device_add arguments (see replug_attach.cc).
-  nlohmann::json props = nlohmann::json::object();
-  bool has_mq = false;       // the driver has `mq` and `vectors` (multiqueue virtio-net)
-  std::string netdev;        // the NIC's current backend: deleted before the next device_add
-  pid_t qemu_pid = 0;        // the QEMU process it was read from
-};
-
-// device_add's form of a PCI devfn: "slot.function" in hex ("2.0", "1f.7").
-// QEMU 7.2 turns a JSON number for `addr` into a string and parses it as a
-// hex slot, so 16 (slot 2) would become slot 0x16.
-std::string pci_addr_arg(int devfn);
-// The bus name device_add wants from a QOM `parent_bus` path: its last
-// component ("/machine/i440fx/pci.0" -> "pci.0",
-// "/machine/peripheral/rp1/rp1" -> "rp1"); "" if that is not a plain name.
-std::string bus_name_of(const std::string& qom_path);
 // The macvtap interface name and ifindex behind a /sys/dev/char link target
 // ("../../devices/virtual/net/NAME/macvtap/tapIFINDEX"); nullopt for anything
 // else (a tun/tap, another class of device).
@@ -100,6 +80,11 @@ class ReplugAttacher final : public Attacher {
   // The template probe() read for `nic` (nullptr: none).
   const NicTemplate* nic_template(const std::string& nic) const;
 
+  // Where each release is written down first (the NIC's template) and
+  // forgotten once the NIC is plugged in again; probe() takes the template
+  // from there for a NIC QEMU no longer has.
+  void set_journal(IntentJournal* journal) { journal_ = journal; }
+
  private:
   struct ProbeState;
   struct NicProbe;
@@ -117,13 +102,23 @@ class ReplugAttacher final : public Attacher {
   void plug_in(const std::shared_ptr<HandOver>& op);
   void plugged_in(const std::shared_ptr<HandOver>& op);
   void roll_back(const std::shared_ptr<HandOver>& op, bool del_tap);
+  // A step got no answer in time: nothing is undone (QEMU may have plugged
+  // the NIC onto the new tap), the session is reset, and the next probe
+  // adopts what QEMU has or removes what it does not use.
+  void unknown_outcome(const std::shared_ptr<HandOver>& op, const std::string& step, const Error& why);
   // create() found the binding's MAC taken on the parent by the macvtap
   // adopted from the launcher: deletes it if it still is that one.
   bool remove_adopted_rival(const config::MacvtapBinding& b, int parent_ifindex);
 
+  // The journal's part: before device_del, after device_add, at probe.
+  Result<void> journal_release(const std::string& nic, const NicTemplate& t);
+  void journal_forget(const std::string& nic, pid_t pid);
+  bool template_from_journal(const std::string& nic, pid_t pid);
+
   macvtap::MacvtapFactory& factory_;
   qemu::QmpClient& qmp_;
   DeferQueue& defer_;
+  IntentJournal* journal_ = nullptr;
   std::map<std::string, NicTemplate> templates_;  // by NIC id
   // A macvtap adopted by probe() that is not ours (the launcher's), by NIC id.
   struct Adopted {

@@ -22,6 +22,7 @@
 namespace relink::daemon {
 
 class ControlServer;
+class IntentJournal;
 class MacvtapRunner;
 
 // Tells `relinkctl monitor` clients what happened, and keeps the recovery
@@ -66,6 +67,8 @@ struct Services {
   Reporter* reporter = nullptr;
   // The running configuration (replaced in place by a reload).
   const config::Config* config = nullptr;
+  // The journal of intent (state_dir/intent.json; none in some unit tests).
+  IntentJournal* journal = nullptr;
 };
 
 // Runs `fn` from the loop in `ms` milliseconds (guard it if it refers to an

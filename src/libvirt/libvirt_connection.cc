@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <mutex>
@@ -70,8 +71,16 @@ struct Connection::Thread {
   int reconnect_timer = -1;
   unsigned backoff_ms = 0;
   bool close_pending = false;  // the close callback fired: drop the connection
+  // Set by callbacks inside libvirt's event loop, carried out after it
+  // returns: a call that hangs (a libvirtd that never answers) must not
+  // hold libvirt's process-wide loop, which the next connection's thread
+  // needs (a reload of [libvirt] while this one is stuck).
+  bool connect_due = false;
+  bool jobs_due = false;
+  bool no_watch = false;  // inotify failed: retry on the timer only
 
   void connect();
+  void after_dispatch();
   void disconnect(const std::string& why);
   void schedule_reconnect();
   // Reads a domain and posts it (or its end).
@@ -89,7 +98,7 @@ struct Connection::Thread {
 };
 
 Connection::Connection(sd_event* loop, ConnectionOptions opts, Callbacks cbs)
-    : loop_(loop), opts_(std::move(opts)), cbs_(std::move(cbs)) {}
+    : loop_(loop), opts_(std::move(opts)), cbs_(std::move(cbs)), sockets_(local_sockets(opts_.uri)) {}
 
 Connection::~Connection() {
   if (thread_.joinable()) {
@@ -98,6 +107,69 @@ Connection::~Connection() {
     (void)!write(wake_write_.get(), &c, 1);
     thread_.join();
   }
+}
+
+bool Connection::retire(std::unique_ptr<Connection> c, std::chrono::milliseconds wait) {
+  if (!c) return true;
+  // Nothing of it reaches the loop any more.
+  c->socket_watches_.clear();
+  c->results_source_.reset();
+  if (!c->thread_.joinable()) return true;
+  c->stop_ = true;
+  const char x = 'x';
+  (void)!write(c->wake_write_.get(), &x, 1);
+  std::unique_lock lk(c->mu_);
+  // Requests and results not yet carried out end here, on the loop.
+  c->jobs_.clear();
+  c->results_.clear();
+  if (!c->done_cv_.wait_for(lk, wait, [&] { return c->finished_; })) {
+    // Detached before the thread can see abandoned_: it deletes the
+    // connection as its very last step.
+    c->thread_.detach();
+    c->abandoned_ = true;
+    c.release();
+    return false;
+  }
+  lk.unlock();
+  c->thread_.join();
+  return true;
+}
+
+void Connection::wait_for_socket() {
+  if (waiting_for_socket_ || stop_) return;
+  waiting_for_socket_ = true;
+  socket_watches_.clear();
+  std::string names;
+  for (const auto& path : sockets_) {
+    auto w = std::make_unique<PathWatch>(loop_, path, [this] { socket_appeared(); });
+    if (auto r = w->arm(); !r) {
+      logger()->warn("cannot watch for libvirt's socket {}: {}; retrying on a timer", path, r.error().message);
+      waiting_for_socket_ = false;
+      socket_watches_.clear();
+      post_job([](Thread& t) {
+        t.no_watch = true;
+        t.schedule_reconnect();
+      });
+      return;
+    }
+    socket_watches_.push_back(std::move(w));
+    names += (names.empty() ? "" : " or ") + path;
+  }
+  logger()->info("waiting for libvirtd: connecting to {} when {} appears", opts_.uri, names);
+  // It may have appeared since the thread looked.
+  for (const auto& path : sockets_)
+    if (struct stat st {}; ::stat(path.c_str(), &st) == 0) return socket_appeared();
+}
+
+void Connection::socket_appeared() {
+  if (!waiting_for_socket_) return;
+  waiting_for_socket_ = false;
+  // May run from one of these watches' own callback, which allows it.
+  socket_watches_.clear();
+  post_job([](Thread& t) {
+    t.backoff_ms = 0;
+    if (!t.conn && t.reconnect_timer < 0) t.connect();
+  });
 }
 
 bool Connection::follows(const std::string& domain) const {
@@ -129,13 +201,24 @@ Result<void> Connection::start() {
     Thread& t = *thread_state_;
     t.wake_watch = virEventAddHandle(wake_read_.get(), VIR_EVENT_HANDLE_READABLE, &Thread::on_wake, &t, nullptr);
     t.connect();
-    while (!stop_) virEventRunDefaultImpl();
+    while (!stop_) {
+      virEventRunDefaultImpl();
+      t.after_dispatch();
+    }
     if (t.reconnect_timer >= 0) virEventRemoveTimeout(t.reconnect_timer);
     t.disconnect("");
     if (t.wake_watch >= 0) virEventRemoveHandle(t.wake_watch);
     // Lets libvirt run what the removals left pending (their free callbacks).
     virEventAddTimeout(0, [](int timer, void*) { virEventRemoveTimeout(timer); }, nullptr, nullptr);
     virEventRunDefaultImpl();
+    bool abandoned = false;
+    {
+      std::lock_guard lk(mu_);
+      finished_ = true;
+      abandoned = abandoned_;
+      done_cv_.notify_all();
+    }
+    if (abandoned) delete this;  // retire() stopped waiting: nothing else refers to it
   });
   return ok();
 }
@@ -236,6 +319,7 @@ void Connection::refresh(const std::string& domain) {
 
 void Connection::Thread::connect() {
   reconnect_timer = -1;
+  logger()->debug("connecting to {}", src->opts_.uri);
   conn = virConnectOpen(src->opts_.uri.c_str());
   if (!conn) {
     const std::string err = last_libvirt_error("cannot connect to " + src->opts_.uri);
@@ -313,6 +397,18 @@ void Connection::Thread::disconnect(const std::string& why) {
 
 void Connection::Thread::schedule_reconnect() {
   if (src->stop_ || reconnect_timer >= 0) return;
+  // No libvirtd (none of its sockets exists), or one that refused us until
+  // the backoff reached its end (a socket a killed libvirtd left): wait for
+  // a socket to be created instead of trying every few seconds forever.
+  const bool none = std::none_of(src->sockets_.begin(), src->sockets_.end(), [](const std::string& p) {
+    struct stat st {};
+    return ::stat(p.c_str(), &st) == 0;
+  });
+  if (!src->sockets_.empty() && !no_watch && (none || backoff_ms >= src->opts_.reconnect_max_ms)) {
+    backoff_ms = 0;
+    src->post_result([s = src] { s->wait_for_socket(); });
+    return;
+  }
   backoff_ms = backoff_ms ? std::min(backoff_ms * 2, src->opts_.reconnect_max_ms) : src->opts_.reconnect_min_ms;
   reconnect_timer = virEventAddTimeout(static_cast<int>(backoff_ms), &Thread::on_reconnect, this, nullptr);
 }
@@ -321,11 +417,23 @@ void Connection::Thread::on_reconnect(int timer, void* opaque) {
   auto* t = static_cast<Thread*>(opaque);
   virEventRemoveTimeout(timer);
   t->reconnect_timer = -1;
-  if (t->close_pending) {
-    t->close_pending = false;
-    t->disconnect("the connection to libvirtd was closed");
+  t->connect_due = true;
+}
+
+void Connection::Thread::after_dispatch() {
+  if (src->stop_) return;
+  if (connect_due) {
+    connect_due = false;
+    if (close_pending) {
+      close_pending = false;
+      disconnect("the connection to libvirtd was closed");
+    }
+    if (!conn) connect();
   }
-  if (!t->src->stop_ && !t->conn) t->connect();
+  if (jobs_due) {
+    jobs_due = false;
+    run_jobs();
+  }
 }
 
 void Connection::Thread::on_close(virConnectPtr, int reason, void* opaque) {
@@ -345,7 +453,7 @@ void Connection::Thread::on_wake(int, int fd, int, void* opaque) {
   char buf[64];
   while (::read(fd, buf, sizeof buf) > 0) {
   }
-  t->run_jobs();
+  t->jobs_due = true;
 }
 
 void Connection::Thread::run_jobs() {
@@ -446,6 +554,42 @@ void Connection::Thread::on_device_removal_failed(virConnectPtr, virDomainPtr do
   t->src->post_result([s = t->src, name, a] {
     if (s->cbs_.on_device_removal_failed) s->cbs_.on_device_removal_failed(name, a);
   });
+}
+
+std::vector<std::string> local_sockets(const std::string& uri) {
+  const size_t colon = uri.find("://");
+  if (colon == std::string::npos) return {};
+  const std::string scheme = uri.substr(0, colon);
+  std::string rest = uri.substr(colon + 3);
+  if (scheme != "qemu" && scheme != "qemu+unix") return {};
+  if (rest.empty() || rest[0] != '/') return {};  // a host: not this one's sockets
+  std::string query;
+  if (const size_t q = rest.find('?'); q != std::string::npos) {
+    query = rest.substr(q + 1);
+    rest.resize(q);
+  }
+  for (size_t at = 0; at <= query.size();) {
+    const size_t amp = std::min(query.find('&', at), query.size());
+    const std::string kv = query.substr(at, amp - at);
+    if (kv.rfind("socket=", 0) == 0) {
+      // %XX escapes, as in any URI query.
+      std::string path;
+      const std::string v = kv.substr(7);
+      for (size_t i = 0; i < v.size(); ++i) {
+        if (v[i] == '%' && i + 2 < v.size() && std::isxdigit(static_cast<unsigned char>(v[i + 1])) &&
+            std::isxdigit(static_cast<unsigned char>(v[i + 2]))) {
+          path += static_cast<char>(std::stoi(v.substr(i + 1, 2), nullptr, 16));
+          i += 2;
+        } else {
+          path += v[i];
+        }
+      }
+      return path.size() > 1 && path[0] == '/' ? std::vector<std::string>{path} : std::vector<std::string>{};
+    }
+    at = amp + 1;
+  }
+  if (rest != "/system") return {};
+  return {"/run/libvirt/virtqemud-sock", "/run/libvirt/libvirt-sock"};
 }
 
 }  // namespace relink::libvirt

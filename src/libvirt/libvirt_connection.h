@@ -10,6 +10,8 @@
 #include <systemd/sd-event.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include "libvirt/domain_xml.h"
+#include "util/path_watch.h"
 #include "util/result.h"
 #include "util/sd_event.h"
 #include "util/unique_fd.h"
@@ -80,11 +83,27 @@ class Connection final : public DomainRequests {
   };
 
   Connection(sd_event* loop, ConnectionOptions opts, Callbacks cbs);
-  ~Connection();  // stops the thread; the connection is closed
+  // Stops the thread and joins it: only for a connection whose thread is
+  // known not to hang (tests). relinkd uses retire().
+  ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
   Result<void> start();
+
+  // Ends a connection without ever blocking the loop for longer than
+  // `wait`: the thread is asked to stop, nothing it posts reaches the loop
+  // any more, and if it has not finished within `wait` (a libvirtd that
+  // accepted the connection and never answers holds it in a call) it is
+  // left to finish by itself and frees the connection then. Returns false
+  // in that case.
+  static bool retire(std::unique_ptr<Connection> c, std::chrono::milliseconds wait);
+
+  // Where the connection's libvirtd listens on this host, when the URI says
+  // (local_sockets): while none of them exists, relinkd waits for one to
+  // appear (inotify) instead of retrying on a timer.
+  const std::vector<std::string>& sockets() const { return sockets_; }
+  bool waiting_for_socket() const { return waiting_for_socket_; }
   bool connected() const { return connected_; }
   const std::string& last_error() const { return last_error_; }
   const ConnectionOptions& options() const { return opts_; }
@@ -104,6 +123,9 @@ class Connection final : public DomainRequests {
   void post_job(std::function<void(Thread&)> job);
   void post_result(std::function<void()> fn);
   static int on_results(sd_event_source*, int, uint32_t, void* userdata);
+  // On the loop: watch the sockets, connect when one appears.
+  void wait_for_socket();
+  void socket_appeared();
 
   sd_event* loop_;
   ConnectionOptions opts_;
@@ -118,8 +140,24 @@ class Connection final : public DomainRequests {
   std::deque<std::function<void(Thread&)>> jobs_;
   UniqueFd wake_read_, wake_write_;  // pipe: jobs are waiting, or stop
   std::atomic<bool> stop_{false};
+  std::vector<std::string> sockets_;
+  std::vector<std::unique_ptr<PathWatch>> socket_watches_;
+  bool waiting_for_socket_ = false;
+  // The thread's end: finished_ once it has torn everything down; abandoned_
+  // when retire() stopped waiting, and the thread then deletes the
+  // connection itself. Both under mu_.
+  std::condition_variable done_cv_;
+  bool finished_ = false;
+  bool abandoned_ = false;
   std::unique_ptr<Thread> thread_state_;
   std::thread thread_;
 };
+
+// The unix sockets a libvirt URI connects to on this host, in the order
+// libvirt tries them: `socket=PATH` when given; for qemu:///system (and
+// qemu+unix:///system) the modular daemon's and libvirtd's sockets under
+// /run/libvirt. Empty for a URI with a host, another transport or driver,
+// or a session URI: those are retried on a timer.
+std::vector<std::string> local_sockets(const std::string& uri);
 
 }  // namespace relink::libvirt

@@ -205,7 +205,7 @@ Result<Macvtap> RtnlMacvtapFactory::open_created(const MacvtapSpec& spec, int& i
     return Error{EEXIST, "another link took the name before it could be opened"};
   }
   ifindex = rtnl_link_get_ifindex(link.get());
-  if (auto r = configure_host_side(link.get()); !r) return r.error();
+  if (auto r = configure_host_side(link.get(), spec.alias); !r) return r.error();
 
   auto dev = read_macvtap_dev_at(sysfs_net_.get(), spec.name, ifindex);
   if (!dev) return dev.error();
@@ -225,7 +225,7 @@ Result<Macvtap> RtnlMacvtapFactory::open_created(const MacvtapSpec& spec, int& i
 // own: the kernel refuses IFLA_AF_SPEC/AF_INET6 in the request that creates a
 // link (EAFNOSUPPORT), and applies a link's flags before its IFLA_AF_SPEC in
 // one change request.
-Result<void> RtnlMacvtapFactory::configure_host_side(rtnl_link* created) {
+Result<void> RtnlMacvtapFactory::configure_host_side(rtnl_link* created, const std::string& alias) {
   LinkPtr no_ipv6(rtnl_link_alloc());
   if (!no_ipv6) return Error{ENOMEM, "out of memory"};
   if (int err = rtnl_link_inet6_set_addr_gen_mode(no_ipv6.get(), IN6_ADDR_GEN_MODE_NONE); err < 0)
@@ -243,6 +243,9 @@ Result<void> RtnlMacvtapFactory::configure_host_side(rtnl_link* created) {
   LinkPtr up(rtnl_link_alloc());
   if (!up) return Error{ENOMEM, "out of memory"};
   rtnl_link_set_flags(up.get(), IFF_UP);
+  // The kernel applies IFLA_IFALIAS only to a link that exists, not in the
+  // request that creates it.
+  if (!alias.empty()) rtnl_link_set_ifalias(up.get(), alias.c_str());
   if (int e = rtnl_link_change(sock_, created, up.get(), 0); e < 0) return nl_error(e, "set it up");
   return ok();
 }
@@ -296,6 +299,27 @@ Result<std::optional<ExistingMacvtap>> RtnlMacvtapFactory::find(const std::strin
   if (!dev) return prefixed(what, dev.error());
   found.dev = *dev;
   return std::optional<ExistingMacvtap>(found);
+}
+
+Result<std::vector<ExistingMacvtap>> RtnlMacvtapFactory::list_marked(const std::string& alias_prefix) {
+  if (auto r = ensure_open(); !r) return prefixed("list macvtaps", r.error());
+  nl_cache* raw = nullptr;
+  if (int err = rtnl_link_alloc_cache(sock_, AF_UNSPEC, &raw); err < 0) return nl_error(err, "list links");
+  std::unique_ptr<nl_cache, void (*)(nl_cache*)> cache(raw, nl_cache_free);
+  std::vector<ExistingMacvtap> out;
+  for (nl_object* o = nl_cache_get_first(cache.get()); o; o = nl_cache_get_next(o)) {
+    auto* link = reinterpret_cast<rtnl_link*>(o);
+    const char* alias = rtnl_link_get_ifalias(link);
+    const char* name = rtnl_link_get_name(link);
+    if (!alias || !name || !rtnl_link_is_macvtap(link) || std::string_view(alias).rfind(alias_prefix, 0) != 0)
+      continue;
+    auto found = find(name);
+    if (!found || !*found) continue;  // gone meanwhile
+    (*found)->name = name;
+    (*found)->alias = alias;
+    out.push_back(**found);
+  }
+  return out;
 }
 
 }  // namespace relink::macvtap

@@ -27,6 +27,7 @@ struct MacvtapSpec {
   Mode mode = Mode::Bridge;
   MacAddress mac{};
   unsigned queues = 1;    // > 1: IFF_MULTI_QUEUE, one fd per queue
+  std::string alias;      // IFLA_IFALIAS ("" none): who made it, for whoever finds it later
 };
 
 struct Macvtap {
@@ -41,6 +42,8 @@ struct ExistingMacvtap {
   int parent_ifindex = 0;
   std::optional<MacAddress> mac;
   dev_t dev = 0;
+  std::string name;   // filled by list_marked()
+  std::string alias;
 };
 
 class MacvtapFactory {
@@ -55,6 +58,11 @@ class MacvtapFactory {
   virtual Result<void> remove(int ifindex) = 0;
   // Looks up an existing macvtap by name (for adoption and stale cleanup).
   virtual Result<std::optional<ExistingMacvtap>> find(const std::string& name) = 0;
+  // Every macvtap whose alias starts with `alias_prefix` (those a factory
+  // made with such a spec.alias).
+  virtual Result<std::vector<ExistingMacvtap>> list_marked(const std::string& /*alias_prefix*/) {
+    return std::vector<ExistingMacvtap>{};
+  }
 };
 
 // The real factory. node_dir is a root-only directory (0700) where private
@@ -103,6 +111,7 @@ class RtnlMacvtapFactory final : public MacvtapFactory {
   Result<Macvtap> create(const MacvtapSpec& spec) override;
   Result<void> remove(int ifindex) override;
   Result<std::optional<ExistingMacvtap>> find(const std::string& name) override;
+  Result<std::vector<ExistingMacvtap>> list_marked(const std::string& alias_prefix) override;
 
  private:
   // Opens whatever construction could not (socket, sysfs view); called by
@@ -114,7 +123,7 @@ class RtnlMacvtapFactory final : public MacvtapFactory {
   bool stacked_on_parent(int link_ifindex, int parent_ifindex);
   // Turns off the host's IPv6 address generation on the new link, then sets
   // it up (it is created down so that the order holds).
-  Result<void> configure_host_side(rtnl_link* created);
+  Result<void> configure_host_side(rtnl_link* created, const std::string& alias);
 
   std::string node_dir_;
   nl_sock* sock_ = nullptr;

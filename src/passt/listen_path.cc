@@ -74,4 +74,23 @@ Result<void> prepare_listen_path(const std::string& path, uid_t uid, gid_t gid) 
   return ok();
 }
 
+Result<void> remove_listen_socket(const std::string& path, uid_t uid) {
+  const std::filesystem::path fp(path);
+  const std::string dir = fp.parent_path(), name = fp.filename();
+  if (name.empty() || dir.empty()) return Error{EINVAL, "not a socket path: " + path};
+  UniqueFd dfd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dfd) return errno == ENOENT ? ok() : Error::last("open " + dir);
+  struct stat dst {}, st {};
+  if (fstat(dfd.get(), &dst) < 0) return Error::last("stat " + dir);
+  if (fstatat(dfd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
+    return errno == ENOENT ? ok() : Error::last("stat " + path);
+  if (!S_ISSOCK(st.st_mode)) return Error{EEXIST, path + " is not a socket"};
+  if (const std::string why = why_not_root_in(dst, dir, uid); !why.empty())
+    return Error{EPERM, "not removing " + path + ": " + why};
+  if (st.st_uid != 0 && st.st_uid != uid)
+    return Error{EPERM, path + " belongs to uid " + std::to_string(st.st_uid) + ", not to passt's user"};
+  if (unlinkat(dfd.get(), name.c_str(), 0) < 0 && errno != ENOENT) return Error::last("remove " + path);
+  return ok();
+}
+
 }  // namespace relink::passt

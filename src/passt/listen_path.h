@@ -28,4 +28,9 @@ std::string why_not_root_in(const struct stat& dir, const std::string& shown, ui
 // reason otherwise.
 Result<void> prepare_listen_path(const std::string& path, uid_t uid, gid_t gid);
 
+// Removes the socket a stopped passt (running as uid) listened on, under the
+// same rules: only a socket of root's or uid's, in a directory that passes
+// why_not_root_in, never through a symlink. Absent: nothing to do.
+Result<void> remove_listen_socket(const std::string& path, uid_t uid);
+
 }  // namespace relink::passt

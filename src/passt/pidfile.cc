@@ -7,10 +7,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "passt/passt.h"
 #include "util/trusted_dir.h"
 #include "util/unique_fd.h"
 #include "util/untrusted.h"
@@ -224,6 +226,28 @@ Adoption decide_adoption(const PidRecord& rec, const std::optional<ProcInfo>& no
   // record names that command line (same_process checked it is the one
   // running).
   return rec.argv.empty() ? Adoption::Foreign : Adoption::Outdated;
+}
+
+namespace {
+
+// Whether `argv` is what build_argv makes for the record's mode and socket,
+// with any user options after it.
+bool built_by_relinkd(const PidRecord& rec) {
+  auto mode = parse_mode(rec.mode);
+  if (!mode || rec.argv.empty()) return false;
+  const std::vector<std::string> head = build_argv(rec.argv[0], *mode, rec.socket, {});
+  return rec.argv.size() >= head.size() && std::equal(head.begin(), head.end(), rec.argv.begin());
+}
+
+}  // namespace
+
+Adoption decide_orphan(const PidRecord& rec, const std::optional<ProcInfo>& now) {
+  if (!now || now->zombie) return Adoption::Dead;
+  if (rec.argv.empty() || rec.uid <= 0 || rec.gid <= 0 || !built_by_relinkd(rec))
+    return decide_adoption(rec, now) == Adoption::Reused ? Adoption::Reused : Adoption::Foreign;
+  const Expected want{static_cast<uid_t>(rec.uid), static_cast<gid_t>(rec.gid), rec.argv, rec.mode, rec.socket};
+  const Adoption a = decide_adoption(rec, now, want);
+  return a == Adoption::Outdated ? Adoption::Foreign : a;
 }
 
 Result<PidRecord> parse_pidfile(std::string_view text, const std::string& path) {

@@ -97,6 +97,17 @@ Adoption decide_adoption(const PidRecord& rec, const std::optional<ProcInfo>& no
 // process is relinkd's: the daemon uses the overload above.
 Adoption decide_adoption(const PidRecord& rec, const std::optional<ProcInfo>& now);
 
+// A pidfile no binding claims (its binding left while relinkd was down, or a
+// crash came between saving runtime.toml and stopping the passt): the record
+// itself is all that says what should run. Adopt (proved: relinkd's passt,
+// to be stopped) needs a record of this build's kind (argv, uid and gid as
+// spawned; never root) and everything decide_adoption checks against it: the
+// same process (start time, executable), every id the recorded runas, and
+// the recorded command line, which must be one relinkd builds (passt -f,
+// then --fd 3 or the recorded socket) for the recorded mode. Anything else
+// that lives is Foreign and never signalled.
+Adoption decide_orphan(const PidRecord& rec, const std::optional<ProcInfo>& now);
+
 // Pidfiles hold at most this much; anything longer is not relinkd's.
 inline constexpr size_t kMaxPidfileBytes = 4096;
 

@@ -84,6 +84,7 @@ struct ChildPlan {
   int log_w;
   int err_w;
   int handed;  // -1: none
+  int go_r, go_w;  // the parent's go-ahead (-1: none)
   rlim_t fd_limit;  // RLIMIT_NOFILE (soft and hard) to start with (RLIM_INFINITY: leave it)
 };
 
@@ -98,6 +99,19 @@ struct ChildPlan {
 // Runs in the forked child. Never returns.
 [[noreturn]] void child_exec(const ChildPlan& p) {
   int err_fd = p.err_w;
+
+  // Wait for the parent's record of this child (SpawnRequest::before_exec).
+  // Its write end is closed here first, so a parent that dies meanwhile
+  // leaves EOF: then nothing is run.
+  if (p.go_r >= 0) {
+    ::close(p.go_w);
+    char go = 0;
+    ssize_t n;
+    do n = ::read(p.go_r, &go, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1) ::_exit(127);
+    ::close(p.go_r);
+  }
 
   // Move every fd we keep above 4 first, so that placing them on 0..4 cannot
   // clobber one still needed (handed_fd may well be 1, 2 or 3).
@@ -245,9 +259,15 @@ Result<Spawned> ProcessSpawner::spawn(const SpawnRequest& req) {
   UniqueFd log_r(p[0]), log_w(p[1]);
   if (::pipe2(p, O_CLOEXEC) < 0) return Error::last("pipe2");
   UniqueFd err_r(p[0]), err_w(p[1]);
+  UniqueFd go_r, go_w;
+  if (req.before_exec) {
+    if (::pipe2(p, O_CLOEXEC) < 0) return Error::last("pipe2");
+    go_r.reset(p[0]);
+    go_w.reset(p[1]);
+  }
 
   const ChildPlan plan{req.path.c_str(), argv.data(), envp.data(), req.uid, req.gid,
-                       devnull.get(), log_w.get(), err_w.get(), req.handed_fd,
+                       devnull.get(), log_w.get(), err_w.get(), req.handed_fd, go_r.get(), go_w.get(),
                        child_fd_limit_ ? *child_fd_limit_ : RLIM_INFINITY};
   pid_t pid = ::fork();
   if (pid < 0) return Error::last("fork");
@@ -256,6 +276,17 @@ Result<Spawned> ProcessSpawner::spawn(const SpawnRequest& req) {
   log_w.reset();
   err_w.reset();
   devnull.reset();
+  if (req.before_exec) {
+    go_r.reset();
+    // The start time is the child's from fork on; exec keeps it.
+    const auto info = read_proc(pid);
+    req.before_exec(pid, info ? info->start_time : 0);
+    const char go = 1;
+    ssize_t n;
+    do n = ::write(go_w.get(), &go, 1);
+    while (n < 0 && errno == EINTR);
+    go_w.reset();
+  }
 
   // EOF: the error pipe was closed by a successful exec.
   ChildError ce{};

@@ -32,6 +32,12 @@ struct SpawnRequest {
   uid_t uid = 0;                  // must not be 0
   gid_t gid = 0;
   int handed_fd = -1;             // becomes fd 3 in the child (-1: none)
+  // Runs in relinkd after fork and before the child may exec: the child's
+  // pid and /proc start time (fixed at fork, kept across exec) are known,
+  // so a record of what is about to run can be written first. If relinkd
+  // dies before it returns, the child never execs (it waits for a go-ahead
+  // on a pipe whose writer is then gone).
+  std::function<void(pid_t pid, uint64_t start_time)> before_exec;
 };
 
 struct Spawned {

@@ -106,6 +106,11 @@ class QmpClient {
   // refused one (on_disconnected, then on_refused). Runs from the loop, not
   // inside this call.
   void reverify();
+  // Ends the session as lost (on_disconnected, pending commands fail with
+  // `why`) and connects again with backoff: what a caller does when a reply
+  // that did not come leaves it not knowing what QEMU did. From the loop,
+  // not inside this call; a session that ended meanwhile is left alone.
+  void reset(Error why) { reset_later(std::move(why)); }
   // QEMU's version from the session's greeting, major * 100 + minor (1000:
   // 10.0); 0 when the greeting did not say.
   unsigned qemu_version() const { return qemu_version_; }

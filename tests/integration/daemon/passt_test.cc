@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "daemon_env.h"
+#include "passt/pidfile.h"
 
 namespace relink::test {
 namespace {
@@ -417,6 +418,75 @@ TEST_F(PasstTest, BindingRemovedFromTheConfigIsStopped) {
   ASSERT_TRUE(wait_running(1, "net1")) << explain();
   EXPECT_EQ(pid_of("net1"), keep);
   EXPECT_TRUE(exactly_one_passt(keep));
+}
+
+TEST_F(PasstTest, PasstsNoBindingClaimsAreStoppedAtStartAndUnprovedOnesLeftAlone) {
+  // passt's listening sockets live in a directory of nobody's.
+  const std::string dir = "/tmp/relink-po-" + random_suffix();
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
+  ASSERT_EQ(chown(dir.c_str(), 65534, 65534), 0);
+  struct Cleanup {
+    std::string d;
+    ~Cleanup() { std::filesystem::remove_all(d); }
+  } cleanup{dir};
+  PasstSpec kept, removed;
+  removed.netdev = "net2";
+  removed.mode = "stream-client";
+  removed.socket = dir + "/net2.sock";
+  removed.args = R"(["-t", "10002"])";
+  write_config({kept, removed});
+  start_qemu({kept, removed});
+  env.start_relinkd();
+  ASSERT_TRUE(wait_running(1, "net1")) << explain();
+  ASSERT_TRUE(wait_until([&] { return pid_of("net2") > 0 && std::filesystem::exists(removed.socket); }, 10s))
+      << explain();
+  const int keep = pid_of("net1"), gone = pid_of("net2");
+  ASSERT_GE(env.relinkd().stop(SIGTERM, 5s), 0);
+
+  // While relinkd is stopped: the binding leaves the file; a passt whose
+  // record was written before its exec and never replaced (a crash right
+  // after the exec), as relinkd's spawner writes it; and a process of
+  // nobody's that an earlier relinkd's record (no argv) names.
+  const std::string state = env.dir() + "/state/passt/vm1/";
+  const std::vector<std::string> argv = {"/usr/bin/passt", "-f", "--socket", dir + "/net3.sock", "-t", "10003"};
+  std::vector<std::string> as_nobody = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+  std::vector<std::string> cmd = as_nobody;
+  cmd.insert(cmd.end(), argv.begin(), argv.end());
+  Child crashed(cmd, Child::Options{env.ns().name(), env.dir() + "/net3.log", {}});
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(dir + "/net3.sock"); }, 5s)) << read_file(env.dir() + "/net3.log");
+  auto info = passt::read_proc(crashed.pid());
+  ASSERT_TRUE(info);
+  passt::PidRecord intent{crashed.pid(), info->start_time, std::filesystem::canonical(argv[0]).string(), 1,
+                          "stream-client", dir + "/net3.sock"};
+  intent.uid = intent.gid = 65534;
+  intent.argv = argv;
+  ASSERT_TRUE(passt::write_pidfile(state + "net3.pid", intent));
+  cmd = as_nobody;
+  cmd.insert(cmd.end(), {"sleep", "60"});
+  Child sleeper(cmd, Child::Options{});
+  ASSERT_TRUE(wait_until([&] { return read_file("/proc/" + std::to_string(sleeper.pid()) + "/comm") == "sleep\n"; }, 5s));
+  auto sinfo = passt::read_proc(sleeper.pid());
+  ASSERT_TRUE(sinfo);
+  ASSERT_TRUE(passt::write_pidfile(state + "net4.pid", passt::PidRecord{sleeper.pid(), sinfo->start_time, sinfo->exe,
+                                                                       1, "stream-client", dir + "/net4.sock"}));
+  write_config({kept});
+  env.start_relinkd();
+
+  EXPECT_TRUE(wait_until([&] { return !alive(gone) && !alive(crashed.pid()); }, 3s)) << explain();
+  EXPECT_FALSE(std::filesystem::exists(removed.socket)) << "the stopped passt's socket is removed";
+  EXPECT_FALSE(std::filesystem::exists(dir + "/net3.sock"));
+  for (const char* f : {"net2.pid", "net3.pid", "net4.pid"})
+    EXPECT_FALSE(std::filesystem::exists(state + f)) << f;
+  EXPECT_TRUE(alive(sleeper.pid())) << "what no record proves is never signalled";
+  ASSERT_TRUE(wait_running(1, "net1")) << explain();
+  EXPECT_EQ(pid_of("net1"), keep) << "the claimed passt is adopted, not stopped";
+  EXPECT_TRUE(exactly_one_passt(keep)) << explain();
+  const std::string log = read_file(env.log_path());
+  EXPECT_NE(log.find("vm1/net2: stopping passt pid " + std::to_string(gone) + ": no binding claims it"),
+            std::string::npos) << explain();
+  EXPECT_NE(log.find("vm1/net3: stopping passt pid " + std::to_string(crashed.pid())), std::string::npos);
+  EXPECT_NE(log.find("vm1/net4: pid " + std::to_string(sleeper.pid()) + " from a pidfile no binding claims is not "
+                     "provably"), std::string::npos);
 }
 
 TEST_F(PasstTest, MissingQemuSocketBacksOffWithAClearError) {

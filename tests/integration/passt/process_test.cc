@@ -24,6 +24,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "passt/passt.h"
@@ -303,6 +304,67 @@ TEST_F(ProcessTest, WithoutHandedFdThereIsNoFd3) {
   KillGuard guard(s->pidfd.get());
   EXPECT_TRUE(test::wait_until([&] { return fd_numbers(s->pid) == std::set<int>{0, 1, 2}; }, 3s))
       << ::testing::PrintToString(fd_table(s->pid));
+}
+
+TEST_F(ProcessTest, BeforeExecRunsWhileTheChildHasNotExecutedYet) {
+  // What relinkd writes there (the pidfile) must name the process that then
+  // runs: same pid, same start time; and exec must not have happened yet.
+  pid_t hook_pid = 0;
+  uint64_t hook_start = 0;
+  std::string exe_then, cmdline_then;
+  auto req = request({"/bin/sleep", "30"});
+  req.before_exec = [&](pid_t pid, uint64_t start_time) {
+    hook_pid = pid;
+    hook_start = start_time;
+    // The child waits for the go-ahead: give it time it must not use.
+    std::this_thread::sleep_for(50ms);
+    auto info = read_proc(pid);
+    if (info) exe_then = info->exe, cmdline_then = info->cmdline.empty() ? "" : info->cmdline[0];
+  };
+  auto s = spawner_.spawn(req);
+  ASSERT_TRUE(s) << s.error().message;
+  KillGuard guard(s->pidfd.get());
+  EXPECT_EQ(hook_pid, s->pid);
+  EXPECT_NE(hook_start, 0u);
+  EXPECT_EQ(hook_start, s->start_time) << "exec keeps the start time the record names";
+  EXPECT_EQ(exe_then, std::filesystem::read_symlink("/proc/self/exe").string()) << "not exec'd yet";
+  EXPECT_NE(cmdline_then, "/bin/sleep");
+  EXPECT_EQ(s->exe, std::filesystem::canonical("/bin/sleep").string());
+}
+
+TEST_F(ProcessTest, AChildWhoseParentDiesBeforeTheGoAheadNeverExecs) {
+  // A forked helper plays relinkd: it spawns with a hook that kills the
+  // helper itself (a crash between fork and the record), so the child never
+  // gets its go-ahead. Its child must exit without running the program.
+  const std::string marker = "/tmp/relink-never-" + test::random_suffix();
+  int pids[2];
+  ASSERT_EQ(pipe2(pids, O_CLOEXEC), 0);
+  const pid_t helper = fork();
+  ASSERT_GE(helper, 0);
+  if (helper == 0) {
+    ProcessSpawner spawner;
+    SpawnRequest req;
+    req.path = "/bin/sh";
+    req.argv = {"/bin/sh", "-c", "touch " + marker};
+    req.uid = kNobody;
+    req.gid = kNogroup;
+    req.before_exec = [&](pid_t pid, uint64_t) {
+      (void)!write(pids[1], &pid, sizeof pid);
+      ::kill(getpid(), SIGKILL);
+    };
+    (void)spawner.spawn(req);
+    _exit(0);
+  }
+  close(pids[1]);
+  pid_t child = 0;
+  ASSERT_EQ(read(pids[0], &child, sizeof child), static_cast<ssize_t>(sizeof child));
+  close(pids[0]);
+  int st = 0;
+  ASSERT_EQ(waitpid(helper, &st, 0), helper);
+  // The orphaned child is reparented (to init or a subreaper): wait for it to be gone.
+  EXPECT_TRUE(test::wait_until([&] { return !read_proc(child) || read_proc(child)->zombie; }, 3s));
+  EXPECT_FALSE(std::filesystem::exists(marker)) << "the program ran without its record";
+  std::filesystem::remove(marker);
 }
 
 TEST_F(ProcessTest, MissingBinaryIsAnExecErrorAndLeavesNothing) {

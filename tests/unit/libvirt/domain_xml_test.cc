@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "libvirt/libvirt_connection.h"
 #include "support/harness.h"
 
 namespace relink::libvirt {
@@ -409,6 +410,26 @@ TEST(LinkUpdateXml, AppendsLinkAtTheEndWhenNothingFollowsIt) {
   EXPECT_EQ(*xml,
             "<interface type=\"direct\">\n  <mac address=\"52:54:00:00:00:01\"/>\n  <source dev=\"p0\"/>\n"
             "  <link state=\"up\"/>\n</interface>");
+}
+
+}  // namespace
+}  // namespace relink::libvirt
+
+namespace relink::libvirt {
+namespace {
+
+TEST(LocalSockets, FromTheUri) {
+  const std::vector<std::string> system = {"/run/libvirt/virtqemud-sock", "/run/libvirt/libvirt-sock"};
+  EXPECT_EQ(local_sockets("qemu:///system"), system);
+  EXPECT_EQ(local_sockets("qemu+unix:///system"), system);
+  EXPECT_EQ(local_sockets("qemu:///system?socket=/tmp/x/libvirt-sock"), std::vector<std::string>{"/tmp/x/libvirt-sock"});
+  EXPECT_EQ(local_sockets("qemu+unix:///system?mode=legacy&socket=/a%20b/sock"), std::vector<std::string>{"/a b/sock"});
+  EXPECT_TRUE(local_sockets("qemu+ssh://host/system").empty());
+  EXPECT_TRUE(local_sockets("qemu://host/system").empty());
+  EXPECT_TRUE(local_sockets("qemu:///session").empty());
+  EXPECT_TRUE(local_sockets("test:///default").empty());
+  EXPECT_TRUE(local_sockets("qemu:///system?socket=relative").empty());
+  EXPECT_TRUE(local_sockets("garbage").empty());
 }
 
 }  // namespace

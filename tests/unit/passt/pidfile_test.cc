@@ -354,6 +354,46 @@ TEST(AdoptionProof, ChangedArgsAreAnOlderConfiguration) {
   EXPECT_EQ(decide_adoption(full_record(), passt_proc(), now), Adoption::Foreign);
 }
 
+TEST(OrphanProof, OnlyTheRecordedPasstOfRunasIsProved) {
+  // The record alone says what should run: the recorded passt is proved.
+  EXPECT_EQ(decide_orphan(full_record(), passt_proc()), Adoption::Adopt);
+  ProcInfo avx2 = passt_proc();
+  avx2.exe = "/usr/bin/passt.avx2";
+  EXPECT_EQ(decide_orphan(full_record(), avx2), Adoption::Adopt);
+  EXPECT_EQ(decide_orphan(full_record(), std::nullopt), Adoption::Dead);
+  EXPECT_EQ(decide_orphan(full_record(), proc(1000, "", true)), Adoption::Dead);
+  // Another process under the pid.
+  ProcInfo late = passt_proc();
+  late.start_time = 1001;
+  EXPECT_EQ(decide_orphan(full_record(), late), Adoption::Reused);
+  // An earlier relinkd's record (no argv, uid, gid) proves nothing about a live process.
+  EXPECT_EQ(decide_orphan(record(), passt_proc()), Adoption::Foreign);
+  // A process whose ids are not all the recorded runas.
+  ProcInfo setuid = passt_proc();
+  setuid.uids = {65534, 0, 0, 0};
+  EXPECT_EQ(decide_orphan(full_record(), setuid), Adoption::Foreign);
+  // A record naming root is never relinkd's passt.
+  PidRecord root = full_record();
+  root.uid = root.gid = 0;
+  EXPECT_EQ(decide_orphan(root, passt_proc(0, 0)), Adoption::Foreign);
+  // A command line relinkd does not build (a record that names `sleep` with
+  // its own argv, or passt without -f and the socket).
+  PidRecord sleep = full_record();
+  sleep.exe = "/usr/bin/sleep";
+  sleep.argv = {"/usr/bin/sleep", "600"};
+  ProcInfo sleeping = passt_proc(65534, 65534, sleep.argv);
+  sleeping.exe = "/usr/bin/sleep";
+  EXPECT_EQ(decide_orphan(sleep, sleeping), Adoption::Foreign);
+  PidRecord other_socket = full_record();
+  other_socket.socket = "/run/other.sock";
+  EXPECT_EQ(decide_orphan(other_socket, passt_proc()), Adoption::Foreign);
+  // stream-server: passt -f --fd 3, the socket being QEMU's.
+  PidRecord server = full_record();
+  server.mode = "stream-server";
+  server.argv = {"/usr/bin/passt", "-f", "--fd", "3", "-t", "10001"};
+  EXPECT_EQ(decide_orphan(server, passt_proc(65534, 65534, server.argv)), Adoption::Adopt);
+}
+
 TEST(Pidfile, RoundTripWithMode0600) {
   TempDir dir;
   const std::string path = dir / "web1-net1.pid";
