@@ -18,7 +18,9 @@ void sleep_ms(int ms) {
 
 // SIGKILL; a relinkd already gone when the fault wants it is an incident.
 void kill9(World& w, const std::string& why) {
-  if (!w.stop_relinkd(SIGKILL)) w.incidents().push_back("relinkd was not running before " + why + " (it exited by itself)");
+  if (!w.stop_relinkd(SIGKILL))
+    w.incidents().push_back("relinkd was not running before " + why + " (it exited by itself); its log ends:" +
+                            w.relinkd_last_words());
 }
 
 void flap(World& w, Vm& v, int gap_ms) {
@@ -83,7 +85,9 @@ void run_fault(World& w, const Fault& f, FaultStats& stats) {
       w.start_relinkd();
       break;
     case FaultKind::TermStart:
-      if (!w.stop_relinkd(SIGTERM)) w.incidents().push_back("relinkd was not running before sigterm-start");
+      if (!w.stop_relinkd(SIGTERM))
+        w.incidents().push_back("relinkd was not running before sigterm-start (it exited by itself); its log ends:" +
+                                w.relinkd_last_words());
       sleep_ms(f.gap_ms);
       w.start_relinkd();
       break;
@@ -113,7 +117,7 @@ void run_fault(World& w, const Fault& f, FaultStats& stats) {
 
 void settle(World& w) {
   if (!w.relinkd_running()) {
-    w.incidents().push_back("relinkd exited by itself during the window\n" + w.tails());
+    w.incidents().push_back("relinkd exited by itself during the window; its log ends:" + w.relinkd_last_words());
     w.start_relinkd();
   }
   for (Vm* v : w.vms()) {

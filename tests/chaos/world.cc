@@ -350,6 +350,16 @@ void World::monitor_stop() {
   monitor_file_.clear();
 }
 
+std::string World::relinkd_last_words() {
+  std::istringstream in(tail(test::read_file(relinkd_log()), 4000));
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) lines.push_back(line);
+  std::string out;
+  for (size_t i = lines.size() > 4 ? lines.size() - 4 : 0; i < lines.size(); ++i) out += "\n      " + lines[i];
+  return out;
+}
+
 std::string World::tails() {
   std::string s = "relinkd log (tail):\n" + tail(test::read_file(relinkd_log()), 4000);
   for (auto& v : vms_)

@@ -114,6 +114,8 @@ class World {
   // checks as violations.
   std::vector<std::string>& incidents() { return incidents_; }
   std::string tails();
+  // The last lines of relinkd's log: why an instance nobody stopped ended.
+  std::string relinkd_last_words();
 
  private:
   void write_config();
