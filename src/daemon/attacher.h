@@ -37,7 +37,9 @@ class Attacher {
   // Looks at a freshly connected QEMU: what each binding's NIC is wired to,
   // whether that is a live macvtap to adopt, and removes leftovers of ours.
   // `bindings` must outlive the call (the VM runtime owns them). Calls `done`
-  // once, from the event loop, with one VmConnected per binding, in order.
+  // once, from the event loop, with one VmConnected per binding, in order;
+  // or not at all when QEMU did not answer in time and the attacher reset
+  // the session (the next session is probed anew).
   virtual void probe(const std::vector<config::MacvtapBinding>& bindings,
                      std::function<void(std::vector<engine::VmConnected>)> done) = 0;
 

@@ -10,11 +10,14 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <limits.h>
+
 #include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <string_view>
 
 #include "util/unique_fd.h"
 
@@ -35,12 +38,28 @@ std::optional<int> number(const char* s) {
 
 }  // namespace
 
+Liveness fd_liveness_by_node(pid_t pid, int fd) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
+  char target[PATH_MAX];
+  const ssize_t n = readlink(path.c_str(), target, sizeof target - 1);
+  if (n <= 0) return Liveness::Unknown;
+  std::string t(target, static_cast<size_t>(n));
+  constexpr std::string_view kDeleted = " (deleted)";
+  const bool deleted = t.size() > kDeleted.size() && t.compare(t.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0;
+  if (deleted) t.resize(t.size() - kDeleted.size());
+  if (t.rfind("/dev/tap", 0) != 0 || !number(t.c_str() + 8)) return Liveness::Unknown;
+  if (deleted) return Liveness::Dead;
+  struct stat held {}, node {};
+  if (stat(path.c_str(), &held) != 0 || stat(t.c_str(), &node) != 0) return Liveness::Unknown;
+  return held.st_dev == node.st_dev && held.st_ino == node.st_ino ? Liveness::Live : Liveness::Unknown;
+}
+
 Liveness fd_liveness(pid_t pid, int fd, const std::string& ifname) {
   // pidfd_open and pidfd_getfd set O_CLOEXEC on what they return.
   UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   if (!pidfd) return Liveness::Unknown;
   UniqueFd copy(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), fd, 0)));
-  if (!copy) return Liveness::Unknown;
+  if (!copy) return errno == EPERM || errno == ENOSYS ? fd_liveness_by_node(pid, fd) : Liveness::Unknown;
   struct stat st {};
   if (::fstat(copy.get(), &st) != 0 || !S_ISCHR(st.st_mode)) return Liveness::Dead;
   ifreq ifr {};

@@ -26,6 +26,12 @@ enum class Liveness {
 // What fd `fd` of process `pid` is attached to, compared with `ifname`.
 Liveness fd_liveness(pid_t pid, int fd, const std::string& ifname);
 
+// The same judged only from the node the fd was opened through, for when
+// the fd cannot be copied: "/dev/tapN (deleted)" is dead (devtmpfs removes
+// the node with its macvtap), the current /dev/tapN with the fd's inode is
+// live, anything else (a private node) unknown.
+Liveness fd_liveness_by_node(pid_t pid, int fd);
+
 // The fds of `pid` that are character device `dev`.
 std::vector<int> fds_of_device(pid_t pid, dev_t dev);
 

@@ -71,6 +71,11 @@ class DaemonEnv {
       std::filesystem::remove_all(dir_, ec);
   }
 
+  // Run before every QEMU (exec'ing it, so that the pid stays QEMU's), with
+  // these fds inherited.
+  std::vector<std::string> qemu_wrapper;
+  std::vector<int> qemu_keep_fds;
+
   Netns& ns() { return ns_; }
   const std::string& dir() const { return dir_; }
   std::string qmp_path(const std::string& vm) const { return dir_ + "/" + vm + ".qmp"; }
@@ -121,7 +126,8 @@ class DaemonEnv {
     vm.name = name;
     std::filesystem::remove(qmp_path(vm.name));
     std::filesystem::remove(test_qmp_path(vm.name));
-    std::vector<std::string> argv = prefix;
+    std::vector<std::string> argv = qemu_wrapper;
+    argv.insert(argv.end(), prefix.begin(), prefix.end());
     argv.insert(argv.end(), {
         "qemu-system-x86_64", "-nodefaults", "-display", "none", "-machine", machine, "-accel", "tcg",
         "-m", guest.empty() ? "64" : "256", "-qmp", "unix:" + qmp_path(vm.name) + ",server=on,wait=off", "-qmp",
@@ -129,7 +135,7 @@ class DaemonEnv {
     argv.insert(argv.end(), net.begin(), net.end());
     if (guest.empty()) argv.push_back("-S");
     argv.insert(argv.end(), guest.begin(), guest.end());
-    qemus_[vm.name] = std::make_unique<Child>(argv, Child::Options{"", dir_ + "/" + vm.name + ".qemu.log", {}});
+    qemus_[vm.name] = std::make_unique<Child>(argv, Child::Options{"", dir_ + "/" + vm.name + ".qemu.log", qemu_keep_fds});
     auto q = std::make_unique<QmpSync>();
     ASSERT_TRUE(q->connect(test_qmp_path(vm.name))) << read_file(dir_ + "/" + vm.name + ".qemu.log");
     test_qmp_[vm.name] = std::move(q);

@@ -440,3 +440,39 @@ TEST_F(LibvirtVms, DomainNamedLikeAConfiguredVmIsRefused) {
 
 }  // namespace
 }  // namespace relink::test
+
+namespace relink::test {
+namespace {
+
+// relinkd is killed -9 while a paused guest holds a release it asked for
+// through libvirt; the guest is resumed and releases the interface while no
+// relinkd runs, so libvirt's live XML no longer has it. The next relinkd
+// finds the interface in the journal of intent and attaches it again.
+TEST_F(LibvirtVms, RelinkdKilledMidReleaseTheNextOneAttachesTheInterfaceAgain) {
+  ASSERT_NO_FATAL_FAILURE(boot(guest("g1")));
+  ASSERT_NO_FATAL_FAILURE(start_relinkd(60));
+  ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
+  lv.virsh_ok("suspend g1");
+  ASSERT_TRUE(wait_until([&] { return vm("g1").value("paused", false); }, 10s)) << explain();
+  env.ns().ip("link del p0");
+  ASSERT_TRUE(env.wait_state("waiting-parent", 0, "g1", 10s, "net0")) << explain();
+  add_parent();
+  ASSERT_TRUE(env.wait_state("releasing", 0, "g1", 10s, "net0")) << explain();
+  const std::string journal = env.dir() + "/state/intent.json";
+  ASSERT_NE(read_file(journal).find(kMac), std::string::npos) << "not journaled before the release\n" << explain();
+  ASSERT_NE(env.relinkd().stop(SIGKILL, 5s), -1);
+  std::filesystem::remove(env.control());
+  lv.virsh_ok("resume g1");
+  ASSERT_TRUE(wait_until([&] { return domiflist_ifaces("g1").empty(); }, 30s))
+      << "the guest did not release the interface\n" << lv.virsh("domiflist g1").out;
+  ASSERT_NO_FATAL_FAILURE(env.start_relinkd());
+  ASSERT_TRUE(env.wait_state("attached", 0, "g1", 60s, "net0")) << explain();
+  ASSERT_NO_FATAL_FAILURE(expect_qemu_holds_only("g1"));
+  EXPECT_TRUE(guest_answers(30s)) << explain();
+  EXPECT_TRUE(wait_until([&] { return !std::filesystem::exists(journal); }, 5s)) << read_file(journal);
+  EXPECT_NE(read_file(env.log_path()).find("finishing a replug begun before"), std::string::npos) << explain();
+  expect_untainted("g1");
+}
+
+}  // namespace
+}  // namespace relink::test
