@@ -560,4 +560,10 @@ Config load_file(const std::string& path) {
   return load_string(text, path);
 }
 
+Result<RunasIds> resolve_runas_ids(const std::string& runas) {
+  auto ids = resolve_runas(runas);
+  if (auto* err = std::get_if<std::string>(&ids)) return Error{ENOENT, *err};
+  return RunasIds{std::get<Ids>(ids).uid, std::get<Ids>(ids).gid};
+}
+
 }  // namespace relink::config

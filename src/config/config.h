@@ -13,6 +13,7 @@
 #include "macvtap/macvtap_factory.h"
 #include "passt/passt.h"
 #include "util/mac.h"
+#include "util/result.h"
 
 namespace relink::config {
 
@@ -129,6 +130,14 @@ Config load_string(const std::string& text, const std::string& path);
 // The default macvtap name for a binding: "rl" + 8 hex digits of a hash of
 // "vm/nic" (stable across restarts, fits IFNAMSIZ).
 std::string default_macvtap_name(const std::string& vm, const std::string& nic);
+
+// A [[vm.passt]] runas resolved as loading does (names through NSS); the
+// reason ("'runas': unknown user 'x'") when it does not resolve.
+struct RunasIds {
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+Result<RunasIds> resolve_runas_ids(const std::string& runas);
 
 bool valid_qemu_id(const std::string& id);
 bool valid_ifname(const std::string& name);

@@ -2,6 +2,7 @@
 // Parsing and checking VMs registered at runtime, their conflicts, and runtime.toml's text.
 #include "config/runtime_vms.h"
 
+#include <algorithm>
 #include <map>
 #include <sstream>
 #include <toml++/toml.h>
@@ -99,19 +100,152 @@ std::vector<RuntimeVm> parse_runtime_vms(const std::string& text, const std::str
   return parse_vms(text, origin, /*allow_none=*/false);
 }
 
-std::vector<RuntimeVm> parse_runtime_file(const std::string& text, const std::string& path) {
-  return parse_vms(text, path, /*allow_none=*/true);
+namespace {
+
+// One [[vm]] table of runtime.toml. A passt binding whose runas does not
+// resolve now, with ids kept for that very runas, loads with those ids
+// (given as "UID:GID", which needs no NSS) and keeps its name.
+RuntimeVm load_vm_table(const toml::table& vt, const std::vector<ResolvedIds>& ids, const std::string& origin,
+                        std::vector<std::string>& notes) {
+  const std::string doc = vm_document(vt);
+  const std::string name = vt["name"].value_or(std::string());
+  toml::table copy = vt;
+  std::map<size_t, std::string> substituted;  // passt index -> runas as written
+  if (toml::array* ps = copy["passt"].as_array())
+    for (size_t j = 0; j < ps->size(); ++j) {
+      toml::table* pt = ps->get(j)->as_table();
+      if (!pt) continue;
+      const std::string runas = (*pt)["runas"].value_or(std::string("nobody"));
+      const std::string netdev = (*pt)["netdev"].value_or(std::string());
+      auto kept = std::find_if(ids.begin(), ids.end(), [&](const ResolvedIds& r) {
+        return r.vm == name && r.netdev == netdev && r.runas == runas;
+      });
+      if (kept == ids.end()) continue;
+      auto now = resolve_runas_ids(runas);
+      if (now) continue;  // NSS answers: it has the last word
+      pt->insert_or_assign("runas", std::to_string(kept->uid) + ":" + std::to_string(kept->gid));
+      substituted[j] = runas;
+      notes.push_back(origin + ": VM '" + name + "', passt netdev '" + netdev + "': " + now.error().message +
+                      "; using uid " + std::to_string(kept->uid) + " gid " + std::to_string(kept->gid) +
+                      ", which it resolved to when it was registered");
+    }
+  Config cfg = load_string(substituted.empty() ? doc : vm_document(copy), origin + " (VM '" + name + "')");
+  if (cfg.vms.size() != 1) throw ConfigError(origin + ": VM '" + name + "': not one [[vm]] table");
+  RuntimeVm rv{std::move(cfg.vms[0]), doc};
+  for (const auto& [j, runas] : substituted) rv.vm.passts.at(j).runas = runas;
+  return rv;
 }
 
-std::string format_runtime_file(const std::vector<RuntimeVm>& vms) {
+std::vector<ResolvedIds> read_resolved(const toml::table& root, std::vector<std::string>& notes,
+                                       const std::string& path) {
+  std::vector<ResolvedIds> out;
+  const toml::array* arr = root["resolved"].as_array();
+  if (!arr) return out;
+  for (const toml::node& n : *arr) {
+    const toml::table* t = n.as_table();
+    ResolvedIds r;
+    auto id = [&](const char* key, uint32_t& to) {
+      auto v = t ? (*t)[key].value<int64_t>() : std::nullopt;
+      if (!v || *v <= 0 || *v >= 0xffffffff) return false;
+      to = static_cast<uint32_t>(*v);
+      return true;
+    };
+    if (!t || !(*t)["vm"].is_string() || !(*t)["netdev"].is_string() || !(*t)["runas"].is_string() ||
+        !id("uid", r.uid) || !id("gid", r.gid)) {
+      notes.push_back(path + ":" + std::to_string(n.source().begin.line) + ": ignoring a malformed [[resolved]] table");
+      continue;
+    }
+    r.vm = *(*t)["vm"].value<std::string>();
+    r.netdev = *(*t)["netdev"].value<std::string>();
+    r.runas = *(*t)["runas"].value<std::string>();
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::vector<ResolvedIds> of_vm(const std::vector<ResolvedIds>& ids, const std::string& vm) {
+  std::vector<ResolvedIds> out;
+  for (const auto& r : ids)
+    if (r.vm == vm) out.push_back(r);
+  return out;
+}
+
+}  // namespace
+
+RuntimeFile parse_runtime_file(const std::string& text, const std::string& path) {
+  toml::table root;
+  try {
+    root = toml::parse(text, path);
+  } catch (const toml::parse_error& e) {
+    fail_at(path, e.source().begin, std::string(e.description()));
+  }
+  for (auto&& [k, v] : root)
+    if (k.str() != "vm" && k.str() != "resolved")
+      fail_at(path, k.source().begin, "'" + std::string(k.str()) + "' is not a table relinkd writes in this file");
+  RuntimeFile out;
+  const std::vector<ResolvedIds> ids = read_resolved(root, out.notes, path);
+  const toml::node* vms = root.get("vm");
+  if (!vms) return out;
+  const toml::array* arr = vms->as_array();
+  if (!arr || !arr->is_array_of_tables()) fail_at(path, vms->source().begin, "'vm' must be [[vm]] tables");
+  for (const toml::node& n : *arr) {
+    const toml::table& vt = *n.as_table();
+    const std::string name = vt["name"].value_or(std::string());
+    try {
+      out.vms.push_back(load_vm_table(vt, of_vm(ids, name), path, out.notes));
+    } catch (const ConfigError& e) {
+      out.held.push_back(HeldVm{name, vm_document(vt), e.what(), of_vm(ids, name)});
+    }
+  }
+  return out;
+}
+
+RuntimeVm load_runtime_vm(const std::string& text, const std::vector<ResolvedIds>& ids, const std::string& origin,
+                          std::vector<std::string>& notes) {
+  toml::table root;
+  try {
+    root = toml::parse(text, origin);
+  } catch (const toml::parse_error& e) {
+    fail_at(origin, e.source().begin, std::string(e.description()));
+  }
+  const toml::array* arr = root["vm"].as_array();
+  if (!arr || arr->size() != 1 || !arr->get(0)->as_table()) fail_at(origin, {1, 1}, "not one [[vm]] table");
+  return load_vm_table(*arr->get(0)->as_table(), ids, origin, notes);
+}
+
+std::string format_runtime_file(const std::vector<RuntimeVm>& vms, const std::vector<HeldVm>& held) {
   std::string text =
       "# The VMs registered at runtime with relinkctl add, kept across restarts of relinkd.\n"
       "# relinkd writes this file after every relinkctl add and remove: do not edit it.\n";
-  for (const auto& rv : vms) {
+  std::vector<ResolvedIds> ids;
+  auto append = [&](const std::string& toml) {
     text += '\n';
-    text += rv.toml;
-    if (!rv.toml.empty() && rv.toml.back() != '\n') text += '\n';
+    text += toml;
+    if (!toml.empty() && toml.back() != '\n') text += '\n';
+  };
+  for (const auto& rv : vms) {
+    append(rv.toml);
+    for (const auto& p : rv.vm.passts) ids.push_back(ResolvedIds{rv.vm.name, p.netdev, p.runas, p.uid, p.gid});
   }
+  for (const auto& h : held) {
+    append(h.toml);
+    ids.insert(ids.end(), h.ids.begin(), h.ids.end());
+  }
+  if (ids.empty()) return text;
+  toml::array arr;
+  for (const auto& r : ids)
+    arr.push_back(toml::table{{"vm", r.vm},
+                              {"netdev", r.netdev},
+                              {"runas", r.runas},
+                              {"uid", static_cast<int64_t>(r.uid)},
+                              {"gid", static_cast<int64_t>(r.gid)}});
+  toml::table doc;
+  doc.insert("resolved", std::move(arr));
+  std::ostringstream os;
+  os << toml::toml_formatter{doc, toml::toml_formatter::default_flags & ~toml::format_flags::indentation};
+  text += "\n# The ids each passt binding's runas resolved to when it was registered: used when the name does\n"
+          "# not resolve at a later start (NSS not ready yet).\n";
+  append(os.str());
   return text;
 }
 

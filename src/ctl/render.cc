@@ -104,6 +104,12 @@ std::string render_status(const json& st, const Style& style, const std::string&
     // Why the VM cannot be reached: once, not in every binding's row.
     if (has_text(vm, "qmp_error")) notes.push_back(name + ": QMP " + cell(vm, "qmp") + ": " + cell(vm, "qmp_error"));
   }
+  // Registrations that could not be loaded: not managed, kept, retried at reload.
+  for (const auto& h : st.value("held", json::array())) {
+    const std::string name = cell(h, "name");
+    if (!only_vm.empty() && name != only_vm) continue;
+    rows.push_back({name, cell(h, "origin"), "-", "-", "-", "held", "-", "-", "(not loaded)", cell(h, "error")});
+  }
   std::vector<size_t> width(rows[0].size(), 0);
   for (const auto& r : rows)
     for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());

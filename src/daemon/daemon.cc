@@ -197,6 +197,12 @@ Result<nlohmann::json> Daemon::reload() {
   // The passt binary may have been upgraded or reconfigured.
   config::Config previous = std::move(cfg_);
   cfg_ = std::move(next);
+  // Registrations held aside at start (NSS was not ready, a clash) may load now.
+  std::vector<const config::Vm*> others;
+  for (const auto& v : cfg_.vms) others.push_back(&v);
+  for (const auto& v : vms_.all())
+    if (dynamic_cast<const LibvirtVm*>(v.get())) others.push_back(&v->cfg());
+  runtime_->retry_held(others, cfg_.daemon.control_socket);
   passt_->probe(wanted_vms(), cfg_.daemon.passt);
   journal_->drop_gone();
   nlohmann::json changes = apply_vms(previous);
@@ -229,7 +235,7 @@ std::vector<const config::Vm*> Daemon::known_vms() const {
 
 std::string Daemon::claim(const std::string& name) const {
   if (cfg_.find_vm(name)) return "config";
-  return runtime_->find(name) ? "runtime" : "";
+  return runtime_->find(name) || runtime_->holds(name) ? "runtime" : "";
 }
 
 // Kept VMs keep their session and state (a failed binding gets a fresh
@@ -296,6 +302,8 @@ nlohmann::json Daemon::apply_vms(const config::Config& previous) {
 
 void Daemon::stop_unclaimed_passts() {
   std::set<std::string> claimed, claimed_vms;
+  // A held registration's bindings are not known now: its passt stays.
+  for (const auto& h : runtime_->held()) claimed_vms.insert(h.name);
   for (const auto& vm : wanted_vms())
     for (const auto& p : vm.passts) claimed.insert(vm.name + "/" + p.netdev);
   if (const size_t n = passt_->stop_unclaimed(cfg_.daemon.state_dir, claimed, claimed_vms))
@@ -314,7 +322,7 @@ nlohmann::json Daemon::control_add(const std::string& text) {
 }
 
 nlohmann::json Daemon::control_remove(const std::string& name) {
-  if (!runtime_->find(name)) {
+  if (!runtime_->find(name) && !runtime_->holds(name)) {
     if (cfg_.find_vm(name))
       return refused("VM '" + name + "' comes from " + cfg_.path + ", not from relinkctl add: edit the file and reload");
     const ManagedVm* v = vms_.find(name);
@@ -331,8 +339,11 @@ nlohmann::json Daemon::control_remove(const std::string& name) {
 nlohmann::json Daemon::status() const {
   nlohmann::json vms = nlohmann::json::array();
   for (const auto& vm : vms_.all()) vms.push_back(vm->status());
+  nlohmann::json held = nlohmann::json::array();
+  for (const auto& h : runtime_->held()) held.push_back({{"name", h.name}, {"origin", "runtime"}, {"error", h.error}});
   return {{"version", 1},
           {"vms", std::move(vms)},
+          {"held", std::move(held)},
           {"daemon",
            {{"version", RELINK_VERSION},
             {"config", cfg_.path},

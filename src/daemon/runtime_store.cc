@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <stdio.h>
+
 #include <cerrno>
 #include <cstring>
 
@@ -61,22 +63,29 @@ RuntimeStore::RuntimeStore(std::string state_dir) : state_dir_(std::move(state_d
 
 std::string RuntimeStore::path() const { return state_dir_ + "/" + kFileName; }
 
-Result<std::vector<config::RuntimeVm>> RuntimeStore::load() {
+Result<config::RuntimeFile> RuntimeStore::load(bool* stuck) {
   auto dir = open_state_dir(state_dir_);
   if (!dir) return dir.error();
   const std::string shown = path();
   UniqueFd fd(::openat(dir->get(), kFileName, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK));
-  if (!fd && errno == ENOENT) return std::vector<config::RuntimeVm>{};
+  if (!fd && errno == ENOENT) return config::RuntimeFile{};
 
-  // Why the file cannot be used: it is put aside, and the error returned.
+  // Why the file cannot be used: it is put aside under a name no earlier
+  // one has, and the error returned.
   auto put_aside = [&](Error why) -> Error {
-    if (::renameat(dir->get(), kFileName, dir->get(), kInvalidName) != 0) {
-      const int err = errno;
-      return Error{why.code, why.message + "; it could not be renamed to " + kInvalidName + ": " +
-                                 std::strerror(err)};
+    int err = EEXIST;
+    std::string aside;
+    for (int n = 0; n < 1000 && err == EEXIST; ++n) {
+      aside = std::string(kInvalidName) + (n ? "." + std::to_string(n) : "");
+      err = ::renameat2(dir->get(), kFileName, dir->get(), aside.c_str(), RENAME_NOREPLACE) == 0 ? 0 : errno;
+    }
+    if (err != 0) {
+      if (stuck) *stuck = true;
+      return Error{why.code, why.message + "; it could not be renamed to " + aside + ": " + std::strerror(err) +
+                                 " (relinkctl add and remove are refused until it is moved away)"};
     }
     (void)::fsync(dir->get());
-    return Error{why.code, why.message + "; the file is kept as " + state_dir_ + "/" + kInvalidName +
+    return Error{why.code, why.message + "; the file is kept as " + state_dir_ + "/" + aside +
                                " and no runtime VMs were read from it"};
   };
 
@@ -104,12 +113,12 @@ Result<std::vector<config::RuntimeVm>> RuntimeStore::load() {
   }
 }
 
-Result<void> RuntimeStore::save(const std::vector<config::RuntimeVm>& vms) {
+Result<void> RuntimeStore::save(const std::vector<config::RuntimeVm>& vms, const std::vector<config::HeldVm>& held) {
   auto dir = open_state_dir(state_dir_);
   if (!dir) return dir.error();
   const int dfd = dir->get();
   const std::string shown = path();
-  if (vms.empty()) {
+  if (vms.empty() && held.empty()) {
     if (::unlinkat(dfd, kFileName, 0) != 0) {
       if (errno == ENOENT) return ok();
       return Error::last("remove " + shown);
@@ -118,7 +127,7 @@ Result<void> RuntimeStore::save(const std::vector<config::RuntimeVm>& vms) {
     return ok();
   }
 
-  const std::string text = config::format_runtime_file(vms);
+  const std::string text = config::format_runtime_file(vms, held);
   if (text.size() > kMaxSize)
     return Error{EFBIG, shown + ": " + std::to_string(vms.size()) + " runtime VMs take more than " +
                             std::to_string(kMaxSize >> 20) + " MiB, more than relinkd reads back"};

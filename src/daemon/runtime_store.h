@@ -21,17 +21,20 @@ class RuntimeStore {
 
   // Reads state_dir/runtime.toml (missing: no VMs). state_dir must be
   // trusted (root's alone, see util/trusted_dir.h; it is created when
-  // missing, as relinkd does at start). A file that cannot be used (does not
-  // parse, is larger than kMaxSize, is not a regular file of root's that only
-  // root may write) is renamed to runtime.toml.invalid, replacing an older
-  // one, so that it is neither lost nor overwritten by the next save; the
-  // error is returned and there are no runtime VMs.
-  Result<std::vector<config::RuntimeVm>> load();
+  // missing, as relinkd does at start). A VM that does not load is held
+  // (config::parse_runtime_file), the others load. A file that cannot be
+  // used as a whole (not TOML, larger than kMaxSize, not a regular file of
+  // root's that only root may write) is renamed to runtime.toml.invalid, or
+  // .invalid.1, .2, ... (never over an earlier one), so that it is neither
+  // lost nor overwritten by the next save; the error is returned and there
+  // are no runtime VMs. When it cannot be renamed either, the error says so
+  // and `stuck` is set: the file must not be saved over.
+  Result<config::RuntimeFile> load(bool* stuck = nullptr);
 
   // Writes runtime.toml atomically: a temporary file in state_dir (mode 0600,
   // O_CLOEXEC|O_NOFOLLOW), fsync, rename over runtime.toml, fsync of
-  // state_dir. An empty list removes the file.
-  Result<void> save(const std::vector<config::RuntimeVm>& vms);
+  // state_dir. Nothing to keep removes the file.
+  Result<void> save(const std::vector<config::RuntimeVm>& vms, const std::vector<config::HeldVm>& held = {});
 
   // state_dir/runtime.toml
   std::string path() const;

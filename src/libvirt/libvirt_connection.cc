@@ -6,6 +6,7 @@
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include <mutex>
 
 #include "util/log.h"
+#include "util/unix_addr.h"
 
 namespace relink::libvirt {
 namespace {
@@ -58,6 +60,24 @@ int read_qemu_pid(const std::string& pid_dir, const std::string& domain) {
   char* end = nullptr;
   const long pid = std::strtol(buf, &end, 10);
   return pid > 1 && pid < (1L << 22) ? static_cast<int>(pid) : 0;
+}
+
+// Whether no process listens on any of `paths` (each absent or refusing);
+// `exists` tells whether any of them is there at all.
+bool nobody_listens(const std::vector<std::string>& paths, bool& exists) {
+  exists = false;
+  for (const auto& path : paths) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) continue;
+    exists = true;
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    auto sa = unix_addr(path);
+    if (!fd || !sa) return false;
+    // Non-blocking: a full backlog (EAGAIN) is a listener too.
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&*sa), sizeof *sa) == 0 || errno != ECONNREFUSED)
+      return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -399,12 +419,12 @@ void Connection::Thread::schedule_reconnect() {
   if (src->stop_ || reconnect_timer >= 0) return;
   // No libvirtd (none of its sockets exists), or one that refused us until
   // the backoff reached its end (a socket a killed libvirtd left): wait for
-  // a socket to be created instead of trying every few seconds forever.
-  const bool none = std::none_of(src->sockets_.begin(), src->sockets_.end(), [](const std::string& p) {
-    struct stat st {};
-    return ::stat(p.c_str(), &st) == 0;
-  });
-  if (!src->sockets_.empty() && !no_watch && (none || backoff_ms >= src->opts_.reconnect_max_ms)) {
+  // a socket to be created instead of trying every few seconds forever. A
+  // socket something listens on (a libvirtd that refused us for another
+  // reason) is retried on the timer.
+  bool exists = false;
+  if (!src->sockets_.empty() && !no_watch && nobody_listens(src->sockets_, exists) &&
+      (!exists || backoff_ms >= src->opts_.reconnect_max_ms)) {
     backoff_ms = 0;
     src->post_result([s = src] { s->wait_for_socket(); });
     return;

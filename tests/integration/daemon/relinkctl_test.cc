@@ -356,7 +356,7 @@ TEST_F(RelinkCtl, StatusJsonKeySetIsPinned) {
   using Keys = std::set<std::string>;
   const auto st = env.status();
   ASSERT_TRUE(st.is_object());
-  EXPECT_EQ(keys(st), (Keys{"version", "vms", "daemon", "libvirt"}));
+  EXPECT_EQ(keys(st), (Keys{"version", "vms", "held", "daemon", "libvirt"}));
   EXPECT_EQ(keys(st["daemon"]), (Keys{"version", "config", "uptime_s", "netlink_overruns"}));
   EXPECT_EQ(keys(st["libvirt"]), (Keys{"enabled"}));
   ASSERT_EQ(st["vms"].size(), 2u) << st.dump();

@@ -275,29 +275,76 @@ TEST(RuntimeVmsFile, RoundTripGivesEqualVms) {
   EXPECT_EQ(text.rfind("# ", 0), 0u) << text;
   EXPECT_NE(text.find("relinkd writes this file"), std::string::npos) << text;
   auto back = parse_runtime_file(text, "/run/relinkd/runtime.toml");
-  ASSERT_EQ(back.size(), vms.size());
+  ASSERT_EQ(back.vms.size(), vms.size());
+  EXPECT_TRUE(back.held.empty());
   for (size_t i = 0; i < vms.size(); ++i) {
-    EXPECT_EQ(back[i].vm, vms[i].vm);
-    EXPECT_EQ(back[i].toml, vms[i].toml);
+    EXPECT_EQ(back.vms[i].vm, vms[i].vm);
+    EXPECT_EQ(back.vms[i].toml, vms[i].toml);
   }
   // And once more: the text is stable.
-  EXPECT_EQ(format_runtime_file(back), text);
+  EXPECT_EQ(format_runtime_file(back.vms), text);
 }
 
 TEST(RuntimeVmsFile, NoVmsIsAFileOfComments) {
   const std::string text = format_runtime_file({});
-  EXPECT_TRUE(parse_runtime_file(text, "r").empty());
-  EXPECT_TRUE(parse_runtime_file("", "r").empty());
+  EXPECT_TRUE(parse_runtime_file(text, "r").vms.empty());
+  EXPECT_TRUE(parse_runtime_file("", "r").vms.empty());
 }
 
-TEST(RuntimeVmsFile, ErrorsNameThePath) {
-  try {
-    (void)parse_runtime_file("[[vm]]\nname = \"a\"\n", "/s/runtime.toml");
-    FAIL() << "no error";
-  } catch (const ConfigError& e) {
-    EXPECT_EQ(std::string(e.what()), "/s/runtime.toml:1:1: [[vm]] 'a': missing required key 'qmp'");
-  }
+TEST(RuntimeVmsFile, AVmThatDoesNotLoadIsHeldAlone) {
+  const std::string text = std::string(kWeb1) + "\n[[vm]]\nname = \"a\"\n";
+  auto f = parse_runtime_file(text, "/s/runtime.toml");
+  ASSERT_EQ(f.vms.size(), 1u);
+  ASSERT_EQ(f.held.size(), 1u);
+  EXPECT_EQ(f.held[0].name, "a");
+  EXPECT_EQ(f.held[0].error, "/s/runtime.toml (VM 'a'):1:1: [[vm]] 'a': missing required key 'qmp'");
+  // Written back as it was, and held again.
+  auto again = parse_runtime_file(format_runtime_file(f.vms, f.held), "/s/runtime.toml");
+  EXPECT_EQ(again.held, f.held);
+  // The file as a whole: not TOML, or a table relinkd does not write.
   EXPECT_THROW((void)parse_runtime_file("[daemon]\n", "r"), ConfigError);
+  EXPECT_THROW((void)parse_runtime_file("[[vm]\n", "r"), ConfigError);
+}
+
+TEST(RuntimeVmsFile, KeptIdsStandInForARunasThatDoesNotResolve) {
+  const std::string vm = R"([[vm]]
+name = "s"
+qmp = "/run/qemu/s.qmp"
+[[vm.passt]]
+netdev = "net1"
+socket = "/run/relinkd/s.sock"
+runas = "relink-no-such-user"
+)";
+  const std::string kept = "\n[[resolved]]\nvm = \"s\"\nnetdev = \"net1\"\nrunas = \"relink-no-such-user\"\nuid = 4242\n"
+                           "gid = 4343\n";
+  auto f = parse_runtime_file(vm + kept, "r");
+  ASSERT_EQ(f.vms.size(), 1u) << (f.held.empty() ? "" : f.held[0].error);
+  const auto& p = f.vms[0].vm.passts.at(0);
+  EXPECT_EQ(p.runas, "relink-no-such-user");
+  EXPECT_EQ(p.uid, 4242u);
+  EXPECT_EQ(p.gid, 4343u);
+  ASSERT_EQ(f.notes.size(), 1u);
+  EXPECT_NE(f.notes[0].find("unknown user 'relink-no-such-user'; using uid 4242 gid 4343"), std::string::npos)
+      << f.notes[0];
+  // Written back with its ids.
+  EXPECT_NE(format_runtime_file(f.vms).find("uid = 4242"), std::string::npos);
+  // Without kept ids, or kept for another runas, or naming root: held.
+  EXPECT_EQ(parse_runtime_file(vm, "r").held.size(), 1u);
+  std::string other = kept;
+  other.replace(other.find("relink-no-such-user"), 19, "someone-else");
+  EXPECT_EQ(parse_runtime_file(vm + other, "r").held.size(), 1u);
+  std::string root = kept;
+  root.replace(root.find("uid = 4242"), 10, "uid = 0");
+  auto r = parse_runtime_file(vm + root, "r");
+  EXPECT_EQ(r.held.size(), 1u);
+  EXPECT_NE(r.notes.at(0).find("malformed [[resolved]]"), std::string::npos);
+  // A runas NSS resolves keeps NSS's ids.
+  std::string nobody = vm + kept;
+  for (size_t at; (at = nobody.find("relink-no-such-user")) != std::string::npos;) nobody.replace(at, 19, "nobody");
+  auto n = parse_runtime_file(nobody, "r");
+  ASSERT_EQ(n.vms.size(), 1u);
+  EXPECT_EQ(n.vms[0].vm.passts.at(0).uid, 65534u);
+  EXPECT_TRUE(n.notes.empty());
 }
 
 // A registration chooses its passt's arguments: those that write files or
@@ -322,7 +369,7 @@ args = [")") + arg + R"(", "/home/alice/.bashrc"]
       EXPECT_NE(what.find("allowed only in relinkd's configuration file"), std::string::npos) << what;
     }
     EXPECT_EQ(load_string(text, "relinkd.toml").vms.size(), 1u) << arg;
-    EXPECT_EQ(parse_runtime_file(text, "runtime.toml").size(), 1u) << arg;
+    EXPECT_EQ(parse_runtime_file(text, "runtime.toml").vms.size(), 1u) << arg;
   }
 }
 

@@ -73,6 +73,18 @@ TEST(RenderStatus, OneVmAndColour) {
   EXPECT_NE(coloured.find("\033[31mfailed\033[0m"), std::string::npos);
 }
 
+TEST(RenderStatus, HeldRegistrationsHaveARowWithTheirReason) {
+  json st = sample();
+  st["held"] = json::parse(R"([{"name": "svc9", "origin": "runtime", "error": "'runas': unknown user 'x'"}])");
+  const std::string out = render_status(st, {});
+  const auto l = lines(out);
+  ASSERT_GE(l.size(), 5u) << out;
+  EXPECT_EQ(l[4].rfind("svc9", 0), 0u) << out;
+  EXPECT_NE(l[4].find("held"), std::string::npos) << out;
+  EXPECT_NE(l[4].find("'runas': unknown user 'x'"), std::string::npos) << out;
+  EXPECT_EQ(render_status(st, {}, "web1").find("svc9"), std::string::npos);
+}
+
 TEST(RenderStatus, NoColourUnderNoColor) {
   setenv("NO_COLOR", "1", 1);
   EXPECT_FALSE(want_colour(1));

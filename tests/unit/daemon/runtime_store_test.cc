@@ -75,7 +75,7 @@ TEST_F(RuntimeStoreTest, PathIsInStateDir) {
 TEST_F(RuntimeStoreTest, MissingFileIsNoVms) {
   auto r = RuntimeStore(dir_).load();
   ASSERT_TRUE(r) << r.error().message;
-  EXPECT_TRUE(r->empty());
+  EXPECT_TRUE(r->vms.empty());
 }
 
 TEST_F(RuntimeStoreTest, SaveThenLoadGivesTheSameVms) {
@@ -87,18 +87,18 @@ TEST_F(RuntimeStoreTest, SaveThenLoadGivesTheSameVms) {
   EXPECT_EQ(read(RuntimeStore::kFileName), config::format_runtime_file(saved));
   auto r = RuntimeStore(dir_).load();
   ASSERT_TRUE(r) << r.error().message;
-  ASSERT_EQ(r->size(), 2u);
-  EXPECT_EQ((*r)[0].vm, saved[0].vm);
-  EXPECT_EQ((*r)[1].vm, saved[1].vm);
-  EXPECT_EQ((*r)[1].toml, saved[1].toml);
+  ASSERT_EQ(r->vms.size(), 2u);
+  EXPECT_EQ(r->vms[0].vm, saved[0].vm);
+  EXPECT_EQ(r->vms[1].vm, saved[1].vm);
+  EXPECT_EQ(r->vms[1].toml, saved[1].toml);
 
   // Rewritten with fewer VMs: replaced, and no temporary file is left.
   w = store.save({saved[1]});
   ASSERT_TRUE(w) << w.error().message;
   r = store.load();
   ASSERT_TRUE(r) << r.error().message;
-  ASSERT_EQ(r->size(), 1u);
-  EXPECT_EQ((*r)[0].vm.name, "b");
+  ASSERT_EQ(r->vms.size(), 1u);
+  EXPECT_EQ(r->vms[0].vm.name, "b");
   std::vector<std::string> names;
   for (const auto& e : std::filesystem::directory_iterator(dir_)) names.push_back(e.path().filename());
   EXPECT_EQ(names, std::vector<std::string>{"runtime.toml"});
@@ -128,7 +128,7 @@ TEST_F(RuntimeStoreTest, EmptyListRemovesTheFile) {
   ASSERT_TRUE(w) << w.error().message;
   auto r = store.load();
   ASSERT_TRUE(r) << r.error().message;
-  EXPECT_TRUE(r->empty());
+  EXPECT_TRUE(r->vms.empty());
 }
 
 TEST_F(RuntimeStoreTest, CorruptFileIsPutAsideAndReported) {
@@ -141,23 +141,37 @@ TEST_F(RuntimeStoreTest, CorruptFileIsPutAsideAndReported) {
   EXPECT_EQ(r.error().code, EINVAL);
   EXPECT_EQ(r.error().message.rfind(file() + ":3:", 0), 0u) << r.error().message;
   EXPECT_NE(r.error().message.find("runtime.toml.invalid"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("runtime.toml.invalid.1"), std::string::npos) << r.error().message;
   EXPECT_FALSE(exists(RuntimeStore::kFileName));
-  EXPECT_EQ(read(RuntimeStore::kInvalidName), corrupt);  // the older one was replaced
+  // Never over an earlier one: that one stays as it was.
+  EXPECT_EQ(read(RuntimeStore::kInvalidName), "an older one\n");
+  EXPECT_EQ(read(std::string(RuntimeStore::kInvalidName) + ".1"), corrupt);
 
-  // Now missing: no VMs, and a save does not touch the kept file.
+  // Now missing: no VMs, and a save does not touch the kept files.
   auto again = store.load();
   ASSERT_TRUE(again) << again.error().message;
-  EXPECT_TRUE(again->empty());
+  EXPECT_TRUE(again->vms.empty());
   ASSERT_TRUE(store.save(vms()));
-  EXPECT_EQ(read(RuntimeStore::kInvalidName), corrupt);
+  EXPECT_EQ(read(std::string(RuntimeStore::kInvalidName) + ".1"), corrupt);
 }
 
-TEST_F(RuntimeStoreTest, FileWithAnInvalidVmIsPutAside) {
-  write(RuntimeStore::kFileName, "[[vm]]\nname = \"a\"\nqmp = \"relative\"\n");
+TEST_F(RuntimeStoreTest, AnInvalidVmIsHeldAloneAndTheFileKept) {
+  write(RuntimeStore::kFileName, std::string(kVms) + "\n[[vm]]\nname = \"c\"\nqmp = \"relative\"\n");
   auto r = RuntimeStore(dir_).load();
-  ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().message.rfind(file() + ":3:7: 'qmp' must be an absolute path", 0), 0u) << r.error().message;
-  EXPECT_TRUE(exists(RuntimeStore::kInvalidName));
+  ASSERT_TRUE(r) << r.error().message;
+  ASSERT_EQ(r->vms.size(), 2u);
+  ASSERT_EQ(r->held.size(), 1u);
+  EXPECT_EQ(r->held[0].name, "c");
+  EXPECT_EQ(r->held[0].error.rfind(file() + " (VM 'c'):3:7: 'qmp' must be an absolute path", 0), 0u)
+      << r->held[0].error;
+  EXPECT_FALSE(exists(RuntimeStore::kInvalidName));
+  // Saved with the loaded ones, it is written back as it was.
+  ASSERT_TRUE(RuntimeStore(dir_).save({r->vms[0]}, r->held));
+  auto again = RuntimeStore(dir_).load();
+  ASSERT_TRUE(again) << again.error().message;
+  ASSERT_EQ(again->vms.size(), 1u);
+  ASSERT_EQ(again->held.size(), 1u);
+  EXPECT_EQ(again->held[0].toml, r->held[0].toml);
 }
 
 TEST_F(RuntimeStoreTest, FileLargerThanOneMebibyteIsPutAside) {
