@@ -36,7 +36,8 @@ void on_signal(int) { g_stop = true; }
 
 constexpr const char* kUsage =
     "usage: relink-chaos [--seed N] [--faults N] [--duration SECONDS] [--max-per-window N] [--cheap-only]\n"
-    "                    [--print-plan] [--report FILE] [--keep-logs] [--fail-fast] [--max-fds N] [--max-rss-mb N]\n"
+    "                    [--print-plan] [--report FILE] [--keep-logs] [--fail-fast] [--window N [--repeat K]]\n"
+    "                    [--max-fds N] [--max-rss-mb N]\n"
     "                    [--quiet-for SECONDS] [--quiet-bound SECONDS] [--help]";
 
 void print_help() {
@@ -75,6 +76,8 @@ void print_help() {
       "  --report FILE       write the report there too, after every window\n"
       "  --keep-logs         keep relinkd's log and the consoles as /tmp/relink-chaos-*\n"
       "  --fail-fast         stop after the first window with a violation (no repair)\n"
+      "  --window N          run window N of the plan alone (a finding's faults, on a fresh world)\n"
+      "  --repeat K          ... K times in a row (default 1)\n"
       "  --max-fds N         relinkd's open fds allowed (default 96)\n"
       "  --max-rss-mb N      relinkd's resident MiB allowed (default 64)\n"
       "  --quiet-for S       seconds of unchanged, settled status that count as quiet (default 3)\n"
@@ -91,6 +94,8 @@ struct Options {
   PlanOptions plan;
   CheckLimits limits;
   int duration_s = 0;
+  size_t only_window = 0;  // > 0: run that window of the plan alone, `repeat` times
+  int repeat = 1;
   bool print_plan = false, keep_logs = false, seed_given = false, fail_fast = false;
   std::string report;
 };
@@ -130,6 +135,10 @@ bool parse(int argc, char** argv, Options& o) {
       o.plan.cheap_only = true;
     } else if (a == "--print-plan") {
       o.print_plan = true;
+    } else if (a == "--window" && num(n) && n > 0) {
+      o.only_window = static_cast<size_t>(n);
+    } else if (a == "--repeat" && num(n) && n > 0) {
+      o.repeat = static_cast<int>(n);
     } else if (a == "--fail-fast") {
       o.fail_fast = true;
     } else if (a == "--keep-logs") {
@@ -280,7 +289,15 @@ int main(int argc, char** argv) {
     return 64;
   }
   if (!o.seed_given) o.plan.seed = static_cast<uint64_t>(time(nullptr)) ^ (static_cast<uint64_t>(getpid()) << 32);
-  const auto plan = make_plan(o.plan);
+  auto plan = make_plan(o.plan);
+  if (o.only_window > 0) {
+    if (o.only_window > plan.size()) {
+      std::fprintf(stderr, "relink-chaos: the plan has %zu windows\n", plan.size());
+      return 64;
+    }
+    const Window w = plan[o.only_window - 1];
+    plan.assign(static_cast<size_t>(o.repeat), w);
+  }
   if (o.print_plan) {
     std::printf("seed %llu\n%s", static_cast<unsigned long long>(o.plan.seed), describe(plan).c_str());
     return 0;
