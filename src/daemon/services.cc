@@ -44,10 +44,10 @@ void run_after(sd_event* loop, uint64_t ms, std::function<void()> fn) {
   auto run = [](sd_event_source* src, uint64_t, void* userdata) -> int {
     auto* f = static_cast<std::function<void()>*>(userdata);
     (*f)();
-    // Fired once: the loop's reference becomes ours and is dropped, which
-    // frees `f` through the destroy callback.
+    // Fired once: taking the loop's reference back drops the source's last
+    // one, and sd-event frees it (and `f`, through the destroy callback)
+    // once this callback has returned. One unref more would be one too many.
     sd_event_source_set_floating(src, 0);
-    sd_event_source_unref(src);
     return 0;
   };
   if (int r = sd_event_add_time_relative(loop, &s, CLOCK_MONOTONIC, ms * 1000, 1000, run, heap); r < 0) {
