@@ -236,8 +236,10 @@ void ReplugAttacher::read_template(NicProbe& p) {
     logger()->debug("{}: template: {} mac {} bus {} addr {} netdev {} props {}", b.nic, tmpl->driver,
                     format_mac(tmpl->mac), tmpl->bus, tmpl->addr >= 0 ? pci_addr_arg(tmpl->addr) : "-",
                     tmpl->netdev, untrusted::dump_json(tmpl->props));
+    // The NIC is there: whatever a previous relinkd began for it is over,
+    // but for the backend the NIC had before (see drop_journalled_backend).
+    drop_journalled_backend(b.nic, p.pid, tmpl->netdev);
     templates_[b.nic] = std::move(*tmpl);
-    // The NIC is there: whatever a previous relinkd began for it is over.
     journal_forget(b.nic, p.pid);
     return;
   }
@@ -329,6 +331,21 @@ void ReplugAttacher::journal_forget(const std::string& nic, pid_t pid) {
   if (!identity || !journal_->find(*identity, nic)) return;
   if (auto r = journal_->forget(*identity, nic); !r)
     logger()->warn("{}: {}, ignoring (the entry is dropped with its QEMU)", nic, r.error().message);
+}
+
+// A replug a previous relinkd did not finish (killed between device_add and
+// the old backend's netdev_del): the NIC is on its new tap, and the backend
+// it had before the release, which the journal names, may still be in QEMU
+// with a dead macvtap's fd.
+void ReplugAttacher::drop_journalled_backend(const std::string& nic, pid_t pid, const std::string& netdev_now) {
+  auto identity = journal_ ? qemu_identity(pid) : std::nullopt;
+  const Intent* e = identity ? journal_->find(*identity, nic) : nullptr;
+  if (!e) return;
+  auto t = template_from_json(e->what);
+  if (!t || t->netdev.empty() || t->netdev == netdev_now) return;
+  logger()->info("{}: deleting netdev {}, the NIC's backend before a replug that was not finished", nic,
+                 untrusted::safe_text(t->netdev, 80));
+  delete_netdev(qmp_, t->netdev);
 }
 
 bool ReplugAttacher::template_from_journal(const std::string& nic, pid_t pid) {

@@ -113,6 +113,7 @@ class ReplugAttacher final : public Attacher {
   // The journal's part: before device_del, after device_add, at probe.
   Result<void> journal_release(const std::string& nic, const NicTemplate& t);
   void journal_forget(const std::string& nic, pid_t pid);
+  void drop_journalled_backend(const std::string& nic, pid_t pid, const std::string& netdev_now);
   bool template_from_journal(const std::string& nic, pid_t pid);
 
   macvtap::MacvtapFactory& factory_;
