@@ -124,7 +124,7 @@ void LinkDispatcher::run_attaches() {
   if (made_.empty() || holding) return;
   made_us_ = monotonic_us();
   sd_event_source* s = nullptr;
-  if (sd_event_add_time_relative(loop_, &s, CLOCK_MONOTONIC, 0, 0, on_hand_over, this) < 0) {
+  if (sd_event_add_time_relative(loop_, &s, CLOCK_MONOTONIC, 0, 1, on_hand_over, this) < 0) {
     hand_over_made();
     return;
   }
