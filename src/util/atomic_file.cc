@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 
 #include "util/trusted_dir.h"
 #include "util/unique_fd.h"
