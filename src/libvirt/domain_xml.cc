@@ -196,15 +196,20 @@ Result<std::string> dump_standalone(const xmlNode* node) {
   return dump(doc.get(), copy);
 }
 
+// An interface's <mac address>, which every kind followed must have.
+Result<MacAddress> interface_mac(const xmlNode* node) {
+  auto mac_text = attr(child(node, "mac"), "address");
+  auto mac = mac_text ? parse_mac(*mac_text) : std::nullopt;
+  if (mac) return *mac;
+  return Error{EINVAL, mac_text ? "no valid <mac address> ('" + untrusted::safe_text(*mac_text, 40) + "')"
+                                : std::string("no valid <mac address>")};
+}
+
 // Why it is skipped, when it is.
 Result<DirectInterface> parse_direct(const xmlNode* node) {
   DirectInterface iface;
-  auto mac_text = attr(child(node, "mac"), "address");
-  auto mac = mac_text ? parse_mac(*mac_text) : std::nullopt;
-  if (!mac) {
-    return Error{EINVAL, mac_text ? "no valid <mac address> ('" + untrusted::safe_text(*mac_text, 40) + "')"
-                                  : std::string("no valid <mac address>")};
-  }
+  auto mac = interface_mac(node);
+  if (!mac) return mac.error();
   iface.mac = *mac;
   const xmlNode* source = child(node, "source");
   iface.source_dev = attr(source, "dev").value_or("");
@@ -228,12 +233,8 @@ Result<DirectInterface> parse_direct(const xmlNode* node) {
 // Why it is skipped, when it is.
 Result<BridgeInterface> parse_bridge(const xmlNode* node) {
   BridgeInterface iface;
-  auto mac_text = attr(child(node, "mac"), "address");
-  auto mac = mac_text ? parse_mac(*mac_text) : std::nullopt;
-  if (!mac) {
-    return Error{EINVAL, mac_text ? "no valid <mac address> ('" + untrusted::safe_text(*mac_text, 40) + "')"
-                                  : std::string("no valid <mac address>")};
-  }
+  auto mac = interface_mac(node);
+  if (!mac) return mac.error();
   iface.mac = *mac;
   const std::string tag = " (mac " + format_mac(iface.mac) + ")";
   const xmlNode* source = child(node, "source");
