@@ -17,6 +17,24 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// Whether a process listens on the UNIX socket at `path`, from the text of
+// /proc/net/unix of the socket's network namespace: passt binds its socket
+// early (the file appears) and calls listen() only after its set-up, and a
+// connect in between is refused. A listening socket has __SO_ACCEPTCON
+// (flags 00010000).
+bool unix_listening(const std::string& proc_net_unix, const std::string& path) {
+  std::istringstream in(proc_net_unix);
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string num, refs, proto, flags, type, st, inode, p;
+    if (!(fields >> num >> refs >> proto >> flags >> type >> st >> inode >> p)) continue;
+    if (p == path && flags == "00010000") return true;
+  }
+  return false;
+}
+
 constexpr const char* kStreamConnected = "NETDEV_STREAM_CONNECTED";
 constexpr const char* kStreamDisconnected = "NETDEV_STREAM_DISCONNECTED";
 
@@ -360,13 +378,15 @@ TEST_F(PasstTest, StreamClientRestartsPasstOnTheSamePath) {
   PasstSpec p;
   p.mode = "stream-client";
   p.socket = dir + "/passt.sock";
+  // The socket's file appears before passt listens on it (see unix_listening).
+  auto listening = [&] { return unix_listening(env.ns().run("cat /proc/net/unix").out, p.socket); };
   write_config({p});
   start_qemu({});
   env.start_relinkd();
   // passt listens; QEMU has not connected: starting.
   ASSERT_TRUE(wait_until([&] { return b().value("state", "") == "starting" && b()["pid"].is_number(); }, 10s))
       << explain();
-  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(p.socket); }, 5s)) << explain();
+  ASSERT_TRUE(wait_until([&] { return listening(); }, 5s)) << explain();
   // QEMU >= 8.0 connects by itself (reconnect=N); QEMU 7.2 has no reconnect
   // option, so the test plays its part: hot-add a stream client netdev.
   auto& qmp = env.test_qmp("vm1");
@@ -378,7 +398,7 @@ TEST_F(PasstTest, StreamClientRestartsPasstOnTheSamePath) {
   };
   auto r = connect();
   ASSERT_TRUE(r.contains("return")) << r.dump();
-  ASSERT_TRUE(qmp.wait_events(kStreamConnected, 1, 5000));
+  ASSERT_TRUE(qmp.wait_events(kStreamConnected, 1, 5000)) << explain();
   ASSERT_TRUE(wait_running(1)) << explain();
   const int pid = pid_of();
 
@@ -390,11 +410,11 @@ TEST_F(PasstTest, StreamClientRestartsPasstOnTheSamePath) {
       [&] { return b().value("state", "") == "starting" && b().value("generation", 0) == 2 && pid_of() != pid && pid_of() > 0; },
       5s))
       << explain();
-  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(p.socket); }, 5s));
+  ASSERT_TRUE(wait_until([&] { return listening(); }, 5s)) << explain();
   ASSERT_TRUE(qmp.execute("netdev_del", {{"id", "net1"}}).contains("return"));
   r = connect();
   ASSERT_TRUE(r.contains("return")) << r.dump();
-  ASSERT_TRUE(qmp.wait_events(kStreamConnected, 2, 5000));
+  ASSERT_TRUE(qmp.wait_events(kStreamConnected, 2, 5000)) << explain();
   ASSERT_TRUE(wait_running(2)) << explain();
   EXPECT_TRUE(exactly_one_passt(pid_of()));
   EXPECT_NE(uid_of(pid_of()).find("65534"), std::string::npos);
