@@ -195,10 +195,18 @@ class Loader {
     return *n->value<bool>();
   }
 
+  Release get_release(const toml::table& t, const toml::node& owner, const std::string& where) const {
+    const std::string v = get_string(t, "release", owner, where);
+    auto r = parse_release(v);
+    if (!r) fail(*t.get("release"), "'release' must be \"on-return\" or \"on-loss\", not \"" + v + "\"");
+    return *r;
+  }
+
   void load_libvirt(Libvirt& lv, const toml::node& node) const {
     const toml::table* t = node.as_table();
     if (!t) fail(node, "'libvirt' must be a table ([libvirt])");
-    only_keys(*t, {"enabled", "uri", "domains", "pid_dir", "release_timeout", "follow_carrier"}, "[libvirt]");
+    only_keys(*t, {"enabled", "uri", "domains", "pid_dir", "release_timeout", "follow_carrier", "release"},
+              "[libvirt]");
     lv.enabled = get_bool(*t, "enabled", true);
     lv.uri = get_string(*t, "uri", node, "[libvirt]", lv.uri);
     if (lv.uri.empty()) fail(*t->get("uri"), "'uri' must not be empty (libvirt's default is \"qemu:///system\")");
@@ -206,6 +214,7 @@ class Loader {
     if (t->get("pid_dir")) need_absolute(*t, "pid_dir", lv.pid_dir);
     lv.release_timeout_ms = static_cast<uint64_t>(get_int(*t, "release_timeout", 10, 1, 600)) * 1000;
     lv.follow_carrier = get_bool(*t, "follow_carrier", lv.follow_carrier);
+    if (t->get("release")) lv.release = get_release(*t, node, "[libvirt]");
     if (const toml::node* d = t->get("domains")) {
       const toml::array* arr = d->as_array();
       if (!arr) fail(*d, "'domains' must be an array of domain names");
@@ -480,7 +489,7 @@ class Loader {
   MacvtapBinding load_macvtap(const Vm& vm, const toml::node& bn, const toml::table& t) {
     only_keys(t,
               {"nic", "parent", "mode", "mac", "queues", "attach", "hub", "macvtap", "parent_mac", "follow_carrier",
-               "release_timeout"},
+               "release_timeout", "release"},
               "[[vm.macvtap]]");
     const std::string where = "[[vm.macvtap]] of VM '" + vm.name + "'";
     MacvtapBinding b;
@@ -516,6 +525,11 @@ class Loader {
     if (const toml::node* n = t.get("release_timeout")) {
       if (b.attach != AttachMode::Replug) fail(*n, "'release_timeout' is for attach = \"replug\" only");
       b.release_timeout_ms = static_cast<uint64_t>(get_int(t, "release_timeout", 10, 1, 600)) * 1000;
+    }
+    if (const toml::node* n = t.get("release")) {
+      if (b.attach != AttachMode::Replug)
+        fail(*n, "'release' is for attach = \"replug\" only (a hub NIC is never released)");
+      b.release = get_release(t, bn, where);
     }
     if (const toml::node* n = t.get("follow_carrier")) {
       auto v = n->value<bool>();
@@ -553,6 +567,14 @@ const char* attach_mode_name(AttachMode m) {
     case AttachMode::Hub: break;
   }
   return "hub";
+}
+
+const char* release_name(Release r) { return r == Release::OnLoss ? "on-loss" : "on-return"; }
+
+std::optional<Release> parse_release(std::string_view s) {
+  if (s == "on-return") return Release::OnReturn;
+  if (s == "on-loss") return Release::OnLoss;
+  return std::nullopt;
 }
 
 bool kernel_style_macvtap_name(const std::string& name) {

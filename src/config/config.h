@@ -8,6 +8,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "macvtap/macvtap_factory.h"
@@ -24,6 +25,14 @@ enum class AttachMode {
 };
 const char* attach_mode_name(AttachMode m);
 
+// When a re-plugged NIC (replug, libvirt) lets go of its dead tap.
+enum class Release {
+  OnReturn,  // when the parent returns: released, then plugged in anew on the new macvtap
+  OnLoss,    // as soon as the parent is gone: on its return the NIC is only plugged in
+};
+const char* release_name(Release r);
+std::optional<Release> parse_release(std::string_view s);
+
 struct MacvtapBinding {
   std::string nic;      // the guest NIC's QEMU device id
   std::string parent;   // host interface name to follow
@@ -38,6 +47,7 @@ struct MacvtapBinding {
   std::optional<MacAddress> parent_mac;
   bool follow_carrier = true;           // the guest NIC's link mirrors the parent's carrier
   uint64_t release_timeout_ms = 10'000;  // replug: how long the guest may take to release the NIC
+  Release release = Release::OnReturn;   // replug, libvirt: when the NIC is released
 
   bool operator==(const MacvtapBinding&) const = default;
 };
@@ -112,6 +122,7 @@ struct Libvirt {
   std::string pid_dir = "/run/libvirt/qemu";
   uint64_t release_timeout_ms = 10'000;  // how long a guest may take to release a NIC
   bool follow_carrier = true;
+  Release release = Release::OnReturn;  // when a domain's NIC is released (see MacvtapBinding)
 
   bool operator==(const Libvirt&) const = default;
 };

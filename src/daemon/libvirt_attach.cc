@@ -41,6 +41,7 @@ config::MacvtapBinding libvirt_binding(const libvirt::DirectInterface& iface, co
   b.macvtap = iface.target_dev;
   b.follow_carrier = cfg.follow_carrier;
   b.release_timeout_ms = cfg.release_timeout_ms;
+  b.release = cfg.release;
   return b;
 }
 

@@ -22,6 +22,7 @@ engine::Style style_of(const config::MacvtapBinding& cfg) {
   st.replug = cfg.attach != config::AttachMode::Hub;
   st.release_timeout_ms = cfg.release_timeout_ms;
   st.follow_carrier = cfg.follow_carrier;
+  st.release_on_loss = st.replug && cfg.release == config::Release::OnLoss;
   st.nic = cfg.nic;
   return st;
 }

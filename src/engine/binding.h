@@ -114,6 +114,8 @@ struct Style {
   bool replug = false;
   uint64_t release_timeout_ms = 10'000;  // replug: how long the guest may take
   bool follow_carrier = true;            // the NIC's link mirrors the parent's carrier
+  // replug: release the NIC as soon as the parent is gone (not on its return).
+  bool release_on_loss = false;
   std::string nic;                       // the NIC's id, for messages
 };
 
