@@ -160,13 +160,8 @@ void Binding::on_parent(int ifindex, std::vector<Action>& out) {
     case State::Attached:
       // Renamed away (0) or renamed back (same ifindex): the macvtap still
       // sits on a live device and keeps passing traffic. If the parent was
-      // deleted, the kernel deletes the macvtap too and LinkRemoved follows.
-      // release_on_loss counts a parent whose name is gone as lost.
-      if (ifindex == 0 && on_loss()) {
-        detach_current(out, true);
-        wait_for_parent(out);
-        return;
-      }
+      // deleted, the kernel deletes the macvtap too and LinkRemoved or
+      // ParentRemoved follows (release_on_loss releases then, not here).
       if (ifindex == 0 || ifindex == attached_parent_) return;
       detach_current(out, false);  // the name now belongs to a new interface: move to it
       start_attach(out);

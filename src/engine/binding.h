@@ -114,9 +114,10 @@ struct Style {
   bool replug = false;
   uint64_t release_timeout_ms = 10'000;  // replug: how long the guest may take
   bool follow_carrier = true;            // the NIC's link mirrors the parent's carrier
-  // replug: release the NIC as soon as the parent is gone (its name resolves
-  // to nothing, or the attached parent was deleted), not on its return; the
-  // return then only plugs the NIC in. A carrier loss is not a loss.
+  // replug: release the NIC as soon as the parent is gone (the interface its
+  // macvtap sat on was deleted), not on its return; the return then only
+  // plugs the NIC in. Neither a carrier loss nor a parent renamed away (its
+  // macvtap keeps passing traffic) is a loss.
   bool release_on_loss = false;
   std::string nic;                       // the NIC's id, for messages
 };

@@ -33,10 +33,12 @@ struct OnLossTest : ::testing::Test {
     (void)b.handle(VmConnected{VmConnected::Adopt{0, 20, 10}, 0, true});
     ASSERT_EQ(b.state(), State::Attached);
   }
-  // Adopted, then the parent goes: the release is asked for at once.
+  // Adopted, then the parent is deleted: its name resolves to nothing, then
+  // the interface is reported gone. The release is asked for at once.
   std::vector<Action> lose_parent() {
     adopt();
-    auto a = b.handle(ParentChanged{0});
+    EXPECT_TRUE(b.handle(ParentChanged{0}).empty());
+    auto a = b.handle(ParentRemoved{10});
     EXPECT_EQ(b.state(), State::Releasing);
     return a;
   }
@@ -61,7 +63,7 @@ TEST_F(OnLossTest, ParentGoneReleasesAtOnceAndDetachesTheDeadTap) {
   EXPECT_EQ(find<StartTimer>(a)->delay_ms, 10'000u);
   EXPECT_EQ(find<Attach>(a), nullptr);
   EXPECT_TRUE(b.release_pending());
-  // The kernel deletes the macvtap with its parent: nothing more to do.
+  // The macvtap went with its parent: nothing more to do.
   EXPECT_TRUE(b.handle(LinkRemoved{20}).empty());
   EXPECT_EQ(b.state(), State::Releasing);
 }
@@ -80,27 +82,37 @@ TEST_F(OnLossTest, ReturnOnlyPlugsTheNicIn) {
 
 TEST_F(OnLossTest, RepeatedFlapsReleaseEachTime) {
   adopt();
+  int parent = 10, macvtap = 20;
   for (int i = 0; i < 5; ++i) {
-    auto a = b.handle(ParentChanged{0});
+    (void)b.handle(ParentChanged{0});
+    auto a = b.handle(LinkRemoved{macvtap});  // the macvtap's removal seen first
     ASSERT_NE(find<Release>(a), nullptr) << "flap " << i;
+    EXPECT_TRUE(b.handle(ParentRemoved{parent}).empty()) << "flap " << i;
     (void)b.handle(Released{});
-    a = b.handle(ParentChanged{11 + i});
+    parent = 11 + i;
+    macvtap = 30 + i;
+    a = b.handle(ParentChanged{parent});
     ASSERT_NE(find<Attach>(a), nullptr) << "flap " << i;
-    (void)b.handle(AttachSucceeded{b.generation(), 30 + i});
+    (void)b.handle(AttachSucceeded{b.generation(), macvtap});
     ASSERT_EQ(b.state(), State::Attached) << "flap " << i;
   }
 }
 
-TEST_F(OnLossTest, DeletedParentReleasesWhicheverEventComesFirst) {
-  // The macvtap's removal seen before the parent's name is gone.
+TEST_F(OnLossTest, ParentDeletedWhileItsNameStillResolvesReleasesToo) {
   adopt();
-  (void)b.handle(ParentRemoved{10});  // the name still resolves: a replug, released first as well
+  // Reported gone before its name stops resolving: released all the same.
+  auto a = b.handle(ParentRemoved{10});
   EXPECT_EQ(b.state(), State::Releasing);
-  Binding c{"vm/net0", RetryPolicy{}, on_loss_style()};
-  (void)c.handle(ParentChanged{10});
-  (void)c.handle(VmConnected{VmConnected::Adopt{0, 20, 10}, 0, true});
-  (void)c.handle(ParentChanged{0, false});
-  EXPECT_EQ(c.state(), State::Releasing);
+  EXPECT_NE(find<Release>(a), nullptr);
+}
+
+TEST_F(OnLossTest, ParentRenamedAwayIsNotALoss) {
+  adopt();
+  // Its macvtap still sits on a live interface and passes traffic.
+  EXPECT_TRUE(b.handle(ParentChanged{0}).empty());
+  EXPECT_EQ(b.state(), State::Attached);
+  EXPECT_TRUE(b.handle(ParentChanged{10}).empty());  // renamed back
+  EXPECT_EQ(b.state(), State::Attached);
 }
 
 TEST_F(OnLossTest, ParentBackWhileTheReleaseIsInFlightContinuesAsToday) {
@@ -157,6 +169,8 @@ TEST_F(OnLossTest, LateReleaseDuringTheOutageWaitsForTheParent) {
   (void)f.handle(ParentChanged{10});
   (void)f.handle(VmConnected{VmConnected::Adopt{0, 20, 10}, 0, true});
   (void)f.handle(ParentChanged{0});
+  (void)f.handle(LinkRemoved{20});
+  ASSERT_EQ(f.state(), State::Releasing);
   (void)f.handle(TimerExpired{});
   ASSERT_EQ(f.state(), State::Failed);
   auto a = f.handle(Released{});
@@ -220,8 +234,9 @@ TEST(OnLossStyle, HubIgnoresIt) {
   Binding h{"vm/net0", RetryPolicy{}, s};
   (void)h.handle(ParentChanged{10});
   (void)h.handle(VmConnected{VmConnected::Adopt{0, 20, 10}, 0, true});
-  auto a = h.handle(ParentChanged{0});
-  EXPECT_EQ(h.state(), State::Attached);
+  (void)h.handle(ParentChanged{0});
+  auto a = h.handle(ParentRemoved{10});
+  EXPECT_EQ(h.state(), State::WaitingParent);
   EXPECT_EQ(find<Release>(a), nullptr);
 }
 
