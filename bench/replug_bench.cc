@@ -16,11 +16,12 @@
 //    measured path as relinkd does it, netdev_del of the old tap.
 //    Floor and relinkd flaps come in alternating blocks; relinkd adopts what
 //    the floor left, as it would a launcher's macvtap.
-// 2. What a user sees. Two guests, one hub-wired and one replug-wired, both
-//    managed by relinkd, each on its own parent whose far end is in a peer
-//    namespace (192.0.2.1, the guest is 192.0.2.2). From the parent's
-//    re-creation until the guest answers ping again, the peer sending an ICMP
-//    echo request every 10 ms (a raw socket of this program).
+// 2. What a user sees. Three guests, one hub-wired and two replug-wired
+//    (release = "on-return" and "on-loss"), all managed by relinkd, each on
+//    its own parent whose far end is in a peer namespace (192.0.2.1, the
+//    guest is 192.0.2.2). From the parent's re-creation until the guest
+//    answers ping again, the peer sending an ICMP echo request every 10 ms
+//    (a raw socket of this program).
 //
 // Usage (root): replug_bench [--flaps N] [--user-flaps K] [--help]
 // glibc's net/if.h first: linux/icmp.h brings linux/if.h, which steps aside for it.
@@ -107,15 +108,18 @@ void print_help() {
       "   -> the replies; then netdev_del of the old tap, not timed. Reported: release p50/p90, own p50/p90/p99, the\n"
       "   ratio relinkd/floor of the own part's p50. Goals: relinkd's own p50 <= 5 ms and\n"
       "   <= 1.5x the floor's. The floor's own part is also broken down by step.\n"
-      "2. What a user sees (--user-flaps K, default 20 per style). Two guests managed by one\n"
-      "   relinkd, one hub-wired, one replug-wired, each on its own parent whose far end is in a\n"
+      "2. What a user sees (--user-flaps K, default 20 per style). Three guests managed by one\n"
+      "   relinkd, one hub-wired and two replug-wired, one with release = \"on-return\" (the NIC\n"
+      "   is released when the parent returns) and one with release = \"on-loss\" (released as\n"
+      "   soon as the parent is gone), each on its own parent whose far end is in a\n"
       "   peer namespace (192.0.2.1, fixed MAC, knows the guest's MAC; the guest is 192.0.2.2).\n"
       "   Time from the parent's re-creation until the guest answers ping again. The ping is\n"
       "   in-bench: a raw ICMP socket in the peer namespace sends an echo request every 10 ms\n"
-      "   (not busybox ping), so a figure is late by up to 10 ms. Hub and replug flaps alternate.\n"
-      "   Reported: p50 and p90 per style (and p99, max).\n"
+      "   (not busybox ping), so a figure is late by up to 10 ms. Hub, on-return and on-loss\n"
+      "   flaps alternate; an on-loss flap's parent returns once the guest released the NIC.\n"
+      "   Reported: p50 and p90 per style (and p99, max); goal: on-loss p50 <= 0.6x on-return's.\n"
       "\n"
-      "Every flap is separated by %d ms of quiet. A run with the defaults takes about 2 minutes\n"
+      "Every flap is separated by %d ms of quiet. A run with the defaults takes about 2.5 minutes\n"
       "on a 2-core machine (10-30 s of it booting the guests, then about 0.9 s per flap).\n"
       "Everything it creates\n"
       "(namespaces relink-rbench-*, QEMUs, relinkd, macvtaps, /tmp/relink-rbench-*) is removed\n"
@@ -294,6 +298,7 @@ struct Guest {
   std::string nic;     // the NIC's QEMU id
   std::string mac;
   bool replug = false;
+  bool on_loss = false;  // replug: release = "on-loss"
   std::string console, qmp, test_qmp, qemu_log;
   std::unique_ptr<test::Netns> peer;
   int peer_ns_fd = -1;
@@ -371,19 +376,21 @@ struct Sandbox {
   void parent_down(Guest& g) { bench::parent_down(nl, g.parent); }
 
   // Boots the guest: replug-wired as a launcher starts it (its own macvtap
-  // lmv0 on the parent, opened as fd 3, the NIC on a root port of its own),
+  // lmv<parent> on the parent, opened as fd 3, the NIC on a root port of its own),
   // or hub-wired as DaemonEnv::start_qemu does (no tap until relinkd adds one).
   void start_guest(Guest& g) {
     const std::string kernel = guest_dir + (std::filesystem::exists(guest_dir + "/vmlinux") ? "/vmlinux" : "/vmlinuz");
     std::vector<std::string> argv, net;
     if (g.replug) {
-      ns.ip("link add link " + g.parent + " name lmv0 address " + g.mac + " type macvtap mode bridge");
-      ns.ip("link set lmv0 up");
-      const int ifindex = ns.ifindex("lmv0");
-      const std::string devno = ns.run("cat /sys/class/net/lmv0/macvtap/tap" + std::to_string(ifindex) + "/dev").out;
+      const std::string lmv = "lmv" + g.parent;  // the launcher's macvtap
+      ns.ip("link add link " + g.parent + " name " + lmv + " address " + g.mac + " type macvtap mode bridge");
+      ns.ip("link set " + lmv + " up");
+      const int ifindex = ns.ifindex(lmv);
+      const std::string devno =
+          ns.run("cat /sys/class/net/" + lmv + "/macvtap/tap" + std::to_string(ifindex) + "/dev").out;
       unsigned maj = 0, min = 0;
       if (ifindex <= 0 || sscanf(devno.c_str(), "%u:%u", &maj, &min) != 2) die("launcher macvtap: " + devno);
-      const std::string node = dir + "/lmv0.node";
+      const std::string node = dir + "/" + lmv + ".node";
       if (mknod(node.c_str(), S_IFCHR | 0600, makedev(maj, min)) != 0) die("mknod " + node);
       argv = {"sh", "-c", "exec 3<>" + node + "; exec \"$0\" \"$@\""};
       net = {"-device", "pcie-root-port,id=rp1,chassis=1,slot=1", "-netdev", "tap,id=hostnet0,fd=3,vhost=off",
@@ -417,6 +424,7 @@ struct Sandbox {
       cfg += "\n[[vm]]\nname = \"" + g->name + "\"\nqmp = \"" + g->qmp + "\"\n[[vm.macvtap]]\nnic = \"" + g->nic +
              "\"\nparent = \"" + g->parent + "\"\nmode = \"bridge\"\nmac = \"" + g->mac + "\"\n";
       cfg += g->replug ? "attach = \"replug\"\nqueues = 1\n" : "hub = 0\n";
+      if (g->replug) cfg += g->on_loss ? "release = \"on-loss\"\n" : "release = \"on-return\"\n";
     }
     std::ofstream(dir + "/relinkd.toml") << cfg;
     relinkd.reset();
@@ -578,7 +586,9 @@ double user_flap(Sandbox& sb, Guest& g) {
   const uint64_t gen = sb.binding(g).value("generation", uint64_t{0});
   const size_t ifups = g.ifups();
   sb.parent_down(g);
-  sb.wait_binding(g, "waiting-parent", 0, 10s);
+  // on-loss: waiting-parent comes once the guest released the NIC.
+  const json b = sb.wait_binding(g, "waiting-parent", 0, 10s);
+  if (g.on_loss && b["nic_present"] != false) die("on-loss: waiting for the parent with the NIC in: " + b.dump());
   pause_for(kSettle);
   const uint64_t t0 = sb.parent_up(g);
   auto t = g.pinger->first_answer(t0 + kAnswerLimitUs);
@@ -647,11 +657,13 @@ int run(int argc, char** argv) {
   Sandbox sb;
   Guest& rg = sb.add_guest("replug", "pb", "net0", "52:54:00:12:34:56", true);
   Guest& hg = sb.add_guest("hub", "pa", "nic0", "52:54:00:12:34:57", false);
-  for (Guest* g : {&rg, &hg}) {
+  Guest& lg = sb.add_guest("onloss", "pc", "net0", "52:54:00:12:34:58", true);
+  lg.on_loss = true;
+  for (Guest* g : {&rg, &hg, &lg}) {
     sb.parent_up(*g);
     sb.start_guest(*g);
   }
-  for (Guest* g : {&rg, &hg}) sb.wait_booted(*g);
+  for (Guest* g : {&rg, &hg, &lg}) sb.wait_booted(*g);
   const json identity = nic_identity(rg);
   std::printf("  guests booted in %.1f s\n", ms(started, monotonic_us()) / 1000.0);
   std::fflush(stdout);
@@ -671,11 +683,12 @@ int run(int argc, char** argv) {
   std::printf("  part 1 done after %.1f s\n", ms(started, monotonic_us()) / 1000.0);
   std::fflush(stdout);
 
-  // Part 2: hub and replug flaps interleaved, so that both see the same machine.
-  std::vector<double> user_hub, user_replug;
+  // Part 2: hub, on-return and on-loss flaps interleaved, so that all see the same machine.
+  std::vector<double> user_hub, user_replug, user_on_loss;
   for (int i = 0; i < user_flaps; ++i) {
     user_hub.push_back(user_flap(sb, hg));
     user_replug.push_back(user_flap(sb, rg));
+    user_on_loss.push_back(user_flap(sb, lg));
   }
   if (nic_identity(rg) != identity) die("the replugged NIC came back different: " + nic_identity(rg).dump());
   sb.keep_relinkd_log();
@@ -700,7 +713,8 @@ int run(int argc, char** argv) {
   std::printf("\n2. what a user sees: parent re-created -> the guest answers ping (echo every %d ms)\n",
               static_cast<int>(kPingStepUs / 1000));
   row("hub attach", user_hub);
-  row("replug attach", user_replug);
+  row("replug attach, release on-return", user_replug);
+  row("replug attach, release on-loss", user_on_loss);
 
   const double own50 = pct(daemon.own, 50), ratio = own50 / pct(floor.own, 50);
   std::printf("\nratios and goals\n");
@@ -708,6 +722,9 @@ int run(int argc, char** argv) {
               ratio <= 1.5 ? "ok" : "MISSED");
   std::printf("  own p50 relinkd                %7.3f ms   (goal <= 5 ms)  %s\n", own50, own50 <= 5 ? "ok" : "MISSED");
   std::printf("  replug / hub, what a user sees  %5.1fx at p50\n", pct(user_replug, 50) / pct(user_hub, 50));
+  const double loss_ratio = pct(user_on_loss, 50) / pct(user_replug, 50);
+  std::printf("  on-loss / on-return at p50       %5.2fx     (goal <= 0.6x)  %s\n", loss_ratio,
+              loss_ratio <= 0.6 ? "ok" : "MISSED");
   std::printf("\n  relinkd warnings/errors logged: %zu; run took %.0f s; load %s\n",
               count_of(log_text, " warning ") + count_of(log_text, " error "), ms(started, monotonic_us()) / 1000.0,
               loadavg().c_str());

@@ -97,7 +97,7 @@ _relinkctl() {
             case $prev in
                 --qmp) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --macvtap)
-                    COMPREPLY=($(compgen -W "nic= parent= parent_mac= mac= mode= queues= attach= hub= release_timeout= follow_carrier= macvtap=" -- "${cur##*,}"))
+                    COMPREPLY=($(compgen -W "nic= parent= parent_mac= mac= mode= queues= attach= hub= release_timeout= release= follow_carrier= macvtap=" -- "${cur##*,}"))
                     [[ $cur == *,* ]] && COMPREPLY=("${COMPREPLY[@]/#/${cur%,*},}")
                     compopt -o nospace 2>/dev/null
                     return

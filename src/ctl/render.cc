@@ -54,6 +54,8 @@ std::string detail(const json& b) {
   if (has_text(b, "wrong_tap")) d += " WRONG-TAP";
   auto c = b.find("carrier");
   if (c != b.end() && c->is_boolean()) d += c->get<bool>() ? " carrier=on" : " carrier=off";
+  auto np = b.find("nic_present");
+  if (np != b.end() && np->is_boolean() && !np->get<bool>()) d += " nic=released";
   auto r = b.find("last_release_ms");
   if (r != b.end() && r->is_number())
     d += " released-in=" + std::to_string(static_cast<long>(r->get<double>())) + "ms";

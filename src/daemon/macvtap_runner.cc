@@ -118,6 +118,9 @@ bool MacvtapRunner::released() {
   }
   // Asked for, or a late answer to a release that timed out or was lost.
   feed(engine::Released{});
+  // Released on the loss of the parent: the attach to come is timed from
+  // the parent's return, and the release is no part of it.
+  if (engine_.state() == engine::State::WaitingParent) round_release_ms_ = -1;
   return true;
 }
 
@@ -238,6 +241,9 @@ nlohmann::json MacvtapRunner::status() const {
   } else {
     j["queues"] = cfg_.queues;
     j["release_timeout_s"] = cfg_.release_timeout_ms / 1000;
+    j["release"] = config::release_name(cfg_.release);
+    // false: the guest has no NIC (released; plugged in when the parent is back).
+    j["nic_present"] = e.nic_present();
     j["last_release_ms"] = ms_or_null(last_release_ms_);
     // relinkd's own part of the last replug: all of it but the guest's release.
     j["last_own_ms"] = ms_or_null(last_own_ms_);

@@ -89,7 +89,7 @@ std::string format_metrics(const nlohmann::json& status, const std::map<std::str
   std::map<std::pair<std::string, std::string>, uint64_t> by_state;
   for (const auto& [kind, states] : kStates)
     for (const auto& s : states) by_state[{kind, s}] = 0;
-  std::string connected, reattaches, failures;
+  std::string connected, reattaches, failures, released;
   const auto vms = status.value("vms", nlohmann::json::array());
   for (const auto& vm : vms) {
     const std::string name = escape_label(str(vm, "name"));
@@ -109,6 +109,9 @@ std::string format_metrics(const nlohmann::json& status, const std::map<std::str
                                             : (attaches ? attaches - 1 : 0);
       reattaches += "relink_reattaches_total{" + labels + "} " + std::to_string(n) + "\n";
       failures += "relink_failures_total{" + labels + "} " + std::to_string(count(b, "failures_total")) + "\n";
+      // Replug bindings only: whether the guest is without its NIC.
+      if (auto np = b.find("nic_present"); np != b.end() && np->is_boolean())
+        released += "relink_nic_released{" + labels + "} " + (np->get<bool>() ? "0" : "1") + "\n";
     }
   }
   w.head("relink_vms", "gauge", "VMs relinkd manages, by where they come from.");
@@ -123,6 +126,9 @@ std::string format_metrics(const nlohmann::json& status, const std::map<std::str
   w.out += reattaches;
   w.head("relink_failures_total", "counter", "Failed attaches or passt starts of a binding since relinkd started.");
   w.out += failures;
+  w.head("relink_nic_released", "gauge",
+         "1 while a re-plugged NIC is out of its guest (released, to be plugged in again), else 0.");
+  w.out += released;
   w.head("relink_recovery_seconds", "histogram",
          "From the event that broke a binding (parent back, passt exit, tap out of its bridge) to the guest connected again.");
   for (const char* kind : {"macvtap", "passt", "bridge"}) {

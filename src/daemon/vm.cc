@@ -65,6 +65,17 @@ void ManagedVm::restart_failed() {
     if (t->engine().state() == engine::PortState::Failed) (void)t->reattach();  // its log says how it went
 }
 
+// Why a reattach cannot help a binding released on the loss of its parent
+// ("": it can).
+static std::string released_for_its_parent(const MacvtapRunner& b) {
+  const auto& cfg = b.cfg();
+  if (cfg.attach == config::AttachMode::Hub || cfg.release != config::Release::OnLoss) return "";
+  if (b.engine().parent_ifindex() != 0) return "";
+  return "its parent " + cfg.parent + " is gone; the NIC is " +
+         (b.engine().nic_present() ? "being released" : "released") +
+         " (release = \"on-loss\") and is plugged in again when the parent returns";
+}
+
 nlohmann::json ManagedVm::reattach(const std::string& nic) {
   // Which bindings: all, or the one named (checked before anything is done).
   std::string names;
@@ -103,6 +114,12 @@ nlohmann::json ManagedVm::reattach(const std::string& nic) {
     }
   for (auto& b : macvtaps_)
     if ((nic.empty() || b->cfg().nic == nic) && connected()) {
+      if (std::string gone = released_for_its_parent(*b); !gone.empty()) {
+        // Nothing to reattach to: the parent's return plugs the NIC in.
+        if (!nic.empty()) return refused(b->name() + ": " + gone);
+        list.push_back({{"kind", "macvtap"}, {"nic", b->cfg().nic}, {"error", gone}});
+        continue;
+      }
       const uint64_t gen = b->engine().generation();
       b->feed(engine::ReattachRequested{});
       list.push_back({{"kind", "macvtap"}, {"nic", b->cfg().nic}, {"generation_before", gen}});

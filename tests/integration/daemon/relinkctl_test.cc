@@ -377,7 +377,7 @@ TEST_F(RelinkCtl, StatusJsonKeySetIsPinned) {
   Keys hub = macvtap_common;
   hub.insert("hub");
   Keys replug = macvtap_common;
-  replug.insert({"queues", "release_timeout_s", "last_release_ms", "last_own_ms"});
+  replug.insert({"queues", "release_timeout_s", "last_release_ms", "last_own_ms", "release", "nic_present"});
   EXPECT_EQ(keys(v1["bindings"][0]), hub);
   ASSERT_EQ(v2["bindings"].size(), 3u) << st.dump();
   EXPECT_EQ(keys(v2["bindings"][0]), replug);

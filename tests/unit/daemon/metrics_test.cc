@@ -11,7 +11,8 @@ TEST(Metrics, BindingsByStateCountersAndHistogram) {
     "version": 1, "daemon": {"version": "1.2.3", "uptime_s": 2.5, "netlink_overruns": 1},
     "vms": [{"name": "we\"b1", "source": "runtime", "qmp": "connected", "bindings": [
       {"kind": "macvtap", "nic": "nic0", "state": "attached", "attaches": 3, "failures": 0, "failures_total": 4},
-      {"kind": "passt", "netdev": "net1", "state": "running", "restarts": 2, "failures": 0}]}]})");
+      {"kind": "passt", "netdev": "net1", "state": "running", "restarts": 2, "failures": 0},
+      {"kind": "macvtap", "nic": "net2", "state": "waiting-parent", "attach": "replug", "nic_present": false}]}]})");
   RecoveryHistogram h;
   h.observe(0.002);
   h.observe(0.3);
@@ -37,6 +38,11 @@ TEST(Metrics, BindingsByStateCountersAndHistogram) {
   EXPECT_NE(text.find("relink_recovery_seconds_bucket{kind=\"macvtap\",le=\"10\"} 2\n"), std::string::npos);
   EXPECT_NE(text.find("relink_recovery_seconds_bucket{kind=\"macvtap\",le=\"+Inf\"} 3\n"), std::string::npos);
   EXPECT_NE(text.find("relink_recovery_seconds_count{kind=\"passt\"} 0\n"), std::string::npos);
+  // Released replug NICs; hub bindings (no nic_present) have no sample.
+  EXPECT_NE(text.find("relink_nic_released{vm=\"we\\\"b1\",binding=\"net2\",kind=\"macvtap\"} 1\n"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("relink_nic_released{vm=\"we\\\"b1\",binding=\"nic0\""), std::string::npos);
   EXPECT_NE(text.find("# TYPE relink_recovery_seconds histogram\n"), std::string::npos);
 }
 
