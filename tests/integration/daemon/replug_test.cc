@@ -100,8 +100,13 @@ class Replug : public ::testing::Test {
   // Deletes the parent (the macvtap goes with it) and re-creates it; the
   // binding ends attached at `gen` and the guest answers on the new NIC.
   void flap(uint64_t gen) {
+    const size_t down = markers("RELINK-GUEST-CARRIER 0"), gone = markers("RELINK-GUEST-LINK-GONE");
     env.ns().ip("link del p0");
     ASSERT_TRUE(env.wait_state("waiting-parent", 0, vm.name, 10s, vm.nic)) << explain();
+    // release = "on-return": during the outage the guest keeps its NIC, without carrier.
+    ASSERT_TRUE(wait_for_marker("RELINK-GUEST-CARRIER 0", down + 1)) << explain();
+    EXPECT_EQ(markers("RELINK-GUEST-LINK-GONE"), gone) << explain();
+    EXPECT_EQ(env.binding(vm.name, vm.nic)["nic_present"], true) << explain();
     add_parent();
     ASSERT_TRUE(env.wait_state("attached", gen, vm.name, 30s, vm.nic)) << explain();
     expect_qemu_holds_current_macvtap();
