@@ -167,7 +167,10 @@ TEST_F(ReleaseOnLoss, PausedGuestAndAParentBackDuringTheRelease) {
   ASSERT_TRUE(env.wait_state("releasing", 0, vm.name, 10s, vm.nic)) << explain();
   add_parent();
   std::this_thread::sleep_for(200ms);  // the parent's return is seen (no event to wait on: nothing may change)
-  EXPECT_EQ(binding().value("state", ""), "releasing") << explain();
+  // Still waiting for the release (backoff too, on a machine slow enough to pass release_timeout meanwhile).
+  const std::string st = binding().value("state", "");
+  EXPECT_TRUE(st == "releasing" || st == "backoff") << explain();
+  EXPECT_EQ(binding().value("parent_ifindex", 0), env.ns().ifindex("p0")) << explain();
   EXPECT_EQ(env.ns().ifindex(text_of(binding(), "macvtap")), 0) << "a macvtap made before the release\n" << explain();
   ASSERT_TRUE(env.test_qmp(vm.name).execute("cont").contains("return"));
   ASSERT_TRUE(env.wait_state("attached", 1, vm.name, 30s, vm.nic)) << explain();
