@@ -156,8 +156,13 @@ void QmpVm::on_device_deleted(const nlohmann::json& data) {
   auto it = data.find("device");
   if (it == data.end() || !it->is_string()) return;
   const std::string& dev = it->get_ref<const std::string&>();
-  for (auto& b : macvtaps_)
-    if (b->cfg().attach == config::AttachMode::Replug && b->cfg().nic == dev) released(*b);
+  for (auto& b : macvtaps_) {
+    if (b->cfg().attach != config::AttachMode::Replug || b->cfg().nic != dev) continue;
+    released(*b);
+    // Released for a parent that is gone: its old backend goes now, off the return's path.
+    if (b->engine().state() == engine::State::WaitingParent && !b->engine().nic_present())
+      static_cast<ReplugAttacher&>(*replug_).drop_backend(dev);
+  }
 }
 
 // Not asked for. It may be the late event of the NIC's previous device: QEMU

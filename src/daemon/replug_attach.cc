@@ -405,6 +405,13 @@ void ReplugAttacher::release(const config::MacvtapBinding& b, uint64_t,
   });
 }
 
+void ReplugAttacher::drop_backend(const std::string& nic) {
+  auto t = templates_.find(nic);
+  if (t == templates_.end() || t->second.netdev.empty()) return;
+  delete_netdev(qmp_, t->second.netdev);
+  t->second.netdev.clear();  // plugged_in() and roll_back() have nothing left to delete
+}
+
 // --- attach -------------------------------------------------------------------
 
 Result<macvtap::Macvtap> ReplugAttacher::create(const config::MacvtapBinding& b, int parent_ifindex) {

@@ -77,6 +77,11 @@ class ReplugAttacher final : public Attacher {
 
   void set_link(const config::MacvtapBinding& b, bool up) override;
 
+  // The NIC was released for a parent that is gone (release on loss):
+  // netdev_del of its old backend now, so that closing the dead macvtap's
+  // fd (which blocks QEMU's main loop) is not on the path of the return.
+  void drop_backend(const std::string& nic);
+
   // The template probe() read for `nic` (nullptr: none).
   const NicTemplate* nic_template(const std::string& nic) const;
 
