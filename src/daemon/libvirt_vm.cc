@@ -33,7 +33,7 @@ void LibvirtVm::connection_lost() {
 }
 
 void LibvirtVm::add_binding(const libvirt::DirectInterface& iface, bool probe) {
-  config::MacvtapBinding cfg = libvirt_binding(iface, s_.config->libvirt);
+  config::MacvtapBinding cfg = libvirt_binding(iface, s_.config->libvirt, name());
   if (cfg.nic.empty()) {
     logger()->warn("{}: interface {} has no alias: not followed", name(), format_mac(iface.mac));
     return;
@@ -175,6 +175,15 @@ void LibvirtVm::macvtap_gone(MacvtapRunner& b, int ifindex, uint64_t) {
   run_after(s_.loop, kRemovalGraceMs, guarded(b.guard(), [&b, ifindex] {
               if (b.engine().macvtap_ifindex() == ifindex) b.feed(engine::LinkRemoved{ifindex});
             }));
+}
+
+// A paused domain whose release was asked for while the parent was away
+// (release = "on-loss") still has the interface when the parent returns:
+// nothing else makes its stand-in then, and libvirt could not resume it.
+void LibvirtVm::links_changed() {
+  if (!paused_) return;
+  for (auto& b : macvtaps_)
+    if (b->engine().state() != engine::State::Attached) keep_resumable(*b);
 }
 
 // libvirt cannot resume a paused domain whose direct interface's macvtap is

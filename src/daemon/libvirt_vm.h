@@ -28,6 +28,7 @@ class LibvirtVm final : public ManagedVm {
   void before_release(MacvtapRunner& b) override { keep_resumable(b); }
   void describe(nlohmann::json& binding) const override { binding["source"] = "libvirt"; }
   void macvtap_gone(MacvtapRunner& b, int ifindex, uint64_t now_us) override;
+  void links_changed() override;
   std::shared_ptr<spdlog::logger> origin_logger() const override;
 
   // The domain's live description, over a live connection.
