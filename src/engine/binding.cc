@@ -61,6 +61,14 @@ void Binding::start_release(std::vector<Action>& out) {
   set_state(State::Releasing);
 }
 
+// No parent: wait for it. With release_on_loss the guest lets go of a NIC it
+// still has meanwhile: the NIC is useless until the parent returns, and the
+// guest's part of a replug is then done before it.
+void Binding::wait_for_parent(std::vector<Action>& out) {
+  if (on_loss() && nic_present_) start_release(out);
+  else set_state(State::WaitingParent);
+}
+
 void Binding::fail(std::string error, std::vector<Action>& out) {
   ++failures_;
   last_error_ = std::move(error);
@@ -94,7 +102,10 @@ void Binding::on(const Released&, std::vector<Action>& out) {
     case State::Releasing:
       nic_present_ = false;
       out.push_back(CancelTimer{});
-      start_attach(out);  // the parent is there: Releasing is left when it goes
+      // release_on_loss releases without a parent; otherwise Releasing is
+      // left when the parent goes.
+      if (parent_ifindex_) start_attach(out);
+      else set_state(State::WaitingParent);
       return;
     case State::Backoff:
     case State::Failed:
@@ -149,13 +160,16 @@ void Binding::on_parent(int ifindex, std::vector<Action>& out) {
     case State::Attached:
       // Renamed away (0) or renamed back (same ifindex): the macvtap still
       // sits on a live device and keeps passing traffic. If the parent was
-      // deleted, the kernel deletes the macvtap too and LinkRemoved follows.
+      // deleted, the kernel deletes the macvtap too and LinkRemoved or
+      // ParentRemoved follows (release_on_loss releases then, not here).
       if (ifindex == 0 || ifindex == attached_parent_) return;
       detach_current(out, false);  // the name now belongs to a new interface: move to it
       start_attach(out);
       return;
     case State::Releasing:
       if (ifindex) return;  // the release goes on; the attach after it uses the parent of that time
+      // A release on loss goes on: it is wanted with or without the parent.
+      if (on_loss()) return;
       // Gone again: the release may still complete (Released is remembered).
       out.push_back(CancelTimer{});
       set_state(State::WaitingParent);
@@ -176,7 +190,7 @@ void Binding::on_parent(int ifindex, std::vector<Action>& out) {
       out.push_back(CancelTimer{});
       failures_ = 0;
       if (ifindex) start_attach(out);
-      else set_state(State::WaitingParent);
+      else wait_for_parent(out);
       return;
     case State::Starting:
     case State::Running:
@@ -202,14 +216,14 @@ void Binding::on(const LinkRemoved& e, std::vector<Action>& out) {
   macvtap_ifindex_ = 0;  // the kernel deleted it already
   detach_current(out, parent_ifindex_ == 0);
   if (parent_ifindex_) start_attach(out);
-  else set_state(State::WaitingParent);
+  else wait_for_parent(out);
 }
 
 void Binding::on(const ParentRemoved& e, std::vector<Action>& out) {
   if (state_ != State::Attached || e.ifindex != attached_parent_) return;
   detach_current(out, parent_ifindex_ == 0);  // deletes the macvtap if it still exists
   if (parent_ifindex_) start_attach(out);
-  else set_state(State::WaitingParent);
+  else wait_for_parent(out);
 }
 
 void Binding::on(const VmConnected& e, std::vector<Action>& out) {
@@ -228,8 +242,8 @@ void Binding::on(const VmConnected& e, std::vector<Action>& out) {
   } else if (parent_ifindex_) {
     start_attach(out);
   } else {
-    set_state(State::WaitingParent);
     if (nic_present_) set_link(false, out);  // its tap is dead or missing
+    wait_for_parent(out);
   }
 }
 
@@ -264,7 +278,7 @@ void Binding::on(const AttachSucceeded& e, std::vector<Action>& out) {
   // replug ignores parent changes while in flight: catch up now.
   if (parent_ifindex_ == 0) {
     detach_current(out, true);
-    set_state(State::WaitingParent);
+    wait_for_parent(out);
   } else if (parent_ifindex_ != attached_parent_) {
     detach_current(out, false);
     start_attach(out);
@@ -288,7 +302,7 @@ void Binding::on(const TimerExpired&, std::vector<Action>& out) {
   }
   if (state_ != State::Backoff) return;
   if (parent_ifindex_) start_attach(out);
-  else set_state(State::WaitingParent);
+  else wait_for_parent(out);  // a release on loss that timed out is asked for again
 }
 
 void Binding::on(const ReattachRequested&, std::vector<Action>& out) {
@@ -298,7 +312,7 @@ void Binding::on(const ReattachRequested&, std::vector<Action>& out) {
   failures_ = 0;
   detach_current(out, parent_ifindex_ == 0);
   if (parent_ifindex_) start_attach(out);
-  else set_state(State::WaitingParent);
+  else wait_for_parent(out);
 }
 
 void Binding::on(const ReleaseFailed& e, std::vector<Action>& out) {

@@ -114,7 +114,10 @@ struct Style {
   bool replug = false;
   uint64_t release_timeout_ms = 10'000;  // replug: how long the guest may take
   bool follow_carrier = true;            // the NIC's link mirrors the parent's carrier
-  // replug: release the NIC as soon as the parent is gone (not on its return).
+  // replug: release the NIC as soon as the parent is gone (the interface its
+  // macvtap sat on was deleted), not on its return; the return then only
+  // plugs the NIC in. Neither a carrier loss nor a parent renamed away (its
+  // macvtap keeps passing traffic) is a loss.
   bool release_on_loss = false;
   std::string nic;                       // the NIC's id, for messages
 };
@@ -148,6 +151,8 @@ class Binding {
   void set_state(State s);
   void start_attach(std::vector<Action>& out);
   void start_release(std::vector<Action>& out);
+  void wait_for_parent(std::vector<Action>& out);
+  bool on_loss() const { return style_.replug && style_.release_on_loss; }
   void detach_current(std::vector<Action>& out, bool link_down);
   void on_parent(int ifindex, std::vector<Action>& out);
   void on_carrier(bool carrier, std::vector<Action>& out);

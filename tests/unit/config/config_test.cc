@@ -156,6 +156,10 @@ INSTANTIATE_TEST_SUITE_P(
                 "8:19", "attach = \"replug\" only"},
         BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\nattach = \"replug\"\nrelease_timeout = 0\n",
                 "9:19", "between 1 and 600"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\nrelease = \"on-loss\"\n",
+                "8:11", "a hub NIC is never released"},
+        BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\nattach = \"replug\"\nrelease = \"on_loss\"\n",
+                "9:11", "\"on-return\" or \"on-loss\", not \"on_loss\""},
         BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\nfollow_carrier = \"yes\"\n",
                 "8:18", "true or false"},
         BadCase{"[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = \"p\"\nmac = \"52:54:00:00:00:01\"\nparent_mac = \"ff:ff:ff:ff:ff:ff\"\n",
@@ -180,6 +184,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"[libvirt]\ndomains = [\"web\", \"web\"]\n", "2:19", "listed twice"},
         BadCase{"[libvirt]\nrelease_timeout = 0\n", "2:19", "between 1 and 600"},
         BadCase{"[libvirt]\npid_dir = \"run/libvirt\"\n", "2:11", "absolute path"},
+        BadCase{"[libvirt]\nrelease = \"never\"\n", "2:11", "\"on-return\" or \"on-loss\", not \"never\""},
+        BadCase{"[libvirt]\nrelease = true\n", "2:11", "must be a string"},
         BadCase{"[libvirt]\nenabled = 1\n", "2:11", "true or false"},
         BadCase{"[libvirt]\nurl = \"qemu:///system\"\n", "2:1", "unknown key 'url'"},
         BadCase{"libvirt = 1\n", "1:11", "must be a table"},
@@ -392,12 +398,15 @@ domains = ["web", "db"]
 pid_dir = "/tmp/x/qemu"
 release_timeout = 3
 follow_carrier = false
+release = "on-loss"
 )", "x").libvirt;
   EXPECT_EQ(c.uri, "qemu:///system?socket=/tmp/x/libvirt-sock");
   EXPECT_EQ(c.domains, (std::vector<std::string>{"web", "db"}));
   EXPECT_EQ(c.pid_dir, "/tmp/x/qemu");
   EXPECT_EQ(c.release_timeout_ms, 3000u);
   EXPECT_FALSE(c.follow_carrier);
+  EXPECT_EQ(c.release, config::Release::OnLoss);
+  EXPECT_EQ(load_string("[libvirt]\nrelease = \"on-return\"\n", "x").libvirt.release, config::Release::OnReturn);
   EXPECT_FALSE(load_string("[libvirt]\nenabled = false\n", "x").libvirt.enabled);
 }
 
@@ -454,6 +463,7 @@ queues = 4
 release_timeout = 3
 follow_carrier = false
 parent_mac = "a0:36:9f:00:00:01"
+release = "on-loss"
 )",
                                  "t.toml");
   const auto& b = cfg.vms.at(0).macvtaps.at(0);
@@ -463,6 +473,7 @@ parent_mac = "a0:36:9f:00:00:01"
   EXPECT_FALSE(b.follow_carrier);
   ASSERT_TRUE(b.parent_mac);
   EXPECT_EQ(format_mac(*b.parent_mac), "a0:36:9f:00:00:01");
+  EXPECT_EQ(b.release, config::Release::OnLoss);
   auto d = config::load_string("[[vm]]\nname = \"a\"\nqmp = \"/q\"\n[[vm.macvtap]]\nnic = \"n\"\nparent = "
                                "\"p\"\nmac = \"52:54:00:00:00:01\"\n",
                                "t.toml");
