@@ -194,9 +194,14 @@ void LibvirtVm::links_changed() {
 void LibvirtVm::keep_resumable(MacvtapRunner& b) {
   if (!paused_) return;
   const libvirt::DirectInterface* i = attacher_.interface(b.cfg().mac);
-  if (!i || i->target_dev.empty() || s_.links->link_by_name(i->target_dev)) return;
   const int parent = s_.links->resolve_parent(b.cfg());
-  if (!parent) return;
+  if (!i || i->target_dev.empty() || !parent) return;
+  // One stand-in per parent: one libvirt deleted since (the domain
+  // destroyed, the interface released) is not made again.
+  int& stand_in = stand_in_parent_[b.cfg().mac];
+  if (stand_in == parent) return;
+  stand_in = parent;
+  if (s_.links->link_by_name(i->target_dev)) return;
   macvtap::MacvtapSpec spec{i->target_dev, parent, b.cfg().mode, b.cfg().mac, 1};
   auto made = s_.factory->create(spec);
   if (!made) {

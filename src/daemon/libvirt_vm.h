@@ -6,6 +6,7 @@
 // to libvirt at all). relinkd never talks to its QEMU.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -57,6 +58,7 @@ class LibvirtVm final : public ManagedVm {
   bool live_ = false;    // described over a live connection
   bool paused_ = false;  // not running guest code
   uint64_t session_ = 0;  // bumped per description over a new connection
+  std::map<MacAddress, int> stand_in_parent_;  // the parent each interface's stand-in was made on
 };
 
 }  // namespace relink::daemon
