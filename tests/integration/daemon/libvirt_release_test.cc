@@ -9,9 +9,10 @@
 // relinkd restarted during the outage with the NIC released.
 #include <dirent.h>
 #include <signal.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
+#include <unistd.h>
 
+#include <filesystem>
+#include <sstream>
 #include <thread>
 
 #include "daemon_env.h"
