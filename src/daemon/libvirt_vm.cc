@@ -213,6 +213,15 @@ void LibvirtVm::keep_resumable(MacvtapRunner& b) {
                  i->target_dev);
 }
 
+// The macvtap is the one the live XML names: an attach's answer names the
+// new one before the domain's next description renames the binding.
+void LibvirtVm::describe(nlohmann::json& binding) const {
+  binding["source"] = "libvirt";
+  auto mac = parse_mac(binding.value("mac", ""));
+  const libvirt::DirectInterface* i = mac ? attacher_.interface(*mac) : nullptr;
+  if (i && !i->target_dev.empty()) binding["macvtap"] = i->target_dev;
+}
+
 Result<nlohmann::json> LibvirtVm::qemu_args() const {
   return Error{EINVAL, "libvirt runs VM '" + name() + "' and wires its NICs itself: no QEMU arguments to add"};
 }

@@ -27,7 +27,7 @@ class LibvirtVm final : public ManagedVm {
   Result<nlohmann::json> qemu_args() const override;
   const char* release_method() const override { return "libvirt detach"; }
   void before_release(MacvtapRunner& b) override { keep_resumable(b); }
-  void describe(nlohmann::json& binding) const override { binding["source"] = "libvirt"; }
+  void describe(nlohmann::json& binding) const override;
   void macvtap_gone(MacvtapRunner& b, int ifindex, uint64_t now_us) override;
   void links_changed() override;
   std::shared_ptr<spdlog::logger> origin_logger() const override;
