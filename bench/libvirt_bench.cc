@@ -3,7 +3,7 @@
 // measured as a user sees it, with booted test guests (Debian kernel +
 // busybox initramfs under TCG), everything in this run.
 //
-// Three guests, all managed by one relinkd (at log level debug, for the
+// Four guests, all managed by one relinkd (at log level debug, for the
 // libvirt calls' durations):
 //  (a) libvirt: a domain of a real libvirtd (tests/support/libvirt_env.h)
 //      whose <interface type='direct'> sits on parent p0; relinkd follows it
@@ -15,8 +15,11 @@
 //      a pcie-root-port of its own, peered with a tap whose fd is a macvtap
 //      the launcher made), on parent p1x, attach = "replug";
 //  (c) hub: a QEMU started directly with its NIC on hub 0, on parent p2x,
-//      attach = "hub".
-// All three run on q35 with 1 vCPU and 256 MiB; libvirt too puts the NIC on
+//      attach = "hub";
+//  (d) libvirt on-loss: a second domain like (a), on parent p3x, with
+//      release = "on-loss" ([libvirt.domain_release]): its NIC is detached
+//      as soon as the parent is gone, and the return only attaches it.
+// All four run on q35 with 1 vCPU and 256 MiB; libvirt too puts the NIC on
 // a pcie-root-port of its own.
 //
 // Layout. relinkd, libvirtd and the three parents are in one namespace
@@ -24,16 +27,17 @@
 // there). Each parent is a veth whose far end p1 is in a peer namespace of
 // its own (192.0.2.1, fixed MAC, the guest's MAC as a permanent neighbour;
 // every guest is 192.0.2.2): three separate L2 segments, so one guest's
-// flap never touches another's path. The three guests run side by side and
-// their flaps are interleaved (a, b, c, a, b, c, ...), so that all three see
+// flap never touches another's path. The four guests run side by side and
+// their flaps are interleaved (a, d, b, c, a, d, ...), so that all four see
 // the same machine: load from anything else on the host, and the idle cost of
-// the two other guests, falls on every case alike instead of on whichever
+// the other guests, falls on every case alike instead of on whichever
 // case happened to run at the time. One flap at a time; the other guests are
 // idle meanwhile.
 //
 // A flap: the guest answers ping (checked), the parent is deleted (its
 // far end and every macvtap on it go with it), relinkd reports
-// waiting-parent, 300 ms of quiet, the parent is re-created in-process over
+// waiting-parent ((d): and the guest has reported its NIC gone), 300 ms of
+// quiet, the parent is re-created in-process over
 // rtnetlink (time 0), and the peer sends an ICMP echo request every 10 ms
 // from a raw socket until the guest answers (the figure); then the binding
 // is attached at the next generation, a re-plugged guest has reported its new
@@ -49,7 +53,10 @@
 //              the domain's XML read back)
 //   remainder  what the user sees minus last_reattach_ms: the guest's hotplug,
 //              link, ARP, the reply, and up to 10 ms of ping granularity
-// (b) is split the same way (release: device_del -> DEVICE_DELETED).
+// (b) is split the same way (release: device_del -> DEVICE_DELETED). (d)'s
+// release happens while the parent is away: it is reported, but it is not
+// part of what the user waits for after the return, which is split into
+// libvirt's attach job and the rest.
 // The ping, the guest sandbox and the parent's re-creation are replug_bench's.
 //
 // Usage (root): libvirt_bench [--flaps N] [--help]
@@ -126,11 +133,14 @@ void print_help() {
       "  (b) relinkd's QMP replug (attach = \"replug\") of a QEMU started directly, its NIC\n"
       "      on its own pcie-root-port, peered with a tap on a macvtap the launcher made\n"
       "  (c) hub attach (attach = \"hub\") of a QEMU started directly\n"
+      "  (d) as (a), a second domain with release = \"on-loss\" ([libvirt.domain_release]): its\n"
+      "      NIC is detached as soon as the parent is gone, the return only attaches it\n"
       "Each parent is a veth whose far end is in a peer namespace of its own (192.0.2.1,\n"
       "fixed MAC, knows the guest's MAC; the guest is 192.0.2.2). The ping is in-bench: a raw\n"
       "ICMP socket in the peer namespace sends an echo request every 10 ms, so a figure is\n"
-      "late by up to 10 ms. Flaps of the three cases are interleaved (a, b, c, a, ...); before\n"
-      "each the guest must answer, and %d ms of quiet precede and follow each.\n"
+      "late by up to 10 ms. Flaps of the four cases are interleaved (a, d, b, c, a, ...); before\n"
+      "each the guest must answer, and %d ms of quiet precede and follow each ((d): once the\n"
+      "guest has reported its NIC gone).\n"
       "\n"
       "Reported: min, p50, p90, max per case, and ratios at p50; the split of (a) (and of (b)):\n"
       "  release    last_release_ms from relinkd's status: the detach -> DEVICE_REMOVED\n"
@@ -140,9 +150,12 @@ void print_help() {
       "             read back), from relinkd's debug line \"libvirt call took X ms\"\n"
       "  remainder  what the user sees minus last_reattach_ms: the guest's hotplug, link,\n"
       "             ARP and reply (and the ping's granularity)\n"
+      "(d) reports its release (done while the parent is away) and splits what the user sees\n"
+      "after the return into libvirt's attach job and the rest. The ratio (d)/(a) at p50 is\n"
+      "what release = \"on-loss\" saves a libvirt domain.\n"
       "\n"
-      "A run with the defaults takes about 40 s on a 2-core machine (10-15 s starting libvirtd\n"
-      "and booting the guests, then about 0.9 s per flap). Everything it creates\n"
+      "A run with the defaults takes about 60 s on a 2-core machine (15-20 s starting libvirtd\n"
+      "and booting the guests, then about 1 s per flap). Everything it creates\n"
       "(namespaces relink-lvbench-*, libvirtd and its domain, QEMUs, relinkd, macvtaps,\n"
       "/tmp/relink-lvbench-*, /tmp/relink-lv-*) is removed on exit, on failure and on\n"
       "SIGINT/SIGTERM.\n"
@@ -152,7 +165,7 @@ void print_help() {
       "  --help, -h  this text\n"
       "Environment: RELINK_BENCH_KEEP_LOGS=1 keeps relinkd's and libvirtd's logs and the\n"
       "guests' consoles as /tmp/relink-libvirt-bench-{relinkd,libvirtd}.log and\n"
-      "/tmp/relink-libvirt-bench-{lv,replug,hub}.console.\n",
+      "/tmp/relink-libvirt-bench-{lv,lvloss,replug,hub}.console.\n",
       kUsage, static_cast<int>(kSettle.count()));
 }
 
@@ -187,8 +200,9 @@ struct Guest {
   int peer_ns_fd = -1;
   nl_sock* peer_nl = nullptr;  // rtnetlink in the peer namespace
   std::unique_ptr<Pinger> pinger;
-  std::unique_ptr<test::Child> qemu;  // (b), (c); libvirt runs (a)'s
-  const test::LibvirtEnv* lv = nullptr;  // (a)
+  std::unique_ptr<test::Child> qemu;  // (b), (c); libvirt runs (a)'s and (d)'s
+  const test::LibvirtEnv* lv = nullptr;  // (a), (d)
+  bool on_loss = false;                  // (d): release = "on-loss"
 
   ~Guest() {
     qemu.reset();
@@ -199,6 +213,7 @@ struct Guest {
   }
   std::string read_console() const { return test::read_file(console); }
   size_t ifups() const { return count_of(read_console(), "RELINK-GUEST-IFUP"); }
+  size_t nics_gone() const { return count_of(read_console(), "RELINK-GUEST-LINK-GONE"); }
   std::string explain() const {
     std::string s = "guest " + name + " console (tail):\n" + tail(read_console(), 1500);
     if (lv)
@@ -353,6 +368,9 @@ struct Sandbox {
       cfg += g->kind == Kind::Replug ? "attach = \"replug\"\nqueues = 1\n" : "attach = \"hub\"\nhub = 0\n";
     }
     cfg += "\n[libvirt]\nuri = \"" + lv->uri() + "\"\npid_dir = \"" + lv->pid_dir() + "\"\n";
+    cfg += "[libvirt.domain_release]\n";
+    for (const auto& g : guests)
+      if (g->kind == Kind::Libvirt) cfg += g->name + " = \"" + (g->on_loss ? "on-loss" : "on-return") + "\"\n";
     std::ofstream(dir + "/relinkd.toml") << cfg;
     relinkd = std::make_unique<test::Child>(
         std::vector<std::string>{test::binary_dir() + "/relinkd", "--config", dir + "/relinkd.toml"},
@@ -451,6 +469,7 @@ struct Figures {
   std::vector<double> remainder;  // user - reattach
   std::vector<double> attach_call, detach_call;  // (a): libvirt jobs, from the log
   std::vector<double> own_rest;                   // (a): own - attach_call
+  std::vector<double> after_attach_call;          // (d): user - attach_call
 };
 
 void flap(Sandbox& sb, Guest& g, Figures& f, int i) {
@@ -460,11 +479,16 @@ void flap(Sandbox& sb, Guest& g, Figures& f, int i) {
   if (!before.is_object() || before.value("state", "") != "attached")
     die("relinkd: " + g.name + " not attached before " + which + ": " + before.dump());
   const uint64_t gen = before.value("generation", uint64_t{0});
-  const size_t ifups = g.ifups();
+  const size_t ifups = g.ifups(), gone = g.nics_gone();
+  // From before the loss: an on-loss binding's detach happens during it.
+  const size_t log_from = test::read_file(sb.relinkd_log()).size();
   sb.parent_down(g);
   sb.wait_binding(g, "waiting-parent", 0, 10s);
+  if (g.on_loss && !wait_for([&] { return g.nics_gone() > gone; }, 10s, 20ms))
+    die("the guest did not report its NIC gone while the parent was away (" + which + ")\n" + sb.relinkd_tail() +
+        "\n" + g.explain());
+  if (g.on_loss) sb.wait_binding(g, "waiting-parent", 0, 10s);
   pause_for(kSettle);
-  const size_t log_from = test::read_file(sb.relinkd_log()).size();
 
   const uint64_t t0 = sb.parent_up(g);
   const auto t = g.pinger->first_answer(t0 + kAnswerLimitUs);
@@ -507,6 +531,7 @@ void flap(Sandbox& sb, Guest& g, Figures& f, int i) {
     f.attach_call.push_back(calls.attach[0]);
     f.detach_call.push_back(calls.detach[0]);
     f.own_rest.push_back(f.own.back() - calls.attach[0]);
+    f.after_attach_call.push_back(user - calls.attach[0]);
   }
   pause_for(kSettle);
 }
@@ -562,7 +587,7 @@ int run(int argc, char** argv) {
   sigaction(SIGTERM, &sa, nullptr);
 
   const uint64_t started = monotonic_us();
-  std::printf("libvirt_bench: %d flaps per case, interleaved (libvirt, replug, hub); load %s\n", flaps,
+  std::printf("libvirt_bench: %d flaps per case, interleaved (libvirt, libvirt on-loss, replug, hub); load %s\n", flaps,
               loadavg().c_str());
   std::fflush(stdout);
   auto built = test::sh("bash " + test::source_dir() + "/tests/guest/build-guest.sh " + test::binary_dir() + "/guest");
@@ -576,41 +601,50 @@ int run(int argc, char** argv) {
   Guest& lg = sb.add_guest(Kind::Libvirt, "(a) libvirt replug", "lv", "p0", "net0", "52:54:00:12:34:58");
   Guest& rg = sb.add_guest(Kind::Replug, "(b) relinkd QMP replug", "replug", "p1x", "net0", "52:54:00:12:34:56");
   Guest& hg = sb.add_guest(Kind::Hub, "(c) hub attach", "hub", "p2x", "nic0", "52:54:00:12:34:57");
-  for (Guest* g : {&lg, &rg, &hg}) sb.parent_up(*g);
+  Guest& dg = sb.add_guest(Kind::Libvirt, "(d) libvirt on-loss", "lvloss", "p3x", "net0", "52:54:00:12:34:59");
+  dg.on_loss = true;
+  const std::vector<Guest*> all = {&lg, &dg, &rg, &hg};
+  for (Guest* g : all) sb.parent_up(*g);
   sb.start_libvirt_guest(lg);
+  sb.start_libvirt_guest(dg);
   sb.start_qemu_guest(rg);
   sb.start_qemu_guest(hg);
-  for (Guest* g : {&lg, &rg, &hg}) sb.wait_booted(*g);
+  for (Guest* g : all) sb.wait_booted(*g);
   std::printf("  guests booted after %.1f s\n", ms(started, monotonic_us()) / 1000.0);
   std::fflush(stdout);
 
   sb.start_relinkd();
   if (!wait_for([&] { return std::filesystem::exists(sb.control()); }, 10s))
     die("relinkd did not create its control socket\n" + sb.relinkd_tail());
-  // (a) and (b) are adopted as they are, (c) gets its first tap.
-  for (Guest* g : {&lg, &rg, &hg}) sb.wait_binding(*g, "attached", 0, 30s);
-  if (const json b = sb.binding(lg); b.value("attach", "") != "libvirt")
-    die("relinkd does not follow the domain through libvirt: " + b.dump());
-  for (Guest* g : {&lg, &rg, &hg}) sb.expect_answers(*g, "before the first flap");
+  // (a), (d) and (b) are adopted as they are, (c) gets its first tap.
+  for (Guest* g : all) sb.wait_binding(*g, "attached", 0, 30s);
+  for (Guest* g : {&lg, &dg})
+    if (const json b = sb.binding(*g); b.value("attach", "") != "libvirt")
+      die("relinkd does not follow domain " + g->name + " through libvirt: " + b.dump());
+  for (Guest* g : all) sb.expect_answers(*g, "before the first flap");
 
-  Figures fa, fb, fc;
+  Figures fa, fb, fc, fd;
   for (int i = 1; i <= flaps; ++i) {
     flap(sb, lg, fa, i);
+    flap(sb, dg, fd, i);
     flap(sb, rg, fb, i);
     flap(sb, hg, fc, i);
-    std::printf("  flaps %2d: (a) %6.1f ms (release %5.1f, attach job %4.1f, remainder %5.1f)  (b) %6.1f ms (release "
-                "%5.1f, own %4.1f, remainder %5.1f)  (c) %6.1f ms\n",
-                i, fa.user.back(), fa.release.back(), fa.attach_call.back(), fa.remainder.back(), fb.user.back(),
-                fb.release.back(), fb.own.back(), fb.remainder.back(), fc.user.back());
+    std::printf("  flaps %2d: (a) %6.1f ms (release %5.1f, attach job %4.1f, remainder %5.1f)  (d) %6.1f ms (attach "
+                "job %4.1f, the rest %5.1f)  (b) %6.1f ms (release %5.1f, own %4.1f, remainder %5.1f)  (c) %6.1f ms\n",
+                i, fa.user.back(), fa.release.back(), fa.attach_call.back(), fa.remainder.back(), fd.user.back(),
+                fd.attach_call.back(), fd.after_attach_call.back(), fb.user.back(), fb.release.back(), fb.own.back(),
+                fb.remainder.back(), fc.user.back());
     std::fflush(stdout);
   }
   sb.keep_logs();
   const std::string log_text = test::read_file(sb.relinkd_log());
-  const size_t lv_taints = count_of(sb.lv->qemu_log(lg.name), "custom-monitor");
+  const size_t lv_taints =
+      count_of(sb.lv->qemu_log(lg.name), "custom-monitor") + count_of(sb.lv->qemu_log(dg.name), "custom-monitor");
 
   std::printf("\nparent re-created -> the guest answers ping again (echo every %d ms; %d flaps each, interleaved)\n",
               static_cast<int>(kPingStepUs / 1000), flaps);
   row("(a) libvirt replug", fa.user);
+  row("(d) libvirt replug, release = \"on-loss\"", fd.user);
   row("(b) relinkd QMP replug", fb.user);
   row("(c) hub attach", fc.user);
 
@@ -628,6 +662,12 @@ int run(int argc, char** argv) {
   share("rest of relinkd's own part", fa.own_rest, fa.user);
   share("remainder (guest link/ARP/ping detection)", fa.remainder, fa.user);
 
+  std::printf("\nsplit of (d), libvirt replug with release = \"on-loss\"\n");
+  row("release while the parent is away (last_release_ms)", fd.release);
+  row("  of which the detach call (DetachDeviceAlias job)", fd.detach_call);
+  row("libvirt's attach job after the return (AttachDeviceFlags+XML)", fd.attach_call);
+  row("the rest: relinkd, guest hotplug, link, ARP (user - attach job)", fd.after_attach_call);
+
   std::printf("\nsplit of (b), relinkd QMP replug\n");
   row("release: device_del -> DEVICE_DELETED (last_release_ms)", fb.release);
   row("own: from the parent's return, minus release (last_own_ms)", fb.own);
@@ -638,6 +678,7 @@ int run(int argc, char** argv) {
   row("remainder: link on, ARP, reply (user - reattach)", fc.remainder);
 
   std::printf("\nratios at p50\n");
+  ratio("what a user sees: (d) libvirt on-loss / (a) libvirt (goal <= 0.6)", fd.user, fa.user);
   ratio("what a user sees: (a) libvirt / (b) QMP replug", fa.user, fb.user);
   ratio("what a user sees: (a) libvirt / (c) hub", fa.user, fc.user);
   ratio("what a user sees: (b) QMP replug / (c) hub", fb.user, fc.user);
@@ -646,7 +687,7 @@ int run(int argc, char** argv) {
   ratio("remainder: (a) libvirt / (b) QMP replug", fa.remainder, fb.remainder);
   ratio("(a) libvirt's attach job / (a) own", fa.attach_call, fa.own);
 
-  std::printf("\n  relinkd warnings/errors logged: %zu; the libvirt domain %s; run took %.0f s; load %s\n",
+  std::printf("\n  relinkd warnings/errors logged: %zu; the libvirt domains %s; run took %.0f s; load %s\n",
               warnings_in(log_text), lv_taints ? "was TAINTED (custom-monitor)" : "untainted",
               ms(started, monotonic_us()) / 1000.0, loadavg().c_str());
   return 0;

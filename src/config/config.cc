@@ -202,10 +202,26 @@ class Loader {
     return *r;
   }
 
+  // A guest whose software cannot do without its NIC for an outage keeps it
+  // (on-return) while the others let it go at once, or the reverse.
+  void load_domain_release(Libvirt& lv, const toml::node& node) const {
+    const toml::table* t = node.as_table();
+    if (!t) fail(node, "'domain_release' must be a table of domain = \"on-return\" | \"on-loss\"");
+    for (const auto& [key, value] : *t) {
+      auto s = value.value<std::string>();
+      auto r = value.is_string() && s ? parse_release(*s) : std::nullopt;
+      if (!r)
+        fail(value, "domain_release: '" + std::string(key.str()) + "' must be \"on-return\" or \"on-loss\"");
+      lv.domain_release[std::string(key.str())] = *r;
+    }
+  }
+
   void load_libvirt(Libvirt& lv, const toml::node& node) const {
     const toml::table* t = node.as_table();
     if (!t) fail(node, "'libvirt' must be a table ([libvirt])");
-    only_keys(*t, {"enabled", "uri", "domains", "pid_dir", "release_timeout", "follow_carrier", "release"},
+    only_keys(*t,
+              {"enabled", "uri", "domains", "pid_dir", "release_timeout", "follow_carrier", "release",
+               "domain_release"},
               "[libvirt]");
     lv.enabled = get_bool(*t, "enabled", true);
     lv.uri = get_string(*t, "uri", node, "[libvirt]", lv.uri);
@@ -215,6 +231,7 @@ class Loader {
     lv.release_timeout_ms = static_cast<uint64_t>(get_int(*t, "release_timeout", 10, 1, 600)) * 1000;
     lv.follow_carrier = get_bool(*t, "follow_carrier", lv.follow_carrier);
     if (t->get("release")) lv.release = get_release(*t, node, "[libvirt]");
+    if (const toml::node* d = t->get("domain_release")) load_domain_release(lv, *d);
     if (const toml::node* d = t->get("domains")) {
       const toml::array* arr = d->as_array();
       if (!arr) fail(*d, "'domains' must be an array of domain names");
@@ -585,6 +602,11 @@ bool kernel_style_macvtap_name(const std::string& name) {
       return true;
   }
   return false;
+}
+
+Release Libvirt::release_of(const std::string& domain) const {
+  auto it = domain_release.find(domain);
+  return it != domain_release.end() ? it->second : release;
 }
 
 const Vm* Config::find_vm(const std::string& name) const {

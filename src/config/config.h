@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -123,7 +124,10 @@ struct Libvirt {
   uint64_t release_timeout_ms = 10'000;  // how long a guest may take to release a NIC
   bool follow_carrier = true;
   Release release = Release::OnReturn;  // when a domain's NIC is released (see MacvtapBinding)
+  // [libvirt.domain_release]: `release` for these domains, by name.
+  std::map<std::string, Release> domain_release;
 
+  Release release_of(const std::string& domain) const;
   bool operator==(const Libvirt&) const = default;
 };
 

@@ -29,7 +29,8 @@ bool holds_live_device(pid_t pid, dev_t dev, const std::string& name) {
 
 }  // namespace
 
-config::MacvtapBinding libvirt_binding(const libvirt::DirectInterface& iface, const config::Libvirt& cfg) {
+config::MacvtapBinding libvirt_binding(const libvirt::DirectInterface& iface, const config::Libvirt& cfg,
+                                       const std::string& domain) {
   config::MacvtapBinding b;
   b.nic = iface.alias;
   b.parent = iface.source_dev;
@@ -41,7 +42,7 @@ config::MacvtapBinding libvirt_binding(const libvirt::DirectInterface& iface, co
   b.macvtap = iface.target_dev;
   b.follow_carrier = cfg.follow_carrier;
   b.release_timeout_ms = cfg.release_timeout_ms;
-  b.release = cfg.release;
+  b.release = cfg.release_of(domain);
   return b;
 }
 

@@ -86,7 +86,8 @@ class LibvirtAttacher final : public Attacher {
 nlohmann::json interface_to_json(const libvirt::DirectInterface& iface);
 Result<libvirt::DirectInterface> interface_from_json(const nlohmann::json& j);
 
-// The binding relinkd makes for a domain's direct interface.
-config::MacvtapBinding libvirt_binding(const libvirt::DirectInterface& iface, const config::Libvirt& cfg);
+// The binding relinkd makes for a direct interface of `domain`.
+config::MacvtapBinding libvirt_binding(const libvirt::DirectInterface& iface, const config::Libvirt& cfg,
+                                       const std::string& domain = {});
 
 }  // namespace relink::daemon

@@ -33,7 +33,7 @@ void LibvirtVm::connection_lost() {
 }
 
 void LibvirtVm::add_binding(const libvirt::DirectInterface& iface, bool probe) {
-  config::MacvtapBinding cfg = libvirt_binding(iface, s_.config->libvirt);
+  config::MacvtapBinding cfg = libvirt_binding(iface, s_.config->libvirt, name());
   if (cfg.nic.empty()) {
     logger()->warn("{}: interface {} has no alias: not followed", name(), format_mac(iface.mac));
     return;
@@ -177,6 +177,15 @@ void LibvirtVm::macvtap_gone(MacvtapRunner& b, int ifindex, uint64_t) {
             }));
 }
 
+// A paused domain whose release was asked for while the parent was away
+// (release = "on-loss") still has the interface when the parent returns:
+// nothing else makes its stand-in then, and libvirt could not resume it.
+void LibvirtVm::links_changed() {
+  if (!paused_) return;
+  for (auto& b : macvtaps_)
+    if (b->engine().state() != engine::State::Attached) keep_resumable(*b);
+}
+
 // libvirt cannot resume a paused domain whose direct interface's macvtap is
 // gone: it sets that name online first, and fails. A stand-in macvtap of the
 // same name on the returned parent lets the user resume it; the guest then
@@ -185,9 +194,14 @@ void LibvirtVm::macvtap_gone(MacvtapRunner& b, int ifindex, uint64_t) {
 void LibvirtVm::keep_resumable(MacvtapRunner& b) {
   if (!paused_) return;
   const libvirt::DirectInterface* i = attacher_.interface(b.cfg().mac);
-  if (!i || i->target_dev.empty() || s_.links->link_by_name(i->target_dev)) return;
   const int parent = s_.links->resolve_parent(b.cfg());
-  if (!parent) return;
+  if (!i || i->target_dev.empty() || !parent) return;
+  // One stand-in per parent: one libvirt deleted since (the domain
+  // destroyed, the interface released) is not made again.
+  int& stand_in = stand_in_parent_[b.cfg().mac];
+  if (stand_in == parent) return;
+  stand_in = parent;
+  if (s_.links->link_by_name(i->target_dev)) return;
   macvtap::MacvtapSpec spec{i->target_dev, parent, b.cfg().mode, b.cfg().mac, 1};
   auto made = s_.factory->create(spec);
   if (!made) {
@@ -197,6 +211,15 @@ void LibvirtVm::keep_resumable(MacvtapRunner& b) {
   }
   logger()->info("{}: made a stand-in macvtap {} so that libvirt can resume the paused domain", b.name(),
                  i->target_dev);
+}
+
+// The macvtap is the one the live XML names: an attach's answer names the
+// new one before the domain's next description renames the binding.
+void LibvirtVm::describe(nlohmann::json& binding) const {
+  binding["source"] = "libvirt";
+  auto mac = parse_mac(binding.value("mac", ""));
+  const libvirt::DirectInterface* i = mac ? attacher_.interface(*mac) : nullptr;
+  if (i && !i->target_dev.empty()) binding["macvtap"] = i->target_dev;
 }
 
 Result<nlohmann::json> LibvirtVm::qemu_args() const {

@@ -6,6 +6,7 @@
 // to libvirt at all). relinkd never talks to its QEMU.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -26,8 +27,9 @@ class LibvirtVm final : public ManagedVm {
   Result<nlohmann::json> qemu_args() const override;
   const char* release_method() const override { return "libvirt detach"; }
   void before_release(MacvtapRunner& b) override { keep_resumable(b); }
-  void describe(nlohmann::json& binding) const override { binding["source"] = "libvirt"; }
+  void describe(nlohmann::json& binding) const override;
   void macvtap_gone(MacvtapRunner& b, int ifindex, uint64_t now_us) override;
+  void links_changed() override;
   std::shared_ptr<spdlog::logger> origin_logger() const override;
 
   // The domain's live description, over a live connection.
@@ -56,6 +58,7 @@ class LibvirtVm final : public ManagedVm {
   bool live_ = false;    // described over a live connection
   bool paused_ = false;  // not running guest code
   uint64_t session_ = 0;  // bumped per description over a new connection
+  std::map<MacAddress, int> stand_in_parent_;  // the parent each interface's stand-in was made on
 };
 
 }  // namespace relink::daemon

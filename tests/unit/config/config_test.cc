@@ -410,6 +410,41 @@ release = "on-loss"
   EXPECT_FALSE(load_string("[libvirt]\nenabled = false\n", "x").libvirt.enabled);
 }
 
+// [libvirt] release for every domain, [libvirt.domain_release] over it for
+// the domains it names; each reaches the domain's bindings.
+TEST(Config, LibvirtReleaseWithPerDomainExceptions) {
+  auto c = load_string(R"([libvirt]
+release = "on-loss"
+
+[libvirt.domain_release]
+legacy = "on-return"
+"web-2" = "on-loss"
+)", "x").libvirt;
+  EXPECT_EQ(c.release, Release::OnLoss);
+  EXPECT_EQ(c.release_of("legacy"), Release::OnReturn);
+  EXPECT_EQ(c.release_of("web-2"), Release::OnLoss);
+  EXPECT_EQ(c.release_of("other"), Release::OnLoss);
+  auto d = load_string("[libvirt]\ndomain_release = { db = \"on-loss\" }\n", "x").libvirt;
+  EXPECT_EQ(d.release_of("db"), Release::OnLoss);
+  EXPECT_EQ(d.release_of("web"), Release::OnReturn);
+  EXPECT_FALSE(c == d);
+
+  auto bad = [](const std::string& text) {
+    try {
+      load_string(text, "x");
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(bad("[libvirt]\ndomain_release = \"on-loss\"\n").find("2:18: 'domain_release' must be a table"),
+            std::string::npos);
+  EXPECT_NE(bad("[libvirt.domain_release]\ndb = \"later\"\n").find("2:6: domain_release: 'db' must be"),
+            std::string::npos);
+  EXPECT_NE(bad("[libvirt.domain_release]\ndb = true\n").find("must be \"on-return\" or \"on-loss\""),
+            std::string::npos);
+}
+
 // The shipped example follows libvirt's domains.
 TEST(Config, ContribExampleFollowsLibvirt) {
   EXPECT_TRUE(load_file(std::string(RELINK_SOURCE_DIR) + "/contrib/relinkd.toml").libvirt.enabled);

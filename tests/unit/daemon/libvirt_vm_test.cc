@@ -124,5 +124,26 @@ TEST_F(LibvirtVmTest, ALostConnectionTakesTheBindingsOfflineAndANewOneProbesAgai
   EXPECT_EQ(vm->qemu_args().error().message, "libvirt runs VM 'dom1' and wires its NICs itself: no QEMU arguments to add");
 }
 
+// [libvirt.domain_release] reaches the domain it names: found with its
+// parent gone and the NIC still in the live XML, that domain's interface is
+// released at once (on loss), another domain's waits for the parent.
+TEST_F(LibvirtVmTest, ReleaseIsPerDomain) {
+  env.cfg.libvirt.domain_release["dom1"] = config::Release::OnLoss;
+  env.links.present = false;
+  vm = std::make_unique<LibvirtVm>("dom1", libvirt, env.services);
+  vm->update(info);
+  run_loop();
+  EXPECT_EQ(binding()["state"], "releasing") << vm->status().dump();
+  EXPECT_EQ(libvirt.calls, (std::vector<std::string>{"update dom1", "detach dom1 net0"}));
+
+  FakeLibvirt other_libvirt;
+  info.desc.name = "dom2";
+  auto other = std::make_unique<LibvirtVm>("dom2", other_libvirt, env.services);
+  other->update(info);
+  run_loop();
+  EXPECT_EQ(other->status()["bindings"][0]["state"], "waiting-parent") << other->status().dump();
+  EXPECT_EQ(other_libvirt.calls, (std::vector<std::string>{"update dom2"})) << "only the link set down";
+}
+
 }  // namespace
 }  // namespace relink::daemon
