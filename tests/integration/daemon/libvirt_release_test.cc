@@ -142,6 +142,13 @@ class LibvirtReleaseOnLoss : public ::testing::Test {
         << "the NIC is still in the domain while its parent is away\n"
         << explain();
     ASSERT_TRUE(env.wait_state("waiting-parent", 0, kDomain, 10s, "net0")) << explain();
+    // Status says the NIC is out; a reattach says why nothing can be done.
+    const json b = binding();
+    EXPECT_EQ(b.value("release", ""), "on-loss") << b.dump();
+    EXPECT_EQ(b["nic_present"], false) << b.dump();
+    auto r = sh(relinkctl_bin() + " --socket " + env.control() + " reattach " + kDomain + " net0 2>&1");
+    EXPECT_NE(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("its parent p0 is gone"), std::string::npos) << r.out;
     EXPECT_TRUE(wait_until([&] { return count_of(console(), "RELINK-GUEST-LINK-GONE") > gone_before; }, 10s))
         << "the guest did not see its NIC go\n"
         << explain();
