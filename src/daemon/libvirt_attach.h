@@ -46,7 +46,9 @@ class LibvirtAttacher final : public Attacher {
   // queues; no target, so libvirt names a new macvtap). Succeeds with the new
   // macvtap's ifindex; if QEMU does not hold that macvtap's device (libvirt
   // opened /dev/tap<ifindex> of another namespace), the result says so in
-  // `wrong_tap`.
+  // `wrong_tap`. An interface that is plugged in with no macvtap (gone before
+  // it was read back, or an attach refused because the NIC is there already)
+  // succeeds with ifindex 0: the tap is lost, the NIC present.
   void hand_over(const config::MacvtapBinding& b, uint64_t generation, macvtap::Macvtap mvt, bool link_up,
                  std::function<void(AttachResult)> done) override;
   // The macvtap is libvirt's: only the link is set down when asked.
@@ -65,6 +67,7 @@ class LibvirtAttacher final : public Attacher {
   std::vector<libvirt::DirectInterface> resume_from_journal();
 
  private:
+  bool plugged_in_already(const MacAddress& mac, const std::string& pci, const std::string& error) const;
   std::string journal_identity() const;
   Result<void> journal_release(const libvirt::DirectInterface& iface);
   void journal_forget(const MacAddress& mac);
