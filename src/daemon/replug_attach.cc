@@ -136,6 +136,7 @@ struct ReplugAttacher::NicProbe {
   std::optional<qemu::NicPeer> peer;
   engine::VmConnected vc;
   std::optional<dev_t> peer_dev;  // the char device behind the NIC's tap
+  const std::vector<qemu::NetClient>* clients = nullptr;  // info network, when it answered
   // Whether what the NIC uses is known for sure (then anything else of ours is a leftover).
   bool known = false;
 };
@@ -202,6 +203,7 @@ void ReplugAttacher::finish_probe(const std::shared_ptr<ProbeState>& st, const q
   std::vector<engine::VmConnected> out;
   for (size_t i = 0; i < st->bindings->size(); ++i) {
     NicProbe p{.b = (*st->bindings)[i], .nic = st->nics[i], .pid = st->pid};
+    if (have_network) p.clients = &clients;
     p.gens = find_generations(clients, p.b.nic);
     if (!p.gens.empty()) p.vc.max_generation_seen = p.gens.rbegin()->first;
     if (!p.nic.absent) p.peer = qemu::nic_peer(clients, p.b.nic);
@@ -238,7 +240,7 @@ void ReplugAttacher::read_template(NicProbe& p) {
                     tmpl->netdev, untrusted::dump_json(tmpl->props));
     // The NIC is there: whatever a previous relinkd began for it is over,
     // but for the backend the NIC had before (see drop_journalled_backend).
-    drop_journalled_backend(b.nic, p.pid, tmpl->netdev);
+    drop_journalled_backend(b.nic, p.pid, tmpl->netdev, p.clients);
     templates_[b.nic] = std::move(*tmpl);
     journal_forget(b.nic, p.pid);
     return;
@@ -337,14 +339,29 @@ void ReplugAttacher::journal_forget(const std::string& nic, pid_t pid) {
 // the old backend's netdev_del): the NIC is on its new tap, and the backend
 // it had before the release, which the journal names, may still be in QEMU
 // with a dead macvtap's fd.
-void ReplugAttacher::drop_journalled_backend(const std::string& nic, pid_t pid, const std::string& netdev_now) {
+// Only while info network shows it peered with nothing: a backend some NIC
+// (or hub port) uses is not a leftover, whatever the journal says.
+void ReplugAttacher::drop_journalled_backend(const std::string& nic, pid_t pid, const std::string& netdev_now,
+                                             const std::vector<qemu::NetClient>* clients) {
   auto identity = journal_ ? qemu_identity(pid) : std::nullopt;
   const Intent* e = identity ? journal_->find(*identity, nic) : nullptr;
   if (!e) return;
   auto t = template_from_json(e->what);
   if (!t || t->netdev.empty() || t->netdev == netdev_now) return;
-  logger()->info("{}: deleting netdev {}, the NIC's backend before a replug that was not finished", nic,
-                 untrusted::safe_text(t->netdev, 80));
+  const std::string shown = untrusted::safe_text(t->netdev, 80);
+  if (!clients) {
+    logger()->info("{}: keeping netdev {} (the NIC's backend before an unfinished replug): info network did not "
+                   "say whether anything uses it",
+                   nic, shown);
+    return;
+  }
+  for (const auto& c : *clients)
+    if ((c.name == t->netdev && !c.peer.empty()) || (c.peer == t->netdev && c.name != t->netdev)) {
+      logger()->info("{}: keeping netdev {} (the NIC's backend before an unfinished replug): {} uses it", nic,
+                     shown, untrusted::safe_text(c.name == t->netdev ? c.peer : c.name, 80));
+      return;
+    }
+  logger()->info("{}: deleting netdev {}, the NIC's backend before a replug that was not finished", nic, shown);
   delete_netdev(qmp_, t->netdev);
 }
 

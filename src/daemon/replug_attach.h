@@ -24,6 +24,7 @@
 #include "daemon/attacher.h"
 #include "daemon/intent_journal.h"
 #include "daemon/nic_template.h"
+#include "qemu/info_network.h"
 #include "qemu/qmp_client.h"
 #include "util/defer_queue.h"
 #include "util/mac.h"
@@ -113,7 +114,8 @@ class ReplugAttacher final : public Attacher {
   // The journal's part: before device_del, after device_add, at probe.
   Result<void> journal_release(const std::string& nic, const NicTemplate& t);
   void journal_forget(const std::string& nic, pid_t pid);
-  void drop_journalled_backend(const std::string& nic, pid_t pid, const std::string& netdev_now);
+  void drop_journalled_backend(const std::string& nic, pid_t pid, const std::string& netdev_now,
+                               const std::vector<qemu::NetClient>* clients);
   bool template_from_journal(const std::string& nic, pid_t pid);
 
   macvtap::MacvtapFactory& factory_;
