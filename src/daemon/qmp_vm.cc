@@ -67,6 +67,14 @@ QmpVm::QmpVm(config::Vm cfg, std::string origin, const Services& s, PasstSupervi
 // QMP sessions first: their callbacks refer to the runners and attachers.
 QmpVm::~QmpVm() { qmp_.reset(); }
 
+void QmpVm::describe(nlohmann::json& binding) const {
+  const auto* replug = dynamic_cast<const ReplugAttacher*>(replug_.get());
+  if (!replug || !binding.value("nic", nlohmann::json()).is_string()) return;
+  const std::string name =
+      replug->adopted_macvtap(binding["nic"].get<std::string>(), binding.value("macvtap_ifindex", 0));
+  if (!name.empty()) binding["macvtap"] = name;
+}
+
 Attacher& QmpVm::attacher_for(config::AttachMode m) {
   return m == config::AttachMode::Replug ? *replug_ : *hub_;
 }

@@ -446,6 +446,11 @@ Result<macvtap::Macvtap> ReplugAttacher::create(const config::MacvtapBinding& b,
   return created;
 }
 
+std::string ReplugAttacher::adopted_macvtap(const std::string& nic, int ifindex) const {
+  auto it = adopted_.find(nic);
+  return it != adopted_.end() && ifindex > 0 && it->second.ifindex == ifindex ? it->second.name : "";
+}
+
 bool ReplugAttacher::remove_adopted_rival(const config::MacvtapBinding& b, int parent_ifindex) {
   auto it = adopted_.find(b.nic);
   if (it == adopted_.end() || !it->second.released) return false;  // its NIC may still use it

@@ -81,6 +81,9 @@ class ReplugAttacher final : public Attacher {
   // The template probe() read for `nic` (nullptr: none).
   const NicTemplate* nic_template(const std::string& nic) const;
 
+  // The launcher's macvtap adopted for `nic`, while it is still the one at
+  // `ifindex` ("": the NIC uses relinkd's own, named in the config).
+  std::string adopted_macvtap(const std::string& nic, int ifindex) const;
   // Where each release is written down first (the NIC's template) and
   // forgotten once the NIC is plugged in again; probe() takes the template
   // from there for a NIC QEMU no longer has.
