@@ -190,6 +190,13 @@ void QmpVm::unasked_release(MacvtapRunner& b) {
                     logger()->debug("{}: DEVICE_DELETED of the NIC's previous device", b.name());
                     return;
                   }
+                  const auto* replug = dynamic_cast<const ReplugAttacher*>(replug_.get());
+                  if (replug && replug->release_asked_before(nic) && b.engine().state() == engine::State::Attached) {
+                    logger()->info("{}: the guest let go of the NIC as an earlier relinkd asked: plugging it in anew",
+                                   b.name());
+                    b.feed(engine::ReattachRequested{});
+                    return;
+                  }
                   logger()->info("{}: the NIC was unplugged", b.name());
                   b.feed(engine::Released{});
                 }));

@@ -239,10 +239,13 @@ void ReplugAttacher::read_template(NicProbe& p) {
                     format_mac(tmpl->mac), tmpl->bus, tmpl->addr >= 0 ? pci_addr_arg(tmpl->addr) : "-",
                     tmpl->netdev, untrusted::dump_json(tmpl->props));
     // The NIC is there: whatever a previous relinkd began for it is over,
-    // but for the backend the NIC had before (see drop_journalled_backend).
-    drop_journalled_backend(b.nic, p.pid, tmpl->netdev, p.clients);
+    // but for the backend the NIC had before (see drop_journalled_backend);
+    // unless the NIC is still on the backend it had when the release was
+    // asked: a paused guest may still let go of it (release_asked_before).
+    const bool asked = journalled_backend(b.nic, p.pid) == tmpl->netdev;
+    if (!asked) drop_journalled_backend(b.nic, p.pid, tmpl->netdev, p.clients);
     templates_[b.nic] = std::move(*tmpl);
-    journal_forget(b.nic, p.pid);
+    if (!asked) journal_forget(b.nic, p.pid);
     return;
   }
   // A template read from this very QEMU process earlier (relinkd's QMP
@@ -333,6 +336,18 @@ void ReplugAttacher::journal_forget(const std::string& nic, pid_t pid) {
   if (!identity || !journal_->find(*identity, nic)) return;
   if (auto r = journal_->forget(*identity, nic); !r)
     logger()->warn("{}: {}, ignoring (the entry is dropped with its QEMU)", nic, r.error().message);
+}
+
+std::string ReplugAttacher::journalled_backend(const std::string& nic, pid_t pid) const {
+  auto identity = journal_ ? qemu_identity(pid) : std::nullopt;
+  const Intent* e = identity ? journal_->find(*identity, nic) : nullptr;
+  auto t = e ? template_from_json(e->what) : Result<NicTemplate>(Error{ENOENT, ""});
+  return t ? t->netdev : "";
+}
+
+bool ReplugAttacher::release_asked_before(const std::string& nic) const {
+  const NicTemplate* t = nic_template(nic);
+  return t && !t->netdev.empty() && journalled_backend(nic, qmp_.peer_pid()) == t->netdev;
 }
 
 // A replug a previous relinkd did not finish (killed between device_add and
