@@ -219,14 +219,22 @@ std::vector<libvirt::DirectInterface> LibvirtAttacher::resume_from_journal() {
       journal_forget(parse_mac(e.nic).value_or(MacAddress{}));
       continue;
     }
-    if (interface(iface->mac)) {
-      journal_forget(iface->mac);  // attached again (by libvirt's owner, or before the crash)
+    if (const libvirt::DirectInterface* live = interface(iface->mac)) {
+      // Still with the macvtap it had when the release was asked: a paused
+      // guest may still let go of it (release_asked_before). Otherwise it
+      // was attached again (by libvirt's owner, or before the crash).
+      if (live->target_dev.empty() || live->target_dev != iface->target_dev) journal_forget(iface->mac);
       continue;
     }
     last_seen_[iface->mac] = *iface;
     out.push_back(std::move(*iface));
   }
   return out;
+}
+
+bool LibvirtAttacher::release_asked_before(const MacAddress& mac) const {
+  const std::string identity = journal_identity();
+  return journal_ && !identity.empty() && journal_->find(identity, format_mac(mac));
 }
 
 nlohmann::json interface_to_json(const libvirt::DirectInterface& i) {

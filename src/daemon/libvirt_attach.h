@@ -63,8 +63,12 @@ class LibvirtAttacher final : public Attacher {
   // The interfaces an earlier relinkd released from this domain and did not
   // live to attach again, now missing from the live XML: each is remembered
   // as last seen (hand_over attaches it from there) and returned. Entries for
-  // interfaces the live XML has are forgotten. Call with a fresh update().
+  // interfaces the live XML has are forgotten, but for one that still has
+  // the macvtap it had then. Call with a fresh update().
   std::vector<libvirt::DirectInterface> resume_from_journal();
+  // The journal has a release of this interface that an earlier relinkd
+  // asked for: a DEVICE_REMOVED nobody here asked for is that release's.
+  bool release_asked_before(const MacAddress& mac) const;
 
  private:
   bool plugged_in_already(const MacAddress& mac, const std::string& pci, const std::string& error) const;

@@ -475,6 +475,39 @@ TEST_F(LibvirtVms, RelinkdKilledMidReleaseTheNextOneAttachesTheInterfaceAgain) {
   expect_untainted("g1");
 }
 
+// A release asked while the interface's macvtap is alive (relinkctl
+// reattach of a paused guest) is still pending when relinkd is killed; the
+// next relinkd adopts the live macvtap. The guest, resumed, lets go of the
+// interface: that is the earlier relinkd's release (the journal says so),
+// not its owner detaching it, and it is attached again.
+TEST_F(LibvirtVms, AReleasePendingAcrossARestartWithALiveMacvtapEndsAttached) {
+  ASSERT_NO_FATAL_FAILURE(boot(guest("g1")));
+  ASSERT_NO_FATAL_FAILURE(start_relinkd(60));
+  ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
+  lv.virsh_ok("suspend g1");
+  ASSERT_TRUE(wait_until([&] { return vm("g1").value("paused", false); }, 10s)) << explain();
+  auto r = sh(relinkctl_bin() + " --socket " + env.control() + " reattach --no-wait g1 net0 2>&1");
+  ASSERT_EQ(r.status, 0) << r.out;
+  ASSERT_TRUE(env.wait_state("releasing", 0, "g1", 10s, "net0")) << explain();
+  const std::string journal = env.dir() + "/state/intent.json";
+  ASSERT_NE(read_file(journal).find(kMac), std::string::npos) << "not journaled before the release\n" << explain();
+  ASSERT_NE(env.relinkd().stop(SIGKILL, 5s), -1);
+  std::filesystem::remove(env.control());
+  ASSERT_NO_FATAL_FAILURE(env.start_relinkd());
+  ASSERT_TRUE(env.wait_state("attached", 0, "g1", 20s, "net0")) << "the live macvtap was not adopted\n" << explain();
+  lv.virsh_ok("resume g1");
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto b = env.binding("g1", "net0");
+        return b.is_object() && b.value("attaches", 0u) >= 1 && b.value("state", "") == "attached";
+      },
+      30s))
+      << explain();
+  ASSERT_NO_FATAL_FAILURE(expect_qemu_holds_only("g1"));
+  EXPECT_TRUE(guest_answers(30s)) << explain();
+  EXPECT_TRUE(wait_until([&] { return !std::filesystem::exists(journal); }, 5s)) << read_file(journal);
+}
+
 // A reload that changes [libvirt] re-creates the connection and the domains'
 // VMs. First while a paused guest holds a release: the new VM asks again and
 // plugs the interface in once the resumed guest lets go. Then with the
