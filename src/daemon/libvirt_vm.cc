@@ -167,7 +167,8 @@ void LibvirtVm::device_removed(const std::string& alias, bool failed) {
 // adopted the interface's live macvtap): then it is attached again.
 void LibvirtVm::unasked_release(MacvtapRunner& b) {
   if (attacher_.release_asked_before(b.cfg().mac) && b.engine().state() == engine::State::Attached) {
-    logger()->info("{}: the guest let go of the interface as an earlier relinkd asked: attaching it again", b.name());
+    logger()->info("{}: the guest let go of the interface as an earlier relinkd asked: attaching it again",
+                   b.name());
     b.feed(engine::ReattachRequested{});
     return;
   }

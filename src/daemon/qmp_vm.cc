@@ -192,8 +192,7 @@ void QmpVm::unasked_release(MacvtapRunner& b) {
                   }
                   const auto* replug = dynamic_cast<const ReplugAttacher*>(replug_.get());
                   if (replug && replug->release_asked_before(nic) && b.engine().state() == engine::State::Attached) {
-                    logger()->info("{}: the guest let go of the NIC as an earlier relinkd asked: plugging it in anew",
-                                   b.name());
+                    logger()->info("{}: the guest let go of the NIC as an earlier relinkd asked", b.name());
                     b.feed(engine::ReattachRequested{});
                     return;
                   }

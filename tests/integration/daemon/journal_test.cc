@@ -146,7 +146,8 @@ TEST_F(Journal, AReleasePendingAcrossARestartWithALiveMacvtapEndsAttached) {
   ASSERT_TRUE(wait_ready()) << explain();
   ASSERT_TRUE(guest_answers(30s)) << explain();
   ASSERT_TRUE(env.test_qmp(vm.name).execute("stop").contains("return"));
-  auto r = sh(relinkctl_bin() + " --socket " + env.control() + " reattach --no-wait " + vm.name + " " + vm.nic + " 2>&1");
+  auto r =
+      sh(relinkctl_bin() + " --socket " + env.control() + " reattach --no-wait " + vm.name + " " + vm.nic + " 2>&1");
   ASSERT_EQ(r.status, 0) << r.out;
   ASSERT_TRUE(env.wait_state("releasing", 0, vm.name, 10s, vm.nic)) << explain();
   ASSERT_TRUE(journal_has_entry()) << explain();
