@@ -114,10 +114,11 @@ Result<void> IntentJournal::load() {
   Result<std::vector<Intent>> parsed = text ? parse_intents(*text, path()) : Result<std::vector<Intent>>(text.error());
   if (!parsed) {
     Error why = parsed.error();
-    if (::renameat(dir->get(), kFileName, dir->get(), kInvalidName) == 0) {
-      (void)::fsync(dir->get());
-      why.message += "; it is kept as " + state_dir_ + "/" + kInvalidName + " and nothing was read from it";
-    }
+    // Never over an earlier one: that may be what someone still needs to read.
+    if (auto aside = atomic_file::set_aside_at(dir->get(), kFileName, kInvalidName))
+      why.message += "; it is kept as " + state_dir_ + "/" + *aside + " and nothing was read from it";
+    else
+      why.message += "; " + aside.error().message;
     return why;
   }
   entries_ = std::move(*parsed);

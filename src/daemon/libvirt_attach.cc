@@ -100,9 +100,16 @@ void LibvirtAttacher::hand_over(const config::MacvtapBinding& b, uint64_t genera
   }
   logger()->debug("{}: attaching {} again: {}", domain_, b.nic, xml.value());
   source_.attach(domain_, xml.value(), [this, alive = std::weak_ptr<int>(alive_), mac = b.mac, generation,
-                                        done](Result<libvirt::DomainInfo> r) {
+                                        pci = it->second.pci_address, done](Result<libvirt::DomainInfo> r) {
     if (alive.expired()) return;
     if (!r) {
+      if (plugged_in_already(mac, pci, r.error().message)) {
+        logger()->warn("{}: libvirt refused to attach the interface {} again ({}): it is plugged in already; "
+                       "releasing it to plug it in anew",
+                       domain_, format_mac(mac), r.error().message);
+        done(AttachResult{true, 0, {}, {}});
+        return;
+      }
       done(AttachResult{false, 0, r.error().message, {}});
       return;
     }
@@ -116,10 +123,14 @@ void LibvirtAttacher::hand_over(const config::MacvtapBinding& b, uint64_t genera
     journal_forget(mac);
     auto found = factory_.find(i->target_dev);
     if (!found || !found.value()) {
-      done(AttachResult{false, 0,
-                        "the macvtap " + i->target_dev + " libvirt made is already gone" +
-                            (found ? "" : ": " + found.error().message),
-                        {}});
+      // The interface IS plugged in (a failure would make the engine take it
+      // as absent, and every attach after would be refused as a double use
+      // of its PCI address). With no macvtap (ifindex 0), the runner reports
+      // the tap lost at once, and the engine releases the NIC and attaches
+      // it again on the parent of that time.
+      logger()->warn("{}: the macvtap {} libvirt made for {} is already gone{}", domain_, i->target_dev,
+                     format_mac(mac), found ? "" : ": " + found.error().message);
+      done(AttachResult{true, 0, {}, {}});
       return;
     }
     AttachResult res{true, found.value()->ifindex, {}, {}};
@@ -135,6 +146,17 @@ void LibvirtAttacher::hand_over(const config::MacvtapBinding& b, uint64_t genera
                       ", which is another network namespace's macvtap";
     done(res);
   });
+}
+
+// libvirt refuses to attach an interface at a PCI address a device already
+// uses; when the live XML has this very interface (its MAC) at that address,
+// the attach is refused because the NIC is plugged in: an attach of an
+// earlier round that libvirt carried out and relinkd took as failed.
+bool LibvirtAttacher::plugged_in_already(const MacAddress& mac, const std::string& pci,
+                                         const std::string& error) const {
+  if (error.find("double use of PCI Address") == std::string::npos) return false;
+  const libvirt::DirectInterface* i = interface(mac);
+  return i && !pci.empty() && i->pci_address == pci;
 }
 
 void LibvirtAttacher::detach(const config::MacvtapBinding& b, uint64_t, int, bool link_down) {
@@ -198,14 +220,22 @@ std::vector<libvirt::DirectInterface> LibvirtAttacher::resume_from_journal() {
       journal_forget(parse_mac(e.nic).value_or(MacAddress{}));
       continue;
     }
-    if (interface(iface->mac)) {
-      journal_forget(iface->mac);  // attached again (by libvirt's owner, or before the crash)
+    if (const libvirt::DirectInterface* live = interface(iface->mac)) {
+      // Still with the macvtap it had when the release was asked: a paused
+      // guest may still let go of it (release_asked_before). Otherwise it
+      // was attached again (by libvirt's owner, or before the crash).
+      if (live->target_dev.empty() || live->target_dev != iface->target_dev) journal_forget(iface->mac);
       continue;
     }
     last_seen_[iface->mac] = *iface;
     out.push_back(std::move(*iface));
   }
   return out;
+}
+
+bool LibvirtAttacher::release_asked_before(const MacAddress& mac) const {
+  const std::string identity = journal_identity();
+  return journal_ && !identity.empty() && journal_->find(identity, format_mac(mac));
 }
 
 nlohmann::json interface_to_json(const libvirt::DirectInterface& i) {

@@ -46,7 +46,9 @@ class LibvirtAttacher final : public Attacher {
   // queues; no target, so libvirt names a new macvtap). Succeeds with the new
   // macvtap's ifindex; if QEMU does not hold that macvtap's device (libvirt
   // opened /dev/tap<ifindex> of another namespace), the result says so in
-  // `wrong_tap`.
+  // `wrong_tap`. An interface that is plugged in with no macvtap (gone before
+  // it was read back, or an attach refused because the NIC is there already)
+  // succeeds with ifindex 0: the tap is lost, the NIC present.
   void hand_over(const config::MacvtapBinding& b, uint64_t generation, macvtap::Macvtap mvt, bool link_up,
                  std::function<void(AttachResult)> done) override;
   // The macvtap is libvirt's: only the link is set down when asked.
@@ -61,10 +63,15 @@ class LibvirtAttacher final : public Attacher {
   // The interfaces an earlier relinkd released from this domain and did not
   // live to attach again, now missing from the live XML: each is remembered
   // as last seen (hand_over attaches it from there) and returned. Entries for
-  // interfaces the live XML has are forgotten. Call with a fresh update().
+  // interfaces the live XML has are forgotten, but for one that still has
+  // the macvtap it had then. Call with a fresh update().
   std::vector<libvirt::DirectInterface> resume_from_journal();
+  // The journal has a release of this interface that an earlier relinkd
+  // asked for: a DEVICE_REMOVED nobody here asked for is that release's.
+  bool release_asked_before(const MacAddress& mac) const;
 
  private:
+  bool plugged_in_already(const MacAddress& mac, const std::string& pci, const std::string& error) const;
   std::string journal_identity() const;
   Result<void> journal_release(const libvirt::DirectInterface& iface);
   void journal_forget(const MacAddress& mac);

@@ -162,8 +162,16 @@ void LibvirtVm::device_removed(const std::string& alias, bool failed) {
   b->release_failed("the guest refused to release " + alias + " (libvirt: device removal failed)");
 }
 
-// Not asked for, and healthy: its owner detached it.
+// Not asked for, and healthy: its owner detached it; or the guest let go as
+// an earlier relinkd asked (a paused guest, resumed after the next relinkd
+// adopted the interface's live macvtap): then it is attached again.
 void LibvirtVm::unasked_release(MacvtapRunner& b) {
+  if (attacher_.release_asked_before(b.cfg().mac) && b.engine().state() == engine::State::Attached) {
+    logger()->info("{}: the guest let go of the interface as an earlier relinkd asked: attaching it again",
+                   b.name());
+    b.feed(engine::ReattachRequested{});
+    return;
+  }
   logger()->info("{}/{}: interface detached by its owner: no longer followed", name(), b.cfg().nic);
   remove_binding(b.cfg().nic);
 }

@@ -67,6 +67,14 @@ QmpVm::QmpVm(config::Vm cfg, std::string origin, const Services& s, PasstSupervi
 // QMP sessions first: their callbacks refer to the runners and attachers.
 QmpVm::~QmpVm() { qmp_.reset(); }
 
+void QmpVm::describe(nlohmann::json& binding) const {
+  const auto* replug = dynamic_cast<const ReplugAttacher*>(replug_.get());
+  if (!replug || !binding.value("nic", nlohmann::json()).is_string()) return;
+  const std::string name =
+      replug->adopted_macvtap(binding["nic"].get<std::string>(), binding.value("macvtap_ifindex", 0));
+  if (!name.empty()) binding["macvtap"] = name;
+}
+
 Attacher& QmpVm::attacher_for(config::AttachMode m) {
   return m == config::AttachMode::Replug ? *replug_ : *hub_;
 }
@@ -185,6 +193,12 @@ void QmpVm::unasked_release(MacvtapRunner& b) {
                   if (alive.expired()) return;
                   if (r || !qmp_not_found(r.error())) {
                     logger()->debug("{}: DEVICE_DELETED of the NIC's previous device", b.name());
+                    return;
+                  }
+                  const auto* replug = dynamic_cast<const ReplugAttacher*>(replug_.get());
+                  if (replug && replug->release_asked_before(nic) && b.engine().state() == engine::State::Attached) {
+                    logger()->info("{}: the guest let go of the NIC as an earlier relinkd asked", b.name());
+                    b.feed(engine::ReattachRequested{});
                     return;
                   }
                   logger()->info("{}: the NIC was unplugged", b.name());

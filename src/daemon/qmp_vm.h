@@ -34,6 +34,8 @@ class QmpVm final : public ManagedVm {
   nlohmann::json status() const override;
   Result<nlohmann::json> qemu_args() const override;
   const char* release_method() const override { return "device_del"; }
+  // An adopted launcher's macvtap is shown by its own name.
+  void describe(nlohmann::json& binding) const override;
   void restart_failed() override;
 
   // Passt runners to hand to the VM's next incarnation, by netdev; those

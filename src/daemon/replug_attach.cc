@@ -136,6 +136,7 @@ struct ReplugAttacher::NicProbe {
   std::optional<qemu::NicPeer> peer;
   engine::VmConnected vc;
   std::optional<dev_t> peer_dev;  // the char device behind the NIC's tap
+  const std::vector<qemu::NetClient>* clients = nullptr;  // info network, when it answered
   // Whether what the NIC uses is known for sure (then anything else of ours is a leftover).
   bool known = false;
 };
@@ -202,6 +203,7 @@ void ReplugAttacher::finish_probe(const std::shared_ptr<ProbeState>& st, const q
   std::vector<engine::VmConnected> out;
   for (size_t i = 0; i < st->bindings->size(); ++i) {
     NicProbe p{.b = (*st->bindings)[i], .nic = st->nics[i], .pid = st->pid};
+    if (have_network) p.clients = &clients;
     p.gens = find_generations(clients, p.b.nic);
     if (!p.gens.empty()) p.vc.max_generation_seen = p.gens.rbegin()->first;
     if (!p.nic.absent) p.peer = qemu::nic_peer(clients, p.b.nic);
@@ -237,10 +239,13 @@ void ReplugAttacher::read_template(NicProbe& p) {
                     format_mac(tmpl->mac), tmpl->bus, tmpl->addr >= 0 ? pci_addr_arg(tmpl->addr) : "-",
                     tmpl->netdev, untrusted::dump_json(tmpl->props));
     // The NIC is there: whatever a previous relinkd began for it is over,
-    // but for the backend the NIC had before (see drop_journalled_backend).
-    drop_journalled_backend(b.nic, p.pid, tmpl->netdev);
+    // but for the backend the NIC had before (see drop_journalled_backend);
+    // unless the NIC is still on the backend it had when the release was
+    // asked: a paused guest may still let go of it (release_asked_before).
+    const bool asked = journalled_backend(b.nic, p.pid) == tmpl->netdev;
+    if (!asked) drop_journalled_backend(b.nic, p.pid, tmpl->netdev, p.clients);
     templates_[b.nic] = std::move(*tmpl);
-    journal_forget(b.nic, p.pid);
+    if (!asked) journal_forget(b.nic, p.pid);
     return;
   }
   // A template read from this very QEMU process earlier (relinkd's QMP
@@ -312,60 +317,6 @@ void ReplugAttacher::remove_leftovers(const NicProbe& p) {
   }
 }
 
-// --- the journal of intent ------------------------------------------------------
-
-Result<void> ReplugAttacher::journal_release(const std::string& nic, const NicTemplate& t) {
-  if (!journal_) return ok();
-  uint64_t start = 0;
-  auto identity = qemu_identity(t.qemu_pid, &start);
-  if (!identity) return ok();  // QEMU is gone: nothing will be released
-  Intent e{*identity, nic, vm_, t.qemu_pid, start, template_to_json(t), 0};
-  if (auto r = journal_->record(std::move(e)); !r)
-    return Error{r.error().code, "the journal of intent cannot be written (" + r.error().message + ")"};
-  return ok();
-}
-
-void ReplugAttacher::journal_forget(const std::string& nic, pid_t pid) {
-  if (!journal_) return;
-  auto identity = qemu_identity(pid);
-  if (!identity || !journal_->find(*identity, nic)) return;
-  if (auto r = journal_->forget(*identity, nic); !r)
-    logger()->warn("{}: {}, ignoring (the entry is dropped with its QEMU)", nic, r.error().message);
-}
-
-// A replug a previous relinkd did not finish (killed between device_add and
-// the old backend's netdev_del): the NIC is on its new tap, and the backend
-// it had before the release, which the journal names, may still be in QEMU
-// with a dead macvtap's fd.
-void ReplugAttacher::drop_journalled_backend(const std::string& nic, pid_t pid, const std::string& netdev_now) {
-  auto identity = journal_ ? qemu_identity(pid) : std::nullopt;
-  const Intent* e = identity ? journal_->find(*identity, nic) : nullptr;
-  if (!e) return;
-  auto t = template_from_json(e->what);
-  if (!t || t->netdev.empty() || t->netdev == netdev_now) return;
-  logger()->info("{}: deleting netdev {}, the NIC's backend before a replug that was not finished", nic,
-                 untrusted::safe_text(t->netdev, 80));
-  delete_netdev(qmp_, t->netdev);
-}
-
-bool ReplugAttacher::template_from_journal(const std::string& nic, pid_t pid) {
-  auto identity = journal_ ? qemu_identity(pid) : std::nullopt;
-  const Intent* e = identity ? journal_->find(*identity, nic) : nullptr;
-  if (!e) return false;
-  auto t = template_from_json(e->what);
-  if (!t) {
-    logger()->warn("{}: the journal of intent has an entry for the NIC that cannot be used: {}", nic,
-                   t.error().message);
-    return false;
-  }
-  t->qemu_pid = pid;
-  logger()->info("{}: finishing a replug begun before: the NIC was released and will be plugged in again as "
-                 "the journal of intent recorded it ({} bus {} addr {})",
-                 nic, t->driver, t->bus, t->addr >= 0 ? pci_addr_arg(t->addr) : "-");
-  templates_[nic] = std::move(*t);
-  return true;
-}
-
 // --- release ------------------------------------------------------------------
 
 void ReplugAttacher::release(const config::MacvtapBinding& b, uint64_t,
@@ -434,6 +385,11 @@ Result<macvtap::Macvtap> ReplugAttacher::create(const config::MacvtapBinding& b,
   }
   if (created) adopted_.erase(b.nic);
   return created;
+}
+
+std::string ReplugAttacher::adopted_macvtap(const std::string& nic, int ifindex) const {
+  auto it = adopted_.find(nic);
+  return it != adopted_.end() && ifindex > 0 && it->second.ifindex == ifindex ? it->second.name : "";
 }
 
 bool ReplugAttacher::remove_adopted_rival(const config::MacvtapBinding& b, int parent_ifindex) {

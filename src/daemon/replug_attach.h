@@ -24,6 +24,7 @@
 #include "daemon/attacher.h"
 #include "daemon/intent_journal.h"
 #include "daemon/nic_template.h"
+#include "qemu/info_network.h"
 #include "qemu/qmp_client.h"
 #include "util/defer_queue.h"
 #include "util/mac.h"
@@ -85,6 +86,13 @@ class ReplugAttacher final : public Attacher {
   // The template probe() read for `nic` (nullptr: none).
   const NicTemplate* nic_template(const std::string& nic) const;
 
+  // A release of `nic` that an earlier relinkd asked for may still be
+  // pending in QEMU: the journal has it, and the NIC is on the backend it had
+  // then. Its DEVICE_DELETED is that release's, not someone else's unplug.
+  bool release_asked_before(const std::string& nic) const;
+  // The launcher's macvtap adopted for `nic`, while it is still the one at
+  // `ifindex` ("": the NIC uses relinkd's own, named in the config).
+  std::string adopted_macvtap(const std::string& nic, int ifindex) const;
   // Where each release is written down first (the NIC's template) and
   // forgotten once the NIC is plugged in again; probe() takes the template
   // from there for a NIC QEMU no longer has.
@@ -118,7 +126,10 @@ class ReplugAttacher final : public Attacher {
   // The journal's part: before device_del, after device_add, at probe.
   Result<void> journal_release(const std::string& nic, const NicTemplate& t);
   void journal_forget(const std::string& nic, pid_t pid);
-  void drop_journalled_backend(const std::string& nic, pid_t pid, const std::string& netdev_now);
+  // The backend the journal's entry for `nic` had ("": no entry).
+  std::string journalled_backend(const std::string& nic, pid_t pid) const;
+  void drop_journalled_backend(const std::string& nic, pid_t pid, const std::string& netdev_now,
+                               const std::vector<qemu::NetClient>* clients);
   bool template_from_journal(const std::string& nic, pid_t pid);
 
   macvtap::MacvtapFactory& factory_;

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "util/atomic_file.h"
 #include "util/trusted_dir.h"
 #include "util/unique_fd.h"
 
@@ -73,19 +74,13 @@ Result<config::RuntimeFile> RuntimeStore::load(bool* stuck) {
   // Why the file cannot be used: it is put aside under a name no earlier
   // one has, and the error returned.
   auto put_aside = [&](Error why) -> Error {
-    int err = EEXIST;
-    std::string aside;
-    for (int n = 0; n < 1000 && err == EEXIST; ++n) {
-      aside = std::string(kInvalidName) + (n ? "." + std::to_string(n) : "");
-      err = ::renameat2(dir->get(), kFileName, dir->get(), aside.c_str(), RENAME_NOREPLACE) == 0 ? 0 : errno;
-    }
-    if (err != 0) {
+    auto aside = atomic_file::set_aside_at(dir->get(), kFileName, kInvalidName);
+    if (!aside) {
       if (stuck) *stuck = true;
-      return Error{why.code, why.message + "; it could not be renamed to " + aside + ": " + std::strerror(err) +
-                                 " (relinkctl add and remove are refused until it is moved away)"};
+      return Error{why.code, why.message + "; it could not be set aside (" + aside.error().message +
+                                 "): relinkctl add and remove are refused until it is moved away"};
     }
-    (void)::fsync(dir->get());
-    return Error{why.code, why.message + "; the file is kept as " + state_dir_ + "/" + aside +
+    return Error{why.code, why.message + "; the file is kept as " + state_dir_ + "/" + *aside +
                                " and no runtime VMs were read from it"};
   };
 

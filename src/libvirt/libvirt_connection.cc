@@ -266,8 +266,11 @@ void Connection::detach(const std::string& domain, const std::string& alias, std
     } else if (!dom) {
       r.error = last_libvirt_error("domain " + domain);
     } else if (virDomainDetachDeviceAlias(dom.get(), alias.c_str(), VIR_DOMAIN_AFFECT_LIVE) < 0) {
-      r.not_found = last_libvirt_code() == VIR_ERR_DEVICE_MISSING;
+      const int code = last_libvirt_code();
       r.error = last_libvirt_error("detach " + alias);
+      // libvirt 9 reports an alias the live XML lacks as an internal error.
+      r.not_found = code == VIR_ERR_DEVICE_MISSING ||
+                    (code == VIR_ERR_INTERNAL_ERROR && r.error.find("no device found with alias") != std::string::npos);
     } else {
       r.ok = true;
     }

@@ -8,6 +8,8 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstring>
+#include <string>
 
 #include "util/trusted_dir.h"
 #include "util/unique_fd.h"
@@ -88,6 +90,18 @@ Result<void> remove_at(int dirfd, const std::string& name, const std::string& sh
   }
   if (::fsync(dirfd) != 0) return Error::last("fsync the directory of " + shown);
   return ok();
+}
+
+Result<std::string> set_aside_at(int dirfd, const std::string& name, const std::string& aside) {
+  int err = EEXIST;
+  std::string to;
+  for (int n = 0; n < 1000 && err == EEXIST; ++n) {
+    to = aside + (n ? "." + std::to_string(n) : "");
+    err = ::renameat2(dirfd, name.c_str(), dirfd, to.c_str(), RENAME_NOREPLACE) == 0 ? 0 : errno;
+  }
+  if (err != 0) return Error{err, "cannot rename " + name + " to " + to + ": " + std::strerror(err)};
+  (void)::fsync(dirfd);
+  return to;
 }
 
 }  // namespace relink::atomic_file

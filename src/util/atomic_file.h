@@ -25,4 +25,9 @@ Result<std::string> read_at(int dirfd, const std::string& name, size_t max, cons
 // Removes `name`; a missing file is fine.
 Result<void> remove_at(int dirfd, const std::string& name, const std::string& shown);
 
+// Renames `name` to `aside`, or to `aside`.1, .2, ... (up to 999), the
+// first that does not exist: a file set aside earlier is never replaced.
+// Returns the name it now has.
+Result<std::string> set_aside_at(int dirfd, const std::string& name, const std::string& aside);
+
 }  // namespace relink::atomic_file

@@ -6,7 +6,9 @@
 // starts the VM's objects anew while the NIC is out; a QEMU killed while
 // relinkd is stopped leaves no macvtap of relinkd's after the next start;
 // and a device_add whose reply comes after QMP's timeout (held back by a
-// proxy between relinkd and QEMU) ends attached, not failed.
+// proxy between relinkd and QEMU) ends attached, not failed; a release still
+// pending in a paused guest when relinkd restarts and adopts the NIC's live
+// macvtap ends with the NIC plugged in anew once the guest lets go.
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -128,6 +130,41 @@ TEST_F(Journal, AReloadThatStartsTheVmAnewKeepsTheTemplate) {
   ASSERT_TRUE(env.wait_state("waiting-parent", 0, vm.name, 10s, vm.nic)) << explain();
   add_parent();
   expect_back_and_journal_empty();
+}
+
+// A release asked while the NIC's macvtap is alive (relinkctl reattach of a
+// paused guest) is still pending in QEMU when relinkd is killed; the next
+// relinkd adopts the live macvtap. The guest, resumed, lets go of the NIC:
+// that is the earlier relinkd's release (the journal says so), not someone
+// else unplugging it, and the NIC is plugged in anew.
+TEST_F(Journal, AReleasePendingAcrossARestartWithALiveMacvtapEndsAttached) {
+  add_parent();
+  env.write_config({vm});
+  env.start_qemu_direct(vm, "q35", "lmv0", guest_args());
+  env.start_relinkd();
+  ASSERT_TRUE(env.wait_state("attached", 0, vm.name, 10s, vm.nic)) << explain();
+  ASSERT_TRUE(wait_ready()) << explain();
+  ASSERT_TRUE(guest_answers(30s)) << explain();
+  ASSERT_TRUE(env.test_qmp(vm.name).execute("stop").contains("return"));
+  auto r =
+      sh(relinkctl_bin() + " --socket " + env.control() + " reattach --no-wait " + vm.name + " " + vm.nic + " 2>&1");
+  ASSERT_EQ(r.status, 0) << r.out;
+  ASSERT_TRUE(env.wait_state("releasing", 0, vm.name, 10s, vm.nic)) << explain();
+  ASSERT_TRUE(journal_has_entry()) << explain();
+  kill9_relinkd();
+  env.start_relinkd();
+  ASSERT_TRUE(env.wait_state("attached", 0, vm.name, 10s, vm.nic)) << "the live macvtap was not adopted\n" << explain();
+  ASSERT_TRUE(env.test_qmp(vm.name).execute("cont").contains("return"));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto b = env.binding(vm.name, vm.nic);
+        return b.is_object() && b.value("attaches", 0u) >= 1 && b.value("state", "") == "attached";
+      },
+      30s))
+      << explain();
+  EXPECT_FALSE(nic_gone()) << explain();
+  EXPECT_TRUE(guest_answers(30s)) << "the guest's NIC did not come back\n" << explain();
+  EXPECT_TRUE(wait_until([&] { return !std::filesystem::exists(journal()); }, 5s)) << explain();
 }
 
 // A hub-attached VM (no guest needed): relinkd's macvtap carries its alias;

@@ -6,7 +6,8 @@
 // re-created, relinkd re-plugs the interface through libvirt and the guest
 // answers again. Also: discovery of domains and interfaces as they come and
 // go, a paused guest, libvirtd restarts, a parent that never returns, a
-// domain destroyed while its NIC is being released.
+// domain destroyed while its NIC is being released, a release held across
+// relinkd being killed and across reloads of [libvirt].
 #include <dirent.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -471,6 +472,100 @@ TEST_F(LibvirtVms, RelinkdKilledMidReleaseTheNextOneAttachesTheInterfaceAgain) {
   EXPECT_TRUE(guest_answers(30s)) << explain();
   EXPECT_TRUE(wait_until([&] { return !std::filesystem::exists(journal); }, 5s)) << read_file(journal);
   EXPECT_NE(read_file(env.log_path()).find("finishing a replug begun before"), std::string::npos) << explain();
+  expect_untainted("g1");
+}
+
+// A release asked while the interface's macvtap is alive (relinkctl
+// reattach of a paused guest) is still pending when relinkd is killed; the
+// next relinkd adopts the live macvtap. The guest, resumed, lets go of the
+// interface: that is the earlier relinkd's release (the journal says so),
+// not its owner detaching it, and it is attached again.
+TEST_F(LibvirtVms, AReleasePendingAcrossARestartWithALiveMacvtapEndsAttached) {
+  ASSERT_NO_FATAL_FAILURE(boot(guest("g1")));
+  ASSERT_NO_FATAL_FAILURE(start_relinkd(60));
+  ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
+  lv.virsh_ok("suspend g1");
+  ASSERT_TRUE(wait_until([&] { return vm("g1").value("paused", false); }, 10s)) << explain();
+  auto r = sh(relinkctl_bin() + " --socket " + env.control() + " reattach --no-wait g1 net0 2>&1");
+  ASSERT_EQ(r.status, 0) << r.out;
+  ASSERT_TRUE(env.wait_state("releasing", 0, "g1", 10s, "net0")) << explain();
+  const std::string journal = env.dir() + "/state/intent.json";
+  ASSERT_NE(read_file(journal).find(kMac), std::string::npos) << "not journaled before the release\n" << explain();
+  ASSERT_NE(env.relinkd().stop(SIGKILL, 5s), -1);
+  std::filesystem::remove(env.control());
+  ASSERT_NO_FATAL_FAILURE(env.start_relinkd());
+  ASSERT_TRUE(env.wait_state("attached", 0, "g1", 20s, "net0")) << "the live macvtap was not adopted\n" << explain();
+  lv.virsh_ok("resume g1");
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto b = env.binding("g1", "net0");
+        return b.is_object() && b.value("attaches", 0u) >= 1 && b.value("state", "") == "attached";
+      },
+      30s))
+      << explain();
+  ASSERT_NO_FATAL_FAILURE(expect_qemu_holds_only("g1"));
+  EXPECT_TRUE(guest_answers(30s)) << explain();
+  EXPECT_TRUE(wait_until([&] { return !std::filesystem::exists(journal); }, 5s)) << read_file(journal);
+}
+
+// A reload that changes [libvirt] re-creates the connection and the domains'
+// VMs. First while a paused guest holds a release: the new VM asks again and
+// plugs the interface in once the resumed guest lets go. Then with the
+// domain not followed while the guest releases (a reload lists another
+// domain; the release completes, libvirt's live XML no longer has the
+// interface): the reload that follows it again finds the interface in the
+// journal of intent and plugs it back in.
+TEST_F(LibvirtVms, AReleaseHeldAcrossLibvirtReloadsEndsWithTheInterfaceBack) {
+  ASSERT_NO_FATAL_FAILURE(boot(guest("g1")));
+  ASSERT_NO_FATAL_FAILURE(start_relinkd(60));
+  ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
+  const std::string journal = env.dir() + "/state/intent.json";
+  auto reload = [&](unsigned release_timeout_s, const std::string& extra) {
+    write_config(release_timeout_s, extra);
+    auto r = sh(relinkctl_bin() + " --socket " + env.control() + " reload 2>&1");
+    ASSERT_EQ(r.status, 0) << r.out;
+  };
+  auto pause_holding_a_release = [&] {
+    lv.virsh_ok("suspend g1");
+    ASSERT_TRUE(wait_until([&] { return vm("g1").value("paused", false); }, 10s)) << explain();
+    env.ns().ip("link del p0");
+    ASSERT_TRUE(env.wait_state("waiting-parent", 0, "g1", 10s, "net0")) << explain();
+    add_parent();
+    ASSERT_TRUE(env.wait_state("releasing", 0, "g1", 10s, "net0")) << explain();
+    ASSERT_NE(read_file(journal).find(kMac), std::string::npos) << "not journaled before the release\n" << explain();
+  };
+  auto release_timeout = [&] {
+    auto b = env.binding("g1", "net0");
+    return b.is_object() ? b.value("release_timeout_s", 0) : 0;
+  };
+  auto expect_back = [&] {
+    ASSERT_TRUE(env.wait_state("attached", 0, "g1", 60s, "net0")) << explain();
+    ASSERT_NO_FATAL_FAILURE(expect_qemu_holds_only("g1"));
+    EXPECT_TRUE(guest_answers(30s)) << explain();
+    EXPECT_TRUE(wait_until([&] { return !std::filesystem::exists(journal); }, 5s)) << read_file(journal);
+  };
+
+  ASSERT_NO_FATAL_FAILURE(pause_holding_a_release());
+  ASSERT_NO_FATAL_FAILURE(reload(59, ""));
+  ASSERT_TRUE(wait_until([&] { return release_timeout() == 59; }, 20s))
+      << "the domain's VM was not made anew\n" << explain();
+  ASSERT_TRUE(env.wait_state("releasing", 0, "g1", 20s, "net0")) << explain();
+  lv.virsh_ok("resume g1");
+  ASSERT_NO_FATAL_FAILURE(expect_back());
+
+  ASSERT_NO_FATAL_FAILURE(pause_holding_a_release());
+  ASSERT_NO_FATAL_FAILURE(reload(58, "domains = [\"another\"]\n"));
+  ASSERT_TRUE(wait_until([&] { return vm("g1").is_null(); }, 20s)) << explain();
+  lv.virsh_ok("resume g1");
+  ASSERT_TRUE(wait_until([&] { return domiflist_ifaces("g1").empty(); }, 30s))
+      << "the guest did not release the interface\n" << lv.virsh("domiflist g1").out;
+  ASSERT_NE(read_file(journal).find(kMac), std::string::npos) << "the journal lost the release\n" << explain();
+  ASSERT_NO_FATAL_FAILURE(reload(57, ""));
+  ASSERT_NO_FATAL_FAILURE(expect_back());
+  EXPECT_EQ(release_timeout(), 57);
+  EXPECT_NE(read_file(env.log_path()).find("finishing a replug begun before"), std::string::npos) << explain();
+  EXPECT_EQ(std::stoi(env.ns().run("ip -o link show type macvtap | wc -l").out), 1)
+      << env.ns().run("ip -o link show type macvtap").out;
   expect_untainted("g1");
 }
 

@@ -131,6 +131,10 @@ TEST_F(Replug, AdoptsTheLaunchersTapThenReplugsOnQ35RootPort) {
   EXPECT_NE(read_file(env.log_path()).find("adopt"), std::string::npos) << explain();
   ASSERT_TRUE(wait_ready()) << explain();
   ASSERT_TRUE(guest_answers(30s)) << "guest unreachable through the launcher's macvtap\n" << explain();
+  // Status names the macvtap the NIC uses: the launcher's.
+  auto adopted = env.binding(vm.name, vm.nic);
+  EXPECT_EQ(text_of(adopted, "macvtap"), "lmv0") << adopted.dump();
+  EXPECT_EQ(adopted.value("macvtap_ifindex", 0), env.ns().ifindex("lmv0")) << adopted.dump();
   const json before = identity();
   ASSERT_TRUE(before["type"].is_string()) << before.dump();
   for (uint64_t gen = 1; gen <= 3; ++gen) {
@@ -147,6 +151,8 @@ TEST_F(Replug, AdoptsTheLaunchersTapThenReplugsOnQ35RootPort) {
   EXPECT_GE(b["last_reattach_ms"].get<double>(), b["last_release_ms"].get<double>()) << b.dump();
   EXPECT_GT(b["last_own_ms"].get<double>(), 0) << b.dump();
   EXPECT_EQ(env.ns().ifindex("lmv0"), 0) << "the launcher's macvtap went with its parent";
+  // And now relinkd's own, by the name it has.
+  EXPECT_EQ(env.ns().ifindex(text_of(b, "macvtap")), b.value("macvtap_ifindex", -1)) << b.dump();
   EXPECT_EQ(console().find("RELINK-GUEST-ERROR"), std::string::npos) << explain();
 }
 

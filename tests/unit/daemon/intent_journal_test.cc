@@ -146,6 +146,12 @@ TEST_F(IntentJournalTest, AFileThatCannotBeUsedIsPutAsideAndNotTrusted) {
     EXPECT_FALSE(exists());
     EXPECT_TRUE(exists(IntentJournal::kInvalidName));
   }
+  // Each set-aside file keeps its own name: the first is never replaced.
+  for (int n = 1; n <= 3; ++n)
+    EXPECT_TRUE(exists(std::string(IntentJournal::kInvalidName) + "." + std::to_string(n))) << n;
+  EXPECT_FALSE(exists(std::string(IntentJournal::kInvalidName) + ".4"));
+  std::ifstream first(file(IntentJournal::kInvalidName));
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(first), {}), "{");
   // Others may write it: not relinkd's.
   IntentJournal j(dir_);
   ASSERT_TRUE(j.load());

@@ -108,6 +108,85 @@ TEST_F(LibvirtVmTest, ADeadMacvtapIsReleasedAndAttachedAgainThroughLibvirt) {
   EXPECT_TRUE(vm->status()["bindings"].empty());
 }
 
+// The first replug up to libvirt's attach: released, the guest let go.
+void reach_attach(LibvirtVm& vm, FakeLibvirt& libvirt, libvirt::DomainInfo info, test::FakeServices& env) {
+  vm.update(info);
+  test::run_for(env.loop.get(), 20ms);
+  ASSERT_EQ(libvirt.detaches.size(), 1u);
+  libvirt.detaches.front()(libvirt::DomainRequests::DetachResult{true, false, ""});
+  libvirt.detaches.pop_front();
+  info.desc.interfaces.clear();
+  vm.update(info);
+  vm.device_removed("net0", false);
+  test::run_for(env.loop.get(), 20ms);
+  ASSERT_EQ(libvirt.attaches.size(), 1u);
+}
+
+// libvirt attached the interface, but its parent went away before relinkd
+// read the new macvtap back: the NIC is plugged in, so the next round
+// releases it (an attach would be refused as a double use of its PCI address).
+TEST_F(LibvirtVmTest, AnAttachWhoseMacvtapIsAlreadyGoneCountsTheNicAsPresent) {
+  iface.pci_address = "0000:01:00.0";
+  info.desc.interfaces = {iface};
+  vm = std::make_unique<LibvirtVm>("dom1", libvirt, env.services);
+  reach_attach(*vm, libvirt, info, env);
+  iface.target_dev = "macvtap1";  // libvirt's, already deleted with its parent
+  info.desc.interfaces = {iface};
+  libvirt.attaches.front()(info);
+  libvirt.attaches.pop_front();
+  run_loop();
+  EXPECT_EQ(binding()["state"], "releasing") << vm->status().dump();
+  EXPECT_EQ(binding()["failures"], 0);
+  ASSERT_EQ(libvirt.calls.back(), "detach dom1 net0");
+  libvirt.detaches.front()(libvirt::DomainRequests::DetachResult{true, false, ""});
+  libvirt.detaches.pop_front();
+  info.desc.interfaces.clear();
+  vm->update(info);
+  vm->device_removed("net0", false);
+  run_loop();
+  ASSERT_EQ(libvirt.attaches.size(), 1u);
+  iface.target_dev = "macvtap2";
+  info.desc.interfaces = {iface};
+  env.factory.existing["macvtap2"] = macvtap::ExistingMacvtap{1, 5, iface.mac, 0};
+  libvirt.attaches.front()(info);
+  libvirt.attaches.pop_front();
+  run_loop();
+  EXPECT_EQ(binding()["state"], "attached") << vm->status().dump();
+  EXPECT_EQ(binding()["macvtap_ifindex"], 1);
+}
+
+// An attach refused because the interface is plugged in at that PCI address
+// (the live XML has it): released and attached anew, not retried blindly.
+TEST_F(LibvirtVmTest, AnAttachRefusedBecauseTheNicIsPluggedInReleasesIt) {
+  iface.pci_address = "0000:01:00.0";
+  info.desc.interfaces = {iface};
+  vm = std::make_unique<LibvirtVm>("dom1", libvirt, env.services);
+  reach_attach(*vm, libvirt, info, env);
+  // libvirt's DEVICE_ADDED of an attach relinkd took as failed came first.
+  iface.target_dev = "macvtap1";
+  info.desc.interfaces = {iface};
+  vm->update(info);
+  libvirt.attaches.front()(Error{EINVAL, "XML error: Attempted double use of PCI Address 0000:01:00.0"});
+  libvirt.attaches.pop_front();
+  run_loop();
+  EXPECT_EQ(binding()["state"], "releasing") << vm->status().dump();
+  EXPECT_EQ(libvirt.calls.back(), "detach dom1 net0");
+}
+
+// The same refusal with the interface not in the live XML (another device
+// holds the address): a failure, retried after a backoff.
+TEST_F(LibvirtVmTest, AnAttachRefusedForAnotherDevicesAddressIsAFailure) {
+  iface.pci_address = "0000:01:00.0";
+  info.desc.interfaces = {iface};
+  vm = std::make_unique<LibvirtVm>("dom1", libvirt, env.services);
+  reach_attach(*vm, libvirt, info, env);
+  libvirt.attaches.front()(Error{EINVAL, "XML error: Attempted double use of PCI Address 0000:01:00.0"});
+  libvirt.attaches.pop_front();
+  run_loop();
+  EXPECT_EQ(binding()["state"], "backoff") << vm->status().dump();
+  EXPECT_EQ(binding()["last_error"], "XML error: Attempted double use of PCI Address 0000:01:00.0");
+}
+
 TEST_F(LibvirtVmTest, ALostConnectionTakesTheBindingsOfflineAndANewOneProbesAgain) {
   vm = std::make_unique<LibvirtVm>("dom1", libvirt, env.services);
   vm->update(info);

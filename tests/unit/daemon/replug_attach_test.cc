@@ -7,9 +7,11 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -92,7 +94,8 @@ class ReplugAttachUnit : public ::testing::Test {
 
   // The probe's commands for `nic`: qom-get of each property, with `values`
   // (a missing key: the driver lacks it), then info network.
-  void expect_probe(const std::string& nic, const json& values, const std::string& info_network) {
+  // info_network null: the command fails.
+  void expect_probe(const std::string& nic, const json& values, const char* info_network) {
     for (const char* p : {"type", "mac", "netdev", "addr", "parent_bus", "mq", "vectors", "host_mtu", "romfile",
                           "bootindex", "rx_queue_size", "tx_queue_size", "acpi-index"}) {
       auto& e = fake_->expect("qom-get", {{"path", "/machine/peripheral/" + nic}, {"property", p}});
@@ -100,7 +103,9 @@ class ReplugAttachUnit : public ::testing::Test {
       else if (values.contains(p)) e.returns(values[p]);
       else e.error("GenericError", std::string("Property 'virtio-net-pci.") + p + "' not found");
     }
-    fake_->expect("human-monitor-command", {{"command-line", "info network"}}).returns(info_network);
+    auto& e = fake_->expect("human-monitor-command", {{"command-line", "info network"}});
+    if (info_network) e.returns(info_network);
+    else e.error("GenericError", "info network failed");
   }
   static json virtio_values() {
     return {{"type", "virtio-net-pci"}, {"mac", "52:54:00:12:34:56"}, {"netdev", "net0.tap4"},
@@ -166,6 +171,62 @@ TEST_F(ReplugAttachUnit, ProbeReadsTheTemplateAndDeletesLeftoverTaps) {
   EXPECT_EQ(t->props, (json{{"tx_queue_size", 1024}, {"romfile", "efi-virtio.rom"}}));
   drain();
   EXPECT_EQ(fake_->expectations_left(), 0u);
+}
+
+// A replug a killed relinkd did not finish: the NIC is on its new tap and
+// the journal names the backend it had before (the launcher's hostnet0).
+// That backend is deleted only while nothing is peered with it.
+TEST_F(ReplugAttachUnit, TheJournalledOldBackendIsDeletedOnlyWhenNothingUsesIt) {
+  char tmpl[] = "/tmp/relink-ra-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  ASSERT_EQ(chmod(dir.c_str(), 0755), 0);
+  IntentJournal journal(dir);
+  ASSERT_TRUE(journal.load());
+  attacher_->set_journal(&journal);
+  auto record = [&] {
+    uint64_t start = 0;
+    auto identity = qemu_identity(getpid(), &start);  // the fake's peer: this process
+    ASSERT_TRUE(identity);
+    NicTemplate old;
+    old.driver = "virtio-net-pci";
+    old.id = "net0";
+    old.mac = b_.mac;
+    old.bus = "pci.0";
+    old.addr = 16;
+    old.netdev = "hostnet0";
+    ASSERT_TRUE(journal.record(Intent{*identity, "net0", "vm1", getpid(), start, template_to_json(old), 0}));
+  };
+  ASSERT_NO_FATAL_FAILURE(record());
+  // Another NIC was plugged onto hostnet0 meanwhile: kept.
+  expect_probe("net0", virtio_values(),
+               "net0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:56\r\n"
+               " \\ net0.tap4: index=0,type=tap,fd=9999\r\n"
+               "net9: index=0,type=nic,model=e1000,macaddr=52:54:00:00:00:09\r\n"
+               " \\ hostnet0: index=0,type=tap,fd=9997\r\n");
+  ASSERT_EQ(probe({b_}).size(), 1u);
+  drain();
+  EXPECT_EQ(fake_->expectations_left(), 0u);
+  EXPECT_EQ(journal.entries().size(), 0u) << "the NIC is there: the entry is done with";
+  // Peered with nothing: deleted.
+  ASSERT_NO_FATAL_FAILURE(record());
+  expect_probe("net0", virtio_values(),
+               "net0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:56\r\n"
+               " \\ net0.tap4: index=0,type=tap,fd=9999\r\n"
+               "hostnet0: index=0,type=tap,fd=9997\r\n");
+  fake_->expect("netdev_del", {{"id", "hostnet0"}});
+  ASSERT_EQ(probe({b_}).size(), 1u);
+  drain();
+  EXPECT_EQ(fake_->expectations_left(), 0u);
+  // info network failed: nothing is known to be unused, nothing deleted.
+  ASSERT_NO_FATAL_FAILURE(record());
+  expect_probe("net0", virtio_values(), nullptr);
+  ASSERT_EQ(probe({b_}).size(), 1u);
+  drain();
+  EXPECT_EQ(fake_->expectations_left(), 0u);
+  attacher_->set_journal(nullptr);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
 }
 
 TEST_F(ReplugAttachUnit, AbsentNicHasNoTemplateAndIsAlreadyReleased) {
