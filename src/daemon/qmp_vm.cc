@@ -169,7 +169,7 @@ void QmpVm::on_device_deleted(const nlohmann::json& data) {
     released(*b);
     // Released for a parent that is gone: its old backend goes now, off the return's path.
     if (b->engine().state() == engine::State::WaitingParent && !b->engine().nic_present())
-      static_cast<ReplugAttacher&>(*replug_).drop_backend(dev);
+      if (auto* replug = dynamic_cast<ReplugAttacher*>(replug_.get())) replug->drop_backend(dev);
   }
 }
 
