@@ -57,6 +57,19 @@ fi
 
 status=0
 
+# On a machine with nothing cached, the tiers' images (the Debian 13 and
+# Debian 12 root filesystems, the host VM) are downloaded and unpacked while
+# the build compiles: mostly network and disk, they would otherwise add their
+# minutes to the tiers'. Each builder takes a lock, so a tier that needs an
+# image before it is done waits for it; a failure here only means the tier
+# builds it itself. Nothing to do where they are cached.
+prefetch_pid=
+if has_stage main; then
+  mkdir -p "$build"
+  (bash tests/systemd/build-rootfs.sh trixie && bash tests/hostvm/build-hostvm.sh) >"$build/prefetch.log" 2>&1 &
+  prefetch_pid=$!
+fi
+
 # Tests must leave nothing behind: no namespaces, no QEMU, no relinkd, no libvirtd, no
 # passt (tests run it as "passt -f --fd 3 ..." or on a /tmp/relink-* socket).
 check_leftovers() {
@@ -82,6 +95,7 @@ if has_stage main; then
   begin "tests"
   ctest --test-dir "$build" --output-on-failure --timeout 900 || status=$?
   end "tests"
+  wait "$prefetch_pid" || echo "test.sh: building the tiers' images ahead failed ($build/prefetch.log): the tiers built them"
   check_leftovers "$build"
 fi
 

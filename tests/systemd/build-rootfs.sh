@@ -62,6 +62,12 @@ if ((path_only)); then
   echo "$tarball"
   exit 0
 fi
+# One build of a suite at a time: a second caller (scripts/test.sh starts
+# the builds early, in the background) waits for the first and takes its
+# tarball.
+mkdir -p "$CACHE_DIR"
+exec 8>"$CACHE_DIR/.rootfs-$SUITE.lock"
+flock -w 1800 8 || { echo "build-rootfs.sh: timed out waiting for $CACHE_DIR/.rootfs-$SUITE.lock" >&2; exit 1; }
 if [[ -s $tarball ]]; then
   echo "$tarball"
   exit 0
