@@ -12,14 +12,14 @@
 #                        main: build in BUILD_DIR, ctest
 #                        asan: ASan+UBSan build in BUILD_DIR-asan, ctest there
 #                        fuzz: scripts/fuzz.sh in BUILD_DIR-fuzz
-#   RELINK_FUZZ_SECONDS  fuzzing time per target (default 20; ten targets,
+#   RELINK_FUZZ_SECONDS  fuzzing time per target (default 10; ten targets,
 #                        two at a time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 asan_build=$build-asan
 stages=" ${RELINK_TEST_STAGES:-main asan fuzz} "
-fuzz_seconds=${RELINK_FUZZ_SECONDS:-20}
+fuzz_seconds=${RELINK_FUZZ_SECONDS:-10}
 has_stage() { [[ $stages == *" $1 "* ]]; }
 
 bash scripts/install-deps.sh
