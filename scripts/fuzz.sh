@@ -6,6 +6,7 @@
 # executions per second of each target.
 #
 # Usage: scripts/fuzz.sh [SECONDS]   (per target, default 45)
+#        scripts/fuzz.sh --build-only  (build the targets, run nothing)
 # Environment:
 #   RELINK_FUZZ_BUILD    build directory (default build-fuzz)
 #   RELINK_FUZZ_TARGETS  names to run, e.g. "untrusted config" (default: all)
@@ -19,6 +20,8 @@
 # written to BUILD/fuzz-run/<name>/crash-* (or leak-*, timeout-*, oom-*).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+build_only=0
+if [[ ${1:-} == --build-only ]]; then build_only=1; shift; fi
 secs=${1:-45}
 build=${RELINK_FUZZ_BUILD:-build-fuzz}
 jobs=${RELINK_FUZZ_JOBS:-2}
@@ -33,6 +36,7 @@ cmake -S . -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDe
   -DRELINK_FUZZ=ON -DRELINK_BUILD_TESTS=OFF -DRELINK_BUILD_BENCH=OFF >/dev/null
 cmake --build "$build" -j2 --target relink_fuzzers
 echo "fuzz.sh: built in $(( $(date +%s) - start )) s"
+((build_only)) && exit 0
 
 targets=${RELINK_FUZZ_TARGETS:-$(cd fuzz && ls -1 *_fuzz.cc | sed 's/_fuzz\.cc$//')}
 
