@@ -7,76 +7,59 @@
 #include <thread>
 
 #include "integration/daemon/bridge_env.h"
+#include "integration/daemon/test_guest.h"
 
 namespace relink::test {
 namespace {
 
 using namespace std::chrono_literals;
 
-constexpr const char* kGuestIp = "192.0.2.2";
-constexpr const char* kPeerIp = "192.0.2.1";
-
 class BridgeGuest : public ::testing::Test {
  protected:
   void SetUp() override {
     RELINK_REQUIRE_ROOT();
-    guest_dir_ = test_guest_dir();
-    ASSERT_FALSE(guest_dir_.empty());
+    ASSERT_FALSE(guest.dir().empty());
   }
-  bool guest_answers(std::chrono::seconds timeout) {
-    return wait_until([&] { return peer.run(std::string("busybox ping -c1 -W1 ") + kGuestIp).status == 0; },
-                      timeout, 100ms);
-  }
-  std::string console() { return read_file(b.env.dir() + "/console.log"); }
   std::string explain() {
     return b.env.explain() + "\nports: " + b.env.ns().run("bridge -d link show").out +
-           "\nguest console (tail):\n" + DaemonEnv::tail(console(), 2000);
+           "\nguest console (tail):\n" + guest.console_tail();
   }
 
   BridgeEnv b;
-  Netns peer{"peer"};
-  std::string guest_dir_;
+  TestGuest guest{b.env.dir() + "/console.log"};
 };
 
 TEST_F(BridgeGuest, GuestAnswersAfterEachBridgeRecreation) {
   DaemonEnv& env = b.env;
   b.add_bridge("br0");
   // The uplink: up0 in the bridge, its peer p1 on the other side with the peer's address.
-  env.ns().ip("link add up0 type veth peer name p1 netns " + peer.name());
+  guest.add_parent(env.ns(), "up0");
   env.ns().ip("link set up0 master br0");
-  env.ns().ip("link set up0 up");
-  peer.ip("addr add " + std::string(kPeerIp) + "/24 dev p1");
-  peer.ip("link set p1 up");
   b.write_config(b.vm_with_taps("vm1", {"tapg0"}, "br0"));
-  const std::string kernel = std::filesystem::exists(guest_dir_ + "/vmlinux") ? "/vmlinux" : "/vmlinuz";
   // QEMU makes the tap itself, in relinkd's namespace; nobody's script puts it in the bridge: the test does.
   env.start_qemu_with("vm1",
                       {"-netdev", "tap,id=net0,ifname=tapg0,script=no,downscript=no", "-device",
                        "virtio-net-pci,netdev=net0,id=nic0,mac=52:54:00:12:34:56"},
-                      {"-no-reboot", "-serial", "file:" + env.dir() + "/console.log", "-kernel", guest_dir_ + kernel,
-                       "-initrd", guest_dir_ + "/initramfs.cpio.gz", "-append",
-                       "console=ttyS0 quiet panic=-1 relink.tag=bridge relink.ip=" + std::string(kGuestIp) +
-                           "/24 relink.serve=8080 relink.poll=0.05"},
-                      "q35", {"ip", "netns", "exec", env.ns().name()});
+                      guest.qemu_args("bridge", TestGuest::cmdline("relink.serve=8080")), "q35",
+                      {"ip", "netns", "exec", env.ns().name()});
   ASSERT_TRUE(wait_until([&] { return env.ns().ifindex("tapg0") != 0; }, 10s)) << explain();
   env.ns().ip("link set tapg0 master br0");
   env.ns().ip("link set tapg0 up");
   env.start_relinkd();
   ASSERT_TRUE(b.wait_tap("vm1", "tapg0", "attached")) << explain();
-  ASSERT_TRUE(wait_until([&] { return console().find("RELINK-GUEST-READY") != std::string::npos; }, 120s, 100ms))
-      << explain();
-  ASSERT_TRUE(guest_answers(20s)) << "guest unreachable through the bridge\n" << explain();
+  ASSERT_TRUE(guest.wait_ready()) << explain();
+  ASSERT_TRUE(guest.answers(20s)) << "guest unreachable through the bridge\n" << explain();
 
   for (uint64_t gen = 1; gen <= 4; ++gen) {
     SCOPED_TRACE("re-creation " + std::to_string(gen));
     b.recreate_bridge("br0", "", "up0");
     ASSERT_TRUE(b.wait_tap("vm1", "tapg0", "attached", gen)) << explain();
     EXPECT_EQ(b.master_of("tapg0"), "br0");
-    ASSERT_TRUE(guest_answers(20s)) << "guest unreachable after the bridge came back\n" << explain();
+    ASSERT_TRUE(guest.answers(20s)) << "guest unreachable after the bridge came back\n" << explain();
   }
   const auto st = b.tap_binding("vm1", "tapg0");
   EXPECT_TRUE(st["last_rejoin_ms"].is_number()) << st.dump();
-  EXPECT_EQ(console().find("RELINK-GUEST-ERROR"), std::string::npos) << explain();
+  EXPECT_EQ(guest.console().find("RELINK-GUEST-ERROR"), std::string::npos) << explain();
 }
 
 }  // namespace

@@ -17,16 +17,13 @@
 #include <atomic>
 #include <thread>
 
-#include "daemon_env.h"
+#include "test_guest.h"
 
 namespace relink::test {
 namespace {
 
 using namespace std::chrono_literals;
 using nlohmann::json;
-
-constexpr const char* kGuestIp = "192.0.2.2";
-constexpr const char* kPeerIp = "192.0.2.1";
 
 class Journal : public ::testing::Test {
  protected:
@@ -36,28 +33,6 @@ class Journal : public ::testing::Test {
     vm.attach = "replug";
     vm.extra = "release_timeout = 60\n";
   }
-  void add_parent() {
-    env.ns().ip("link add p0 type veth peer name p1 netns " + peer.name());
-    env.ns().ip("link set p0 up");
-    peer.ip("addr add " + std::string(kPeerIp) + "/24 dev p1");
-    peer.ip("link set p1 up");
-  }
-  std::vector<std::string> guest_args() {
-    const std::string dir = test_guest_dir();
-    const std::string kernel = std::filesystem::exists(dir + "/vmlinux") ? "/vmlinux" : "/vmlinuz";
-    return {"-no-reboot", "-serial", "file:" + env.dir() + "/console.log", "-kernel", dir + kernel, "-initrd",
-            dir + "/initramfs.cpio.gz", "-append",
-            "console=ttyS0 quiet panic=-1 relink.tag=journal relink.ip=" + std::string(kGuestIp) +
-                "/24 relink.poll=0.05"};
-  }
-  std::string console() { return read_file(env.dir() + "/console.log"); }
-  bool wait_ready() {
-    return wait_until([&] { return console().find("RELINK-GUEST-READY") != std::string::npos; }, 120s, 100ms);
-  }
-  bool guest_answers(std::chrono::seconds timeout) {
-    return wait_until([&] { return peer.run(std::string("busybox ping -c1 -W1 ") + kGuestIp).status == 0; },
-                      timeout, 200ms);
-  }
   bool nic_gone() {
     auto r = env.test_qmp(vm.name).execute("qom-get", {{"path", "/machine/peripheral/" + vm.nic}, {"property", "type"}});
     return r.contains("error");
@@ -66,7 +41,7 @@ class Journal : public ::testing::Test {
   bool journal_has_entry() { return read_file(journal()).find("\"" + vm.nic + "\"") != std::string::npos; }
   std::string explain() {
     return env.explain() + "\njournal: " + read_file(journal()) + "\nguest console (tail):\n" +
-           DaemonEnv::tail(console(), 1500);
+           guest.console_tail(1500);
   }
   // relinkd dies as a crash or a watchdog would kill it: no cleanup at all.
   void kill9_relinkd() {
@@ -77,30 +52,30 @@ class Journal : public ::testing::Test {
   // guest is paused and the parent flaps: relinkd asks for the release
   // (journaled first), which the paused guest cannot give yet.
   void paused_guest_holding_a_release() {
-    add_parent();
+    guest.add_parent(env.ns());
     env.write_config({vm});
-    env.start_qemu_direct(vm, "q35", "lmv0", guest_args());
+    env.start_qemu_direct(vm, "q35", "lmv0", guest.qemu_args("journal"));
     env.start_relinkd();
     ASSERT_TRUE(env.wait_state("attached", 0, vm.name, 10s, vm.nic)) << explain();
-    ASSERT_TRUE(wait_ready()) << explain();
-    ASSERT_TRUE(guest_answers(30s)) << explain();
+    ASSERT_TRUE(guest.wait_ready()) << explain();
+    ASSERT_TRUE(guest.answers(30s)) << explain();
     ASSERT_TRUE(env.test_qmp(vm.name).execute("stop").contains("return"));
     env.ns().ip("link del p0");
     ASSERT_TRUE(env.wait_state("waiting-parent", 0, vm.name, 10s, vm.nic)) << explain();
-    add_parent();
+    guest.add_parent(env.ns());
     ASSERT_TRUE(env.wait_state("releasing", 0, vm.name, 10s, vm.nic)) << explain();
     ASSERT_TRUE(journal_has_entry()) << "the release was asked for before it was journaled\n" << explain();
   }
   void expect_back_and_journal_empty() {
     ASSERT_TRUE(env.wait_state("attached", 0, vm.name, 30s, vm.nic)) << explain();
     EXPECT_FALSE(nic_gone()) << explain();
-    EXPECT_TRUE(guest_answers(30s)) << "the guest's NIC did not come back\n" << explain();
+    EXPECT_TRUE(guest.answers(30s)) << "the guest's NIC did not come back\n" << explain();
     EXPECT_TRUE(wait_until([&] { return !std::filesystem::exists(journal()); }, 5s)) << explain();
     EXPECT_NE(read_file(env.log_path()).find("finishing a replug begun before"), std::string::npos) << explain();
   }
 
   DaemonEnv env;
-  Netns peer{"peer"};
+  TestGuest guest{env.dir() + "/console.log"};
   VmSpec vm;
 };
 
@@ -128,7 +103,7 @@ TEST_F(Journal, AReloadThatStartsTheVmAnewKeepsTheTemplate) {
   ASSERT_EQ(r.status, 0) << r.out;
   ASSERT_NE(r.out.find("vm1/net0"), std::string::npos) << "the VM was not started anew: " << r.out;
   ASSERT_TRUE(env.wait_state("waiting-parent", 0, vm.name, 10s, vm.nic)) << explain();
-  add_parent();
+  guest.add_parent(env.ns());
   expect_back_and_journal_empty();
 }
 
@@ -138,13 +113,13 @@ TEST_F(Journal, AReloadThatStartsTheVmAnewKeepsTheTemplate) {
 // that is the earlier relinkd's release (the journal says so), not someone
 // else unplugging it, and the NIC is plugged in anew.
 TEST_F(Journal, AReleasePendingAcrossARestartWithALiveMacvtapEndsAttached) {
-  add_parent();
+  guest.add_parent(env.ns());
   env.write_config({vm});
-  env.start_qemu_direct(vm, "q35", "lmv0", guest_args());
+  env.start_qemu_direct(vm, "q35", "lmv0", guest.qemu_args("journal"));
   env.start_relinkd();
   ASSERT_TRUE(env.wait_state("attached", 0, vm.name, 10s, vm.nic)) << explain();
-  ASSERT_TRUE(wait_ready()) << explain();
-  ASSERT_TRUE(guest_answers(30s)) << explain();
+  ASSERT_TRUE(guest.wait_ready()) << explain();
+  ASSERT_TRUE(guest.answers(30s)) << explain();
   ASSERT_TRUE(env.test_qmp(vm.name).execute("stop").contains("return"));
   auto r =
       sh(relinkctl_bin() + " --socket " + env.control() + " reattach --no-wait " + vm.name + " " + vm.nic + " 2>&1");
@@ -163,7 +138,7 @@ TEST_F(Journal, AReleasePendingAcrossARestartWithALiveMacvtapEndsAttached) {
       30s))
       << explain();
   EXPECT_FALSE(nic_gone()) << explain();
-  EXPECT_TRUE(guest_answers(30s)) << "the guest's NIC did not come back\n" << explain();
+  EXPECT_TRUE(guest.answers(30s)) << "the guest's NIC did not come back\n" << explain();
   EXPECT_TRUE(wait_until([&] { return !std::filesystem::exists(journal()); }, 5s)) << explain();
 }
 
@@ -286,7 +261,7 @@ class HoldingProxy {
 // plugged onto its new tap, and adopts it; it neither deletes that tap nor
 // plugs the NIC again ("Duplicate ID"), and the guest answers.
 TEST_F(Journal, ADeviceAddAnsweredAfterTheTimeoutEndsAttached) {
-  add_parent();
+  guest.add_parent(env.ns());
   const std::string proxy_path = env.dir() + "/vm1.proxy.qmp";
   UniqueFd sock(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_un a{};
@@ -305,9 +280,9 @@ TEST_F(Journal, ADeviceAddAnsweredAfterTheTimeoutEndsAttached) {
   config.replace(config.find(env.qmp_path(vm.name)), env.qmp_path(vm.name).size(), proxy_path);
   DaemonEnv::write_file(env.config_path(), config);
   // No launcher macvtap: the first attach is already a device_add.
-  env.start_qemu_direct(vm, "q35", "", guest_args());
+  env.start_qemu_direct(vm, "q35", "", guest.qemu_args("journal"));
   HoldingProxy proxy(listener.get(), env.qmp_path(vm.name), 6000ms);
-  ASSERT_TRUE(wait_ready()) << explain();
+  ASSERT_TRUE(guest.wait_ready()) << explain();
   env.start_relinkd();
   ASSERT_TRUE(wait_until([&] { return proxy.held(); }, 30s)) << "relinkd sent no device_add\n" << explain();
   ASSERT_TRUE(env.wait_state("attached", 0, vm.name, 30s, vm.nic)) << explain();
@@ -315,7 +290,7 @@ TEST_F(Journal, ADeviceAddAnsweredAfterTheTimeoutEndsAttached) {
   EXPECT_NE(log.find("device_add: QMP command device_add timed out"), std::string::npos) << explain();
   EXPECT_EQ(log.find("Duplicate ID"), std::string::npos) << explain();
   EXPECT_EQ(env.binding(vm.name, vm.nic).value("generation", 0u), 1u) << "plugged in more than once\n" << explain();
-  EXPECT_TRUE(guest_answers(30s)) << explain();
+  EXPECT_TRUE(guest.answers(30s)) << explain();
   auto b = env.binding(vm.name, vm.nic);
   const std::string mvt = text_of(b, "macvtap");
   EXPECT_GT(env.ns().ifindex(mvt), 0) << "the tap QEMU uses was deleted\n" << explain();

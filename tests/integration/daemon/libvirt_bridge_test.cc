@@ -14,7 +14,7 @@
 #include <sstream>
 #include <thread>
 
-#include "daemon_env.h"
+#include "test_guest.h"
 #include "support/libvirt_env.h"
 
 namespace relink::test {
@@ -23,8 +23,6 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-constexpr const char* kGuestIp = "192.0.2.2";
-constexpr const char* kPeerIp = "192.0.2.1";
 constexpr const char* kMac = "52:54:00:12:34:56";
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
@@ -35,13 +33,12 @@ class LibvirtBridges : public ::testing::Test {
  protected:
   void SetUp() override {
     RELINK_REQUIRE_ROOT();
-    guest_dir_ = test_guest_dir();
-    ASSERT_FALSE(guest_dir_.empty());
+    ASSERT_FALSE(guest.dir().empty());
     // The uplink: up0 in relinkd's (and libvirtd's) namespace, its veth
     // peer up1 in the peer namespace with the peer's address.
-    env.ns().ip("link add up0 type veth peer name up1 netns " + peer.name());
-    peer.ip("addr add " + std::string(kPeerIp) + "/24 dev up1");
-    peer.ip("link set up1 up");
+    env.ns().ip("link add up0 type veth peer name up1 netns " + guest.peer().name());
+    guest.peer().ip("addr add " + std::string(TestGuest::kPeerIp) + "/24 dev up1");
+    guest.peer().ip("link set up1 up");
     make_bridge();
     ASSERT_NO_FATAL_FAILURE(lv.start());
   }
@@ -58,22 +55,18 @@ class LibvirtBridges : public ::testing::Test {
                                                  "\"\npid_dir = \"" + lv.pid_dir() + "\"\n");
     ASSERT_NO_FATAL_FAILURE(env.start_relinkd());
   }
-  DomainSpec guest(const std::string& name, BridgeNic nic) {
+  DomainSpec guest_domain(const std::string& name, BridgeNic nic) {
     DomainSpec d;
     d.name = name;
     d.bridge_nics.push_back(std::move(nic));
-    d.guest_dir = guest_dir_;
-    d.cmdline_extra = std::string("relink.ip=") + kGuestIp + "/24 relink.poll=0.05";
+    d.guest_dir = guest.dir();
+    d.cmdline_extra = TestGuest::cmdline();
     d.serial_log = env.dir() + "/" + name + ".console.log";
     return d;
   }
   void boot(const DomainSpec& d) {
     ASSERT_TRUE(lv.create(domain_xml(d))) << lv.log();
-    ASSERT_TRUE(guest_answers(90s)) << "guest unreachable through its bridge\n" << explain(d.name);
-  }
-  bool guest_answers(std::chrono::milliseconds timeout) {
-    return wait_until([&] { return peer.run(std::string("busybox ping -c1 -W1 ") + kGuestIp).status == 0; },
-                      timeout, 100ms);
+    ASSERT_TRUE(guest.answers(90s)) << "guest unreachable through its bridge\n" << explain(d.name);
   }
   // The tap's binding in status, an empty object when there is none.
   json tap_binding(const std::string& vm, const std::string& tap) {
@@ -145,7 +138,7 @@ class LibvirtBridges : public ::testing::Test {
     make_bridge();
     const auto t0 = std::chrono::steady_clock::now();
     EXPECT_NE(env.ns().ifindex("br0"), old_bridge);
-    EXPECT_TRUE(guest_answers(30s)) << "guest unreachable after re-creation " << rejoins << "\n" << explain(domain);
+    EXPECT_TRUE(guest.answers(30s)) << "guest unreachable after re-creation " << rejoins << "\n" << explain(domain);
     const double answered_ms = ms_since(t0);
     EXPECT_EQ(master_of(tap), "br0") << explain(domain);
     EXPECT_NE(env.ns().run("ip -o link show dev " + tap).out.find(",UP"), std::string::npos)
@@ -165,9 +158,8 @@ class LibvirtBridges : public ::testing::Test {
   }
 
   DaemonEnv env;
-  Netns peer{"peer"};
+  TestGuest guest{env.dir() + "/g1.console.log"};
   LibvirtEnv lv{env.ns()};
-  std::string guest_dir_;
 };
 
 // <interface type='bridge'>: ten re-creations in a row, each one answered
@@ -175,7 +167,7 @@ class LibvirtBridges : public ::testing::Test {
 // interface detached by its owner: dropped, and the next re-created bridge
 // gets no port of it.
 TEST_F(LibvirtBridges, TapRejoinsTenRecreatedBridgesAndLibvirtIsUntouched) {
-  ASSERT_NO_FATAL_FAILURE(boot(guest("g1", BridgeNic{kMac, "br0", ""})));
+  ASSERT_NO_FATAL_FAILURE(boot(guest_domain("g1", BridgeNic{kMac, "br0", ""})));
   const std::string tap = tap_of("g1");
   ASSERT_FALSE(tap.empty()) << lv.virsh("domiflist g1").out;
   ASSERT_NO_FATAL_FAILURE(start_relinkd());
@@ -221,7 +213,7 @@ TEST_F(LibvirtBridges, NetworkForwardedToAHostBridgeRejoinsAndLibvirtNetworksAre
   lv.virsh_ok("net-create " + lv.dir() + "/hostbr.xml");
   DaemonEnv::write_file(lv.dir() + "/iso.xml", "<network><name>iso</name><bridge name='rlvirbr9'/></network>");
   lv.virsh_ok("net-create " + lv.dir() + "/iso.xml");
-  DomainSpec d = guest("g2", BridgeNic{kMac, "", "hostbr"});
+  DomainSpec d = guest_domain("g2", BridgeNic{kMac, "", "hostbr"});
   d.bridge_nics.push_back(BridgeNic{"52:54:00:12:34:57", "", "iso"});
   ASSERT_NO_FATAL_FAILURE(boot(d));
   const std::string tap = tap_of("g2");

@@ -15,7 +15,7 @@
 #include <sstream>
 #include <thread>
 
-#include "daemon_env.h"
+#include "test_guest.h"
 #include "support/libvirt_env.h"
 
 namespace relink::test {
@@ -24,8 +24,6 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-constexpr const char* kGuestIp = "192.0.2.2";
-constexpr const char* kPeerIp = "192.0.2.1";
 constexpr const char* kMac = "52:54:00:12:34:5a";
 constexpr const char* kDomain = "g1";
 
@@ -39,19 +37,18 @@ class LibvirtReleaseOnLoss : public ::testing::Test {
  protected:
   void SetUp() override {
     RELINK_REQUIRE_ROOT();
-    const std::string guest_dir = test_guest_dir();
-    ASSERT_FALSE(guest_dir.empty());
+    ASSERT_FALSE(guest.dir().empty());
     push_ifindex(env.ns());  // libvirt opens /dev/tap<ifindex>, shared by every namespace
-    add_parent();
+    guest.add_parent(env.ns());
     ASSERT_NO_FATAL_FAILURE(lv.start());
     DomainSpec d;
     d.name = kDomain;
     d.nics.push_back(DirectNic{kMac, "p0"});
-    d.guest_dir = guest_dir;
-    d.cmdline_extra = std::string("relink.ip=") + kGuestIp + "/24 relink.serve=8080 relink.poll=0.05";
-    d.serial_log = console_path();
+    d.guest_dir = guest.dir();
+    d.cmdline_extra = TestGuest::cmdline("relink.serve=8080");
+    d.serial_log = guest.console_path();
     ASSERT_TRUE(lv.create(domain_xml(d))) << lv.log();
-    ASSERT_TRUE(guest_answers(90s)) << "guest unreachable through libvirt's macvtap\n" << explain();
+    ASSERT_TRUE(guest.answers(90s)) << "guest unreachable through libvirt's macvtap\n" << explain();
     // The release is 0.1-0.2 s of guest work: 3 s is ample, and short enough
     // for the paused cases.
     DaemonEnv::write_file(env.config_path(),
@@ -60,23 +57,9 @@ class LibvirtReleaseOnLoss : public ::testing::Test {
     ASSERT_NO_FATAL_FAILURE(env.start_relinkd());
     ASSERT_TRUE(env.wait_state("attached", 1, kDomain, 20s, "net0")) << explain();
   }
-  // Parent p0 in relinkd's (and libvirtd's) namespace, its veth peer p1 in
-  // the peer namespace: one command, so that it returns quickly.
-  void add_parent() {
-    auto r = env.ns().run("ip link add p0 type veth peer name p1 netns " + peer.name() + " && ip link set p0 up");
-    ASSERT_EQ(r.status, 0) << r.out;
-    peer.ip("addr add " + std::string(kPeerIp) + "/24 dev p1");
-    peer.ip("link set p1 up");
-  }
-  std::string console_path() { return env.dir() + "/" + kDomain + ".console.log"; }
-  std::string console() { return read_file(console_path()); }
   std::string journal() { return read_file(env.dir() + "/state/intent.json"); }
   bool journaled() { return journal().find(kMac) != std::string::npos; }
   std::string log() { return read_file(env.log_path()); }
-  bool guest_answers(std::chrono::seconds timeout) {
-    return wait_until([&] { return peer.run(std::string("busybox ping -c1 -W1 ") + kGuestIp).status == 0; },
-                      timeout, 100ms);
-  }
   json binding() { return env.binding(kDomain, "net0"); }
   // Suspended, and relinkd knows it.
   void suspend() {
@@ -95,7 +78,7 @@ class LibvirtReleaseOnLoss : public ::testing::Test {
   uint64_t generation() { return binding().value("generation", uint64_t{0}); }
   std::string explain() {
     return env.explain() + "\nlibvirtd log (tail):\n" + lv.log() + "\ndomain's QEMU log (tail):\n" +
-           DaemonEnv::tail(lv.qemu_log(kDomain), 1500) + "\nconsole (tail):\n" + DaemonEnv::tail(console(), 1500);
+           DaemonEnv::tail(lv.qemu_log(kDomain), 1500) + "\nconsole (tail):\n" + guest.console_tail(1500);
   }
   // The domain's live XML (`virsh domiflist`): its macvtaps with the NIC's MAC.
   std::vector<std::string> nics() {
@@ -131,7 +114,7 @@ class LibvirtReleaseOnLoss : public ::testing::Test {
     EXPECT_EQ(names[0], text_of(binding(), "macvtap"));
     EXPECT_GT(env.ns().ifindex(names[0]), 0);
     EXPECT_EQ(macvtap_fds_of_qemu(), 1u) << "QEMU holds another number of macvtap devices than one";
-    ASSERT_TRUE(guest_answers(30s)) << "guest unreachable after generation " << gen << "\n" << explain();
+    ASSERT_TRUE(guest.answers(30s)) << "guest unreachable after generation " << gen << "\n" << explain();
     EXPECT_TRUE(wait_until([&] { return !journaled(); }, 5s)) << journal();
   }
   // The parent is deleted: the NIC is detached through libvirt without
@@ -149,15 +132,15 @@ class LibvirtReleaseOnLoss : public ::testing::Test {
     auto r = sh(relinkctl_bin() + " --socket " + env.control() + " reattach " + kDomain + " net0 2>&1");
     EXPECT_NE(r.status, 0) << r.out;
     EXPECT_NE(r.out.find("its parent p0 is gone"), std::string::npos) << r.out;
-    EXPECT_TRUE(wait_until([&] { return count_of(console(), "RELINK-GUEST-LINK-GONE") > gone_before; }, 10s))
+    EXPECT_TRUE(wait_until([&] { return guest.markers("RELINK-GUEST-LINK-GONE") > gone_before; }, 10s))
         << "the guest did not see its NIC go\n"
         << explain();
     EXPECT_TRUE(journaled()) << "a released NIC is not in the journal of intent: " << journal();
-    EXPECT_NE(peer.run(std::string("busybox ping -c1 -W1 ") + kGuestIp).status, 0);
+    EXPECT_NE(guest.peer().run(std::string("busybox ping -c1 -W1 ") + TestGuest::kIp).status, 0);
   }
 
   DaemonEnv env;
-  Netns peer{"peer"};
+  TestGuest guest{env.dir() + "/" + kDomain + ".console.log"};
   LibvirtEnv lv{env.ns()};
 };
 
@@ -171,12 +154,12 @@ TEST_F(LibvirtReleaseOnLoss, ReleasedWhileTheParentIsAwayAndPluggedInWhenItRetur
   // 5 flaps in a row.
   for (int i = 1; i <= 5; ++i) {
     SCOPED_TRACE("flap " + std::to_string(i));
-    const size_t gone = count_of(console(), "RELINK-GUEST-LINK-GONE");
+    const size_t gone = guest.markers("RELINK-GUEST-LINK-GONE");
     env.ns().ip("link del p0");
     ASSERT_NO_FATAL_FAILURE(expect_released_while_away(gone));
     std::this_thread::sleep_for(300ms);
     EXPECT_TRUE(nics().empty()) << "plugged in again without a parent";
-    ASSERT_NO_FATAL_FAILURE(add_parent());
+    ASSERT_NO_FATAL_FAILURE(guest.add_parent(env.ns()));
     ASSERT_NO_FATAL_FAILURE(expect_back(++gen));
   }
   auto b = binding();
@@ -185,17 +168,17 @@ TEST_F(LibvirtReleaseOnLoss, ReleasedWhileTheParentIsAwayAndPluggedInWhenItRetur
   const double flaps_s = since(t0);
 
   // A carrier loss is not a loss of the parent: the NIC stays, link down.
-  peer.ip("link set p1 down");
+  guest.peer().ip("link set p1 down");
   const std::string getlink = std::string("domif-getlink ") + kDomain + " " + kMac;
   ASSERT_TRUE(wait_until([&] { return lv.virsh(getlink).out.find(" down") != std::string::npos; }, 10s))
       << lv.virsh(getlink).out << explain();
   std::this_thread::sleep_for(500ms);
   EXPECT_EQ(nics().size(), 1u) << "released on a carrier loss";
-  peer.ip("link set p1 up");
+  guest.peer().ip("link set p1 up");
   ASSERT_TRUE(wait_until([&] { return lv.virsh(getlink).out.find(" up") != std::string::npos; }, 10s))
       << lv.virsh(getlink).out << explain();
   EXPECT_EQ(generation(), gen) << "re-plugged on a carrier loss";
-  ASSERT_TRUE(guest_answers(30s)) << explain();
+  ASSERT_TRUE(guest.answers(30s)) << explain();
 
   // The parent returns while the release is in flight: the release goes on,
   // then one attach.
@@ -206,7 +189,7 @@ TEST_F(LibvirtReleaseOnLoss, ReleasedWhileTheParentIsAwayAndPluggedInWhenItRetur
     env.ns().ip("link del p0");
     ASSERT_TRUE(wait_until([&] { return count_of(log(), "asking the guest to release") > asked; }, 10s, 2ms))
         << explain();
-    ASSERT_NO_FATAL_FAILURE(add_parent());
+    ASSERT_NO_FATAL_FAILURE(guest.add_parent(env.ns()));
     ASSERT_NO_FATAL_FAILURE(expect_back(++gen));
     const std::string seg = log().substr(log_from);
     const size_t back = seg.find("net0: parent is p0"), released = seg.find("the guest released the NIC");
@@ -223,7 +206,7 @@ TEST_F(LibvirtReleaseOnLoss, ReleasedWhileTheParentIsAwayAndPluggedInWhenItRetur
     ASSERT_NO_FATAL_FAILURE(suspend());
     env.ns().ip("link del p0");
     ASSERT_TRUE(env.wait_state("releasing", 0, kDomain, 10s, "net0")) << explain();
-    ASSERT_NO_FATAL_FAILURE(add_parent());
+    ASSERT_NO_FATAL_FAILURE(guest.add_parent(env.ns()));
     const std::string old = nics().empty() ? "" : nics()[0];
     ASSERT_FALSE(old.empty()) << "a paused guest released its NIC";
     ASSERT_TRUE(wait_until([&] { return env.ns().ifindex(old) > 0; }, 5s)) << "no stand-in " << old << "\n" << explain();
@@ -238,7 +221,7 @@ TEST_F(LibvirtReleaseOnLoss, ReleasedWhileTheParentIsAwayAndPluggedInWhenItRetur
     const std::string timed_out = "the guest did not release net0 within 3 s: is it paused or without PCI hotplug?";
     ASSERT_TRUE(wait_until([&] { return text_of(binding(), "last_error") == timed_out; }, 10s, 20ms)) << explain();
     EXPECT_EQ(nics().size(), 1u);
-    ASSERT_NO_FATAL_FAILURE(add_parent());
+    ASSERT_NO_FATAL_FAILURE(guest.add_parent(env.ns()));
     ASSERT_TRUE(env.wait_state("releasing", 0, kDomain, 10s, "net0")) << explain();
     lv.virsh_ok(std::string("resume ") + kDomain);
     ASSERT_NO_FATAL_FAILURE(expect_back(++gen));
@@ -249,7 +232,7 @@ TEST_F(LibvirtReleaseOnLoss, ReleasedWhileTheParentIsAwayAndPluggedInWhenItRetur
   // in when it returns.
   {
     SCOPED_TRACE("relinkd restarted during the outage");
-    const size_t gone = count_of(console(), "RELINK-GUEST-LINK-GONE");
+    const size_t gone = guest.markers("RELINK-GUEST-LINK-GONE");
     env.ns().ip("link del p0");
     ASSERT_NO_FATAL_FAILURE(expect_released_while_away(gone));
     const size_t log_from = log().size();
@@ -261,7 +244,7 @@ TEST_F(LibvirtReleaseOnLoss, ReleasedWhileTheParentIsAwayAndPluggedInWhenItRetur
     EXPECT_TRUE(journaled()) << "the journal's entry went while the parent is away: " << journal();
     EXPECT_TRUE(nics().empty());
     EXPECT_NE(log().find("finishing a replug begun before", log_from), std::string::npos) << explain();
-    ASSERT_NO_FATAL_FAILURE(add_parent());
+    ASSERT_NO_FATAL_FAILURE(guest.add_parent(env.ns()));
     ASSERT_NO_FATAL_FAILURE(expect_back(0));
     EXPECT_EQ(binding().value("attaches", 0u), 1u) << binding().dump();
   }

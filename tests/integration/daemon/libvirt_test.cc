@@ -15,7 +15,7 @@
 
 #include <thread>
 
-#include "daemon_env.h"
+#include "test_guest.h"
 #include "support/libvirt_env.h"
 
 namespace relink::test {
@@ -24,29 +24,18 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-constexpr const char* kGuestIp = "192.0.2.2";
-constexpr const char* kPeerIp = "192.0.2.1";
 constexpr const char* kMac = "52:54:00:12:34:56";
 
 class LibvirtVms : public ::testing::Test {
  protected:
   void SetUp() override {
     RELINK_REQUIRE_ROOT();
-    guest_dir_ = test_guest_dir();
-    ASSERT_FALSE(guest_dir_.empty());
+    ASSERT_FALSE(guest.dir().empty());
     // libvirt opens a macvtap as /dev/tap<ifindex>: keep this namespace's
     // ifindexes clear of other namespaces'.
     push_ifindex(env.ns());
-    add_parent();
+    guest.add_parent(env.ns());
     ASSERT_NO_FATAL_FAILURE(lv.start());
-  }
-  // Parent p0 in relinkd's (and libvirtd's) namespace; its veth peer p1 in
-  // the peer namespace with the peer's address.
-  void add_parent() {
-    env.ns().ip("link add p0 type veth peer name p1 netns " + peer.name());
-    env.ns().ip("link set p0 up");
-    peer.ip("addr add " + std::string(kPeerIp) + "/24 dev p1");
-    peer.ip("link set p1 up");
   }
   void write_config(unsigned release_timeout_s = 10, const std::string& extra = "") {
     DaemonEnv::write_file(env.config_path(), env.config_text({}) + "\n[libvirt]\nuri = \"" + lv.uri() +
@@ -57,13 +46,13 @@ class LibvirtVms : public ::testing::Test {
     write_config(release_timeout_s);
     ASSERT_NO_FATAL_FAILURE(env.start_relinkd());
   }
-  DomainSpec guest(const std::string& name, const std::string& machine = "q35") {
+  DomainSpec guest_domain(const std::string& name, const std::string& machine = "q35") {
     DomainSpec d;
     d.name = name;
     d.machine = machine;
     d.nics.push_back(DirectNic{kMac, "p0"});
-    d.guest_dir = guest_dir_;
-    d.cmdline_extra = std::string("relink.ip=") + kGuestIp + "/24 relink.serve=8080 relink.poll=0.05";
+    d.guest_dir = guest.dir();
+    d.cmdline_extra = TestGuest::cmdline("relink.serve=8080");
     d.serial_log = env.dir() + "/" + name + ".console.log";
     return d;
   }
@@ -73,11 +62,6 @@ class LibvirtVms : public ::testing::Test {
     for (const auto& m : macs) d.nics.push_back(DirectNic{m, "p0"});
     return d;
   }
-  bool guest_answers(std::chrono::seconds timeout) {
-    return wait_until([&] { return peer.run(std::string("busybox ping -c1 -W1 ") + kGuestIp).status == 0; },
-                      timeout, 200ms);
-  }
-  std::string hello() { return peer.run(std::string("busybox nc -w 3 ") + kGuestIp + " 8080 </dev/null").out; }
   json vm(const std::string& name) {
     auto st = env.status();
     if (!st.is_object()) return nullptr;
@@ -143,15 +127,15 @@ class LibvirtVms : public ::testing::Test {
   void flap(const std::string& domain, uint64_t gen) {
     env.ns().ip("link del p0");
     ASSERT_TRUE(env.wait_state("waiting-parent", 0, domain, 10s, "net0")) << explain(domain);
-    add_parent();
+    guest.add_parent(env.ns());
     ASSERT_TRUE(env.wait_state("attached", gen, domain, 30s, "net0")) << explain(domain);
     ASSERT_NO_FATAL_FAILURE(expect_qemu_holds_only(domain));
-    ASSERT_TRUE(guest_answers(30s)) << "guest unreachable after replug " << gen << "\n" << explain(domain);
-    EXPECT_NE(hello().find("RELINK-GUEST-HELLO"), std::string::npos) << explain(domain);
+    ASSERT_TRUE(guest.answers(30s)) << "guest unreachable after replug " << gen << "\n" << explain(domain);
+    EXPECT_NE(guest.hello().find("RELINK-GUEST-HELLO"), std::string::npos) << explain(domain);
   }
   void boot(const DomainSpec& d) {
     ASSERT_TRUE(lv.create(domain_xml(d))) << lv.log();
-    ASSERT_TRUE(guest_answers(90s)) << "guest unreachable through libvirt's macvtap\n" << explain(d.name);
+    ASSERT_TRUE(guest.answers(90s)) << "guest unreachable through libvirt's macvtap\n" << explain(d.name);
   }
   // relinkd never talks to a libvirt domain's QEMU behind libvirt's back
   // (the test's libvirt runs QEMU as root, which is a taint of its own).
@@ -161,9 +145,8 @@ class LibvirtVms : public ::testing::Test {
   }
 
   DaemonEnv env;
-  Netns peer{"peer"};
+  TestGuest guest{env.dir() + "/g1.console.log"};
   LibvirtEnv lv{env.ns()};
-  std::string guest_dir_;
 };
 
 TEST_F(LibvirtVms, DomainsAndInterfacesAreFollowedAsTheyComeAndGo) {
@@ -215,7 +198,7 @@ TEST_F(LibvirtVms, DomainsAndInterfacesAreFollowedAsTheyComeAndGo) {
 // holds it and no other, the domain is not tainted. An interface its owner
 // detaches by hand is no longer followed.
 TEST_F(LibvirtVms, GuestComesBackAfterTenParentFlapsOnQ35) {
-  ASSERT_NO_FATAL_FAILURE(boot(guest("g1")));
+  ASSERT_NO_FATAL_FAILURE(boot(guest_domain("g1")));
   ASSERT_NO_FATAL_FAILURE(start_relinkd());
   ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
   ASSERT_NO_FATAL_FAILURE(expect_qemu_holds_only("g1"));
@@ -236,7 +219,7 @@ TEST_F(LibvirtVms, GuestComesBackAfterTenParentFlapsOnQ35) {
 }
 
 TEST_F(LibvirtVms, GuestComesBackAfterTenParentFlapsOnI440fx) {
-  ASSERT_NO_FATAL_FAILURE(boot(guest("g1", "pc")));
+  ASSERT_NO_FATAL_FAILURE(boot(guest_domain("g1", "pc")));
   ASSERT_NO_FATAL_FAILURE(start_relinkd());
   ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
   for (uint64_t gen = 2; gen <= 11; ++gen) ASSERT_NO_FATAL_FAILURE(flap("g1", gen)) << "flap " << gen - 1;
@@ -248,14 +231,14 @@ TEST_F(LibvirtVms, GuestComesBackAfterTenParentFlapsOnI440fx) {
 // A paused guest cannot release its NIC: the binding gives up after
 // release_timeout with the reason, and goes on as soon as the guest runs.
 TEST_F(LibvirtVms, PausedGuestBacksOffThenComesBackWhenResumed) {
-  ASSERT_NO_FATAL_FAILURE(boot(guest("g1")));
+  ASSERT_NO_FATAL_FAILURE(boot(guest_domain("g1")));
   ASSERT_NO_FATAL_FAILURE(start_relinkd(2));
   ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
   lv.virsh_ok("suspend g1");
   ASSERT_TRUE(wait_until([&] { return vm("g1").value("paused", false); }, 10s)) << explain();
   env.ns().ip("link del p0");
   ASSERT_TRUE(env.wait_state("waiting-parent", 0, "g1", 10s, "net0")) << explain();
-  add_parent();
+  guest.add_parent(env.ns());
   ASSERT_TRUE(env.wait_state("releasing", 0, "g1", 10s, "net0")) << explain();
   ASSERT_TRUE(env.wait_state("backoff", 0, "g1", 10s, "net0")) << explain();
   EXPECT_EQ(text_of(env.binding("g1", "net0"), "last_error"),
@@ -265,7 +248,7 @@ TEST_F(LibvirtVms, PausedGuestBacksOffThenComesBackWhenResumed) {
   lv.virsh_ok("resume g1");
   ASSERT_TRUE(env.wait_state("attached", 2, "g1", 30s, "net0")) << explain();
   ASSERT_NO_FATAL_FAILURE(expect_qemu_holds_only("g1"));
-  EXPECT_TRUE(guest_answers(30s)) << explain();
+  EXPECT_TRUE(guest.answers(30s)) << explain();
   // The stand-in went with the released interface.
   EXPECT_EQ(std::stoi(env.ns().run("ip -o link show type macvtap | wc -l").out), 1)
       << env.ns().run("ip -o link show type macvtap").out;
@@ -275,7 +258,7 @@ TEST_F(LibvirtVms, PausedGuestBacksOffThenComesBackWhenResumed) {
 // and one restart in the middle of a release still ends with the guest's one
 // NIC plugged in again.
 TEST_F(LibvirtVms, LibvirtdRestartsAreSurvived) {
-  ASSERT_NO_FATAL_FAILURE(boot(guest("g1")));
+  ASSERT_NO_FATAL_FAILURE(boot(guest_domain("g1")));
   ASSERT_NO_FATAL_FAILURE(start_relinkd(2));
   ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
 
@@ -299,14 +282,14 @@ TEST_F(LibvirtVms, LibvirtdRestartsAreSurvived) {
   lv.virsh_ok("suspend g1");
   env.ns().ip("link del p0");
   ASSERT_TRUE(env.wait_state("waiting-parent", 0, "g1", 10s, "net0")) << explain();
-  add_parent();
+  guest.add_parent(env.ns());
   ASSERT_TRUE(env.wait_state("releasing", 0, "g1", 10s, "net0")) << explain();
   lv.restart();
   lv.virsh_ok("resume g1");
   ASSERT_TRUE(env.wait_state("attached", 0, "g1", 60s, "net0")) << explain();
   ASSERT_TRUE(wait_until([&] { return env.binding("g1", "net0").value("generation", 0u) >= 2; }, 1s)) << explain();
   ASSERT_NO_FATAL_FAILURE(expect_qemu_holds_only("g1"));
-  EXPECT_TRUE(guest_answers(30s)) << explain();
+  EXPECT_TRUE(guest.answers(30s)) << explain();
   expect_untainted("g1");
 }
 
@@ -314,7 +297,7 @@ TEST_F(LibvirtVms, LibvirtdRestartsAreSurvived) {
 // link down; a domain destroyed while its NIC is being released is dropped
 // and leaves nothing behind.
 TEST_F(LibvirtVms, ParentThatNeverReturnsAndDomainDestroyedWhileReleasing) {
-  ASSERT_NO_FATAL_FAILURE(boot(guest("g1")));
+  ASSERT_NO_FATAL_FAILURE(boot(guest_domain("g1")));
   ASSERT_NO_FATAL_FAILURE(start_relinkd(5));
   ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
   env.ns().ip("link del p0");
@@ -327,7 +310,7 @@ TEST_F(LibvirtVms, ParentThatNeverReturnsAndDomainDestroyedWhileReleasing) {
   EXPECT_EQ(domiflist_ifaces("g1").size(), 1u) << "the NIC stays in the guest while its parent is away";
 
   lv.virsh_ok("suspend g1");
-  add_parent();
+  guest.add_parent(env.ns());
   ASSERT_TRUE(env.wait_state("releasing", 0, "g1", 10s, "net0")) << explain();
   lv.virsh_ok("destroy g1");
   ASSERT_TRUE(wait_until([&] { return vm("g1").is_null(); }, 20s)) << explain();
@@ -342,7 +325,7 @@ TEST_F(LibvirtVms, ParentThatNeverReturnsAndDomainDestroyedWhileReleasing) {
 // finds out, says so, and plugs the NIC in again (on a macvtap with another
 // ifindex).
 TEST_F(LibvirtVms, WrongTapFromAnotherNamespaceIsFoundAndReplugged) {
-  ASSERT_NO_FATAL_FAILURE(boot(guest("g1")));
+  ASSERT_NO_FATAL_FAILURE(boot(guest_domain("g1")));
   ASSERT_NO_FATAL_FAILURE(start_relinkd());
   ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
   env.ns().ip("link del p0");
@@ -359,7 +342,7 @@ TEST_F(LibvirtVms, WrongTapFromAnotherNamespaceIsFoundAndReplugged) {
   other.ip("link set op0 up");
   other.ip("link add link op0 name omv index " + std::to_string(predicted) + " type macvtap mode bridge");
   ASSERT_EQ(other.ifindex("omv"), predicted);
-  add_parent();
+  guest.add_parent(env.ns());
   ASSERT_EQ(env.ns().ifindex("p0"), last + 1) << "the parent did not get the predicted ifindex";
   ASSERT_TRUE(env.wait_state("attached", 3, "g1", 30s, "net0")) << explain();
   const std::string log = read_file(env.log_path());
@@ -367,7 +350,7 @@ TEST_F(LibvirtVms, WrongTapFromAnotherNamespaceIsFoundAndReplugged) {
   EXPECT_NE(log.find("/dev/tap" + std::to_string(predicted)), std::string::npos) << explain();
   ASSERT_NO_FATAL_FAILURE(expect_qemu_holds_only("g1"));
   EXPECT_NE(env.binding("g1", "net0").value("macvtap_ifindex", 0), predicted);
-  EXPECT_TRUE(guest_answers(30s)) << explain();
+  EXPECT_TRUE(guest.answers(30s)) << explain();
   EXPECT_EQ(other.ifindex("omv"), predicted) << "the other namespace's macvtap is not relinkd's";
 }
 
@@ -375,7 +358,7 @@ TEST_F(LibvirtVms, WrongTapFromAnotherNamespaceIsFoundAndReplugged) {
 // the middle of a replug, the control socket still answers at once; once
 // libvirtd runs again, the replug completes.
 TEST_F(LibvirtVms, HungLibvirtdBlocksNothingElse) {
-  ASSERT_NO_FATAL_FAILURE(boot(guest("g1")));
+  ASSERT_NO_FATAL_FAILURE(boot(guest_domain("g1")));
   ASSERT_NO_FATAL_FAILURE(start_relinkd());
   ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
   env.ns().ip("link del p0");
@@ -385,7 +368,7 @@ TEST_F(LibvirtVms, HungLibvirtdBlocksNothingElse) {
     pid_t pid;
     ~Cont() { ::kill(pid, SIGCONT); }
   } cont{lv.pid()};
-  add_parent();
+  guest.add_parent(env.ns());
   ASSERT_TRUE(env.wait_state("releasing", 0, "g1", 10s, "net0")) << explain();
   for (int i = 0; i < 5; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -398,24 +381,24 @@ TEST_F(LibvirtVms, HungLibvirtdBlocksNothingElse) {
   ::kill(lv.pid(), SIGCONT);
   ASSERT_TRUE(env.wait_state("attached", 2, "g1", 30s, "net0")) << explain();
   ASSERT_NO_FATAL_FAILURE(expect_qemu_holds_only("g1"));
-  EXPECT_TRUE(guest_answers(30s)) << explain();
+  EXPECT_TRUE(guest.answers(30s)) << explain();
 }
 
 // The guest's link follows the parent's carrier through libvirt (a live
 // <link state> update); nothing is re-plugged.
 TEST_F(LibvirtVms, GuestLinkFollowsTheParentsCarrier) {
-  ASSERT_NO_FATAL_FAILURE(boot(guest("g1")));
+  ASSERT_NO_FATAL_FAILURE(boot(guest_domain("g1")));
   ASSERT_NO_FATAL_FAILURE(start_relinkd());
   ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
   const std::string getlink = std::string("domif-getlink g1 ") + kMac;
-  peer.ip("link set p1 down");
+  guest.peer().ip("link set p1 down");
   ASSERT_TRUE(wait_until([&] { return lv.virsh(getlink).out.find(" down") != std::string::npos; }, 10s))
       << lv.virsh(getlink).out << explain();
   EXPECT_EQ(env.binding("g1", "net0").value("link", ""), "down");
-  peer.ip("link set p1 up");
+  guest.peer().ip("link set p1 up");
   ASSERT_TRUE(wait_until([&] { return lv.virsh(getlink).out.find(" up") != std::string::npos; }, 10s))
       << lv.virsh(getlink).out << explain();
-  EXPECT_TRUE(guest_answers(30s)) << explain();
+  EXPECT_TRUE(guest.answers(30s)) << explain();
   auto b = env.binding("g1", "net0");
   EXPECT_EQ(b.value("generation", 0u), 1u) << "nothing re-plugged";
   EXPECT_EQ(b.value("state", ""), "attached");
@@ -450,14 +433,14 @@ namespace {
 // relinkd runs, so libvirt's live XML no longer has it. The next relinkd
 // finds the interface in the journal of intent and attaches it again.
 TEST_F(LibvirtVms, RelinkdKilledMidReleaseTheNextOneAttachesTheInterfaceAgain) {
-  ASSERT_NO_FATAL_FAILURE(boot(guest("g1")));
+  ASSERT_NO_FATAL_FAILURE(boot(guest_domain("g1")));
   ASSERT_NO_FATAL_FAILURE(start_relinkd(60));
   ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
   lv.virsh_ok("suspend g1");
   ASSERT_TRUE(wait_until([&] { return vm("g1").value("paused", false); }, 10s)) << explain();
   env.ns().ip("link del p0");
   ASSERT_TRUE(env.wait_state("waiting-parent", 0, "g1", 10s, "net0")) << explain();
-  add_parent();
+  guest.add_parent(env.ns());
   ASSERT_TRUE(env.wait_state("releasing", 0, "g1", 10s, "net0")) << explain();
   const std::string journal = env.dir() + "/state/intent.json";
   ASSERT_NE(read_file(journal).find(kMac), std::string::npos) << "not journaled before the release\n" << explain();
@@ -469,7 +452,7 @@ TEST_F(LibvirtVms, RelinkdKilledMidReleaseTheNextOneAttachesTheInterfaceAgain) {
   ASSERT_NO_FATAL_FAILURE(env.start_relinkd());
   ASSERT_TRUE(env.wait_state("attached", 0, "g1", 60s, "net0")) << explain();
   ASSERT_NO_FATAL_FAILURE(expect_qemu_holds_only("g1"));
-  EXPECT_TRUE(guest_answers(30s)) << explain();
+  EXPECT_TRUE(guest.answers(30s)) << explain();
   EXPECT_TRUE(wait_until([&] { return !std::filesystem::exists(journal); }, 5s)) << read_file(journal);
   EXPECT_NE(read_file(env.log_path()).find("finishing a replug begun before"), std::string::npos) << explain();
   expect_untainted("g1");
@@ -481,7 +464,7 @@ TEST_F(LibvirtVms, RelinkdKilledMidReleaseTheNextOneAttachesTheInterfaceAgain) {
 // interface: that is the earlier relinkd's release (the journal says so),
 // not its owner detaching it, and it is attached again.
 TEST_F(LibvirtVms, AReleasePendingAcrossARestartWithALiveMacvtapEndsAttached) {
-  ASSERT_NO_FATAL_FAILURE(boot(guest("g1")));
+  ASSERT_NO_FATAL_FAILURE(boot(guest_domain("g1")));
   ASSERT_NO_FATAL_FAILURE(start_relinkd(60));
   ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
   lv.virsh_ok("suspend g1");
@@ -504,7 +487,7 @@ TEST_F(LibvirtVms, AReleasePendingAcrossARestartWithALiveMacvtapEndsAttached) {
       30s))
       << explain();
   ASSERT_NO_FATAL_FAILURE(expect_qemu_holds_only("g1"));
-  EXPECT_TRUE(guest_answers(30s)) << explain();
+  EXPECT_TRUE(guest.answers(30s)) << explain();
   EXPECT_TRUE(wait_until([&] { return !std::filesystem::exists(journal); }, 5s)) << read_file(journal);
 }
 
@@ -516,7 +499,7 @@ TEST_F(LibvirtVms, AReleasePendingAcrossARestartWithALiveMacvtapEndsAttached) {
 // interface): the reload that follows it again finds the interface in the
 // journal of intent and plugs it back in.
 TEST_F(LibvirtVms, AReleaseHeldAcrossLibvirtReloadsEndsWithTheInterfaceBack) {
-  ASSERT_NO_FATAL_FAILURE(boot(guest("g1")));
+  ASSERT_NO_FATAL_FAILURE(boot(guest_domain("g1")));
   ASSERT_NO_FATAL_FAILURE(start_relinkd(60));
   ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
   const std::string journal = env.dir() + "/state/intent.json";
@@ -530,7 +513,7 @@ TEST_F(LibvirtVms, AReleaseHeldAcrossLibvirtReloadsEndsWithTheInterfaceBack) {
     ASSERT_TRUE(wait_until([&] { return vm("g1").value("paused", false); }, 10s)) << explain();
     env.ns().ip("link del p0");
     ASSERT_TRUE(env.wait_state("waiting-parent", 0, "g1", 10s, "net0")) << explain();
-    add_parent();
+    guest.add_parent(env.ns());
     ASSERT_TRUE(env.wait_state("releasing", 0, "g1", 10s, "net0")) << explain();
     ASSERT_NE(read_file(journal).find(kMac), std::string::npos) << "not journaled before the release\n" << explain();
   };
@@ -541,7 +524,7 @@ TEST_F(LibvirtVms, AReleaseHeldAcrossLibvirtReloadsEndsWithTheInterfaceBack) {
   auto expect_back = [&] {
     ASSERT_TRUE(env.wait_state("attached", 0, "g1", 60s, "net0")) << explain();
     ASSERT_NO_FATAL_FAILURE(expect_qemu_holds_only("g1"));
-    EXPECT_TRUE(guest_answers(30s)) << explain();
+    EXPECT_TRUE(guest.answers(30s)) << explain();
     EXPECT_TRUE(wait_until([&] { return !std::filesystem::exists(journal); }, 5s)) << read_file(journal);
   };
 

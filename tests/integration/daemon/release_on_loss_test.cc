@@ -8,7 +8,7 @@
 // during the outage plugs the NIC back from the journal of intent.
 #include <thread>
 
-#include "daemon_env.h"
+#include "test_guest.h"
 
 namespace relink::test {
 namespace {
@@ -16,51 +16,25 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-constexpr const char* kGuestIp = "192.0.2.2";
-constexpr const char* kPeerIp = "192.0.2.1";
-
 class ReleaseOnLoss : public ::testing::Test {
  protected:
   void SetUp() override {
     RELINK_REQUIRE_ROOT();
-    guest_dir_ = test_guest_dir();
-    ASSERT_FALSE(guest_dir_.empty());
+    ASSERT_FALSE(guest.dir().empty());
     vm.nic = "net0";
     vm.attach = "replug";
     vm.extra = "release = \"on-loss\"\n";
   }
-  void add_parent() {
-    env.ns().ip("link add p0 type veth peer name p1 netns " + peer.name());
-    env.ns().ip("link set p0 up");
-    peer.ip("addr add " + std::string(kPeerIp) + "/24 dev p1");
-    peer.ip("link set p1 up");
-  }
   // The launcher's QEMU with its own macvtap, adopted by relinkd, and the
   // guest up and answering.
   void boot(const std::string& machine) {
-    add_parent();
+    guest.add_parent(env.ns());
     env.write_config({vm});
-    const std::string kernel = std::filesystem::exists(guest_dir_ + "/vmlinux") ? "/vmlinux" : "/vmlinuz";
-    env.start_qemu_direct(vm, machine, "lmv0",
-                          {"-no-reboot", "-serial", "file:" + env.dir() + "/console.log", "-kernel",
-                           guest_dir_ + kernel, "-initrd", guest_dir_ + "/initramfs.cpio.gz", "-append",
-                           "console=ttyS0 quiet panic=-1 relink.tag=" + machine + " relink.ip=" +
-                               std::string(kGuestIp) + "/24 relink.poll=0.05"});
+    env.start_qemu_direct(vm, machine, "lmv0", guest.qemu_args(machine));
     env.start_relinkd();
     ASSERT_TRUE(env.wait_state("attached", 0, vm.name, 10s, vm.nic)) << explain();
-    ASSERT_TRUE(wait_until([&] { return markers("RELINK-GUEST-READY") > 0; }, 120s, 100ms)) << explain();
-    ASSERT_TRUE(guest_answers(30s)) << explain();
-  }
-  bool guest_answers(std::chrono::seconds timeout) {
-    return wait_until([&] { return peer.run(std::string("busybox ping -c1 -W1 ") + kGuestIp).status == 0; },
-                      timeout, 100ms);
-  }
-  std::string console() { return read_file(env.dir() + "/console.log"); }
-  size_t markers(const std::string& marker) {
-    const std::string c = console();
-    size_t n = 0;
-    for (size_t p = c.find(marker); p != std::string::npos; p = c.find(marker, p + 1)) ++n;
-    return n;
+    ASSERT_TRUE(guest.wait_ready()) << explain();
+    ASSERT_TRUE(guest.answers(30s)) << explain();
   }
   bool qemu_has_nic() {
     auto r = env.test_qmp(vm.name).execute("qom-get", {{"path", "/machine/peripheral/" + vm.nic}, {"property", "type"}});
@@ -87,25 +61,25 @@ class ReleaseOnLoss : public ::testing::Test {
   bool journal_has_entry() { return read_file(journal()).find("\"" + vm.nic + "\"") != std::string::npos; }
   std::string explain() {
     return env.explain() + "\njournal: " + read_file(journal()) + "\nguest console (tail):\n" +
-           DaemonEnv::tail(console(), 1500) + "\ninfo network:\n" + env.test_qmp(vm.name).info_network();
+           guest.console_tail(1500) + "\ninfo network:\n" + env.test_qmp(vm.name).info_network();
   }
   // The parent is deleted: the guest lets go of its NIC before the parent
   // returns; then it is back, plugged in at `gen`, and answers.
   void flap(uint64_t gen) {
-    const size_t gone = markers("RELINK-GUEST-LINK-GONE");
+    const size_t gone = guest.markers("RELINK-GUEST-LINK-GONE");
     env.ns().ip("link del p0");
     ASSERT_TRUE(wait_released()) << explain();
     EXPECT_FALSE(qemu_has_nic()) << explain();
-    EXPECT_TRUE(wait_until([&] { return markers("RELINK-GUEST-LINK-GONE") > gone; }, 10s, 20ms))
+    EXPECT_TRUE(wait_until([&] { return guest.markers("RELINK-GUEST-LINK-GONE") > gone; }, 10s, 20ms))
         << "the guest still has its NIC\n" << explain();
     EXPECT_EQ(binding().value("release", ""), "on-loss");
     // The old backend went with the release, not on the return's path.
     EXPECT_TRUE(wait_until([&] { return taps() == 0; }, 5s, 20ms)) << explain();
-    add_parent();
+    guest.add_parent(env.ns());
     ASSERT_TRUE(env.wait_state("attached", gen, vm.name, 30s, vm.nic)) << explain();
     EXPECT_TRUE(qemu_has_nic());
     EXPECT_EQ(taps(), 1u) << explain();
-    ASSERT_TRUE(guest_answers(30s)) << "guest unreachable after return " << gen << "\n" << explain();
+    ASSERT_TRUE(guest.answers(30s)) << "guest unreachable after return " << gen << "\n" << explain();
     EXPECT_EQ(binding()["nic_present"], true);
   }
   void five_flaps() {
@@ -114,8 +88,8 @@ class ReleaseOnLoss : public ::testing::Test {
       flap(gen);
       if (HasFatalFailure()) return;
     }
-    EXPECT_EQ(markers("RELINK-GUEST-LINK-NEW"), 5u) << explain();
-    EXPECT_EQ(console().find("RELINK-GUEST-ERROR"), std::string::npos) << explain();
+    EXPECT_EQ(guest.markers("RELINK-GUEST-LINK-NEW"), 5u) << explain();
+    EXPECT_EQ(guest.console().find("RELINK-GUEST-ERROR"), std::string::npos) << explain();
     // Timed from the parent's return, which no longer waits for the release.
     auto b = binding();
     ASSERT_TRUE(b["last_reattach_ms"].is_number()) << b.dump();
@@ -123,9 +97,8 @@ class ReleaseOnLoss : public ::testing::Test {
   }
 
   DaemonEnv env;
-  Netns peer{"peer"};
+  TestGuest guest{env.dir() + "/console.log"};
   VmSpec vm;
-  std::string guest_dir_;
 };
 
 TEST_F(ReleaseOnLoss, FiveFlapsOnQ35AndNotOnCarrierLoss) {
@@ -139,28 +112,28 @@ TEST_F(ReleaseOnLoss, FiveFlapsOnQ35AndNotOnCarrierLoss) {
   EXPECT_NE(r.out.find("its parent p0 is gone"), std::string::npos) << r.out;
   auto text = sh(relinkctl_bin() + " --socket " + env.control() + " status 2>&1");
   EXPECT_NE(text.out.find("nic=released"), std::string::npos) << text.out;
-  add_parent();
+  guest.add_parent(env.ns());
   ASSERT_TRUE(env.wait_state("attached", 1, vm.name, 30s, vm.nic)) << explain();
-  ASSERT_TRUE(guest_answers(30s)) << explain();
+  ASSERT_TRUE(guest.answers(30s)) << explain();
   for (uint64_t gen = 2; gen <= 5; ++gen) {
     SCOPED_TRACE("flap " + std::to_string(gen));
     flap(gen);
     if (HasFatalFailure()) return;
   }
   // The carrier goes and comes: the NIC's link follows, nothing is released.
-  const size_t gone = markers("RELINK-GUEST-LINK-GONE");
-  const size_t down = markers("RELINK-GUEST-CARRIER 0");
-  peer.ip("link set p1 down");
+  const size_t gone = guest.markers("RELINK-GUEST-LINK-GONE");
+  const size_t down = guest.markers("RELINK-GUEST-CARRIER 0");
+  guest.peer().ip("link set p1 down");
   ASSERT_TRUE(wait_until([&] { return binding()["link"] == "down"; }, 10s, 20ms)) << "relinkd missed it\n"
                                                                                   << explain();
-  ASSERT_TRUE(wait_until([&] { return markers("RELINK-GUEST-CARRIER 0") > down; }, 20s, 20ms))
+  ASSERT_TRUE(wait_until([&] { return guest.markers("RELINK-GUEST-CARRIER 0") > down; }, 20s, 20ms))
       << "the guest missed it\n" << explain();
   EXPECT_EQ(binding().value("state", ""), "attached");
   EXPECT_EQ(binding()["nic_present"], true);
-  peer.ip("link set p1 up");
-  ASSERT_TRUE(guest_answers(30s)) << explain();
+  guest.peer().ip("link set p1 up");
+  ASSERT_TRUE(guest.answers(30s)) << explain();
   EXPECT_EQ(binding().value("generation", 0u), 5u);
-  EXPECT_EQ(markers("RELINK-GUEST-LINK-GONE"), gone);
+  EXPECT_EQ(guest.markers("RELINK-GUEST-LINK-GONE"), gone);
   EXPECT_TRUE(qemu_has_nic());
 }
 
@@ -178,7 +151,7 @@ TEST_F(ReleaseOnLoss, PausedGuestAndAParentBackDuringTheRelease) {
   ASSERT_TRUE(env.test_qmp(vm.name).execute("stop").contains("return"));
   env.ns().ip("link del p0");
   ASSERT_TRUE(env.wait_state("releasing", 0, vm.name, 10s, vm.nic)) << explain();
-  add_parent();
+  guest.add_parent(env.ns());
   std::this_thread::sleep_for(200ms);  // the parent's return is seen (no event to wait on: nothing may change)
   // Still waiting for the release (backoff too, on a machine slow enough to pass release_timeout meanwhile).
   const std::string st = binding().value("state", "");
@@ -187,7 +160,7 @@ TEST_F(ReleaseOnLoss, PausedGuestAndAParentBackDuringTheRelease) {
   EXPECT_EQ(env.ns().ifindex(text_of(binding(), "macvtap")), 0) << "a macvtap made before the release\n" << explain();
   ASSERT_TRUE(env.test_qmp(vm.name).execute("cont").contains("return"));
   ASSERT_TRUE(env.wait_state("attached", 1, vm.name, 30s, vm.nic)) << explain();
-  ASSERT_TRUE(guest_answers(30s)) << explain();
+  ASSERT_TRUE(guest.answers(30s)) << explain();
 
   // Paused through the whole release timeout: backoff, with the reason.
   ASSERT_TRUE(env.test_qmp(vm.name).execute("stop").contains("return"));
@@ -198,9 +171,9 @@ TEST_F(ReleaseOnLoss, PausedGuestAndAParentBackDuringTheRelease) {
   EXPECT_TRUE(qemu_has_nic());
   ASSERT_TRUE(env.test_qmp(vm.name).execute("cont").contains("return"));
   ASSERT_TRUE(wait_released()) << explain();
-  add_parent();
+  guest.add_parent(env.ns());
   ASSERT_TRUE(env.wait_state("attached", 2, vm.name, 30s, vm.nic)) << explain();
-  ASSERT_TRUE(guest_answers(30s)) << explain();
+  ASSERT_TRUE(guest.answers(30s)) << explain();
   EXPECT_TRUE(env.relinkd().running());
 }
 
@@ -219,10 +192,10 @@ TEST_F(ReleaseOnLoss, RestartDuringTheOutagePlugsTheNicBack) {
     env.start_relinkd();
     ASSERT_TRUE(wait_released()) << explain();
     EXPECT_FALSE(qemu_has_nic());
-    add_parent();
+    guest.add_parent(env.ns());
     ASSERT_TRUE(env.wait_state("attached", 0, vm.name, 30s, vm.nic)) << explain();
     EXPECT_EQ(binding().value("attaches", 0u), 1u) << "not plugged in by the new relinkd\n" << explain();
-    ASSERT_TRUE(guest_answers(30s)) << "the guest's NIC did not come back\n" << explain();
+    ASSERT_TRUE(guest.answers(30s)) << "the guest's NIC did not come back\n" << explain();
     EXPECT_TRUE(wait_until([&] { return !journal_has_entry(); }, 5s)) << explain();
   }
   EXPECT_NE(read_file(env.log_path()).find("finishing a replug begun before"), std::string::npos) << explain();

@@ -10,7 +10,7 @@
 
 #include <thread>
 
-#include "daemon_env.h"
+#include "test_guest.h"
 
 namespace relink::test {
 namespace {
@@ -18,53 +18,19 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-constexpr const char* kGuestIp = "192.0.2.2";
-constexpr const char* kPeerIp = "192.0.2.1";
-
 class Replug : public ::testing::Test {
  protected:
   void SetUp() override {
     RELINK_REQUIRE_ROOT();
-    guest_dir_ = test_guest_dir();
-    ASSERT_FALSE(guest_dir_.empty());
+    ASSERT_FALSE(guest.dir().empty());
     vm.nic = "net0";
     vm.attach = "replug";
   }
-  // Parent p0 in relinkd's namespace; its veth peer p1 in the peer namespace
-  // with the peer's address, as a switch port would be.
-  void add_parent() {
-    env.ns().ip("link add p0 type veth peer name p1 netns " + peer.name());
-    env.ns().ip("link set p0 up");
-    peer.ip("addr add " + std::string(kPeerIp) + "/24 dev p1");
-    peer.ip("link set p1 up");
-  }
   std::vector<std::string> guest_args(const std::string& tag) {
-    const std::string kernel = std::filesystem::exists(guest_dir_ + "/vmlinux") ? "/vmlinux" : "/vmlinuz";
-    return {"-no-reboot", "-serial", "file:" + env.dir() + "/console.log", "-kernel", guest_dir_ + kernel,
-            "-initrd", guest_dir_ + "/initramfs.cpio.gz", "-append",
-            "console=ttyS0 quiet panic=-1 relink.tag=" + tag + " relink.ip=" + std::string(kGuestIp) +
-                "/24 relink.serve=8080 relink.poll=0.05"};
-  }
-  bool guest_answers(std::chrono::seconds timeout) {
-    return wait_until([&] { return peer.run(std::string("busybox ping -c1 -W1 ") + kGuestIp).status == 0; },
-                      timeout, 200ms);
-  }
-  std::string hello() { return peer.run(std::string("busybox nc -w 3 ") + kGuestIp + " 8080 </dev/null").out; }
-  std::string console() { return read_file(env.dir() + "/console.log"); }
-  size_t markers(const std::string& marker) {
-    const std::string c = console();
-    size_t n = 0;
-    for (size_t p = c.find(marker); p != std::string::npos; p = c.find(marker, p + 1)) ++n;
-    return n;
-  }
-  bool wait_for_marker(const std::string& marker, size_t count, std::chrono::seconds timeout = 10s) {
-    return wait_until([&] { return markers(marker) >= count; }, timeout, 20ms);
-  }
-  bool wait_ready() {
-    return wait_until([&] { return console().find("RELINK-GUEST-READY") != std::string::npos; }, 120s, 100ms);
+    return guest.qemu_args(tag, TestGuest::cmdline("relink.serve=8080"));
   }
   std::string explain() {
-    return env.explain() + "\nguest console (tail):\n" + DaemonEnv::tail(console(), 2000) + "\ninfo network:\n" +
+    return env.explain() + "\nguest console (tail):\n" + guest.console_tail() + "\ninfo network:\n" +
            env.test_qmp(vm.name).info_network();
   }
   json qom(const std::string& prop) {
@@ -100,37 +66,36 @@ class Replug : public ::testing::Test {
   // Deletes the parent (the macvtap goes with it) and re-creates it; the
   // binding ends attached at `gen` and the guest answers on the new NIC.
   void flap(uint64_t gen) {
-    const size_t down = markers("RELINK-GUEST-CARRIER 0"), gone = markers("RELINK-GUEST-LINK-GONE");
+    const size_t down = guest.markers("RELINK-GUEST-CARRIER 0"), gone = guest.markers("RELINK-GUEST-LINK-GONE");
     env.ns().ip("link del p0");
     ASSERT_TRUE(env.wait_state("waiting-parent", 0, vm.name, 10s, vm.nic)) << explain();
     // release = "on-return": during the outage the guest keeps its NIC, without carrier.
-    ASSERT_TRUE(wait_for_marker("RELINK-GUEST-CARRIER 0", down + 1)) << explain();
-    EXPECT_EQ(markers("RELINK-GUEST-LINK-GONE"), gone) << explain();
+    ASSERT_TRUE(guest.wait_for_marker("RELINK-GUEST-CARRIER 0", down + 1)) << explain();
+    EXPECT_EQ(guest.markers("RELINK-GUEST-LINK-GONE"), gone) << explain();
     EXPECT_EQ(env.binding(vm.name, vm.nic)["nic_present"], true) << explain();
-    add_parent();
+    guest.add_parent(env.ns());
     ASSERT_TRUE(env.wait_state("attached", gen, vm.name, 30s, vm.nic)) << explain();
     expect_qemu_holds_current_macvtap();
-    ASSERT_TRUE(guest_answers(30s)) << "guest unreachable after replug " << gen << "\n" << explain();
-    EXPECT_NE(hello().find("RELINK-GUEST-HELLO"), std::string::npos) << explain();
+    ASSERT_TRUE(guest.answers(30s)) << "guest unreachable after replug " << gen << "\n" << explain();
+    EXPECT_NE(guest.hello().find("RELINK-GUEST-HELLO"), std::string::npos) << explain();
   }
 
   void carrier_follows(uint64_t gen);
 
   DaemonEnv env;
-  Netns peer{"peer"};
+  TestGuest guest{env.dir() + "/console.log"};
   VmSpec vm;
-  std::string guest_dir_;
 };
 
 TEST_F(Replug, AdoptsTheLaunchersTapThenReplugsOnQ35RootPort) {
-  add_parent();
+  guest.add_parent(env.ns());
   env.write_config({vm});
   env.start_qemu_direct(vm, "q35", "lmv0", guest_args("q35"));
   env.start_relinkd();
   ASSERT_TRUE(env.wait_state("attached", 0, vm.name, 10s, vm.nic)) << explain();
   EXPECT_NE(read_file(env.log_path()).find("adopt"), std::string::npos) << explain();
-  ASSERT_TRUE(wait_ready()) << explain();
-  ASSERT_TRUE(guest_answers(30s)) << "guest unreachable through the launcher's macvtap\n" << explain();
+  ASSERT_TRUE(guest.wait_ready()) << explain();
+  ASSERT_TRUE(guest.answers(30s)) << "guest unreachable through the launcher's macvtap\n" << explain();
   // Status names the macvtap the NIC uses: the launcher's.
   auto adopted = env.binding(vm.name, vm.nic);
   EXPECT_EQ(text_of(adopted, "macvtap"), "lmv0") << adopted.dump();
@@ -153,17 +118,17 @@ TEST_F(Replug, AdoptsTheLaunchersTapThenReplugsOnQ35RootPort) {
   EXPECT_EQ(env.ns().ifindex("lmv0"), 0) << "the launcher's macvtap went with its parent";
   // And now relinkd's own, by the name it has.
   EXPECT_EQ(env.ns().ifindex(text_of(b, "macvtap")), b.value("macvtap_ifindex", -1)) << b.dump();
-  EXPECT_EQ(console().find("RELINK-GUEST-ERROR"), std::string::npos) << explain();
+  EXPECT_EQ(guest.console().find("RELINK-GUEST-ERROR"), std::string::npos) << explain();
 }
 
 TEST_F(Replug, AdoptsAndReplugsOnI440fx) {
-  add_parent();
+  guest.add_parent(env.ns());
   env.write_config({vm});
   env.start_qemu_direct(vm, "pc", "lmv0", guest_args("pc"));
   env.start_relinkd();
   ASSERT_TRUE(env.wait_state("attached", 0, vm.name, 10s, vm.nic)) << explain();
-  ASSERT_TRUE(wait_ready()) << explain();
-  ASSERT_TRUE(guest_answers(30s)) << explain();
+  ASSERT_TRUE(guest.wait_ready()) << explain();
+  ASSERT_TRUE(guest.answers(30s)) << explain();
   const json before = identity();
   flap(1);
   EXPECT_EQ(identity(), before);
@@ -175,18 +140,18 @@ TEST_F(Replug, AdoptsAndReplugsOnI440fx) {
 // as the guest runs again.
 TEST_F(Replug, PausedGuestTimesOutThenContinuesWhenResumed) {
   vm.extra = "release_timeout = 2\n";
-  add_parent();
+  guest.add_parent(env.ns());
   env.write_config({vm});
   env.start_qemu_direct(vm, "q35", "lmv0", guest_args("paused"));
   env.start_relinkd();
   ASSERT_TRUE(env.wait_state("attached", 0, vm.name, 10s, vm.nic)) << explain();
-  ASSERT_TRUE(wait_ready()) << explain();
-  ASSERT_TRUE(guest_answers(30s)) << explain();
+  ASSERT_TRUE(guest.wait_ready()) << explain();
+  ASSERT_TRUE(guest.answers(30s)) << explain();
 
   ASSERT_TRUE(env.test_qmp(vm.name).execute("stop").contains("return"));
   env.ns().ip("link del p0");
   ASSERT_TRUE(env.wait_state("waiting-parent", 0, vm.name, 10s, vm.nic)) << explain();
-  add_parent();
+  guest.add_parent(env.ns());
   ASSERT_TRUE(env.wait_state("releasing", 0, vm.name, 10s, vm.nic)) << explain();
   ASSERT_TRUE(env.wait_state("backoff", 0, vm.name, 10s, vm.nic)) << explain();
   const std::string err = text_of(env.binding(vm.name, vm.nic), "last_error");
@@ -200,37 +165,37 @@ TEST_F(Replug, PausedGuestTimesOutThenContinuesWhenResumed) {
   ASSERT_TRUE(env.test_qmp(vm.name).execute("cont").contains("return"));
   ASSERT_TRUE(env.wait_state("attached", 1, vm.name, 30s, vm.nic)) << explain();
   expect_qemu_holds_current_macvtap();
-  EXPECT_TRUE(guest_answers(30s)) << "guest unreachable after it was resumed\n" << explain();
+  EXPECT_TRUE(guest.answers(30s)) << "guest unreachable after it was resumed\n" << explain();
 }
 
 // The far end of the parent's veth goes down and up: the parent loses and
 // regains carrier, the guest's link follows, and nothing is re-plugged.
 void Replug::carrier_follows(uint64_t gen) {
   ASSERT_TRUE(env.wait_state("attached", gen, vm.name, 10s, vm.nic)) << explain();
-  ASSERT_TRUE(wait_ready()) << explain();
-  ASSERT_TRUE(guest_answers(30s)) << explain();
-  const size_t down0 = markers("RELINK-GUEST-CARRIER 0"), up0 = markers("RELINK-GUEST-CARRIER 1");
+  ASSERT_TRUE(guest.wait_ready()) << explain();
+  ASSERT_TRUE(guest.answers(30s)) << explain();
+  const size_t down0 = guest.markers("RELINK-GUEST-CARRIER 0"), up0 = guest.markers("RELINK-GUEST-CARRIER 1");
   for (size_t i = 1; i <= 2; ++i) {
-    peer.ip("link set p1 down");
-    ASSERT_TRUE(wait_for_marker("RELINK-GUEST-CARRIER 0", down0 + i)) << explain();
+    guest.peer().ip("link set p1 down");
+    ASSERT_TRUE(guest.wait_for_marker("RELINK-GUEST-CARRIER 0", down0 + i)) << explain();
     EXPECT_EQ(env.binding(vm.name, vm.nic)["carrier"], false) << explain();
-    peer.ip("link set p1 up");
-    ASSERT_TRUE(wait_for_marker("RELINK-GUEST-CARRIER 1", up0 + i)) << explain();
+    guest.peer().ip("link set p1 up");
+    ASSERT_TRUE(guest.wait_for_marker("RELINK-GUEST-CARRIER 1", up0 + i)) << explain();
     EXPECT_EQ(env.binding(vm.name, vm.nic)["carrier"], true) << explain();
   }
   // A fast flap ends in the parent's final state, with nothing re-plugged.
   for (int i = 0; i < 5; ++i) {
-    peer.ip("link set p1 down");
-    peer.ip("link set p1 up");
+    guest.peer().ip("link set p1 down");
+    guest.peer().ip("link set p1 up");
   }
   std::this_thread::sleep_for(500ms);
   EXPECT_EQ(env.binding(vm.name, vm.nic)["link"], "up") << explain();
   EXPECT_EQ(env.binding(vm.name, vm.nic).value("generation", 99u), gen) << explain();
-  EXPECT_TRUE(guest_answers(20s)) << explain();
+  EXPECT_TRUE(guest.answers(20s)) << explain();
 }
 
 TEST_F(Replug, GuestLinkFollowsTheParentsCarrier) {
-  add_parent();
+  guest.add_parent(env.ns());
   env.write_config({vm});
   env.start_qemu_direct(vm, "q35", "lmv0", guest_args("carrier"));
   env.start_relinkd();
@@ -240,7 +205,7 @@ TEST_F(Replug, GuestLinkFollowsTheParentsCarrier) {
 TEST_F(Replug, HubAttachedGuestLinkFollowsTheParentsCarrierToo) {
   vm.attach = "hub";
   vm.nic = "nic0";
-  add_parent();
+  guest.add_parent(env.ns());
   env.write_config({vm});
   env.start_qemu(vm, guest_args("hubcarrier"));
   env.start_relinkd();
