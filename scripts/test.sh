@@ -58,8 +58,11 @@ fi
 status=0
 
 # Work started in the background (images, builds ahead) stops with the run.
+# shellcheck disable=SC2317  # called from the EXIT trap
 kill_tree() { local c; for c in $(pgrep -P "$1" || true); do kill_tree "$c"; done; kill "$1" 2>/dev/null || true; }
-trap 'for p in $(jobs -rp); do kill_tree "$p"; done' EXIT
+# shellcheck disable=SC2317
+stop_background() { local p; for p in $(jobs -rp); do kill_tree "$p"; done; }
+trap stop_background EXIT
 
 # On a machine with nothing cached, the tiers' images (the Debian 13 and
 # Debian 12 root filesystems, the host VM) are downloaded and unpacked while
