@@ -48,10 +48,8 @@ class Journal : public ::testing::Test {
     ASSERT_NE(env.relinkd().stop(SIGKILL, 5s), -1);
     std::filesystem::remove(env.control());  // left behind; start_relinkd waits for a new one
   }
-  // A running guest whose NIC relinkd adopted from the launcher; then the
-  // guest is paused and the parent flaps: relinkd asks for the release
-  // (journaled first), which the paused guest cannot give yet.
-  void paused_guest_holding_a_release() {
+  // A running guest whose NIC relinkd adopted from the launcher, then paused.
+  void adopted_then_paused() {
     guest.add_parent(env.ns());
     env.write_config({vm});
     env.start_qemu_direct(vm, "q35", "lmv0", guest.qemu_args("journal"));
@@ -60,6 +58,11 @@ class Journal : public ::testing::Test {
     ASSERT_TRUE(guest.wait_ready()) << explain();
     ASSERT_TRUE(guest.answers(30s)) << explain();
     ASSERT_TRUE(env.test_qmp(vm.name).execute("stop").contains("return"));
+  }
+  // The paused guest's parent flaps: relinkd asks for the release (journaled
+  // first), which the paused guest cannot give yet.
+  void paused_guest_holding_a_release() {
+    ASSERT_NO_FATAL_FAILURE(adopted_then_paused());
     env.ns().ip("link del p0");
     ASSERT_TRUE(env.wait_state("waiting-parent", 0, vm.name, 10s, vm.nic)) << explain();
     guest.add_parent(env.ns());
@@ -113,14 +116,7 @@ TEST_F(Journal, AReloadThatStartsTheVmAnewKeepsTheTemplate) {
 // that is the earlier relinkd's release (the journal says so), not someone
 // else unplugging it, and the NIC is plugged in anew.
 TEST_F(Journal, AReleasePendingAcrossARestartWithALiveMacvtapEndsAttached) {
-  guest.add_parent(env.ns());
-  env.write_config({vm});
-  env.start_qemu_direct(vm, "q35", "lmv0", guest.qemu_args("journal"));
-  env.start_relinkd();
-  ASSERT_TRUE(env.wait_state("attached", 0, vm.name, 10s, vm.nic)) << explain();
-  ASSERT_TRUE(guest.wait_ready()) << explain();
-  ASSERT_TRUE(guest.answers(30s)) << explain();
-  ASSERT_TRUE(env.test_qmp(vm.name).execute("stop").contains("return"));
+  ASSERT_NO_FATAL_FAILURE(adopted_then_paused());
   auto r =
       sh(relinkctl_bin() + " --socket " + env.control() + " reattach --no-wait " + vm.name + " " + vm.nic + " 2>&1");
   ASSERT_EQ(r.status, 0) << r.out;

@@ -137,6 +137,15 @@ class LibvirtVms : public ::testing::Test {
     ASSERT_TRUE(lv.create(domain_xml(d))) << lv.log();
     ASSERT_TRUE(guest.answers(90s)) << "guest unreachable through libvirt's macvtap\n" << explain(d.name);
   }
+  // The booted guest g1 followed by relinkd, then suspended: it cannot
+  // release its interface until it is resumed.
+  void attached_then_suspended(unsigned release_timeout_s) {
+    ASSERT_NO_FATAL_FAILURE(boot(guest_domain("g1")));
+    ASSERT_NO_FATAL_FAILURE(start_relinkd(release_timeout_s));
+    ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
+    lv.virsh_ok("suspend g1");
+    ASSERT_TRUE(wait_until([&] { return vm("g1").value("paused", false); }, 10s)) << explain();
+  }
   // relinkd never talks to a libvirt domain's QEMU behind libvirt's back
   // (the test's libvirt runs QEMU as root, which is a taint of its own).
   void expect_untainted(const std::string& domain) {
@@ -231,11 +240,7 @@ TEST_F(LibvirtVms, GuestComesBackAfterTenParentFlapsOnI440fx) {
 // A paused guest cannot release its NIC: the binding gives up after
 // release_timeout with the reason, and goes on as soon as the guest runs.
 TEST_F(LibvirtVms, PausedGuestBacksOffThenComesBackWhenResumed) {
-  ASSERT_NO_FATAL_FAILURE(boot(guest_domain("g1")));
-  ASSERT_NO_FATAL_FAILURE(start_relinkd(2));
-  ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
-  lv.virsh_ok("suspend g1");
-  ASSERT_TRUE(wait_until([&] { return vm("g1").value("paused", false); }, 10s)) << explain();
+  ASSERT_NO_FATAL_FAILURE(attached_then_suspended(2));
   env.ns().ip("link del p0");
   ASSERT_TRUE(env.wait_state("waiting-parent", 0, "g1", 10s, "net0")) << explain();
   guest.add_parent(env.ns());
@@ -433,11 +438,7 @@ namespace {
 // relinkd runs, so libvirt's live XML no longer has it. The next relinkd
 // finds the interface in the journal of intent and attaches it again.
 TEST_F(LibvirtVms, RelinkdKilledMidReleaseTheNextOneAttachesTheInterfaceAgain) {
-  ASSERT_NO_FATAL_FAILURE(boot(guest_domain("g1")));
-  ASSERT_NO_FATAL_FAILURE(start_relinkd(60));
-  ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
-  lv.virsh_ok("suspend g1");
-  ASSERT_TRUE(wait_until([&] { return vm("g1").value("paused", false); }, 10s)) << explain();
+  ASSERT_NO_FATAL_FAILURE(attached_then_suspended(60));
   env.ns().ip("link del p0");
   ASSERT_TRUE(env.wait_state("waiting-parent", 0, "g1", 10s, "net0")) << explain();
   guest.add_parent(env.ns());
@@ -464,11 +465,7 @@ TEST_F(LibvirtVms, RelinkdKilledMidReleaseTheNextOneAttachesTheInterfaceAgain) {
 // interface: that is the earlier relinkd's release (the journal says so),
 // not its owner detaching it, and it is attached again.
 TEST_F(LibvirtVms, AReleasePendingAcrossARestartWithALiveMacvtapEndsAttached) {
-  ASSERT_NO_FATAL_FAILURE(boot(guest_domain("g1")));
-  ASSERT_NO_FATAL_FAILURE(start_relinkd(60));
-  ASSERT_TRUE(env.wait_state("attached", 1, "g1", 20s, "net0")) << explain();
-  lv.virsh_ok("suspend g1");
-  ASSERT_TRUE(wait_until([&] { return vm("g1").value("paused", false); }, 10s)) << explain();
+  ASSERT_NO_FATAL_FAILURE(attached_then_suspended(60));
   auto r = sh(relinkctl_bin() + " --socket " + env.control() + " reattach --no-wait g1 net0 2>&1");
   ASSERT_EQ(r.status, 0) << r.out;
   ASSERT_TRUE(env.wait_state("releasing", 0, "g1", 10s, "net0")) << explain();
